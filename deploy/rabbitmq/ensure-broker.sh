@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Makes sure a RabbitMQ broker answers at PIXMILL_AMQP_URL.
+#
+#  1. If something already listens at the URL's host and port, use it.
+#  2. Otherwise start a local node with this folder's configuration and a data directory
+#     under var/ (one per port, so several nodes can live side by side), installing
+#     Debian's rabbitmq-server first when it is missing and we are root.
+#  3. Otherwise say exactly what to do, and fail.
+#
+# Usage: ensure-broker.sh            start (or reuse) the broker
+#        ensure-broker.sh stop       stop the node this script started for that port
+#        ensure-broker.sh status     say whether a broker answers
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+url=${PIXMILL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+
+# amqp://user:pass@host:port/vhost?query -> host, port
+rest=${url#*://}
+rest=${rest#*@}
+hostport=${rest%%/*}
+hostport=${hostport%%\?*}
+host=${hostport%%:*}
+port=5672
+[[ $hostport == *:* ]] && port=${hostport##*:}
+[[ -z $host ]] && host=127.0.0.1
+
+node="pixmill-$port@localhost"
+base=${PIXMILL_BROKER_DIR:-$root/var/rabbitmq-$port}
+say() { printf 'broker: %s\n' "$*" >&2; }
+
+answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+find_server() {
+  for candidate in /usr/lib/rabbitmq/bin/rabbitmq-server "$(command -v rabbitmq-server || true)"; do
+    if [[ -n $candidate && -x $candidate ]]; then
+      dirname "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
+node_env() {
+  export RABBITMQ_NODENAME=$node
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT=$port
+  export RABBITMQ_DIST_PORT=$((port + 20000))
+  export RABBITMQ_MNESIA_BASE=$base/mnesia
+  export RABBITMQ_LOG_BASE=$base/log
+  export RABBITMQ_PID_FILE=$base/node.pid
+  export RABBITMQ_CONFIG_FILE=$here/rabbitmq
+  # No plugins: the management UI would want a port of its own on every node.
+  export RABBITMQ_ENABLED_PLUGINS_FILE=$base/enabled_plugins
+}
+
+case "${1:-start}" in
+  status)
+    if answers "$host" "$port"; then say "answering at $host:$port"; exit 0; fi
+    say "nothing answers at $host:$port"; exit 1 ;;
+  stop)
+    bin=$(find_server) || { say "rabbitmq-server is not installed; nothing to stop"; exit 0; }
+    node_env
+    if "$bin/rabbitmqctl" -n "$node" -q stop 2>/dev/null; then say "stopped $node"; else say "$node was not running"; fi
+    exit 0 ;;
+  start) ;;
+  *) echo "usage: $0 [start|stop|status]" >&2; exit 64 ;;
+esac
+
+if answers "$host" "$port"; then
+  say "using the broker answering at $host:$port"
+  exit 0
+fi
+
+case $host in
+  127.*|localhost|::1) ;;
+  *) say "nothing answers at $host:$port, and that host is not this machine."
+     say "Start RabbitMQ there, or point PIXMILL_AMQP_URL at a broker that runs."
+     exit 1 ;;
+esac
+
+if ! bin=$(find_server); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    say "installing Debian's rabbitmq-server (once)…"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends rabbitmq-server >"${TMPDIR:-/tmp}/pixmill-apt.log" 2>&1; then
+      apt-get update -q >>"${TMPDIR:-/tmp}/pixmill-apt.log" 2>&1
+      apt-get install -y -q --no-install-recommends rabbitmq-server >>"${TMPDIR:-/tmp}/pixmill-apt.log" 2>&1 \
+        || { say "apt-get install rabbitmq-server failed; see ${TMPDIR:-/tmp}/pixmill-apt.log"; exit 1; }
+    fi
+    bin=$(find_server)
+  else
+    say "RabbitMQ is not installed and nothing answers at $host:$port."
+    say "Install it (Debian/Ubuntu: sudo apt-get install rabbitmq-server), or run a broker"
+    say "elsewhere and set PIXMILL_AMQP_URL, then run this again."
+    exit 1
+  fi
+fi
+
+mkdir -p "$base/mnesia" "$base/log"
+[[ -f $base/enabled_plugins ]] || echo '[].' >"$base/enabled_plugins"
+node_env
+
+say "starting local node $node on 127.0.0.1:$port (data in ${base#"$root"/})…"
+"$bin/rabbitmq-server" -detached >"$base/log/startup.log" 2>&1 || true
+
+for _ in $(seq 1 120); do
+  if answers 127.0.0.1 "$port"; then
+    say "ready at 127.0.0.1:$port"
+    exit 0
+  fi
+  sleep 0.5
+done
+say "the node did not start within 60 s; its logs are in $base/log"
+tail -n 20 "$base/log/startup.log" "$base"/log/*.log 2>/dev/null >&2 || true
+exit 1

@@ -1,0 +1,70 @@
+//! Gateway settings, from `PIXMILL_*` environment variables.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
+
+/// Everything the gateway needs. Defaults work on one machine with `make run`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Broker, data folder, topology and limits, shared with the workers.
+    pub common: Common,
+    /// `PIXMILL_HTTP_ADDR`: where the API and upload page listen.
+    pub http_addr: SocketAddr,
+    /// `PIXMILL_DB_PATH`: the SQLite task store (default `<data dir>/pixmill.db`).
+    pub db_path: PathBuf,
+    /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
+    pub max_upload_bytes: u64,
+    /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
+    pub publish_timeout: Duration,
+    /// `PIXMILL_REQUEST_TIMEOUT_SECS`: no request (upload or long-poll) runs longer.
+    pub request_timeout: Duration,
+}
+
+/// Longest `?wait=` a client may ask for.
+pub const MAX_WAIT_SECS: u64 = 30;
+
+impl Settings {
+    /// Reads and validates the settings.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let common = Common::from_env()?;
+        let db_path = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
+        Ok(Self {
+            http_addr: env_or(
+                "PIXMILL_HTTP_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
+            db_path,
+            max_upload_bytes: env_checked("PIXMILL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024u64, |v| {
+                if (1..=1 << 30).contains(v) {
+                    Ok(())
+                } else {
+                    Err("must be between 1 and 1073741824".into())
+                }
+            })?,
+            publish_timeout: Duration::from_millis(env_checked(
+                "PIXMILL_PUBLISH_TIMEOUT_MS",
+                2000u64,
+                |v| {
+                    if (100..=60_000).contains(v) {
+                        Ok(())
+                    } else {
+                        Err("must be between 100 and 60000".into())
+                    }
+                },
+            )?),
+            request_timeout: Duration::from_secs(env_checked(
+                "PIXMILL_REQUEST_TIMEOUT_SECS",
+                120u64,
+                |v| {
+                    if *v > MAX_WAIT_SECS {
+                        Ok(())
+                    } else {
+                        Err(format!("must exceed the {MAX_WAIT_SECS} s long-poll limit"))
+                    }
+                },
+            )?),
+            common,
+        })
+    }
+}

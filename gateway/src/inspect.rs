@@ -1,0 +1,210 @@
+//! Looking at an upload without decoding it: its real format (sniffed from the bytes,
+//! never trusted from headers), whether it is complete, and its size from the header.
+
+use std::io::Cursor;
+
+use image::{ImageFormat, ImageReader};
+use pixmill_shared::{Limits, OutputFormat, limits::check_pixels};
+
+use crate::error::ApiError;
+
+/// What the gateway learned about an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inspected {
+    pub format: ImageFormat,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Inspected {
+    /// The output format when a job asks for none: the input's, and PNG for GIF input
+    /// (the result is a single still frame).
+    pub fn default_output(&self) -> OutputFormat {
+        match self.format {
+            ImageFormat::Jpeg => OutputFormat::Jpeg,
+            ImageFormat::WebP => OutputFormat::Webp,
+            _ => OutputFormat::Png,
+        }
+    }
+}
+
+/// Sniffs, checks completeness, reads the header size and applies the pixel limit.
+pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif)) => f,
+        Ok(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "{} images are not supported; send JPEG, PNG, WebP or GIF",
+                other
+                    .extensions_str()
+                    .first()
+                    .copied()
+                    .unwrap_or("these")
+                    .to_uppercase()
+            )));
+        }
+        Err(_) => {
+            return Err(ApiError::UnsupportedMediaType(
+                "the upload is not an image: expected JPEG, PNG, WebP or GIF bytes".into(),
+            ));
+        }
+    };
+    check_complete(format, bytes)?;
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| ApiError::Unprocessable {
+            code: "invalid_image",
+            message: format!("the {format:?} header could not be read: {e}"),
+        })?;
+    check_pixels(width, height, limits).map_err(|e| ApiError::Unprocessable {
+        code: "too_many_pixels",
+        message: format!("{e} (PIXMILL_MAX_PIXELS)"),
+    })?;
+    Ok(Inspected {
+        format,
+        width,
+        height,
+    })
+}
+
+/// Catches truncated uploads cheaply, from each format's framing, so a half-sent file is
+/// answered at once instead of failing later on a worker.
+fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), ApiError> {
+    let truncated = |what: &str| ApiError::Unprocessable {
+        code: "truncated_image",
+        message: format!("the {format:?} data ends early ({what}); the file looks truncated"),
+    };
+    match format {
+        ImageFormat::Jpeg => {
+            // Ends with an EOI marker, possibly followed by padding some encoders add.
+            let tail = &bytes[bytes.len().saturating_sub(4096)..];
+            if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+                return Err(truncated("no end-of-image marker"));
+            }
+        }
+        ImageFormat::Png => {
+            let tail = &bytes[bytes.len().saturating_sub(64)..];
+            if !tail.windows(4).any(|w| w == b"IEND") {
+                return Err(truncated("no IEND chunk"));
+            }
+        }
+        ImageFormat::WebP => {
+            let declared = bytes
+                .get(4..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes)
+                .map_or(u64::MAX, |n| u64::from(n) + 8);
+            if (bytes.len() as u64) < declared {
+                return Err(truncated("shorter than its RIFF header says"));
+            }
+        }
+        ImageFormat::Gif => {
+            if !bytes.ends_with(&[0x3B]) && !bytes[bytes.len().saturating_sub(16)..].contains(&0x3B)
+            {
+                return Err(truncated("no trailer byte"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{DynamicImage, RgbImage};
+
+    fn encoded(format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(RgbImage::new(30, 20))
+            .write_to(&mut out, format)
+            .expect("encode");
+        out.into_inner()
+    }
+
+    #[test]
+    fn formats_are_sniffed_from_bytes() {
+        for format in [
+            ImageFormat::Jpeg,
+            ImageFormat::Png,
+            ImageFormat::WebP,
+            ImageFormat::Gif,
+        ] {
+            let got = inspect(&encoded(format), &Limits::default()).expect("inspect");
+            assert_eq!((got.format, got.width, got.height), (format, 30, 20));
+        }
+        let err = inspect(b"just some text", &Limits::default()).expect_err("text");
+        assert!(matches!(err, ApiError::UnsupportedMediaType(_)));
+    }
+
+    #[test]
+    fn truncated_files_are_caught() {
+        for format in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP] {
+            let bytes = encoded(format);
+            let err =
+                inspect(&bytes[..bytes.len() * 2 / 3], &Limits::default()).expect_err("truncated");
+            assert!(
+                matches!(
+                    err,
+                    ApiError::Unprocessable {
+                        code: "truncated_image",
+                        ..
+                    }
+                ),
+                "{format:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_claiming_too_many_pixels_is_refused() {
+        // A valid PNG signature and IHDR claiming 100000×100000, then IEND.
+        let bytes = crate::inspect::tests::png_claiming(100_000, 100_000);
+        let err = inspect(&bytes, &Limits::default()).expect_err("too big");
+        assert!(
+            matches!(
+                err,
+                ApiError::Unprocessable {
+                    code: "too_many_pixels",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// A tiny PNG whose IHDR claims `w`×`h` (no pixel data behind it).
+    pub(crate) fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(0).to_be_bytes());
+            let start = out.len();
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            let crc = crc32(&out[start..]);
+            out.extend_from_slice(&crc.to_be_bytes());
+        }
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        chunk(&mut out, b"IHDR", &ihdr);
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+}

@@ -1,0 +1,28 @@
+//! pixmill's gateway: accepts uploads, queues jobs, applies replies, serves results.
+//!
+//! # Layout
+//!
+//! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
+//! - [`config`]: `Settings` from `PIXMILL_*` variables.
+//! - [`routes`]: the HTTP API and the upload page.
+//! - [`upload`]: reading multipart or raw uploads under the size limit; parsing steps.
+//! - [`inspect`]: sniffing the format, catching truncation, reading the header size.
+//! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
+//! - [`publisher`]: confirmed publishes over a long-lived channel.
+//! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
+//! - [`store`]: the SQLite task store; its writes only ever move a job forward.
+//! - [`error`]: `ApiError`, one JSON shape for every failure.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod inspect;
+pub mod jobs;
+pub mod publisher;
+pub mod replies;
+pub mod routes;
+pub mod store;
+pub mod upload;
+
+pub use app::Application;
+pub use config::Settings;

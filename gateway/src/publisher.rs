@@ -1,0 +1,136 @@
+//! Publishing jobs with confirms, over a long-lived channel.
+//!
+//! Connections come from a deadpool-lapin pool, whose recycle check drops a dead
+//! connection and dials a new one; on top of it the publisher keeps one confirm-mode
+//! channel and replaces it whenever it breaks. No channel is opened per request.
+
+use std::time::Duration;
+
+use deadpool_lapin::{Manager, Pool, PoolConfig, Runtime, Timeouts};
+use lapin::{BasicProperties, Channel, ConnectionProperties};
+use pixmill_shared::{JobRequest, Topology, amqp, amqp::PublishError};
+use tokio::sync::Mutex;
+
+/// Publishes jobs to the jobs exchange.
+pub struct Publisher {
+    /// Connection pool; one connection is all a gateway needs, a second covers a reconnect.
+    pool: Pool,
+    /// The current confirm-mode channel, if one is open.
+    channel: Mutex<Option<Channel>>,
+    topology: Topology,
+    /// Budget for one whole publish: getting a channel, sending, and the broker's confirm.
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("topology", &self.topology)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Creates a publisher; nothing connects until the first publish or readiness check.
+    pub fn new(url: &str, topology: Topology, timeout: Duration) -> anyhow::Result<Self> {
+        let manager = Manager::new(
+            url,
+            || {
+                ConnectionProperties::default()
+                    .with_connection_name("pixmill-gateway-publish".into())
+            },
+            async_rs::Runtime::tokio_current(),
+        );
+        let pool = Pool::builder(manager)
+            .config(PoolConfig {
+                max_size: 2,
+                timeouts: Timeouts {
+                    wait: Some(timeout),
+                    create: Some(timeout),
+                    recycle: Some(timeout),
+                },
+                ..PoolConfig::default()
+            })
+            .runtime(Runtime::Tokio1)
+            .build()?;
+        Ok(Self {
+            pool,
+            channel: Mutex::new(None),
+            topology,
+            timeout,
+        })
+    }
+
+    /// Publishes `job` (persistent, mandatory, `reply_to` and `correlation_id` set) and
+    /// returns once the broker has confirmed it, or fails within the timeout.
+    pub async fn publish(&self, job: &JobRequest) -> Result<(), PublishError> {
+        let body = serde_json::to_vec(job)
+            .map_err(|e| PublishError::Amqp(lapin::Error::from(std::io::Error::other(e))))?;
+        let id = job.id.to_string();
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(id.as_str().into())
+            .with_correlation_id(id.as_str().into())
+            .with_reply_to(self.topology.replies.as_str().into())
+            .with_timestamp(u64::try_from(pixmill_shared::now_ms() / 1000).unwrap_or(0));
+        let started = tokio::time::Instant::now();
+        let channel = tokio::time::timeout(self.timeout, self.channel())
+            .await
+            .map_err(|_| PublishError::Timeout(self.timeout))??;
+        let left = self
+            .timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(50));
+        let result = amqp::publish_confirmed(
+            &channel,
+            &self.topology.jobs,
+            &self.topology.jobs,
+            &body,
+            properties,
+            left,
+        )
+        .await;
+        if matches!(
+            result,
+            Err(PublishError::Amqp(_) | PublishError::Timeout(_))
+        ) {
+            // The channel may be dead or blocked; the next publish starts a fresh one.
+            self.discard(&channel).await;
+        }
+        result
+    }
+
+    /// True when a channel to the broker can be had within the timeout.
+    pub async fn ready(&self) -> bool {
+        matches!(
+            tokio::time::timeout(self.timeout, self.channel()).await,
+            Ok(Ok(_))
+        )
+    }
+
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut current = self.channel.lock().await;
+        if let Some(channel) = current.as_ref()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        let connection = self.pool.get().await.map_err(|e| {
+            PublishError::Amqp(lapin::Error::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("no connection to the broker: {e}"),
+            )))
+        })?;
+        let channel = amqp::confirm_channel(&connection).await?;
+        self.topology.declare(&channel).await?;
+        *current = Some(channel.clone());
+        Ok(channel)
+    }
+
+    async fn discard(&self, broken: &Channel) {
+        let mut current = self.channel.lock().await;
+        if current.as_ref().is_some_and(|c| c.id() == broken.id()) {
+            *current = None;
+        }
+    }
+}

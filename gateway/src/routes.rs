@@ -1,0 +1,226 @@
+//! HTTP routes. Handlers are thin: parsing and shaping only; the work is in [`Jobs`].
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::io::ReaderStream;
+use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+
+use crate::{
+    config::MAX_WAIT_SECS,
+    error::ApiError,
+    jobs::Jobs,
+    store::{Job, State as JobState},
+    upload,
+};
+
+/// The upload page: one static file, no build step.
+const PAGE: &str = include_str!("../static/index.html");
+
+/// Route state: the jobs service plus the upload limit the body reader enforces.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub jobs: Jobs,
+    pub max_upload_bytes: u64,
+}
+
+/// Builds the router. Tests can drive it with `oneshot`, without a socket.
+pub fn app(state: AppState, request_timeout: Duration) -> Router {
+    // The body reader counts the image bytes itself; this outer cap only bounds the
+    // multipart framing and small fields around it.
+    let body_cap = usize::try_from(state.max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    Router::new()
+        .route("/", get(page))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route(
+            "/v1/jobs",
+            axum::routing::post(submit).layer(DefaultBodyLimit::max(body_cap)),
+        )
+        .route("/v1/jobs/{id}", get(status))
+        .route("/v1/jobs/{id}/result", get(result))
+        .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let path = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or(request.uri().path(), MatchedPath::as_str);
+                tracing::info_span!("http", method = %request.method(), path)
+            }),
+        )
+        .with_state(state)
+}
+
+async fn page() -> Html<&'static str> {
+    Html(PAGE)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (broker, store) = tokio::join!(state.jobs.publisher.ready(), state.jobs.store.ping());
+    let ok = |up: bool| if up { "ok" } else { "unavailable" };
+    let body = json!({
+        "status": if broker && store.is_ok() { "ready" } else { "not_ready" },
+        "broker": ok(broker),
+        "store": ok(store.is_ok()),
+    });
+    let status = if broker && store.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(request.uri().path().to_string())
+}
+
+async fn submit(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let submission = upload::read(request, state.max_upload_bytes).await?;
+    let job = state.jobs.submit(submission).await?;
+    let location = format!("/v1/jobs/{}", job.id);
+    let mut response = (StatusCode::ACCEPTED, Json(view(&job))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    /// Seconds to long-poll for a terminal state (capped at 30).
+    wait: Option<String>,
+}
+
+async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let wait = match q.wait.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+        None => 0.0,
+        Some(w) => w
+            .parse::<f64>()
+            .ok()
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "wait must be a number of seconds from 0 to {MAX_WAIT_SECS} (got {w:?})"
+                ))
+            })?,
+    };
+    let wait = Duration::from_secs_f64(wait.min(MAX_WAIT_SECS as f64));
+    let job = state.jobs.wait(&id, wait).await?;
+    Ok(Json(view(&job)))
+}
+
+async fn result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = state.jobs.get(&id).await?;
+    let meta = match (&job.state, &job.result) {
+        (JobState::Succeeded, Some(meta)) => meta,
+        (JobState::Failed, _) => {
+            let (code, message) = job.error.clone().unwrap_or_default();
+            return Err(ApiError::Conflict {
+                code: "job_failed",
+                message: format!("the job failed ({code}): {message}; there is no result"),
+            });
+        }
+        (state, _) => {
+            return Err(ApiError::Conflict {
+                code: "not_ready",
+                message: format!(
+                    "the job is {}; poll /v1/jobs/{} until it has succeeded",
+                    state.as_str(),
+                    job.id
+                ),
+            });
+        }
+    };
+    let (file, len) = state.jobs.blobs.open_read(&meta.key).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ApiError::Conflict {
+                code: "result_missing",
+                message: "the result is no longer stored".into(),
+            }
+        } else {
+            ApiError::Internal(format!("reading result {}: {e}", meta.key))
+        }
+    })?;
+    let ext = job.format.extension();
+    let headers = [
+        (header::CONTENT_TYPE, meta.content_type.clone()),
+        (header::CONTENT_LENGTH, len.to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"pixmill-{}.{ext}\"", job.id),
+        ),
+        (
+            header::CACHE_CONTROL,
+            "private, max-age=86400, immutable".into(),
+        ),
+    ];
+    Ok((headers, Body::from_stream(ReaderStream::new(file))).into_response())
+}
+
+/// The JSON shape of a job, as documented in the README.
+pub fn view(job: &Job) -> Value {
+    json!({
+        "id": job.id,
+        "state": job.state,
+        "steps": job.steps,
+        "format": job.format,
+        "quality": job.quality,
+        "created_at": rfc3339(Some(job.created_at)),
+        "updated_at": rfc3339(Some(job.updated_at)),
+        "started_at": rfc3339(job.started_at),
+        "finished_at": rfc3339(job.finished_at),
+        "attempts": job.attempts,
+        "worker": job.worker,
+        "error": job.error.as_ref().map(|(code, message)| json!({"code": code, "message": message})),
+        "result": job.result.as_ref().map(|r| json!({
+            "content_type": r.content_type,
+            "width": r.width,
+            "height": r.height,
+            "bytes": r.bytes,
+            "processing_ms": r.processing_ms,
+        })),
+        "links": {
+            "self": format!("/v1/jobs/{}", job.id),
+            "result": format!("/v1/jobs/{}/result", job.id),
+        },
+    })
+}
+
+fn rfc3339(ms: Option<i64>) -> Value {
+    ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    })
+    .and_then(|t| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .ok()
+    })
+    .map_or(Value::Null, Value::String)
+}

@@ -1,0 +1,394 @@
+//! Reading a submission: multipart form data (browser form, `curl -F`) or a raw image
+//! body with parameters in the query string. The size limit is enforced while the body
+//! streams in, so an oversized upload is refused without being buffered.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    body::Body,
+    extract::{FromRequest, Multipart, Request},
+    http::header,
+};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use pixmill_shared::{OutputFormat, Step};
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Largest value of a plain (non-file) form field, e.g. a `steps` JSON array.
+const MAX_FIELD_BYTES: usize = 256 * 1024;
+
+/// A parsed submission, not yet validated against the image.
+#[derive(Debug)]
+pub struct Submission {
+    /// The uploaded bytes.
+    pub image: Bytes,
+    /// Every other field or query parameter, by name.
+    pub params: BTreeMap<String, String>,
+}
+
+/// What the job should do, parsed from the parameters.
+#[derive(Debug, PartialEq)]
+pub struct JobSpec {
+    pub steps: Vec<Step>,
+    /// `None`: same as the input.
+    pub format: Option<OutputFormat>,
+    pub quality: u8,
+}
+
+/// Reads the request body (multipart or raw) with the upload limit.
+pub async fn read(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    // Multipart framing adds a little; the image field itself is counted exactly below.
+    if declared.is_some_and(|n| n > max_bytes + MAX_FIELD_BYTES as u64 * 4) {
+        return Err(ApiError::TooLarge { limit: max_bytes });
+    }
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    if is_multipart {
+        read_multipart(request, max_bytes).await
+    } else {
+        read_raw(request, max_bytes).await
+    }
+}
+
+async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
+        ApiError::bad_request(
+            "malformed_multipart",
+            format!("the multipart body could not be read: {e}"),
+        )
+    })?;
+    let mut image = None;
+    let mut params = BTreeMap::new();
+    let broken = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge { limit: max_bytes }
+        } else {
+            ApiError::bad_request(
+                "malformed_multipart",
+                format!("the multipart body could not be read: {}", e.body_text()),
+            )
+        }
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(broken)? {
+        let name = field.name().unwrap_or_default().to_string();
+        if name == "image" {
+            if image.is_some() {
+                return Err(ApiError::bad_request(
+                    "duplicate_field",
+                    "send exactly one `image` field",
+                ));
+            }
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = field.chunk().await.map_err(broken)? {
+                if (buf.len() + chunk.len()) as u64 > max_bytes {
+                    return Err(ApiError::TooLarge { limit: max_bytes });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            image = Some(buf.freeze());
+        } else {
+            let mut buf = BytesMut::new();
+            while let Some(chunk) = field.chunk().await.map_err(broken)? {
+                if buf.len() + chunk.len() > MAX_FIELD_BYTES {
+                    return Err(ApiError::invalid(format!(
+                        "the field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
+                    )));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            let value = String::from_utf8(buf.to_vec())
+                .map_err(|_| ApiError::invalid(format!("the field `{name}` is not UTF-8 text")))?;
+            params.insert(name, value);
+        }
+    }
+    let image = image.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_image",
+            "no `image` field: attach the file as form field `image`",
+        )
+    })?;
+    if image.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_image",
+            "the `image` field is empty",
+        ));
+    }
+    Ok(Submission { image, params })
+}
+
+async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+    let params = request
+        .uri()
+        .query()
+        .map(|q| {
+            url_decode_pairs(q)
+                .into_iter()
+                .collect::<BTreeMap<String, String>>()
+        })
+        .unwrap_or_default();
+    let mut stream = Body::into_data_stream(request.into_body());
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+        })?;
+        if (buf.len() + chunk.len()) as u64 > max_bytes {
+            return Err(ApiError::TooLarge { limit: max_bytes });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    if buf.is_empty() {
+        return Err(ApiError::bad_request(
+            "missing_image",
+            "the body is empty: send the image as multipart field `image`, or as the raw body",
+        ));
+    }
+    Ok(Submission {
+        image: buf.freeze(),
+        params,
+    })
+}
+
+/// Splits `a=1&b=x%20y` into decoded pairs.
+fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
+    fn hex(b: u8) -> Option<u8> {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    }
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(hi), Some(lo)) => {
+                        out.push(hi << 4 | lo);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                },
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// Turns the parameters into steps, output format and quality.
+pub fn job_spec(params: &BTreeMap<String, String>) -> Result<JobSpec, ApiError> {
+    let format = match params
+        .get("format")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        None => None,
+        Some(name) => Some(OutputFormat::parse(name).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "format must be one of {} (got {name:?})",
+                OutputFormat::NAMES
+            ))
+        })?),
+    };
+    let quality = match params
+        .get("quality")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        None => 85,
+        Some(q) => q
+            .parse::<u8>()
+            .ok()
+            .filter(|q| (1..=100).contains(q))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "quality must be an integer between 1 and 100 (got {q:?})"
+                ))
+            })?,
+    };
+    let steps = match (params.get("steps"), params.get("op")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give either `op` with its parameters or `steps`, not both",
+            ));
+        }
+        (Some(json), None) => parse_steps(json)?,
+        (None, Some(op)) => vec![single_step(op, params)?],
+        (None, None) => {
+            return Err(ApiError::invalid(format!(
+                "missing `op`: give op (one of {}) with its parameters, or `steps` as a JSON array",
+                Step::OPS.join(", ")
+            )));
+        }
+    };
+    Ok(JobSpec {
+        steps,
+        format,
+        quality,
+    })
+}
+
+fn parse_steps(json: &str) -> Result<Vec<Step>, ApiError> {
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| ApiError::invalid(format!("steps is not valid JSON: {e}")))?;
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid(
+            "steps must be a JSON array of step objects",
+        ));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let op = item.get("op").and_then(Value::as_str).map(str::to_string);
+            match op {
+                None => Err(ApiError::invalid(format!("steps[{i}] has no \"op\""))),
+                Some(op) if !Step::OPS.contains(&op.as_str()) => Err(unknown_op(&op)),
+                Some(op) => serde_json::from_value(item)
+                    .map_err(|e| ApiError::invalid(format!("steps[{i}] ({op}): {e}"))),
+            }
+        })
+        .collect()
+}
+
+fn single_step(op: &str, params: &BTreeMap<String, String>) -> Result<Step, ApiError> {
+    let op = op.trim();
+    if !Step::OPS.contains(&op) {
+        return Err(unknown_op(op));
+    }
+    let mut object = Map::new();
+    object.insert("op".into(), Value::String(op.into()));
+    for (name, value) in params {
+        if matches!(name.as_str(), "op" | "format" | "quality") || value.trim().is_empty() {
+            continue;
+        }
+        object.insert(name.clone(), scalar(value.trim()));
+    }
+    serde_json::from_value(Value::Object(object))
+        .map_err(|e| ApiError::invalid(format!("{op}: {e}")))
+}
+
+/// Form fields are text; numbers become JSON numbers so serde sees the right types.
+fn scalar(value: &str) -> Value {
+    if let Ok(n) = value.parse::<i64>() {
+        return Value::from(n);
+    }
+    if let Ok(f) = value.parse::<f64>()
+        && f.is_finite()
+    {
+        return Value::from(f);
+    }
+    Value::String(value.into())
+}
+
+fn unknown_op(op: &str) -> ApiError {
+    ApiError::Unprocessable {
+        code: "unknown_op",
+        message: format!(
+            "unknown op {op:?}; expected one of {}",
+            Step::OPS.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixmill_shared::Fit;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn plain_fields_make_one_step() {
+        let spec = job_spec(&params(&[
+            ("op", "resize"),
+            ("width", "640"),
+            ("height", "400"),
+            ("format", "png"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            spec,
+            JobSpec {
+                steps: vec![Step::Resize {
+                    width: Some(640),
+                    height: Some(400),
+                    fit: Fit::Cover
+                }],
+                format: Some(OutputFormat::Png),
+                quality: 85
+            }
+        );
+    }
+
+    #[test]
+    fn steps_json_makes_a_pipeline() {
+        let spec = job_spec(&params(&[(
+            "steps",
+            r#"[{"op":"blur","sigma":2},{"op":"swap"},{"op":"rotate","degrees":90}]"#,
+        )]))
+        .expect("valid");
+        assert_eq!(spec.steps.len(), 3);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("op", "sharpen")], "unknown op \"sharpen\""),
+            (&[("op", "blur"), ("sigmaa", "1")], "sigmaa"),
+            (&[("op", "blur"), ("sigma", "abc")], "blur"),
+            (&[("steps", "[{\"op\":")], "steps is not valid JSON"),
+            (&[("steps", "{\"op\":\"blur\"}")], "JSON array"),
+            (&[("op", "grayscale"), ("quality", "0")], "quality"),
+            (
+                &[("op", "grayscale"), ("format", "bmp")],
+                "format must be one of",
+            ),
+            (&[], "missing `op`"),
+        ];
+        for (pairs, want) in cases {
+            let err = job_spec(&params(pairs)).expect_err("invalid");
+            assert!(err.to_string().contains(want), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        assert_eq!(
+            url_decode_pairs("op=resize&width=640&fit=co%76er&x=a+b&flag"),
+            vec![
+                ("op".into(), "resize".into()),
+                ("width".into(), "640".into()),
+                ("fit".into(), "cover".into()),
+                ("x".into(), "a b".into()),
+                ("flag".into(), String::new()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The claim-check blob store: image bytes live here, messages carry only keys.
+//!
+//! The default is a local folder, shared by the gateway and every worker on the machine.
+//! Writes go to a temporary file that is synced and then renamed, so a reader never sees
+//! half a blob and a crash never leaves one behind under its real key.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::messages::OutputFormat;
+
+/// A folder of blobs addressed by relative keys such as `inputs/<job id>`.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    /// Folder that holds `inputs/`, `results/` and `tmp/`.
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        for dir in ["inputs", "results", "tmp"] {
+            std::fs::create_dir_all(root.join(dir))?;
+        }
+        Ok(Self { root })
+    }
+
+    /// The folder this store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Key of a job's uploaded image.
+    pub fn input_key(id: Uuid) -> String {
+        format!("inputs/{id}")
+    }
+
+    /// Key of a job's result.
+    pub fn result_key(id: Uuid, format: OutputFormat) -> String {
+        format!("results/{id}.{}", format.extension())
+    }
+
+    /// Stores `bytes` under `key`, atomically.
+    pub async fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.path(key)?;
+        let tmp = self.root.join("tmp").join(Uuid::new_v4().to_string());
+        let result = async {
+            let mut file = tokio::fs::File::create(&tmp).await?;
+            file.write_all(bytes).await?;
+            file.sync_data().await?;
+            drop(file);
+            tokio::fs::rename(&tmp, &path).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
+    }
+
+    /// Reads a whole blob. `NotFound` means the key does not exist.
+    pub async fn get(&self, key: &str) -> io::Result<Vec<u8>> {
+        tokio::fs::read(self.path(key)?).await
+    }
+
+    /// Opens a blob for streaming, with its length.
+    pub async fn open_read(&self, key: &str) -> io::Result<(tokio::fs::File, u64)> {
+        let file = tokio::fs::File::open(self.path(key)?).await?;
+        let len = file.metadata().await?.len();
+        Ok((file, len))
+    }
+
+    /// Removes a blob; a missing one is not an error.
+    pub async fn delete(&self, key: &str) -> io::Result<()> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Maps a key to a path, refusing anything that could leave the store's folder.
+    fn path(&self, key: &str) -> io::Result<PathBuf> {
+        let valid = !key.is_empty()
+            && key.len() <= 200
+            && !key.starts_with('/')
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..")
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+        if !valid {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid blob key {key:?}"),
+            ));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> BlobStore {
+        let dir = std::env::temp_dir().join(format!("pixmill-blobs-{}", Uuid::new_v4()));
+        BlobStore::open(dir).expect("open store")
+    }
+
+    #[tokio::test]
+    async fn put_get_delete_round_trip() {
+        let store = temp_store();
+        let key = BlobStore::input_key(Uuid::new_v4());
+        store.put(&key, b"hello").await.expect("put");
+        assert_eq!(store.get(&key).await.expect("get"), b"hello");
+        let (_, len) = store.open_read(&key).await.expect("open");
+        assert_eq!(len, 5);
+        store.delete(&key).await.expect("delete");
+        let err = store.get(&key).await.expect_err("gone");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        store.delete(&key).await.expect("deleting twice is fine");
+        let _ = std::fs::remove_dir_all(store.root());
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_escape_the_folder() {
+        let store = temp_store();
+        for key in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "inputs/../../x",
+            "",
+            "a//b",
+            "inputs/a b",
+        ] {
+            let err = store.get(key).await.expect_err(key);
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{key}");
+        }
+        let _ = std::fs::remove_dir_all(store.root());
+    }
+}

@@ -1,0 +1,203 @@
+//! Reading typed settings from `PIXMILL_*` environment variables.
+//!
+//! Each binary keeps its own settings struct; these helpers give every variable the same
+//! parsing and the same error, which names the variable and what it expected.
+
+use std::{fmt::Display, str::FromStr};
+
+/// A setting that could not be used. Binaries exit with code 64 on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}={value:?} is not valid: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: String,
+    /// What it held.
+    pub value: String,
+    /// What was expected instead.
+    pub reason: String,
+}
+
+/// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Default broker URL: the local node `make run` starts, with 10 s heartbeats so a dead
+/// peer is noticed in seconds.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10";
+
+/// Reads `var`, or returns `default` when it is unset or empty.
+pub fn env_or<T>(var: &str, default: T) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => {
+            value.trim().parse().map_err(|e: T::Err| ConfigError {
+                var: var.into(),
+                value: value.clone(),
+                reason: e.to_string(),
+            })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Like [`env_or`], and also checks `value` against `valid`, which explains a refusal.
+pub fn env_checked<T>(
+    var: &str,
+    default: T,
+    valid: impl FnOnce(&T) -> Result<(), String>,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + Display,
+    T::Err: Display,
+{
+    let value = env_or(var, default)?;
+    valid(&value).map_err(|reason| ConfigError {
+        var: var.into(),
+        value: value.to_string(),
+        reason,
+    })?;
+    Ok(value)
+}
+
+/// The broker URL from `PIXMILL_AMQP_URL`, with `heartbeat=10` added when it sets none.
+pub fn amqp_url() -> Result<String, ConfigError> {
+    let url: String = env_or("PIXMILL_AMQP_URL", DEFAULT_AMQP_URL.to_string())?;
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err(ConfigError {
+            var: "PIXMILL_AMQP_URL".into(),
+            value: url,
+            reason: "expected amqp://user:password@host:port/vhost".into(),
+        });
+    }
+    Ok(with_heartbeat(&url))
+}
+
+fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat=10")
+    } else {
+        format!("{url}?heartbeat=10")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeat_is_added_once() {
+        assert_eq!(with_heartbeat("amqp://h/%2f"), "amqp://h/%2f?heartbeat=10");
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?x=1"),
+            "amqp://h/%2f?x=1&heartbeat=10"
+        );
+        assert_eq!(
+            with_heartbeat("amqp://h/%2f?heartbeat=5"),
+            "amqp://h/%2f?heartbeat=5"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        // A name no other test sets, so parallel tests cannot race on it.
+        let var = "PIXMILL_TEST_ONLY_NUMBER";
+        assert_eq!(env_or(var, 7u32).expect("unset gives default"), 7);
+        let err = env_checked(var, 0u32, |v| {
+            if *v > 0 {
+                Ok(())
+            } else {
+                Err("must be positive".into())
+            }
+        })
+        .expect_err("0 is refused");
+        assert!(err.to_string().contains(var), "{err}");
+        assert!(err.to_string().contains("must be positive"), "{err}");
+    }
+}
+
+/// Settings both binaries read, so a gateway and its workers always agree on them.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// `PIXMILL_AMQP_URL`: the broker.
+    pub amqp_url: String,
+    /// `PIXMILL_DATA_DIR`: holds the blob store (and the gateway's task database).
+    pub data_dir: std::path::PathBuf,
+    /// `PIXMILL_QUEUE_PREFIX`, `PIXMILL_DELIVERY_LIMIT`, `PIXMILL_MAX_QUEUED`.
+    pub topology: crate::Topology,
+    /// `PIXMILL_MAX_PIXELS`, `PIXMILL_MAX_SIDE`, `PIXMILL_MAX_STEPS`.
+    pub limits: crate::Limits,
+}
+
+impl Common {
+    /// Reads the shared settings, with defaults that work on one machine.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let positive = |v: &u64| {
+            if *v > 0 {
+                Ok(())
+            } else {
+                Err("must be at least 1".to_string())
+            }
+        };
+        let defaults = crate::Limits::default();
+        let prefix: String = env_checked(
+            "PIXMILL_QUEUE_PREFIX",
+            crate::topology::DEFAULT_PREFIX.into(),
+            |p: &String| {
+                if p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    Ok(())
+                } else {
+                    Err("use letters, digits, '-', '_' and '.' only".into())
+                }
+            },
+        )?;
+        let mut topology = crate::Topology::with_prefix(&prefix);
+        topology.delivery_limit =
+            env_checked("PIXMILL_DELIVERY_LIMIT", topology.delivery_limit, |v| {
+                if *v >= 1 {
+                    Ok(())
+                } else {
+                    Err("must be at least 1".into())
+                }
+            })?;
+        topology.max_queued = env_checked("PIXMILL_MAX_QUEUED", topology.max_queued, |v| {
+            if *v >= 1 {
+                Ok(())
+            } else {
+                Err("must be at least 1".into())
+            }
+        })?;
+        Ok(Self {
+            amqp_url: amqp_url()?,
+            data_dir: env_or("PIXMILL_DATA_DIR", std::path::PathBuf::from("var/data"))?,
+            topology,
+            limits: crate::Limits {
+                max_pixels: env_checked("PIXMILL_MAX_PIXELS", defaults.max_pixels, positive)?,
+                max_side: env_checked("PIXMILL_MAX_SIDE", defaults.max_side, |v| {
+                    if (1..=65_535).contains(v) {
+                        Ok(())
+                    } else {
+                        Err("must be between 1 and 65535".into())
+                    }
+                })?,
+                max_steps: env_checked("PIXMILL_MAX_STEPS", defaults.max_steps, |v| {
+                    if (1..=1000).contains(v) {
+                        Ok(())
+                    } else {
+                        Err("must be between 1 and 1000".into())
+                    }
+                })?,
+            },
+        })
+    }
+
+    /// Folder of the claim-check blob store.
+    pub fn blob_dir(&self) -> std::path::PathBuf {
+        self.data_dir.join("blobs")
+    }
+}

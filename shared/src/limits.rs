@@ -1,0 +1,362 @@
+//! Limits on what a job may ask for, and the geometry check both sides run.
+//!
+//! The gateway calls [`plan`] with the size read from the image header before it stores
+//! or queues anything; the worker calls it again before it allocates, so a message that
+//! skipped the gateway is held to the same rules.
+
+use crate::messages::{Fit, Step};
+
+/// Largest accepted `sigma` for `blur`. Beyond this a blur is indistinguishable from
+/// a flat fill of the mean colour and only burns CPU.
+pub const MAX_SIGMA: f32 = 50.0;
+/// Smallest accepted `sigma`; below it the kernel is a single tap.
+pub const MIN_SIGMA: f32 = 0.1;
+/// Canny thresholds apply to the Sobel gradient magnitude, which never exceeds ~1443.
+pub const MAX_EDGE_THRESHOLD: f32 = 1500.0;
+
+/// Limits every job is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest width × height of the input, and of any intermediate or final image.
+    pub max_pixels: u64,
+    /// Largest width or height a step may produce.
+    pub max_side: u32,
+    /// Most steps in one pipeline.
+    pub max_steps: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_pixels: 50_000_000,
+            max_side: 10_000,
+            max_steps: 20,
+        }
+    }
+}
+
+/// Why a pipeline was refused. The message names the step, the field and the limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("the image is {width}×{height} = {pixels} pixels; the limit is {limit} pixels")]
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("{count} steps given; the limit is {limit} steps per job")]
+    TooManySteps { count: usize, limit: usize },
+    #[error("step {index} ({op}): {message}")]
+    InvalidStep {
+        index: usize,
+        op: &'static str,
+        /// The offending field, when one is to blame.
+        field: Option<&'static str>,
+        message: String,
+    },
+}
+
+/// Checks `steps` against `limits` for an input of `width`×`height` and returns the
+/// size of the final image.
+pub fn plan(
+    steps: &[Step],
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<(u32, u32), PlanError> {
+    check_pixels(width, height, limits)?;
+    if steps.len() > limits.max_steps {
+        return Err(PlanError::TooManySteps {
+            count: steps.len(),
+            limit: limits.max_steps,
+        });
+    }
+    let (mut w, mut h) = (width, height);
+    for (i, step) in steps.iter().enumerate() {
+        let index = i + 1;
+        let fail = |field: Option<&'static str>, message: String| PlanError::InvalidStep {
+            index,
+            op: step.op(),
+            field,
+            message,
+        };
+        (w, h) = match *step {
+            Step::Resize {
+                width: tw,
+                height: th,
+                fit,
+            } => {
+                for (name, value) in [("width", tw), ("height", th)] {
+                    if let Some(v) = value
+                        && (v == 0 || v > limits.max_side)
+                    {
+                        return Err(fail(
+                            Some(name),
+                            format!("{name} must be between 1 and {} (got {v})", limits.max_side),
+                        ));
+                    }
+                }
+                let size = resize_target(w, h, tw, th, fit)
+                    .ok_or_else(|| fail(Some("width"), "give width, height or both".into()))?;
+                if size.0 > limits.max_side || size.1 > limits.max_side {
+                    return Err(fail(
+                        None,
+                        format!(
+                            "the result would be {}×{}; the limit is {} pixels per side",
+                            size.0, size.1, limits.max_side
+                        ),
+                    ));
+                }
+                size
+            }
+            Step::Crop {
+                x,
+                y,
+                width: cw,
+                height: ch,
+            } => {
+                if cw == 0 || ch == 0 {
+                    return Err(fail(
+                        Some(if cw == 0 { "width" } else { "height" }),
+                        "width and height must be at least 1".into(),
+                    ));
+                }
+                let (right, bottom) = (u64::from(x) + u64::from(cw), u64::from(y) + u64::from(ch));
+                if right > u64::from(w) || bottom > u64::from(h) {
+                    return Err(fail(
+                        None,
+                        format!(
+                            "the rectangle x={x} y={y} width={cw} height={ch} reaches ({right}, {bottom}), \
+                             outside the {w}×{h} image at this step"
+                        ),
+                    ));
+                }
+                (cw, ch)
+            }
+            Step::Blur { sigma } => {
+                if !(MIN_SIGMA..=MAX_SIGMA).contains(&sigma) {
+                    return Err(fail(
+                        Some("sigma"),
+                        format!("sigma must be between {MIN_SIGMA} and {MAX_SIGMA} (got {sigma})"),
+                    ));
+                }
+                (w, h)
+            }
+            Step::Edges { low, high } => {
+                for (name, value) in [("low", low), ("high", high)] {
+                    if !(0.0..=MAX_EDGE_THRESHOLD).contains(&value) {
+                        return Err(fail(
+                            Some(name),
+                            format!(
+                                "{name} must be between 0 and {MAX_EDGE_THRESHOLD} (got {value})"
+                            ),
+                        ));
+                    }
+                }
+                if low > high {
+                    return Err(fail(
+                        Some("low"),
+                        format!("low ({low}) must not exceed high ({high})"),
+                    ));
+                }
+                (w, h)
+            }
+            Step::Swap { .. } | Step::Grayscale | Step::Flip { .. } => (w, h),
+            Step::Rotate { degrees } => match degrees {
+                90 | 270 => (h, w),
+                180 => (w, h),
+                other => {
+                    return Err(fail(
+                        Some("degrees"),
+                        format!("degrees must be 90, 180 or 270 (got {other})"),
+                    ));
+                }
+            },
+        };
+        check_pixels(w, h, limits)?;
+    }
+    Ok((w, h))
+}
+
+/// Fails when `width`×`height` is over the pixel limit.
+pub fn check_pixels(width: u32, height: u32, limits: &Limits) -> Result<(), PlanError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > limits.max_pixels || width == 0 || height == 0 {
+        return Err(PlanError::TooManyPixels {
+            width,
+            height,
+            pixels,
+            limit: limits.max_pixels,
+        });
+    }
+    Ok(())
+}
+
+/// The size a resize produces, before any cover crop (`None` when neither side is given).
+///
+/// For `cover` this is the final box; [`cover_scale`] gives the intermediate size.
+pub fn resize_target(
+    w: u32,
+    h: u32,
+    tw: Option<u32>,
+    th: Option<u32>,
+    fit: Fit,
+) -> Option<(u32, u32)> {
+    let scaled = |num: u32, a: u32, b: u32| -> u32 {
+        // round(num * a / b), never 0
+        let v = (u64::from(num) * u64::from(a) + u64::from(b) / 2) / u64::from(b);
+        u32::try_from(v.max(1)).unwrap_or(u32::MAX)
+    };
+    match (tw, th) {
+        (None, None) => None,
+        (Some(tw), None) => Some((tw, scaled(h, tw, w))),
+        (None, Some(th)) => Some((scaled(w, th, h), th)),
+        (Some(tw), Some(th)) => Some(match fit {
+            Fit::Fill | Fit::Cover => (tw, th),
+            Fit::Contain => {
+                // Fit inside: the side that limits is the one with the smaller ratio.
+                if u64::from(tw) * u64::from(h) <= u64::from(th) * u64::from(w) {
+                    (tw, scaled(h, tw, w).min(th))
+                } else {
+                    (scaled(w, th, h).min(tw), th)
+                }
+            }
+        }),
+    }
+}
+
+/// For `cover`: the size to scale to before cropping the centre `tw`×`th` out of it.
+pub fn cover_scale(w: u32, h: u32, tw: u32, th: u32) -> (u32, u32) {
+    let scaled = |num: u32, a: u32, b: u32| -> u32 {
+        let v = (u64::from(num) * u64::from(a)).div_ceil(u64::from(b));
+        u32::try_from(v.max(1)).unwrap_or(u32::MAX)
+    };
+    if u64::from(tw) * u64::from(h) >= u64::from(th) * u64::from(w) {
+        // The box is relatively wider: match widths, overflow vertically.
+        (tw, scaled(h, tw, w).max(th))
+    } else {
+        (scaled(w, th, h).max(tw), th)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{ChannelOrder, FlipDirection};
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn resize_keeps_aspect_with_one_side() {
+        let steps = [Step::Resize {
+            width: Some(800),
+            height: None,
+            fit: Fit::Cover,
+        }];
+        assert_eq!(plan(&steps, 1600, 1000, &limits()), Ok((800, 500)));
+    }
+
+    #[test]
+    fn resize_fits() {
+        let r = |fit| resize_target(1600, 1000, Some(640), Some(640), fit);
+        assert_eq!(r(Fit::Contain), Some((640, 400)));
+        assert_eq!(r(Fit::Cover), Some((640, 640)));
+        assert_eq!(r(Fit::Fill), Some((640, 640)));
+        assert_eq!(cover_scale(1600, 1000, 640, 640), (1024, 640));
+        assert_eq!(cover_scale(1000, 1600, 640, 400), (640, 1024));
+    }
+
+    #[test]
+    fn pipeline_geometry_follows_each_step() {
+        let steps = [
+            Step::Crop {
+                x: 10,
+                y: 10,
+                width: 300,
+                height: 200,
+            },
+            Step::Rotate { degrees: 90 },
+            Step::Swap {
+                order: ChannelOrder::Bgr,
+            },
+            Step::Flip {
+                direction: FlipDirection::Horizontal,
+            },
+        ];
+        assert_eq!(plan(&steps, 400, 400, &limits()), Ok((200, 300)));
+    }
+
+    #[test]
+    fn out_of_range_parameters_name_the_field() {
+        let cases = [
+            (
+                Step::Resize {
+                    width: Some(0),
+                    height: None,
+                    fit: Fit::Cover,
+                },
+                "width",
+            ),
+            (
+                Step::Resize {
+                    width: Some(100_000),
+                    height: None,
+                    fit: Fit::Cover,
+                },
+                "width",
+            ),
+            (Step::Blur { sigma: -1.0 }, "sigma"),
+            (Step::Blur { sigma: f32::NAN }, "sigma"),
+            (
+                Step::Edges {
+                    low: 300.0,
+                    high: 200.0,
+                },
+                "low",
+            ),
+            (Step::Rotate { degrees: 45 }, "degrees"),
+        ];
+        for (step, want) in cases {
+            match plan(std::slice::from_ref(&step), 100, 100, &limits()) {
+                Err(PlanError::InvalidStep { field, message, .. }) => {
+                    assert_eq!(field, Some(want), "{step:?}: {message}");
+                    assert!(message.contains(want), "{message}");
+                }
+                other => panic!("{step:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn crop_outside_the_image_is_refused() {
+        let steps = [Step::Crop {
+            x: 90,
+            y: 0,
+            width: 20,
+            height: 10,
+        }];
+        let err = plan(&steps, 100, 100, &limits()).expect_err("outside");
+        assert!(
+            err.to_string().contains("outside the 100×100 image"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pixel_and_step_limits() {
+        let err = plan(&[], 100_000, 100_000, &limits()).expect_err("too big");
+        assert!(err.to_string().contains("50000000 pixels"), "{err}");
+        let many = vec![Step::Grayscale; 21];
+        let err = plan(&many, 10, 10, &limits()).expect_err("too many");
+        assert_eq!(
+            err,
+            PlanError::TooManySteps {
+                count: 21,
+                limit: 20
+            }
+        );
+    }
+}

@@ -1,0 +1,468 @@
+//! The messages that cross the broker.
+//!
+//! A wire name, once shipped, is never renamed: the golden-JSON tests at the bottom of
+//! this file pin every one of them.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One job, as the gateway publishes it on the jobs exchange.
+///
+/// The image itself never travels here (claim check): `input` is a blob-store key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// The job id. Also the AMQP `message_id` and `correlation_id`.
+    pub id: Uuid,
+    /// Blob-store key of the uploaded image.
+    pub input: String,
+    /// The steps, applied in order.
+    pub steps: Vec<Step>,
+    /// Encoding of the result. The gateway resolves "same as input" before publishing,
+    /// so a worker never has to guess.
+    pub format: OutputFormat,
+    /// Encoder quality, 1–100 (JPEG; ignored by lossless encoders).
+    pub quality: u8,
+}
+
+/// One image operation. Tagged by `op` on the wire, e.g. `{"op":"blur","sigma":3}`.
+///
+/// Adding a variant does not compile until the worker's pipeline and the validation
+/// below handle it: every match over `Step` is exhaustive on purpose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Scale the image. With one side missing, the other keeps the aspect ratio.
+    Resize {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        width: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        height: Option<u32>,
+        /// How to reconcile both sides with the image's aspect ratio.
+        #[serde(default)]
+        fit: Fit,
+    },
+    /// Cut out a rectangle; it must lie inside the image.
+    Crop {
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+    },
+    /// A true Gaussian blur of standard deviation `sigma` pixels.
+    Blur { sigma: f32 },
+    /// Canny edge detection; the result is a one-channel binary edge map.
+    Edges {
+        #[serde(default = "default_low")]
+        low: f32,
+        #[serde(default = "default_high")]
+        high: f32,
+    },
+    /// Reorder the colour channels; the default `bgr` swaps red and blue.
+    Swap {
+        #[serde(default)]
+        order: ChannelOrder,
+    },
+    /// Convert to one luminance channel (alpha is kept).
+    Grayscale,
+    /// Rotate clockwise by 90, 180 or 270 degrees.
+    Rotate { degrees: u16 },
+    /// Mirror the image.
+    Flip { direction: FlipDirection },
+}
+
+fn default_low() -> f32 {
+    100.0
+}
+
+fn default_high() -> f32 {
+    200.0
+}
+
+impl Step {
+    /// Every op name, in the order the docs list them.
+    pub const OPS: &'static [&'static str] = &[
+        "resize",
+        "crop",
+        "blur",
+        "edges",
+        "swap",
+        "grayscale",
+        "rotate",
+        "flip",
+    ];
+
+    /// The wire name of this step's op.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Step::Resize { .. } => "resize",
+            Step::Crop { .. } => "crop",
+            Step::Blur { .. } => "blur",
+            Step::Edges { .. } => "edges",
+            Step::Swap { .. } => "swap",
+            Step::Grayscale => "grayscale",
+            Step::Rotate { .. } => "rotate",
+            Step::Flip { .. } => "flip",
+        }
+    }
+}
+
+/// How `resize` treats a box whose aspect ratio differs from the image's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Scale to fit inside the box; the result may be smaller on one side.
+    Contain,
+    /// Scale to cover the box, then crop the overflow around the centre: exactly the box.
+    #[default]
+    Cover,
+    /// Stretch to exactly the box, ignoring the aspect ratio.
+    Fill,
+}
+
+/// The order in which `swap` emits the input's red, green and blue channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    Rgb,
+    Rbg,
+    Grb,
+    Gbr,
+    Brg,
+    #[default]
+    Bgr,
+}
+
+impl ChannelOrder {
+    /// For each output channel, the index of the input channel it takes.
+    pub fn source_indices(self) -> [usize; 3] {
+        match self {
+            ChannelOrder::Rgb => [0, 1, 2],
+            ChannelOrder::Rbg => [0, 2, 1],
+            ChannelOrder::Grb => [1, 0, 2],
+            ChannelOrder::Gbr => [1, 2, 0],
+            ChannelOrder::Brg => [2, 0, 1],
+            ChannelOrder::Bgr => [2, 1, 0],
+        }
+    }
+}
+
+/// Mirror axis for `flip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlipDirection {
+    /// Left becomes right.
+    Horizontal,
+    /// Top becomes bottom.
+    Vertical,
+}
+
+/// Result encodings a job can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl OutputFormat {
+    /// Every accepted name, for error messages.
+    pub const NAMES: &'static str = "jpeg, png, webp";
+
+    /// The MIME type served with the result.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Png => "image/png",
+            OutputFormat::Webp => "image/webp",
+        }
+    }
+
+    /// File extension used in blob keys and download names.
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpg",
+            OutputFormat::Png => "png",
+            OutputFormat::Webp => "webp",
+        }
+    }
+
+    /// Parses the user-facing name (`jpg` is accepted for `jpeg`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "jpeg" | "jpg" => Some(OutputFormat::Jpeg),
+            "png" => Some(OutputFormat::Png),
+            "webp" => Some(OutputFormat::Webp),
+            _ => None,
+        }
+    }
+}
+
+/// What a worker reports on the job's `reply_to` queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The job this reply is about (also the AMQP `correlation_id`).
+    pub job_id: Uuid,
+    /// Which worker sent it, so operators can see the load spread.
+    pub worker: String,
+    /// 1 for the first delivery of the job, more for redeliveries.
+    pub attempt: u32,
+    /// What happened.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// The event a reply carries. `started` is informational; the other two are terminal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A worker took the job and began decoding it.
+    Started,
+    /// The result is in the blob store.
+    Succeeded(JobResult),
+    /// The job cannot succeed; retrying the same request would fail again.
+    Failed { code: ErrorCode, message: String },
+}
+
+/// Metadata of a finished result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// Blob-store key of the encoded result.
+    pub key: String,
+    /// MIME type of the result.
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    /// Size of the encoded result.
+    pub bytes: u64,
+    /// Time the worker spent decoding, processing and encoding.
+    pub processing_ms: u64,
+}
+
+/// Stable machine-readable failure codes. Clients branch on these, so they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The bytes are not a decodable image of a supported format.
+    UndecodableImage,
+    /// The image is larger than the configured pixel limit.
+    TooManyPixels,
+    /// A step cannot apply to this image (e.g. a crop outside it).
+    InvalidStep,
+    /// The job message itself could not be understood.
+    InvalidRequest,
+    /// The input blob no longer exists.
+    InputMissing,
+    /// The result could not be encoded in the requested format.
+    EncodeFailed,
+    /// The job ran past the per-job time limit.
+    Timeout,
+    /// The job's message kept killing workers until the delivery limit was reached.
+    WorkerCrashed,
+    /// A bug: the worker panicked or met an impossible state.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire name, for storing and for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UndecodableImage => "undecodable_image",
+            ErrorCode::TooManyPixels => "too_many_pixels",
+            ErrorCode::InvalidStep => "invalid_step",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InputMissing => "input_missing",
+            ErrorCode::EncodeFailed => "encode_failed",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::WorkerCrashed => "worker_crashed",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id() -> Uuid {
+        Uuid::parse_str("7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11").expect("valid uuid")
+    }
+
+    /// Pins the JobRequest wire format, including every op's field names and defaults.
+    #[test]
+    fn job_request_golden_json() {
+        let job = JobRequest {
+            id: id(),
+            input: "inputs/7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11".into(),
+            steps: vec![
+                Step::Resize {
+                    width: Some(640),
+                    height: None,
+                    fit: Fit::Contain,
+                },
+                Step::Crop {
+                    x: 1,
+                    y: 2,
+                    width: 3,
+                    height: 4,
+                },
+                Step::Blur { sigma: 2.5 },
+                Step::Edges {
+                    low: 100.0,
+                    high: 200.0,
+                },
+                Step::Swap {
+                    order: ChannelOrder::Bgr,
+                },
+                Step::Grayscale,
+                Step::Rotate { degrees: 270 },
+                Step::Flip {
+                    direction: FlipDirection::Vertical,
+                },
+            ],
+            format: OutputFormat::Webp,
+            quality: 85,
+        };
+        let golden = json!({
+            "id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
+            "input": "inputs/7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
+            "steps": [
+                {"op": "resize", "width": 640, "fit": "contain"},
+                {"op": "crop", "x": 1, "y": 2, "width": 3, "height": 4},
+                {"op": "blur", "sigma": 2.5},
+                {"op": "edges", "low": 100.0, "high": 200.0},
+                {"op": "swap", "order": "bgr"},
+                {"op": "grayscale"},
+                {"op": "rotate", "degrees": 270},
+                {"op": "flip", "direction": "vertical"}
+            ],
+            "format": "webp",
+            "quality": 85
+        });
+        assert_eq!(serde_json::to_value(&job).expect("serialize"), golden);
+        let back: JobRequest = serde_json::from_value(golden).expect("deserialize");
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn step_defaults_fill_in() {
+        let steps: Vec<Step> = serde_json::from_value(json!([
+            {"op": "edges"},
+            {"op": "swap"},
+            {"op": "resize", "width": 10, "height": 20}
+        ]))
+        .expect("deserialize");
+        assert_eq!(
+            steps,
+            vec![
+                Step::Edges {
+                    low: 100.0,
+                    high: 200.0
+                },
+                Step::Swap {
+                    order: ChannelOrder::Bgr
+                },
+                Step::Resize {
+                    width: Some(10),
+                    height: Some(20),
+                    fit: Fit::Cover
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_ops_and_fields_are_rejected() {
+        let unknown_op = serde_json::from_value::<Step>(json!({"op": "sharpen"}));
+        assert!(unknown_op.is_err());
+        let unknown_field = serde_json::from_value::<Step>(json!({"op": "blur", "sigmaa": 1}));
+        let message = unknown_field.expect_err("must fail").to_string();
+        assert!(message.contains("sigmaa"), "{message}");
+    }
+
+    #[test]
+    fn op_names_match_the_wire() {
+        let steps: Vec<Step> = serde_json::from_value(json!([
+            {"op": "resize", "width": 1}, {"op": "crop", "x": 0, "y": 0, "width": 1, "height": 1},
+            {"op": "blur", "sigma": 1}, {"op": "edges"}, {"op": "swap"}, {"op": "grayscale"},
+            {"op": "rotate", "degrees": 90}, {"op": "flip", "direction": "horizontal"}
+        ]))
+        .expect("deserialize");
+        let names: Vec<&str> = steps.iter().map(Step::op).collect();
+        assert_eq!(names, Step::OPS);
+    }
+
+    /// Pins the three reply shapes.
+    #[test]
+    fn reply_golden_json() {
+        let started = Reply {
+            job_id: id(),
+            worker: "w1".into(),
+            attempt: 1,
+            outcome: Outcome::Started,
+        };
+        assert_eq!(
+            serde_json::to_value(&started).expect("serialize"),
+            json!({"job_id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11", "worker": "w1", "attempt": 1, "event": "started"})
+        );
+        let succeeded = Reply {
+            job_id: id(),
+            worker: "w1".into(),
+            attempt: 2,
+            outcome: Outcome::Succeeded(JobResult {
+                key: "results/x.jpg".into(),
+                content_type: "image/jpeg".into(),
+                width: 640,
+                height: 400,
+                bytes: 12345,
+                processing_ms: 17,
+            }),
+        };
+        let golden = json!({
+            "job_id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11", "worker": "w1", "attempt": 2,
+            "event": "succeeded", "key": "results/x.jpg", "content_type": "image/jpeg",
+            "width": 640, "height": 400, "bytes": 12345, "processing_ms": 17
+        });
+        assert_eq!(serde_json::to_value(&succeeded).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_value::<Reply>(golden).expect("deserialize"),
+            succeeded
+        );
+        let failed = Reply {
+            job_id: id(),
+            worker: "w1".into(),
+            attempt: 1,
+            outcome: Outcome::Failed {
+                code: ErrorCode::UndecodableImage,
+                message: "bad".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&failed).expect("serialize"),
+            json!({"job_id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11", "worker": "w1", "attempt": 1,
+                   "event": "failed", "code": "undecodable_image", "message": "bad"})
+        );
+    }
+
+    #[test]
+    fn error_code_names_match_serde() {
+        for code in [
+            ErrorCode::UndecodableImage,
+            ErrorCode::TooManyPixels,
+            ErrorCode::InvalidStep,
+            ErrorCode::InvalidRequest,
+            ErrorCode::InputMissing,
+            ErrorCode::EncodeFailed,
+            ErrorCode::Timeout,
+            ErrorCode::WorkerCrashed,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).expect("serialize"),
+                json!(code.as_str())
+            );
+        }
+    }
+}

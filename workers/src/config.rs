@@ -1,0 +1,64 @@
+//! Worker settings, from `PIXMILL_*` environment variables.
+
+use std::time::Duration;
+
+use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
+
+/// Everything a worker needs. Defaults work on one machine next to `make run`'s broker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Broker, data folder, topology and limits, shared with the gateway.
+    pub common: Common,
+    /// `PIXMILL_WORKER_NAME`: shown in replies and logs, so operators see who ran what.
+    pub name: String,
+    /// `PIXMILL_WORKER_CONCURRENCY`: jobs in flight at once, and the consumer's prefetch.
+    /// Each job uses one core, so the default is the number of CPUs.
+    pub concurrency: u16,
+    /// `PIXMILL_JOB_TIMEOUT_SECS`: a job running longer fails with code `timeout`.
+    pub job_timeout: Duration,
+    /// `PIXMILL_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for jobs in hand.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Reads and validates the settings.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let default_name = format!("{}-{}", hostname(), std::process::id());
+        Ok(Self {
+            common: Common::from_env()?,
+            name: env_or("PIXMILL_WORKER_NAME", default_name)?,
+            concurrency: env_checked(
+                "PIXMILL_WORKER_CONCURRENCY",
+                u16::try_from(cpus).unwrap_or(u16::MAX),
+                |v| {
+                    if (1..=256).contains(v) {
+                        Ok(())
+                    } else {
+                        Err("must be between 1 and 256".into())
+                    }
+                },
+            )?,
+            job_timeout: Duration::from_secs(env_checked(
+                "PIXMILL_JOB_TIMEOUT_SECS",
+                30u64,
+                |v| {
+                    if *v >= 1 {
+                        Ok(())
+                    } else {
+                        Err("must be at least 1".into())
+                    }
+                },
+            )?),
+            shutdown_grace: Duration::from_secs(env_or("PIXMILL_SHUTDOWN_GRACE_SECS", 30u64)?),
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}

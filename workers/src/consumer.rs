@@ -1,0 +1,319 @@
+//! The consume loop: competing consumers on the jobs queue, one reply per job.
+//!
+//! A delivery is acked only after its terminal reply was confirmed by the broker, so a
+//! worker that dies at any point leaves the job unacked and the broker hands it to
+//! another worker. The broker session is rebuilt after any connection failure.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    BasicProperties, Channel,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use pixmill_shared::{
+    BlobStore, ErrorCode, JobRequest, JobResult, Outcome, Reply,
+    amqp::{self, PublishError},
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::{JobError, Settings, pipeline};
+
+/// How long a reply publish may wait for the broker's confirm.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// What a worker shares between its in-flight jobs.
+struct Context {
+    settings: Settings,
+    blobs: BlobStore,
+    /// Confirm-mode channel on the publishing connection (kept apart from the consuming
+    /// one, so a broker that blocks publishers cannot stall deliveries and acks).
+    replies: Channel,
+}
+
+/// Runs a worker until `shutdown` is cancelled, reconnecting whenever the broker goes away.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let blobs = BlobStore::open(settings.common.blob_dir())?;
+    let mut backoff = Duration::from_millis(200);
+    info!(worker = %settings.name, concurrency = settings.concurrency, "worker starting");
+    loop {
+        match session(&settings, &blobs, &shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "broker session ended; reconnecting");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    info!(worker = %settings.name, "worker stopped");
+    Ok(())
+}
+
+/// One connected session. Returns `Ok` only on shutdown.
+async fn session(
+    settings: &Settings,
+    blobs: &BlobStore,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let url = &settings.common.amqp_url;
+    let topology = &settings.common.topology;
+    let consume_conn = amqp::connect(url, &format!("{}-consume", settings.name)).await?;
+    let publish_conn = amqp::connect(url, &format!("{}-publish", settings.name)).await?;
+    let channel = consume_conn.create_channel().await?;
+    topology.declare(&channel).await?;
+    channel
+        .basic_qos(settings.concurrency, BasicQosOptions::default())
+        .await?;
+    let ctx = Arc::new(Context {
+        settings: settings.clone(),
+        blobs: blobs.clone(),
+        replies: amqp::confirm_channel(&publish_conn).await?,
+    });
+    let tag = format!("{}-{}", settings.name, Uuid::new_v4().simple());
+    let mut consumer = channel
+        .basic_consume(
+            topology.jobs.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    info!(queue = %topology.jobs, "consuming");
+
+    let mut jobs = JoinSet::new();
+    let outcome = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let ctx = ctx.clone();
+                    jobs.spawn(async move { handle(&ctx, delivery).await });
+                }
+                Some(Err(e)) => break Err(anyhow::Error::from(e).context("consumer failed")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
+            }
+        }
+    };
+
+    if outcome.is_ok() {
+        // Stop taking work, then finish what is in hand within the grace period. Jobs cut
+        // off are never acked, so the broker redelivers them to another worker.
+        let _ = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        let in_hand = jobs.len();
+        if in_hand > 0 {
+            info!(in_hand, grace = ?settings.shutdown_grace, "finishing jobs in hand");
+        }
+        let drained = tokio::time::timeout(settings.shutdown_grace, async {
+            while jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                cut_off = jobs.len(),
+                "grace period over; unfinished jobs go back to the queue"
+            );
+            jobs.abort_all();
+        }
+        let _ = consume_conn.close(200, "worker shutting down".into()).await;
+        let _ = publish_conn.close(200, "worker shutting down".into()).await;
+    }
+    outcome
+}
+
+/// Runs one delivery to its ack (or hands it back). Never panics the consume loop.
+async fn handle(ctx: &Context, delivery: Delivery) {
+    let attempt = delivery_count(&delivery) + 1;
+    let reply_to = delivery.properties.reply_to().as_ref().map_or_else(
+        || ctx.settings.common.topology.replies.clone(),
+        |r| r.to_string(),
+    );
+    let job: JobRequest = match serde_json::from_slice(&delivery.data) {
+        Ok(job) => job,
+        Err(e) => {
+            // Without a parseable job there is nothing to run; answer if we know its id.
+            let id = delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .and_then(|c| Uuid::parse_str(c.as_str()).ok());
+            warn!(error = %e, ?id, "unreadable job message");
+            if let Some(id) = id {
+                let outcome = Outcome::Failed {
+                    code: ErrorCode::InvalidRequest,
+                    message: format!("the job message could not be read: {e}"),
+                };
+                if let Err(e) = reply(ctx, &reply_to, id, attempt, outcome).await {
+                    warn!(error = %e, "reply failed; handing the message back");
+                    let _ = delivery.nack(requeue()).await;
+                    return;
+                }
+            }
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+    };
+    let span = info_span!("job", job_id = %job.id, attempt);
+    async move {
+        let started = reply(ctx, &reply_to, job.id, attempt, Outcome::Started);
+        let (started, result) = tokio::join!(started, run_job(ctx, &job));
+        if let Err(e) = started {
+            warn!(error = %e, "could not report the start");
+        }
+        let outcome = match result {
+            Ok(result) => {
+                info!(
+                    width = result.width,
+                    height = result.height,
+                    bytes = result.bytes,
+                    ms = result.processing_ms,
+                    "succeeded"
+                );
+                Outcome::Succeeded(result)
+            }
+            Err(JobError::Permanent { code, message }) => {
+                info!(code = code.as_str(), %message, "failed");
+                Outcome::Failed { code, message }
+            }
+            Err(JobError::Transient(message)) => {
+                // Hand it back after a pause, so a blob store that is down for a moment
+                // is not hammered by a tight redelivery loop.
+                warn!(%message, "transient failure; the job will be retried");
+                let pause = Duration::from_millis(250 * u64::from(attempt.min(20)));
+                tokio::time::sleep(pause).await;
+                let _ = delivery.nack(requeue()).await;
+                return;
+            }
+        };
+        match reply(ctx, &reply_to, job.id, attempt, outcome).await {
+            Ok(()) => {
+                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                    warn!(error = %e, "ack failed; the broker will redeliver the job");
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "reply not confirmed; handing the job back");
+                let _ = delivery.nack(requeue()).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Reads the input, processes it off the async executor, and stores the result.
+async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError> {
+    let input = ctx.blobs.get(&job.input).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            JobError::permanent(
+                ErrorCode::InputMissing,
+                "the uploaded image is no longer in the blob store",
+            )
+        } else {
+            JobError::Transient(format!("reading the input failed: {e}"))
+        }
+    })?;
+    let limits = ctx.settings.common.limits;
+    let work = {
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || pipeline::process(&job, &input, &limits))
+    };
+    let timeout = ctx.settings.job_timeout;
+    let processed = match tokio::time::timeout(timeout, work).await {
+        Err(_) => {
+            return Err(JobError::permanent(
+                ErrorCode::Timeout,
+                format!(
+                    "the job ran longer than the {}s time limit",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(join_error)) => {
+            error!(error = %join_error, "the pipeline panicked");
+            return Err(JobError::permanent(
+                ErrorCode::Internal,
+                "the worker failed while processing this image",
+            ));
+        }
+        Ok(Ok(result)) => result?,
+    };
+    let key = BlobStore::result_key(job.id, job.format);
+    ctx.blobs
+        .put(&key, &processed.bytes)
+        .await
+        .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
+    Ok(JobResult {
+        key,
+        content_type: pipeline::content_type(job.format).into(),
+        width: processed.width,
+        height: processed.height,
+        bytes: processed.bytes.len() as u64,
+        processing_ms: processed.elapsed_ms,
+    })
+}
+
+/// Publishes a reply with confirms; `Ok` means the broker has it on the durable queue.
+async fn reply(
+    ctx: &Context,
+    reply_to: &str,
+    id: Uuid,
+    attempt: u32,
+    outcome: Outcome,
+) -> Result<(), PublishError> {
+    let reply = Reply {
+        job_id: id,
+        worker: ctx.settings.name.clone(),
+        attempt,
+        outcome,
+    };
+    let body = serde_json::to_vec(&reply)
+        .map_err(|e| PublishError::Amqp(lapin::Error::from(std::io::Error::other(e))))?;
+    let id = id.to_string();
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_correlation_id(id.as_str().into());
+    amqp::publish_confirmed(&ctx.replies, "", reply_to, &body, properties, REPLY_TIMEOUT).await
+}
+
+/// How many times the broker delivered this message before (quorum queues count it).
+fn delivery_count(delivery: &Delivery) -> u32 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    let value = headers
+        .inner()
+        .iter()
+        .find(|(k, _)| k.as_str() == "x-delivery-count")
+        .map(|(_, v)| v);
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        _ => 0,
+    }
+}
+
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    }
+}

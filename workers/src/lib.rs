@@ -1,0 +1,24 @@
+//! pixmill's worker: a competing consumer of the jobs queue that runs image pipelines.
+//!
+//! # Layout
+//!
+//! - [`config`]: `Settings` from `PIXMILL_*` variables.
+//! - [`consumer`]: the consume loop — reconnects, bounded concurrency, ack after reply.
+//! - [`pipeline`]: one job's CPU work: decode → steps → encode (run on a blocking thread).
+//! - [`codec`]: decoding under limits with EXIF orientation; encoding.
+//! - [`ops`]: the steps, one file per family (geometry, filters, color).
+//! - [`error`]: `JobError`, whose kind decides ack or retry.
+//!
+//! A worker needs only the broker and the blob store, so operators can start one
+//! anywhere those two are reachable; the task store belongs to the gateway alone.
+
+pub mod codec;
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod ops;
+pub mod pipeline;
+
+pub use config::Settings;
+pub use consumer::run;
+pub use error::JobError;

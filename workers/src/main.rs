@@ -1,0 +1,45 @@
+//! `pixmill-worker`: set up logging, read settings, consume until SIGTERM or Ctrl-C.
+
+use pixmill_shared::{config::EXIT_CONFIG, telemetry};
+use pixmill_workers::Settings;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init("info,lapin=warn");
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pixmill-worker: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: no new jobs; finishing the ones in hand");
+            shutdown.cancel();
+        }
+    });
+    pixmill_workers::run(settings, shutdown).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or_default(),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await.unwrap_or_default();
+}

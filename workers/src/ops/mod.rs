@@ -1,0 +1,29 @@
+//! The image steps, one file per family. [`apply`] is the only entry point and matches
+//! every [`Step`] exhaustively, so a new op does not compile until it is implemented here.
+
+mod color;
+mod filters;
+mod geometry;
+
+use image::DynamicImage;
+use pixmill_shared::Step;
+
+/// Applies one step. The step was checked by `pixmill_shared::plan` against this image's
+/// size, so the geometry here is known to be valid.
+pub fn apply(image: DynamicImage, step: &Step) -> DynamicImage {
+    match *step {
+        Step::Resize { width, height, fit } => geometry::resize(&image, width, height, fit),
+        Step::Crop {
+            x,
+            y,
+            width,
+            height,
+        } => image.crop_imm(x, y, width, height),
+        Step::Blur { sigma } => filters::blur(&image, sigma),
+        Step::Edges { low, high } => filters::edges(&image, low, high),
+        Step::Swap { order } => color::swap(image, order),
+        Step::Grayscale => color::grayscale(&image),
+        Step::Rotate { degrees } => geometry::rotate(&image, degrees),
+        Step::Flip { direction } => geometry::flip(image, direction),
+    }
+}
