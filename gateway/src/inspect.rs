@@ -50,11 +50,15 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
         }
     };
     check_complete(format, bytes)?;
-    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+    // Only the header is read here; the decoder's own allocation limit would refuse a
+    // huge header with a vaguer message than the pixel limit below gives.
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.no_limits();
+    let (width, height) = reader
         .into_dimensions()
         .map_err(|e| ApiError::Unprocessable {
             code: "invalid_image",
-            message: format!("the {format:?} header could not be read: {e}"),
+            message: format!("the {} header could not be read: {e}", name(format)),
         })?;
     check_pixels(width, height, limits).map_err(|e| ApiError::Unprocessable {
         code: "too_many_pixels",
@@ -67,12 +71,25 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
     })
 }
 
+fn name(format: ImageFormat) -> &'static str {
+    match format {
+        ImageFormat::Jpeg => "JPEG",
+        ImageFormat::Png => "PNG",
+        ImageFormat::WebP => "WebP",
+        ImageFormat::Gif => "GIF",
+        _ => "image",
+    }
+}
+
 /// Catches truncated uploads cheaply, from each format's framing, so a half-sent file is
 /// answered at once instead of failing later on a worker.
 fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), ApiError> {
     let truncated = |what: &str| ApiError::Unprocessable {
         code: "truncated_image",
-        message: format!("the {format:?} data ends early ({what}); the file looks truncated"),
+        message: format!(
+            "the {} data ends early ({what}); the file looks truncated",
+            name(format)
+        ),
     };
     match format {
         ImageFormat::Jpeg => {
@@ -98,11 +115,8 @@ fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), ApiError> {
                 return Err(truncated("shorter than its RIFF header says"));
             }
         }
-        ImageFormat::Gif => {
-            if !bytes.ends_with(&[0x3B]) && !bytes[bytes.len().saturating_sub(16)..].contains(&0x3B)
-            {
-                return Err(truncated("no trailer byte"));
-            }
+        ImageFormat::Gif if !bytes[bytes.len().saturating_sub(16)..].contains(&0x3B) => {
+            return Err(truncated("no trailer byte"));
         }
         _ => {}
     }
@@ -189,6 +203,12 @@ mod tests {
         ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
         let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
         chunk(&mut out, b"IHDR", &ihdr);
+        // A tiny deflate stream: a bomb need not carry its pixels.
+        chunk(
+            &mut out,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
         chunk(&mut out, b"IEND", &[]);
         out
     }

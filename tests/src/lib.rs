@@ -1,1 +1,349 @@
+//! Test harness: starts the real pixmill stack against a real RabbitMQ.
+//!
+//! Every stack gets its own queue prefix and data folder, so tests run in parallel on
+//! one broker without seeing each other's messages. The broker comes from
+//! `PIXMILL_TEST_AMQP_URL` (default: the local node `make test` ensures).
+//!
+//! # Layout
+//!
+//! - [`Stack`]: gateway (in-process, port 0) plus workers (in-process or real processes).
+//! - [`Client`]: typed helpers over the REST API.
+//! - [`photos`]: the real photographs the tests use, and image measurements.
 
+pub mod photos;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use pixmill_gateway::{Application, Settings};
+use pixmill_shared::{Limits, Topology, config::Common};
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Longest any single wait in a test may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The broker tests use.
+pub fn amqp_url() -> String {
+    std::env::var("PIXMILL_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10".into())
+}
+
+/// Settings shared by every part of one stack.
+pub fn common(prefix: &str, data_dir: &Path) -> Common {
+    Common {
+        amqp_url: amqp_url(),
+        data_dir: data_dir.to_path_buf(),
+        topology: Topology::with_prefix(prefix),
+        limits: Limits::default(),
+    }
+}
+
+/// A running stack. Call [`Stack::stop`] at the end of a test to clean up its queues.
+pub struct Stack {
+    /// Base URL of the gateway, e.g. `http://127.0.0.1:41234`.
+    pub base: String,
+    /// Typed REST helpers.
+    pub client: Client,
+    /// Shared by the gateway and workers of this stack.
+    pub common: Common,
+    gateway_stop: CancellationToken,
+    gateway: tokio::task::JoinHandle<anyhow::Result<()>>,
+    in_process: Vec<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
+    processes: Vec<Child>,
+}
+
+impl Stack {
+    /// Starts a gateway with no workers.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(common(
+            &format!("test-{}", Uuid::new_v4().simple()),
+            &temp_dir(),
+        ))
+        .await
+    }
+
+    /// Starts a gateway with the given settings and no workers.
+    pub async fn start_with(common: Common) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&common.data_dir)?;
+        let settings = Settings {
+            common: common.clone(),
+            http_addr: "127.0.0.1:0".parse()?,
+            db_path: common.data_dir.join("pixmill.db"),
+            max_upload_bytes: 25 * 1024 * 1024,
+            publish_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(60),
+        };
+        let app = Application::build(settings).await?;
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let gateway_stop = CancellationToken::new();
+        let gateway = tokio::spawn(app.run_until_stopped(gateway_stop.clone().cancelled_owned()));
+        Ok(Self {
+            client: Client::new(&base),
+            base,
+            common,
+            gateway_stop,
+            gateway,
+            in_process: Vec::new(),
+            processes: Vec::new(),
+        })
+    }
+
+    /// Adds an in-process worker (its own broker connections, like a separate process).
+    pub fn add_worker(&mut self, name: &str, concurrency: u16) {
+        let settings = pixmill_workers::Settings {
+            common: self.common.clone(),
+            name: name.into(),
+            concurrency,
+            job_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        };
+        let stop = CancellationToken::new();
+        let handle = tokio::spawn(pixmill_workers::run(settings, stop.clone()));
+        self.in_process.push((stop, handle));
+    }
+
+    /// Starts a real `pixmill-worker` process (built by `cargo build --bins`).
+    pub fn spawn_worker_process(&mut self, name: &str, concurrency: u16) -> anyhow::Result<()> {
+        let bin = worker_binary()?;
+        let t = &self.common.topology;
+        let child = Command::new(&bin)
+            .env("PIXMILL_AMQP_URL", &self.common.amqp_url)
+            .env("PIXMILL_DATA_DIR", &self.common.data_dir)
+            .env("PIXMILL_QUEUE_PREFIX", t.jobs.trim_end_matches(".jobs"))
+            .env("PIXMILL_WORKER_NAME", name)
+            .env("PIXMILL_WORKER_CONCURRENCY", concurrency.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        self.processes.push(child);
+        Ok(())
+    }
+
+    /// Stops every part and deletes this stack's queues, exchanges and data folder.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        for (stop, _) in &self.in_process {
+            stop.cancel();
+        }
+        for (_, handle) in self.in_process.drain(..) {
+            tokio::time::timeout(TIMEOUT, handle).await???;
+        }
+        for child in &mut self.processes {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        self.gateway_stop.cancel();
+        tokio::time::timeout(TIMEOUT, &mut self.gateway).await???;
+        delete_topology(&self.common.topology).await?;
+        let _ = std::fs::remove_dir_all(&self.common.data_dir);
+        Ok(())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // A test that failed before `stop` still must not leave workers running.
+        for (stop, _) in &self.in_process {
+            stop.cancel();
+        }
+        self.gateway_stop.cancel();
+    }
+}
+
+/// A fresh, unique data folder.
+pub fn temp_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("pixmill-test-{}", Uuid::new_v4().simple()))
+}
+
+fn worker_binary() -> anyhow::Result<PathBuf> {
+    // Integration tests run from target/<profile>/deps; the binaries sit one level up.
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary has no parent folder")?;
+    let bin = dir.join("pixmill-worker");
+    if !bin.exists() {
+        bail!(
+            "{} is missing: run `cargo build --bins` first (`make test` does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+async fn delete_topology(t: &Topology) -> anyhow::Result<()> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let conn = pixmill_shared::amqp::connect(&amqp_url(), "pixmill-test-cleanup").await?;
+    let channel = conn.create_channel().await?;
+    for queue in [&t.jobs, &t.dead_queue, &t.replies] {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for exchange in [&t.jobs, &t.dead_exchange] {
+        channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// A response: status, headers and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body text when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The `error.code` of an error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The `error.message` of an error body.
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+/// Typed helpers over the REST API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for the gateway at `base`.
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').into(),
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    async fn collect(response: reqwest::Response) -> anyhow::Result<Reply> {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// `POST /v1/jobs` as multipart: the image plus plain fields.
+    pub async fn submit(&self, image: &[u8], fields: &[(&str, &str)]) -> anyhow::Result<Reply> {
+        let mut form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(image.to_vec()).file_name("upload"),
+        );
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .multipart(form)
+            .send()
+            .await?;
+        Self::collect(response).await
+    }
+
+    /// `POST /v1/jobs` with a raw body and the parameters in the query string.
+    pub async fn submit_raw(&self, body: Vec<u8>, query: &str) -> anyhow::Result<Reply> {
+        let response = self
+            .http
+            .post(format!("{}/v1/jobs?{query}", self.base))
+            .body(body)
+            .send()
+            .await?;
+        Self::collect(response).await
+    }
+
+    /// `GET` any path.
+    pub async fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        Self::collect(response).await
+    }
+
+    /// Submits and returns the job id, failing unless the answer is 202.
+    pub async fn submit_ok(&self, image: &[u8], fields: &[(&str, &str)]) -> anyhow::Result<String> {
+        let reply = self.submit(image, fields).await?;
+        if reply.status != 202 {
+            bail!(
+                "expected 202, got {}: {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
+        Ok(reply.json()["id"]
+            .as_str()
+            .context("202 without an id")?
+            .to_string())
+    }
+
+    /// Long-polls until the job is terminal (bounded by [`TIMEOUT`]).
+    pub async fn wait_terminal(&self, id: &str) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let job = self.get(&format!("/v1/jobs/{id}?wait=10")).await?.json();
+            let state = job["state"].as_str().unwrap_or_default();
+            if matches!(state, "succeeded" | "failed" | "cancelled") {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("job {id} still {state} after {TIMEOUT:?}");
+            }
+        }
+    }
+
+    /// Waits for success and downloads the result.
+    pub async fn result_of(&self, id: &str) -> anyhow::Result<(Value, Reply)> {
+        let job = self.wait_terminal(id).await?;
+        if job["state"] != "succeeded" {
+            bail!("job {id} did not succeed: {job}");
+        }
+        let result = self.get(&format!("/v1/jobs/{id}/result")).await?;
+        if result.status != 200 {
+            bail!("result of {id}: status {}", result.status);
+        }
+        Ok((job, result))
+    }
+}

@@ -1,0 +1,49 @@
+# The verbs people type. Each is a thin wrapper over cargo and the scripts in deploy/;
+# CI runs `make test`, exactly as you do.
+
+SHELL := /usr/bin/env bash
+WORKERS ?= 2
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Start broker, gateway and WORKERS=2 worker processes; page at http://127.0.0.1:8080/
+	@WORKERS=$(WORKERS) deploy/run-local.sh
+
+.PHONY: test
+test: lint broker photos ## Lint, then unit and end-to-end tests against a real RabbitMQ
+	cargo build --bins
+	cargo test --workspace
+
+.PHONY: lint
+lint: ## cargo fmt --check and clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	cargo fmt --all
+
+.PHONY: build
+build: ## Build release binaries into target/release
+	cargo build --release --bins
+
+.PHONY: broker
+broker: ## Make sure a RabbitMQ broker answers at PIXMILL_AMQP_URL (start or install one)
+	@deploy/rabbitmq/ensure-broker.sh
+
+.PHONY: broker-stop
+broker-stop: ## Stop the local RabbitMQ node this project started
+	@deploy/rabbitmq/ensure-broker.sh stop
+
+.PHONY: photos
+photos: ## Fetch the real photographs the tests use into var/photos
+	@deploy/fixtures/fetch-photos.sh
+
+.PHONY: clean-data
+clean-data: ## Delete local jobs, uploads and results (var/data)
+	rm -rf var/data
