@@ -47,3 +47,8 @@ photos: ## Fetch the real photographs the tests use into var/photos
 .PHONY: clean-data
 clean-data: ## Delete local jobs, uploads and results (var/data)
 	rm -rf var/data
+
+.PHONY: test-faults
+test-faults: broker photos ## Fault tests: worker kills, broker and gateway restarts, poison jobs, …
+	cargo build --bins --features pixmill-workers/fault-injection
+	cargo test -p pixmill-tests --features faults --test faults -- --nocapture --test-threads=2

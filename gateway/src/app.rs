@@ -20,9 +20,11 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
-    /// Stops the reply consumer once HTTP has drained.
+    /// Stops the reply consumer and upkeep once HTTP has drained.
     stop_consumer: CancellationToken,
     consumer: tokio::task::JoinHandle<()>,
+    /// The sweeper and retention janitor.
+    upkeep: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -45,14 +47,20 @@ impl Application {
             events.clone(),
             stop_consumer.clone(),
         ));
+        let jobs = Jobs {
+            store,
+            blobs,
+            publisher,
+            events,
+            limits: settings.common.limits,
+        };
+        let upkeep = tokio::spawn(crate::maintenance::run(
+            jobs.clone(),
+            settings.upkeep,
+            stop_consumer.clone(),
+        ));
         let state = AppState {
-            jobs: Jobs {
-                store,
-                blobs,
-                publisher,
-                events,
-                limits: settings.common.limits,
-            },
+            jobs,
             max_upload_bytes: settings.max_upload_bytes,
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
@@ -61,6 +69,7 @@ impl Application {
             router: app(state, settings.request_timeout),
             stop_consumer,
             consumer,
+            upkeep,
         })
     }
 
@@ -88,6 +97,7 @@ impl Application {
             .await?;
         self.stop_consumer.cancel();
         let _ = self.consumer.await;
+        let _ = self.upkeep.await;
         info!("gateway stopped");
         Ok(())
     }

@@ -19,6 +19,9 @@ pub struct Settings {
     pub publish_timeout: Duration,
     /// `PIXMILL_REQUEST_TIMEOUT_SECS`: no request (upload or long-poll) runs longer.
     pub request_timeout: Duration,
+    /// `PIXMILL_RETENTION_SECS`, `PIXMILL_SWEEP_INTERVAL_SECS`,
+    /// `PIXMILL_UNCONFIRMED_AFTER_SECS`, `PIXMILL_STALE_RUNNING_SECS`.
+    pub upkeep: crate::maintenance::Upkeep,
 }
 
 /// Longest `?wait=` a client may ask for.
@@ -64,7 +67,25 @@ impl Settings {
                     }
                 },
             )?),
+            upkeep: crate::maintenance::Upkeep {
+                retention: secs("PIXMILL_RETENTION_SECS", 86_400.0)?,
+                interval: secs("PIXMILL_SWEEP_INTERVAL_SECS", 30.0)?,
+                unconfirmed_after: secs("PIXMILL_UNCONFIRMED_AFTER_SECS", 60.0)?,
+                stale_after: secs("PIXMILL_STALE_RUNNING_SECS", 600.0)?,
+            },
             common,
         })
     }
+}
+
+/// A positive number of seconds (fractions allowed).
+fn secs(var: &str, default: f64) -> Result<Duration, ConfigError> {
+    let value = env_checked(var, default, |v| {
+        if v.is_finite() && *v > 0.0 && *v <= 31_536_000.0 {
+            Ok(())
+        } else {
+            Err("must be a number of seconds above 0 (at most a year)".into())
+        }
+    })?;
+    Ok(Duration::from_secs_f64(value))
 }

@@ -22,6 +22,12 @@ pub enum ApiError {
     /// 409: the job exists but its result is not there (yet, or ever).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 410: the job or its result existed but has been removed.
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
+    /// 410 with a full body (an expired job's record plus its error).
+    #[error("gone")]
+    GoneWith(serde_json::Value),
     /// 413: the upload is over the size limit.
     #[error("the upload is larger than the {limit}-byte limit (PIXMILL_MAX_UPLOAD_BYTES)")]
     TooLarge { limit: u64 },
@@ -31,6 +37,13 @@ pub enum ApiError {
     /// 422: well-formed, but a parameter or the image is out of bounds.
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// 429: back-pressure; the job queue is full. Retry after `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_secs: u32,
+    },
     /// 503: the broker or the store is unavailable; retry later.
     #[error("{message}")]
     Unavailable {
@@ -65,6 +78,9 @@ impl ApiError {
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Gone { code, .. } => (StatusCode::GONE, code),
+            ApiError::GoneWith(_) => (StatusCode::GONE, "expired"),
+            ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -78,6 +94,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let ApiError::GoneWith(body) = self {
+            return (StatusCode::GONE, Json(body)).into_response();
+        }
         let (status, code) = self.status_and_code();
         let message = match &self {
             ApiError::Internal(detail) => {
@@ -92,6 +111,9 @@ impl IntoResponse for ApiError {
         )
             .into_response();
         if let ApiError::Unavailable {
+            retry_after_secs, ..
+        }
+        | ApiError::TooManyRequests {
             retry_after_secs, ..
         } = self
         {

@@ -1,13 +1,14 @@
-//! The jobs service: accepting a job, looking it up, waiting on it, fetching its result.
+//! The jobs service: accepting a job, looking it up, waiting on it, cancelling it.
 //!
 //! Accepting follows one order, so nothing is lost or left behind: validate everything,
 //! store the input blob, record the task as `queued`, publish with a confirm, and only
 //! then answer 202. If the publish fails the task and blob are removed again and the
-//! client gets a 503 telling it to retry.
+//! client gets a 503 (or 429 when the queue is full) telling it to retry.
 
 use std::{sync::Arc, time::Duration};
 
 use pixmill_shared::{BlobStore, JobRequest, Limits, PlanError, amqp::PublishError, plan};
+use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -16,7 +17,7 @@ use crate::{
     inspect::inspect,
     publisher::Publisher,
     replies::JobEvents,
-    store::{Job, NewJob, TaskStore},
+    store::{Job, NewJob, State, StoreError, TaskStore},
     upload::{Submission, job_spec},
 };
 
@@ -30,10 +31,33 @@ pub struct Jobs {
     pub limits: Limits,
 }
 
+/// What `submit` did.
+#[derive(Debug)]
+pub enum Submitted {
+    /// A new job, confirmed by the broker.
+    Created(Job),
+    /// The `Idempotency-Key` was seen before with the same request: the same job.
+    Replayed(Job),
+}
+
 impl Jobs {
-    /// Validates and queues a submission; returns the new job once the broker has it.
-    pub async fn submit(&self, submission: Submission) -> Result<Job, ApiError> {
+    /// Validates and queues a submission; returns the job once the broker has it.
+    pub async fn submit(
+        &self,
+        submission: Submission,
+        idempotency_key: Option<String>,
+    ) -> Result<Submitted, ApiError> {
         let spec = job_spec(&submission.params)?;
+        let idempotency = match idempotency_key {
+            None => None,
+            Some(key) => {
+                let hash = request_hash(&submission);
+                if let Some(job) = self.replay(&key, &hash).await? {
+                    return Ok(Submitted::Replayed(job));
+                }
+                Some((key, hash))
+            }
+        };
         let image = inspect(&submission.image, &self.limits)?;
         plan(&spec.steps, image.width, image.height, &self.limits).map_err(|e| match e {
             PlanError::TooManyPixels { .. } => ApiError::Unprocessable {
@@ -71,10 +95,17 @@ impl Jobs {
                 format: request.format,
                 quality: request.quality,
                 input_key: request.input.clone(),
+                idempotency: idempotency.clone(),
             })
             .await;
         if let Err(e) = stored {
             let _ = self.blobs.delete(&request.input).await;
+            // Two identical requests raced on one key: the other one won; answer with it.
+            if let (StoreError::DuplicateKey, Some((key, hash))) = (&e, &idempotency)
+                && let Some(job) = self.replay(key, hash).await?
+            {
+                return Ok(Submitted::Replayed(job));
+            }
             return Err(e.into());
         }
         if let Err(e) = self.publisher.publish(&request).await {
@@ -83,11 +114,31 @@ impl Jobs {
             let _ = self.blobs.delete(&request.input).await;
             return Err(publish_error(&e));
         }
+        // If the gateway dies before this line, the sweeper finds the job unconfirmed and
+        // publishes it again; a duplicate message is harmless.
+        self.store.mark_published(id).await?;
         info!(job_id = %id, steps = request.steps.len(), width = image.width, height = image.height, "job queued");
-        self.store
+        let job = self
+            .store
             .get(id)
             .await?
-            .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after insert")))
+            .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after insert")))?;
+        Ok(Submitted::Created(job))
+    }
+
+    /// The job an idempotency key already names, if its request matches.
+    async fn replay(&self, key: &str, hash: &str) -> Result<Option<Job>, ApiError> {
+        match self.store.find_by_key(key.to_string()).await? {
+            None => Ok(None),
+            Some((job, stored)) if stored == hash => Ok(Some(job)),
+            Some((job, _)) => Err(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: format!(
+                    "Idempotency-Key {key:?} was already used for job {} with a different request",
+                    job.id
+                ),
+            }),
+        }
     }
 
     /// Looks a job up by the id as given in the URL (404 for anything malformed).
@@ -126,13 +177,91 @@ impl Jobs {
             }
         }
     }
+
+    /// `DELETE`: cancels a queued job, or deletes a finished job's result and input.
+    pub async fn cancel(&self, raw_id: &str) -> Result<Job, ApiError> {
+        let job = self.get(raw_id).await?;
+        let id = job.id;
+        match job.state {
+            State::Queued => {
+                // The marker first: a worker that takes the message from now on skips it.
+                let marker = BlobStore::cancel_key(id);
+                self.blobs
+                    .put(&marker, b"")
+                    .await
+                    .map_err(|e| ApiError::Unavailable {
+                        code: "blob_store_unavailable",
+                        message: format!("the cancellation could not be recorded: {e}"),
+                        retry_after_secs: 2,
+                    })?;
+                if self.store.cancel(id).await? {
+                    let _ = self.blobs.delete(&job.input_key).await;
+                    self.events.notify(id);
+                    info!(job_id = %id, "job cancelled");
+                } else {
+                    // A worker started it in the meantime; it runs to the end.
+                    let _ = self.blobs.delete(&marker).await;
+                    return Err(not_cancellable(id));
+                }
+            }
+            State::Running => return Err(not_cancellable(id)),
+            State::Succeeded | State::Failed => {
+                if let Some(result) = &job.result {
+                    let _ = self.blobs.delete(&result.key).await;
+                }
+                let _ = self.blobs.delete(&job.input_key).await;
+                self.store.mark_result_deleted(id).await?;
+                info!(job_id = %id, "result deleted on request");
+            }
+            State::Cancelled => {}
+            State::Expired => return Err(expired(id)),
+        }
+        self.get(raw_id).await
+    }
 }
 
-fn publish_error(e: &PublishError) -> ApiError {
+fn not_cancellable(id: Uuid) -> ApiError {
+    ApiError::Conflict {
+        code: "not_cancellable",
+        message: format!(
+            "job {id} is already running and will finish; only queued jobs can be cancelled"
+        ),
+    }
+}
+
+/// The error for a job whose blobs were removed after the retention period.
+pub fn expired(id: Uuid) -> ApiError {
+    ApiError::Gone {
+        code: "expired",
+        message: format!(
+            "job {id} finished longer ago than the retention period (PIXMILL_RETENTION_SECS); its files are gone"
+        ),
+    }
+}
+
+/// Hash of everything that defines a request, for idempotency checks.
+fn request_hash(submission: &Submission) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(&submission.image);
+    for (k, v) in &submission.params {
+        hasher.update((k.len() as u64).to_le_bytes());
+        hasher.update(k.as_bytes());
+        hasher.update((v.len() as u64).to_le_bytes());
+        hasher.update(v.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Maps a failed publish to the answer the client gets.
+pub fn publish_error(e: &PublishError) -> ApiError {
     match e {
-        PublishError::Nacked => ApiError::Unavailable {
+        PublishError::Nacked => ApiError::TooManyRequests {
             code: "queue_full",
-            message: "the job queue is full (PIXMILL_MAX_QUEUED); retry later".into(),
+            message: "the job queue is full (PIXMILL_MAX_QUEUED jobs waiting); retry later".into(),
             retry_after_secs: 5,
         },
         other => ApiError::Unavailable {

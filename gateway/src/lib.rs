@@ -9,6 +9,7 @@
 //! - [`inspect`]: sniffing the format, catching truncation, reading the header size.
 //! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
 //! - [`publisher`]: confirmed publishes over a long-lived channel.
+//! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
 //! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
 //! - [`store`]: the SQLite task store; its writes only ever move a job forward.
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
@@ -18,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod inspect;
 pub mod jobs;
+pub mod maintenance;
 pub mod publisher;
 pub mod replies;
 pub mod routes;

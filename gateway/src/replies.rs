@@ -37,7 +37,7 @@ impl JobEvents {
         self.0.subscribe()
     }
 
-    fn notify(&self, id: Uuid) {
+    pub(crate) fn notify(&self, id: Uuid) {
         let _ = self.0.send(id);
     }
 }

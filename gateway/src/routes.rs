@@ -18,7 +18,7 @@ use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 use crate::{
     config::MAX_WAIT_SECS,
     error::ApiError,
-    jobs::Jobs,
+    jobs::{Jobs, Submitted},
     store::{Job, State as JobState},
     upload,
 };
@@ -48,7 +48,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             "/v1/jobs",
             axum::routing::post(submit).layer(DefaultBodyLimit::max(body_cap)),
         )
-        .route("/v1/jobs/{id}", get(status))
+        .route("/v1/jobs/{id}", get(status).delete(cancel))
         .route("/v1/jobs/{id}/result", get(result))
         .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(
@@ -96,14 +96,50 @@ async fn not_found(request: Request) -> ApiError {
 }
 
 async fn submit(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let key = idempotency_key(request.headers())?;
     let submission = upload::read(request, state.max_upload_bytes).await?;
-    let job = state.jobs.submit(submission).await?;
+    let (job, replayed) = match state.jobs.submit(submission, key).await? {
+        Submitted::Created(job) => (job, false),
+        Submitted::Replayed(job) => (job, true),
+    };
     let location = format!("/v1/jobs/{}", job.id);
     let mut response = (StatusCode::ACCEPTED, Json(view(&job))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     Ok(response)
+}
+
+/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|k| Some(k.to_string()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let job = state.jobs.cancel(&id).await?;
+    Ok(Json(view(&job)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +167,13 @@ async fn status(
     };
     let wait = Duration::from_secs_f64(wait.min(MAX_WAIT_SECS as f64));
     let job = state.jobs.wait(&id, wait).await?;
+    if job.state == JobState::Expired {
+        // 410 with the job's record, so a client sees what it was and that it is gone.
+        let mut body = view(&job);
+        body["error"] =
+            json!({"code": "expired", "message": crate::jobs::expired(job.id).to_string()});
+        return Err(ApiError::GoneWith(body));
+    }
     Ok(Json(view(&job)))
 }
 
@@ -139,8 +182,24 @@ async fn result(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let job = state.jobs.get(&id).await?;
+    if job.result_deleted_at.is_some() {
+        return Err(ApiError::Gone {
+            code: "result_deleted",
+            message: format!("the result of job {} was deleted on request", job.id),
+        });
+    }
     let meta = match (&job.state, &job.result) {
+        (JobState::Expired, _) => return Err(crate::jobs::expired(job.id)),
         (JobState::Succeeded, Some(meta)) => meta,
+        (JobState::Cancelled, _) => {
+            return Err(ApiError::Conflict {
+                code: "job_cancelled",
+                message: format!(
+                    "job {} was cancelled before it ran; there is no result",
+                    job.id
+                ),
+            });
+        }
         (JobState::Failed, _) => {
             let (code, message) = job.error.clone().unwrap_or_default();
             return Err(ApiError::Conflict {
@@ -200,7 +259,8 @@ pub fn view(job: &Job) -> Value {
         "attempts": job.attempts,
         "worker": job.worker,
         "error": job.error.as_ref().map(|(code, message)| json!({"code": code, "message": message})),
-        "result": job.result.as_ref().map(|r| json!({
+        "result_deleted": job.result_deleted_at.is_some(),
+        "result": job.result.as_ref().filter(|_| job.result_deleted_at.is_none() && job.state == JobState::Succeeded).map(|r| json!({
             "content_type": r.content_type,
             "width": r.width,
             "height": r.height,

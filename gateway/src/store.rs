@@ -23,6 +23,8 @@ pub enum State {
     Succeeded,
     Failed,
     Cancelled,
+    /// Finished, and its input and result were removed after the retention period.
+    Expired,
 }
 
 impl State {
@@ -34,6 +36,7 @@ impl State {
             State::Succeeded => "succeeded",
             State::Failed => "failed",
             State::Cancelled => "cancelled",
+            State::Expired => "expired",
         }
     }
 
@@ -44,6 +47,7 @@ impl State {
             "succeeded" => State::Succeeded,
             "failed" => State::Failed,
             "cancelled" => State::Cancelled,
+            "expired" => State::Expired,
             other => {
                 return Err(rusqlite::Error::FromSqlConversionFailure(
                     0,
@@ -56,7 +60,10 @@ impl State {
 
     /// True once nothing more will happen to the job.
     pub fn is_terminal(self) -> bool {
-        matches!(self, State::Succeeded | State::Failed | State::Cancelled)
+        matches!(
+            self,
+            State::Succeeded | State::Failed | State::Cancelled | State::Expired
+        )
     }
 }
 
@@ -78,6 +85,13 @@ pub struct Job {
     pub worker: Option<String>,
     pub error: Option<(String, String)>,
     pub result: Option<JobResult>,
+    /// When the broker confirmed the job's message (None: not yet, or the gateway died
+    /// before it heard back; the sweeper re-publishes such jobs).
+    pub published_at: Option<i64>,
+    /// How often the sweeper re-published the job.
+    pub republished: u32,
+    /// When the result was deleted on request (`DELETE` on a finished job).
+    pub result_deleted_at: Option<i64>,
 }
 
 /// A new job, as accepted by the gateway.
@@ -88,11 +102,15 @@ pub struct NewJob {
     pub format: OutputFormat,
     pub quality: u8,
     pub input_key: String,
+    /// `Idempotency-Key` header and a hash of the request it came with.
+    pub idempotency: Option<(String, String)>,
 }
 
 /// Errors of the store. All of them mean "the store is unavailable" to a client.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("a job with this idempotency key already exists")]
+    DuplicateKey,
     #[error("task store: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("task store: stored steps are unreadable: {0}")]
@@ -110,7 +128,8 @@ pub struct TaskStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-const SCHEMA: &str = "
+/// Version 1: the jobs table.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id                  TEXT PRIMARY KEY,
     state               TEXT NOT NULL,
@@ -136,6 +155,18 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
 ";
 
+/// Version 2: idempotency keys, publish tracking for the sweeper, retention.
+const SCHEMA_V2: &str = "
+ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+ALTER TABLE jobs ADD COLUMN published_at INTEGER;
+ALTER TABLE jobs ADD COLUMN republished INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN result_deleted_at INTEGER;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs(idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
+";
+
 impl TaskStore {
     /// Opens (creating if needed) the database file at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -153,7 +184,7 @@ impl TaskStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -182,12 +213,21 @@ impl TaskStore {
             .to_string();
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6)",
-                params![job.id.to_string(), steps, format, job.quality, job.input_key, now],
-            )?;
-            Ok(())
+            let (key, hash) = job.idempotency.unzip();
+            let inserted = c.execute(
+                "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
+                                   idempotency_key, request_hash)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::DuplicateKey)
+                }
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
         })
         .await
     }
@@ -292,6 +332,144 @@ impl TaskStore {
         .await
     }
 
+    /// The job created earlier with this idempotency key, and the request hash it had.
+    pub async fn find_by_key(&self, key: String) -> Result<Option<(Job, String)>, StoreError> {
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?1",
+                    params![key],
+                    |row| {
+                        Ok((
+                            row_to_parts(row)?,
+                            row.get::<_, Option<String>>("request_hash")?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(parts, hash)| Ok((parts.into_job()?, hash.unwrap_or_default())))
+                .transpose()
+        })
+        .await
+    }
+
+    /// The broker confirmed the job's message.
+    pub async fn mark_published(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET published_at = ?2 WHERE id = ?1",
+                params![id.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The sweeper published the job again.
+    pub async fn mark_republished(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET published_at = ?2, updated_at = ?2, republished = republished + 1
+                 WHERE id = ?1",
+                params![id.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Cancels a job that is still queued. Returns false when it was not queued.
+    pub async fn cancel(&self, id: Uuid) -> Result<bool, StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            let n = c.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2,
+                        error_code = 'cancelled', error_message = 'the job was cancelled before it ran'
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id.to_string(), now],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Records that a finished job's result was deleted on request.
+    pub async fn mark_result_deleted(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET result_deleted_at = COALESCE(result_deleted_at, ?2), updated_at = ?2
+                 WHERE id = ?1",
+                params![id.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Finished jobs older than `cutoff` (ms) that still hold blobs: at most `limit`.
+    pub async fn due_for_expiry(&self, cutoff: i64, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.select(
+            "SELECT * FROM jobs WHERE state IN ('succeeded', 'failed', 'cancelled')
+             AND finished_at < ?1 LIMIT ?2",
+            cutoff,
+            limit,
+        )
+        .await
+    }
+
+    /// Marks a job expired once its blobs are gone.
+    pub async fn mark_expired(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET state = 'expired', updated_at = ?2
+                 WHERE id = ?1 AND state IN ('succeeded', 'failed', 'cancelled')",
+                params![id.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Jobs `queued` since before `cutoff` whose publish was never confirmed.
+    pub async fn unpublished(&self, cutoff: i64, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.select(
+            "SELECT * FROM jobs WHERE state = 'queued' AND published_at IS NULL
+             AND created_at < ?1 LIMIT ?2",
+            cutoff,
+            limit,
+        )
+        .await
+    }
+
+    /// Jobs `running` with no news since before `cutoff`.
+    pub async fn stale_running(&self, cutoff: i64, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.select(
+            "SELECT * FROM jobs WHERE state = 'running' AND updated_at < ?1 LIMIT ?2",
+            cutoff,
+            limit,
+        )
+        .await
+    }
+
+    async fn select(
+        &self,
+        sql: &'static str,
+        cutoff: i64,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.with(move |c| {
+            let mut statement = c.prepare_cached(sql)?;
+            let rows = statement.query_map(params![cutoff, limit], row_to_parts)?;
+            rows.map(|row| row.map_err(StoreError::from).and_then(Parts::into_job))
+                .collect()
+        })
+        .await
+    }
+
     /// Answers when the database responds.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
@@ -300,6 +478,25 @@ impl TaskStore {
         })
         .await
     }
+}
+
+/// Brings the schema up to date. `user_version` records how far a file has come, so
+/// a database made by an older gateway keeps its jobs.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(SCHEMA_V1)?;
+    }
+    if version < 2 {
+        let has_column = conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = 'published_at'")?
+            .exists([])?;
+        if !has_column {
+            conn.execute_batch(SCHEMA_V2)?;
+        }
+    }
+    conn.pragma_update(None, "user_version", 2)?;
+    Ok(())
 }
 
 /// A row as read, before the JSON columns are parsed.
@@ -319,6 +516,9 @@ struct Parts {
     error_code: Option<String>,
     error_message: Option<String>,
     result: Option<JobResult>,
+    published_at: Option<i64>,
+    republished: u32,
+    result_deleted_at: Option<i64>,
 }
 
 fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
@@ -350,6 +550,9 @@ fn row_to_parts(row: &rusqlite::Row<'_>) -> rusqlite::Result<Parts> {
         error_code: row.get("error_code")?,
         error_message: row.get("error_message")?,
         result,
+        published_at: row.get("published_at")?,
+        republished: row.get("republished")?,
+        result_deleted_at: row.get("result_deleted_at")?,
     })
 }
 
@@ -376,6 +579,9 @@ impl Parts {
             worker: self.worker,
             error: self.error_code.zip(self.error_message),
             result: self.result,
+            published_at: self.published_at,
+            republished: self.republished,
+            result_deleted_at: self.result_deleted_at,
         })
     }
 }
@@ -396,6 +602,7 @@ mod tests {
             format: OutputFormat::Png,
             quality: 85,
             input_key: format!("inputs/{id}"),
+            idempotency: None,
         }
     }
 

@@ -24,7 +24,7 @@ impl BlobStore {
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
-        for dir in ["inputs", "results", "tmp"] {
+        for dir in ["inputs", "results", "cancelled", "tmp"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
         Ok(Self { root })
@@ -43,6 +43,18 @@ impl BlobStore {
     /// Key of a job's result.
     pub fn result_key(id: Uuid, format: OutputFormat) -> String {
         format!("results/{id}.{}", format.extension())
+    }
+
+    /// Key of the marker that tells workers a job was cancelled. Workers need only the
+    /// broker and the blob store, so the cancellation lives here, persistently, rather
+    /// than in any worker's memory.
+    pub fn cancel_key(id: Uuid) -> String {
+        format!("cancelled/{id}")
+    }
+
+    /// True when `key` exists.
+    pub async fn exists(&self, key: &str) -> io::Result<bool> {
+        tokio::fs::try_exists(self.path(key)?).await
     }
 
     /// Stores `bytes` under `key`, atomically.

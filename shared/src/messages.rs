@@ -260,6 +260,10 @@ pub enum ErrorCode {
     Timeout,
     /// The job's message kept killing workers until the delivery limit was reached.
     WorkerCrashed,
+    /// A transient failure (blob store unreachable, …) outlasted every retry.
+    RetriesExhausted,
+    /// The job's message or upload can no longer exist (found by the gateway's sweeper).
+    Lost,
     /// A bug: the worker panicked or met an impossible state.
     Internal,
 }
@@ -276,6 +280,8 @@ impl ErrorCode {
             ErrorCode::EncodeFailed => "encode_failed",
             ErrorCode::Timeout => "timeout",
             ErrorCode::WorkerCrashed => "worker_crashed",
+            ErrorCode::RetriesExhausted => "retries_exhausted",
+            ErrorCode::Lost => "lost",
             ErrorCode::Internal => "internal",
         }
     }
@@ -457,6 +463,8 @@ mod tests {
             ErrorCode::EncodeFailed,
             ErrorCode::Timeout,
             ErrorCode::WorkerCrashed,
+            ErrorCode::RetriesExhausted,
+            ErrorCode::Lost,
             ErrorCode::Internal,
         ] {
             assert_eq!(

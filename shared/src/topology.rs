@@ -7,6 +7,8 @@
 //!                        └─ dead-lettered (delivery limit hit) ─► exchange pixmill.dead
 //!                                                                  └─► queue pixmill.jobs.dead
 //! worker ──► default exchange, routing key = reply_to ─► queue pixmill.replies (quorum)
+//! worker ──► queue pixmill.jobs.retry (per-message TTL = back-off)
+//!                 └─ expired ─► exchange pixmill.jobs ─► queue pixmill.jobs
 //! ```
 //!
 //! Declaring with the same arguments is a no-op, so every process declares at start-up
@@ -28,6 +30,10 @@ pub const DEAD_EXCHANGE: &str = "pixmill.dead";
 pub const DEAD_QUEUE: &str = "pixmill.jobs.dead";
 /// Durable queue of worker replies, named in every job's `reply_to`.
 pub const REPLIES: &str = "pixmill.replies";
+/// Where a job waits out its back-off after a transient failure. Messages expire from
+/// here (per-message TTL) and are dead-lettered back to the jobs exchange, so a waiting
+/// retry holds no worker slot.
+pub const RETRY: &str = "pixmill.jobs.retry";
 
 /// A job delivered this many times without being acked (each time its worker died or
 /// its channel closed) is dead-lettered instead of killing yet another worker.
@@ -47,6 +53,8 @@ pub struct Topology {
     pub dead_queue: String,
     /// Replies queue named in `reply_to`.
     pub replies: String,
+    /// Delay queue for retries after transient failures.
+    pub retry: String,
     /// `x-delivery-limit` of the jobs queue. RabbitMQ 3.10 has no default, so it is set.
     pub delivery_limit: u32,
     /// `x-max-length` of the jobs queue, with `reject-publish` overflow.
@@ -60,6 +68,7 @@ impl Default for Topology {
             dead_exchange: DEAD_EXCHANGE.into(),
             dead_queue: DEAD_QUEUE.into(),
             replies: REPLIES.into(),
+            retry: RETRY.into(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             max_queued: DEFAULT_MAX_QUEUED,
         }
@@ -74,6 +83,7 @@ impl Topology {
             dead_exchange: format!("{prefix}.dead"),
             dead_queue: format!("{prefix}.jobs.dead"),
             replies: format!("{prefix}.replies"),
+            retry: format!("{prefix}.jobs.retry"),
             ..Self::default()
         }
     }
@@ -162,6 +172,27 @@ impl Topology {
         channel
             .queue_declare(self.replies.as_str().into(), durable_queue, quorum())
             .await?;
+
+        let mut retry_args = quorum();
+        insert(
+            &mut retry_args,
+            "x-dead-letter-exchange",
+            string(&self.jobs),
+        );
+        insert(
+            &mut retry_args,
+            "x-dead-letter-routing-key",
+            string(&self.jobs),
+        );
+        insert(&mut retry_args, "x-overflow", string("reject-publish"));
+        insert(
+            &mut retry_args,
+            "x-dead-letter-strategy",
+            string("at-least-once"),
+        );
+        channel
+            .queue_declare(self.retry.as_str().into(), durable_queue, retry_args)
+            .await?;
         Ok(())
     }
 }
@@ -190,6 +221,7 @@ mod tests {
         assert_eq!(t.jobs, "test-1234.jobs");
         assert_eq!(t.replies, "test-1234.replies");
         assert_eq!(t.dead_queue, "test-1234.jobs.dead");
+        assert_eq!(t.retry, "test-1234.jobs.retry");
         assert_eq!(Topology::with_prefix(DEFAULT_PREFIX), Topology::default());
     }
 }

@@ -9,7 +9,9 @@
 //! - [`Stack`]: gateway (in-process, port 0) plus workers (in-process or real processes).
 //! - [`Client`]: typed helpers over the REST API.
 //! - [`photos`]: the real photographs the tests use, and image measurements.
+//! - [`broker`]: RabbitMQ nodes a test owns (for tests that restart the broker).
 
+pub mod broker;
 pub mod photos;
 
 use std::{
@@ -54,7 +56,8 @@ pub struct Stack {
     /// Shared by the gateway and workers of this stack.
     pub common: Common,
     gateway_stop: CancellationToken,
-    gateway: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// None for a stack whose gateway runs as a separate process.
+    gateway: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     in_process: Vec<(
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -74,19 +77,36 @@ impl Stack {
 
     /// Starts a gateway with the given settings and no workers.
     pub async fn start_with(common: Common) -> anyhow::Result<Self> {
+        Self::start_configured(common, |_| {}).await
+    }
+
+    /// Starts a gateway whose settings `tweak` adjusts, and no workers.
+    pub async fn start_configured(
+        common: Common,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&common.data_dir)?;
-        let settings = Settings {
+        let mut settings = Settings {
             common: common.clone(),
             http_addr: "127.0.0.1:0".parse()?,
             db_path: common.data_dir.join("pixmill.db"),
             max_upload_bytes: 25 * 1024 * 1024,
             publish_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(60),
+            upkeep: pixmill_gateway::maintenance::Upkeep {
+                interval: Duration::from_secs(1),
+                unconfirmed_after: Duration::from_secs(10),
+                stale_after: Duration::from_secs(120),
+                retention: Duration::from_secs(86_400),
+            },
         };
+        tweak(&mut settings);
         let app = Application::build(settings).await?;
         let base = format!("http://127.0.0.1:{}", app.port());
         let gateway_stop = CancellationToken::new();
-        let gateway = tokio::spawn(app.run_until_stopped(gateway_stop.clone().cancelled_owned()));
+        let gateway = Some(tokio::spawn(
+            app.run_until_stopped(gateway_stop.clone().cancelled_owned()),
+        ));
         Ok(Self {
             client: Client::new(&base),
             base,
@@ -98,15 +118,42 @@ impl Stack {
         })
     }
 
+    /// A stack with no in-process gateway: workers only (see [`GatewayProcess`]).
+    pub fn workers_only(common: Common) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&common.data_dir)?;
+        Ok(Self {
+            base: String::new(),
+            client: Client::new("http://127.0.0.1:9"),
+            common,
+            gateway_stop: CancellationToken::new(),
+            gateway: None,
+            in_process: Vec::new(),
+            processes: Vec::new(),
+        })
+    }
+
     /// Adds an in-process worker (its own broker connections, like a separate process).
     pub fn add_worker(&mut self, name: &str, concurrency: u16) {
-        let settings = pixmill_workers::Settings {
+        self.add_worker_with(name, concurrency, |_| {});
+    }
+
+    /// Adds an in-process worker whose settings `tweak` adjusts.
+    pub fn add_worker_with(
+        &mut self,
+        name: &str,
+        concurrency: u16,
+        tweak: impl FnOnce(&mut pixmill_workers::Settings),
+    ) {
+        let mut settings = pixmill_workers::Settings {
             common: self.common.clone(),
             name: name.into(),
             concurrency,
             job_timeout: Duration::from_secs(30),
+            max_retries: 5,
+            retry_base: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(10),
         };
+        tweak(&mut settings);
         let stop = CancellationToken::new();
         let handle = tokio::spawn(pixmill_workers::run(settings, stop.clone()));
         self.in_process.push((stop, handle));
@@ -114,21 +161,82 @@ impl Stack {
 
     /// Starts a real `pixmill-worker` process (built by `cargo build --bins`).
     pub fn spawn_worker_process(&mut self, name: &str, concurrency: u16) -> anyhow::Result<()> {
+        self.spawn_worker_process_with(name, concurrency, &[])
+    }
+
+    /// Like [`Stack::spawn_worker_process`], with extra environment variables.
+    pub fn spawn_worker_process_with(
+        &mut self,
+        name: &str,
+        concurrency: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let child = self.worker_command(name, concurrency, env)?.spawn()?;
+        self.processes.push(child);
+        Ok(())
+    }
+
+    /// Number of worker processes started so far (running or not).
+    pub fn worker_processes(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// `kill -9` the worker process at `index`.
+    pub async fn kill_worker(&mut self, index: usize) -> anyhow::Result<()> {
+        let child = self.processes.get_mut(index).context("no such worker")?;
+        child.start_kill()?;
+        child.wait().await?;
+        Ok(())
+    }
+
+    /// Replaces the worker process at `index` with a new one (same name and settings).
+    pub fn respawn_worker(
+        &mut self,
+        index: usize,
+        name: &str,
+        concurrency: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let child = self.worker_command(name, concurrency, env)?.spawn()?;
+        if let Some(slot) = self.processes.get_mut(index) {
+            *slot = child;
+        }
+        Ok(())
+    }
+
+    /// True when the worker process at `index` has exited.
+    pub fn worker_exited(&mut self, index: usize) -> bool {
+        self.processes
+            .get_mut(index)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
+    fn worker_command(
+        &self,
+        name: &str,
+        concurrency: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Command> {
         let bin = worker_binary()?;
         let t = &self.common.topology;
-        let child = Command::new(&bin)
+        let log = std::fs::File::create(self.common.data_dir.join(format!("{name}.log")))?;
+        let mut command = Command::new(&bin);
+        command
             .env("PIXMILL_AMQP_URL", &self.common.amqp_url)
             .env("PIXMILL_DATA_DIR", &self.common.data_dir)
             .env("PIXMILL_QUEUE_PREFIX", t.jobs.trim_end_matches(".jobs"))
             .env("PIXMILL_WORKER_NAME", name)
             .env("PIXMILL_WORKER_CONCURRENCY", concurrency.to_string())
-            .env("RUST_LOG", "warn")
+            .env("PIXMILL_DELIVERY_LIMIT", t.delivery_limit.to_string())
+            .env("PIXMILL_MAX_QUEUED", t.max_queued.to_string())
+            .env("PIXMILL_RETRY_BASE_MS", "100")
+            .env("RUST_LOG", "info,lapin=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        self.processes.push(child);
-        Ok(())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        Ok(command)
     }
 
     /// Stops every part and deletes this stack's queues, exchanges and data folder.
@@ -144,7 +252,9 @@ impl Stack {
             let _ = child.wait().await;
         }
         self.gateway_stop.cancel();
-        tokio::time::timeout(TIMEOUT, &mut self.gateway).await???;
+        if let Some(gateway) = self.gateway.take() {
+            tokio::time::timeout(TIMEOUT, gateway).await???;
+        }
         delete_topology(&self.common.topology).await?;
         let _ = std::fs::remove_dir_all(&self.common.data_dir);
         Ok(())
@@ -161,19 +271,79 @@ impl Drop for Stack {
     }
 }
 
+/// A gateway running as its own process, so a test can `kill -9` it.
+pub struct GatewayProcess {
+    child: Child,
+    /// Typed REST helpers for this gateway.
+    pub client: Client,
+}
+
+impl GatewayProcess {
+    /// Starts `pixmill-gateway` for `common` on `port` and waits until it answers.
+    pub async fn start(common: &Common, port: u16) -> anyhow::Result<Self> {
+        let t = &common.topology;
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(common.data_dir.join("gateway.log"))?;
+        let child = Command::new(binary("pixmill-gateway")?)
+            .env("PIXMILL_AMQP_URL", &common.amqp_url)
+            .env("PIXMILL_DATA_DIR", &common.data_dir)
+            .env("PIXMILL_QUEUE_PREFIX", t.jobs.trim_end_matches(".jobs"))
+            .env("PIXMILL_DELIVERY_LIMIT", t.delivery_limit.to_string())
+            .env("PIXMILL_MAX_QUEUED", t.max_queued.to_string())
+            .env("PIXMILL_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .env("PIXMILL_SWEEP_INTERVAL_SECS", "1")
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        let client = Client::new(&format!("http://127.0.0.1:{port}"));
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while client.get("/healthz").await.map(|r| r.status).ok() != Some(200) {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the gateway did not come up on port {port}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(Self { child, client })
+    }
+
+    /// `kill -9` the gateway.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A fresh, unique data folder.
 pub fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("pixmill-test-{}", Uuid::new_v4().simple()))
 }
 
 fn worker_binary() -> anyhow::Result<PathBuf> {
+    binary("pixmill-worker")
+}
+
+/// A binary of this workspace, built by `cargo build --bins` next to the test binaries.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     // Integration tests run from target/<profile>/deps; the binaries sit one level up.
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .context("test binary has no parent folder")?;
-    let bin = dir.join("pixmill-worker");
+    let bin = dir.join(name);
     if !bin.exists() {
         bail!(
             "{} is missing: run `cargo build --bins` first (`make test` does)",
@@ -187,7 +357,7 @@ async fn delete_topology(t: &Topology) -> anyhow::Result<()> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let conn = pixmill_shared::amqp::connect(&amqp_url(), "pixmill-test-cleanup").await?;
     let channel = conn.create_channel().await?;
-    for queue in [&t.jobs, &t.dead_queue, &t.replies] {
+    for queue in [&t.jobs, &t.dead_queue, &t.replies, &t.retry] {
         channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await?;
@@ -286,12 +456,63 @@ impl Client {
         Self::collect(response).await
     }
 
+    /// `POST /v1/jobs` with any body, headers and query string.
+    pub async fn post(
+        &self,
+        query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Reply> {
+        let mut request = self
+            .http
+            .post(format!("{}/v1/jobs?{query}", self.base))
+            .body(body);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Self::collect(request.send().await?).await
+    }
+
+    /// `POST /v1/jobs` as multipart with extra request headers.
+    pub async fn submit_with_headers(
+        &self,
+        image: &[u8],
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
+        let mut form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(image.to_vec()).file_name("upload"),
+        );
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        let mut request = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .multipart(form);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        Self::collect(request.send().await?).await
+    }
+
     /// `POST /v1/jobs` with a raw body and the parameters in the query string.
     pub async fn submit_raw(&self, body: Vec<u8>, query: &str) -> anyhow::Result<Reply> {
         let response = self
             .http
             .post(format!("{}/v1/jobs?{query}", self.base))
             .body(body)
+            .send()
+            .await?;
+        Self::collect(response).await
+    }
+
+    /// `DELETE` any path.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Reply> {
+        let response = self
+            .http
+            .delete(format!("{}{path}", self.base))
             .send()
             .await?;
         Self::collect(response).await

@@ -1,24 +1,32 @@
-//! Bad input: each request gets a clear JSON 4xx naming the problem, and the system is
-//! still healthy afterwards.
+//! The bad-input catalogue (README, "Bad input"): every hostile or malformed request gets
+//! a clear JSON answer naming the problem, and the system stays healthy afterwards.
 
-use pixmill_tests::{Stack, photos::photo};
+use std::{io::Cursor, time::Duration};
 
-/// A tiny PNG whose header claims `w`×`h`.
-fn png_claiming(w: u32, h: u32) -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in data {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
+use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
+use pixmill_tests::{
+    Reply, Stack,
+    photos::{decode, photo, png},
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
-        !crc
     }
+    !crc
+}
+
+/// A tiny PNG whose header claims `w`×`h`: a decompression bomb's calling card.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
         let start = out.len();
@@ -42,149 +50,337 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     out
 }
 
-#[tokio::test]
-async fn every_bad_request_gets_a_clear_error_and_the_system_stays_healthy() {
-    let mut stack = Stack::start().await.expect("start");
-    stack.add_worker("bad-input-worker", 1);
-    let client = &stack.client;
-    let jpeg = photo("china.jpg");
-    let truncated = jpeg[..jpeg.len() / 2].to_vec();
-    let bomb = png_claiming(100_000, 100_000);
-    let huge = vec![0u8; 30 * 1024 * 1024];
+/// A real JPEG whose frame header is rewritten to claim `w`×`h`.
+fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
+    let mut bytes = photo("china.jpg");
+    let sof = bytes
+        .windows(2)
+        .position(|m| m[0] == 0xFF && matches!(m[1], 0xC0..=0xC2))
+        .expect("a JPEG has a frame header");
+    bytes[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+    bytes
+}
 
-    // (what, request, status, code, a phrase the message must contain)
-    let cases: Vec<(&str, pixmill_tests::Reply, u16, &str, &str)> = vec![
-        (
-            "a text file",
-            client
-                .submit(b"just some notes\n", &[("op", "grayscale")])
-                .await
-                .expect("send"),
-            415,
-            "unsupported_media_type",
-            "not an image",
-        ),
-        (
-            "a truncated JPEG",
-            client
-                .submit(&truncated, &[("op", "grayscale")])
-                .await
-                .expect("send"),
-            422,
-            "truncated_image",
-            "truncated",
-        ),
-        (
-            "a PNG header claiming 100000×100000",
-            client
-                .submit(&bomb, &[("op", "grayscale")])
-                .await
-                .expect("send"),
-            422,
-            "too_many_pixels",
-            "PIXMILL_MAX_PIXELS",
-        ),
-        (
-            "an unknown op",
-            client
-                .submit(&jpeg, &[("op", "sharpen")])
-                .await
-                .expect("send"),
-            422,
-            "unknown_op",
-            "expected one of resize",
-        ),
-        (
-            "width=0",
-            client
-                .submit(&jpeg, &[("op", "resize"), ("width", "0")])
-                .await
-                .expect("send"),
-            422,
-            "invalid_parameter",
-            "width must be between 1 and 10000",
-        ),
-        (
-            "width=100000",
-            client
-                .submit(&jpeg, &[("op", "resize"), ("width", "100000")])
-                .await
-                .expect("send"),
-            422,
-            "invalid_parameter",
-            "width must be between 1 and 10000",
-        ),
-        (
-            "sigma=-1",
-            client
-                .submit(&jpeg, &[("op", "blur"), ("sigma", "-1")])
-                .await
-                .expect("send"),
-            422,
-            "invalid_parameter",
-            "sigma must be between 0.1 and 50",
-        ),
-        (
-            "a 30 MiB upload",
-            client
-                .submit(&huge, &[("op", "grayscale")])
-                .await
-                .expect("send"),
-            413,
-            "upload_too_large",
-            "PIXMILL_MAX_UPLOAD_BYTES",
-        ),
-        (
-            "an empty body",
-            client
-                .submit_raw(Vec::new(), "op=grayscale")
-                .await
-                .expect("send"),
-            400,
-            "missing_image",
-            "body is empty",
-        ),
-        (
-            "malformed steps JSON",
-            client
-                .submit(&jpeg, &[("steps", r#"[{"op": "blur", "sigma": "#)])
-                .await
-                .expect("send"),
-            422,
-            "invalid_parameter",
-            "steps is not valid JSON",
-        ),
-        (
-            "a non-UUID id",
-            client.get("/v1/jobs/not-a-uuid").await.expect("send"),
-            404,
-            "not_found",
-            "not-a-uuid",
-        ),
-        (
-            "a non-UUID id for a result",
-            client
-                .get("/v1/jobs/1%2F..%2F..%2Fetc%2Fpasswd/result")
-                .await
-                .expect("send"),
-            404,
-            "not_found",
-            "no job with id",
-        ),
-        (
-            "an unknown job",
-            client
-                .get("/v1/jobs/00000000-0000-4000-8000-000000000000")
-                .await
-                .expect("send"),
-            404,
-            "not_found",
-            "no job with id",
-        ),
-        (
-            "a crop outside the image",
-            client
-                .submit(
+fn encoded(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+/// A lossless WebP whose header is rewritten to claim 16384×16384.
+fn webp_bomb() -> Vec<u8> {
+    let mut bytes = encoded(
+        &DynamicImage::ImageRgb8(RgbImage::new(8, 8)),
+        ImageFormat::WebP,
+    );
+    let vp8l = bytes
+        .windows(4)
+        .position(|w| w == b"VP8L")
+        .expect("lossless WebP");
+    // 14 bits width-1, 14 bits height-1, 1 bit alpha, 3 bits version, after the 0x2f signature.
+    let bits: u32 = 16383 | (16383 << 14);
+    bytes[vp8l + 9..vp8l + 13].copy_from_slice(&bits.to_le_bytes());
+    bytes
+}
+
+/// A GIF whose logical screen claims 65535×65535.
+fn gif_bomb() -> Vec<u8> {
+    let mut bytes = encoded(
+        &DynamicImage::ImageRgba8(RgbaImage::new(4, 4)),
+        ImageFormat::Gif,
+    );
+    bytes[6..10].copy_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+    bytes
+}
+
+/// A GIF with `n` frames.
+fn gif_frames(n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = image::codecs::gif::GifEncoder::new(&mut out);
+        let frames = (0..n).map(|i| {
+            let shade = (i % 256) as u8;
+            image::Frame::new(RgbaImage::from_pixel(
+                4,
+                4,
+                image::Rgba([shade, 0, 255 - shade, 255]),
+            ))
+        });
+        encoder.encode_frames(frames).expect("gif");
+    }
+    out
+}
+
+/// A multipart body whose declared boundary never appears.
+async fn malformed_multipart(stack: &Stack) -> Reply {
+    stack
+        .client
+        .post(
+            "",
+            &[("content-type", "multipart/form-data; boundary=XYZ")],
+            b"--ABC\r\ncontent-disposition: form-data; name=\"image\"\r\n\r\nnot really\r\n"
+                .to_vec(),
+        )
+        .await
+        .expect("send")
+}
+
+/// One catalogue row: what was sent, and what must come back.
+struct Row {
+    what: &'static str,
+    reply: Reply,
+    status: u16,
+    code: &'static str,
+    phrase: &'static str,
+}
+
+#[tokio::test]
+async fn the_bad_input_catalogue() {
+    let mut stack = Stack::start().await.expect("start");
+    stack.add_worker("catalogue-worker", 1);
+    let c = &stack.client;
+    let jpeg = photo("china.jpg");
+    let png_photo = png(&decode(&jpeg));
+    let webp_photo = encoded(&decode(&jpeg), ImageFormat::WebP);
+    let cut = |b: &[u8]| b[..b.len() / 2].to_vec();
+    let steps_1000 = format!("[{}]", vec![r#"{"op":"grayscale"}"#; 1000].join(","));
+    let send = |reply: anyhow::Result<Reply>| reply.expect("request sent");
+
+    let rows = vec![
+        Row {
+            what: "a text file",
+            reply: send(c.submit(b"just some notes\n", &[("op", "grayscale")]).await),
+            status: 415,
+            code: "unsupported_media_type",
+            phrase: "not an image",
+        },
+        Row {
+            what: "a PDF",
+            reply: send(
+                c.submit(
+                    b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n",
+                    &[("op", "grayscale")],
+                )
+                .await,
+            ),
+            status: 415,
+            code: "unsupported_media_type",
+            phrase: "JPEG, PNG, WebP or GIF",
+        },
+        Row {
+            what: "a truncated JPEG",
+            reply: send(c.submit(&cut(&jpeg), &[("op", "grayscale")]).await),
+            status: 422,
+            code: "truncated_image",
+            phrase: "truncated",
+        },
+        Row {
+            what: "a truncated PNG",
+            reply: send(c.submit(&cut(&png_photo), &[("op", "grayscale")]).await),
+            status: 422,
+            code: "truncated_image",
+            phrase: "no IEND chunk",
+        },
+        Row {
+            what: "a truncated WebP",
+            reply: send(c.submit(&cut(&webp_photo), &[("op", "grayscale")]).await),
+            status: 422,
+            code: "truncated_image",
+            phrase: "RIFF",
+        },
+        Row {
+            what: "PNG bomb: header claims 100000×100000",
+            reply: send(
+                c.submit(&png_claiming(100_000, 100_000), &[("op", "grayscale")])
+                    .await,
+            ),
+            status: 422,
+            code: "too_many_pixels",
+            phrase: "PIXMILL_MAX_PIXELS",
+        },
+        Row {
+            what: "JPEG bomb: frame header claims 65000×65000",
+            reply: send(
+                c.submit(&jpeg_claiming(65_000, 65_000), &[("op", "grayscale")])
+                    .await,
+            ),
+            status: 422,
+            code: "too_many_pixels",
+            phrase: "PIXMILL_MAX_PIXELS",
+        },
+        Row {
+            what: "WebP bomb: header claims 16384×16384",
+            reply: send(c.submit(&webp_bomb(), &[("op", "grayscale")]).await),
+            status: 422,
+            code: "too_many_pixels",
+            phrase: "PIXMILL_MAX_PIXELS",
+        },
+        Row {
+            what: "GIF bomb: screen claims 65535×65535",
+            reply: send(c.submit(&gif_bomb(), &[("op", "grayscale")]).await),
+            status: 422,
+            code: "too_many_pixels",
+            phrase: "PIXMILL_MAX_PIXELS",
+        },
+        Row {
+            what: "a 30 MiB upload",
+            reply: send(
+                c.submit(&vec![0u8; 30 * 1024 * 1024], &[("op", "grayscale")])
+                    .await,
+            ),
+            status: 413,
+            code: "upload_too_large",
+            phrase: "PIXMILL_MAX_UPLOAD_BYTES",
+        },
+        Row {
+            what: "a 30 MiB raw body without Content-Length",
+            reply: send(
+                c.post(
+                    "op=grayscale",
+                    &[("transfer-encoding", "chunked")],
+                    vec![0u8; 30 * 1024 * 1024],
+                )
+                .await,
+            ),
+            status: 413,
+            code: "upload_too_large",
+            phrase: "26214400-byte limit",
+        },
+        Row {
+            what: "an empty body",
+            reply: send(c.submit_raw(Vec::new(), "op=grayscale").await),
+            status: 400,
+            code: "missing_image",
+            phrase: "body is empty",
+        },
+        Row {
+            what: "an empty image field",
+            reply: send(c.submit(b"", &[("op", "grayscale")]).await),
+            status: 400,
+            code: "empty_image",
+            phrase: "empty",
+        },
+        Row {
+            what: "malformed multipart",
+            reply: malformed_multipart(&stack).await,
+            status: 400,
+            code: "malformed_multipart",
+            phrase: "multipart",
+        },
+        Row {
+            what: "an unknown op",
+            reply: send(c.submit(&jpeg, &[("op", "sharpen")]).await),
+            status: 422,
+            code: "unknown_op",
+            phrase: "expected one of resize",
+        },
+        Row {
+            what: "no op and no steps",
+            reply: send(c.submit(&jpeg, &[]).await),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "missing `op`",
+        },
+        Row {
+            what: "both op and steps",
+            reply: send(
+                c.submit(&jpeg, &[("op", "grayscale"), ("steps", "[]")])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "not both",
+        },
+        Row {
+            what: "an unknown parameter",
+            reply: send(c.submit(&jpeg, &[("op", "blur"), ("sigmaa", "2")]).await),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "sigmaa",
+        },
+        Row {
+            what: "width=0",
+            reply: send(c.submit(&jpeg, &[("op", "resize"), ("width", "0")]).await),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "width must be between 1 and 10000",
+        },
+        Row {
+            what: "width=100000",
+            reply: send(
+                c.submit(&jpeg, &[("op", "resize"), ("width", "100000")])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "width must be between 1 and 10000",
+        },
+        Row {
+            what: "width=-5",
+            reply: send(c.submit(&jpeg, &[("op", "resize"), ("width", "-5")]).await),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "resize",
+        },
+        Row {
+            what: "width=99999999999999999999",
+            reply: send(
+                c.submit(
+                    &jpeg,
+                    &[("op", "resize"), ("width", "99999999999999999999")],
+                )
+                .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "resize",
+        },
+        Row {
+            what: "sigma=-1",
+            reply: send(c.submit(&jpeg, &[("op", "blur"), ("sigma", "-1")]).await),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "sigma must be between 0.1 and 50",
+        },
+        Row {
+            what: "sigma=NaN",
+            reply: send(c.submit(&jpeg, &[("op", "blur"), ("sigma", "NaN")]).await),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "blur",
+        },
+        Row {
+            what: "sigma=1e300",
+            reply: send(c.submit(&jpeg, &[("op", "blur"), ("sigma", "1e300")]).await),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "sigma must be between 0.1 and 50",
+        },
+        Row {
+            what: "rotate by 45 degrees",
+            reply: send(
+                c.submit(&jpeg, &[("op", "rotate"), ("degrees", "45")])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "degrees must be 90, 180 or 270",
+        },
+        Row {
+            what: "edges with low > high",
+            reply: send(
+                c.submit(&jpeg, &[("op", "edges"), ("low", "300"), ("high", "200")])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "must not exceed high",
+        },
+        Row {
+            what: "a crop outside the image",
+            reply: send(
+                c.submit(
                     &jpeg,
                     &[
                         ("op", "crop"),
@@ -194,40 +390,140 @@ async fn every_bad_request_gets_a_clear_error_and_the_system_stays_healthy() {
                         ("height", "10"),
                     ],
                 )
-                .await
-                .expect("send"),
-            422,
-            "invalid_parameter",
-            "outside the 640×427 image",
-        ),
-        (
-            "21 steps",
-            client
-                .submit(
+                .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "outside the 640×427 image",
+        },
+        Row {
+            what: "a resize whose result exceeds the pixel limit",
+            reply: send(
+                c.submit(
                     &jpeg,
                     &[(
                         "steps",
-                        &format!("[{}]", vec![r#"{"op":"grayscale"}"#; 21].join(",")),
+                        r#"[{"op":"resize","width":10000,"height":10000,"fit":"fill"}]"#,
                     )],
                 )
-                .await
-                .expect("send"),
-            422,
-            "too_many_steps",
-            "PIXMILL_MAX_STEPS",
-        ),
-        (
-            "a missing image field",
-            client
-                .submit_raw(b"op=resize".to_vec(), "")
-                .await
-                .expect("send"),
-            422,
-            "invalid_parameter",
-            "missing `op`",
-        ),
+                .await,
+            ),
+            status: 422,
+            code: "too_many_pixels",
+            phrase: "PIXMILL_MAX_PIXELS",
+        },
+        Row {
+            what: "a 1000-step pipeline",
+            reply: send(c.submit(&jpeg, &[("steps", &steps_1000)]).await),
+            status: 422,
+            code: "too_many_steps",
+            phrase: "PIXMILL_MAX_STEPS",
+        },
+        Row {
+            what: "malformed steps JSON",
+            reply: send(
+                c.submit(&jpeg, &[("steps", r#"[{"op": "blur", "sigma": "#)])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "steps is not valid JSON",
+        },
+        Row {
+            what: "steps that is not an array",
+            reply: send(
+                c.submit(&jpeg, &[("steps", r#"{"op":"blur","sigma":1}"#)])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "JSON array",
+        },
+        Row {
+            what: "an unknown output format",
+            reply: send(
+                c.submit(&jpeg, &[("op", "grayscale"), ("format", "bmp")])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "format must be one of jpeg, png, webp",
+        },
+        Row {
+            what: "quality=0",
+            reply: send(
+                c.submit(&jpeg, &[("op", "grayscale"), ("quality", "0")])
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "quality must be an integer between 1 and 100",
+        },
+        Row {
+            what: "a non-UUID id",
+            reply: send(c.get("/v1/jobs/not-a-uuid").await),
+            status: 404,
+            code: "not_found",
+            phrase: "not-a-uuid",
+        },
+        Row {
+            what: "a path trick in the id",
+            reply: send(c.get("/v1/jobs/..%2F..%2Fetc%2Fpasswd/result").await),
+            status: 404,
+            code: "not_found",
+            phrase: "no job with id",
+        },
+        Row {
+            what: "a NUL byte in the id",
+            reply: send(c.get("/v1/jobs/%00").await),
+            status: 404,
+            code: "not_found",
+            phrase: "no job with id",
+        },
+        Row {
+            what: "an unknown job",
+            reply: send(c.get("/v1/jobs/00000000-0000-4000-8000-000000000000").await),
+            status: 404,
+            code: "not_found",
+            phrase: "no job with id",
+        },
+        Row {
+            what: "wait=abc",
+            reply: send(
+                c.get("/v1/jobs/00000000-0000-4000-8000-000000000000?wait=abc")
+                    .await,
+            ),
+            status: 422,
+            code: "invalid_parameter",
+            phrase: "wait must be a number of seconds",
+        },
+        Row {
+            what: "an unknown path",
+            reply: send(c.get("/v1/nothing-here").await),
+            status: 404,
+            code: "not_found",
+            phrase: "/v1/nothing-here",
+        },
+        Row {
+            what: "an invalid Idempotency-Key",
+            reply: send(
+                c.submit_with_headers(&jpeg, &[("op", "grayscale")], &[("idempotency-key", "")])
+                    .await,
+            ),
+            status: 400,
+            code: "invalid_idempotency_key",
+            phrase: "Idempotency-Key",
+        },
     ];
-    for (what, reply, status, code, phrase) in cases {
+    let count = rows.len();
+    for row in rows {
+        let Row {
+            what,
+            reply,
+            status,
+            code,
+            phrase,
+        } = row;
         assert_eq!(
             reply.status,
             status,
@@ -242,15 +538,129 @@ async fn every_bad_request_gets_a_clear_error_and_the_system_stays_healthy() {
             "{what}: {message:?} lacks {phrase:?}"
         );
     }
+    assert!(count >= 25, "the catalogue has {count} rows");
 
     // Still healthy: probes answer and a good job goes through.
-    assert_eq!(client.get("/healthz").await.expect("healthz").status, 200);
-    assert_eq!(client.get("/readyz").await.expect("readyz").status, 200);
-    let id = client
+    assert_eq!(c.get("/healthz").await.expect("healthz").status, 200);
+    assert_eq!(c.get("/readyz").await.expect("readyz").status, 200);
+    let id = c
         .submit_ok(&jpeg, &[("op", "resize"), ("width", "64")])
         .await
         .expect("good job");
-    let (_, result) = client.result_of(&id).await.expect("result");
+    let (_, result) = c.result_of(&id).await.expect("result");
     assert!(!result.body.is_empty());
+    stack.stop().await.expect("stop");
+}
+
+/// Accepted on purpose: the bytes decide the format, and GIFs use their first frame.
+#[tokio::test]
+async fn odd_but_valid_uploads_are_accepted() {
+    let mut stack = Stack::start().await.expect("start");
+    stack.add_worker("odd-worker", 1);
+    let c = &stack.client;
+
+    // A PNG sent as "photo.jpg" with Content-Type image/jpeg is still a PNG.
+    let png_bytes = png(&decode(&photo("flower.jpg")));
+    let reply = c
+        .post("op=grayscale", &[("content-type", "image/jpeg")], png_bytes)
+        .await
+        .expect("send");
+    assert_eq!(
+        reply.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["format"], "png");
+    let (_, result) = c
+        .result_of(reply.json()["id"].as_str().expect("id"))
+        .await
+        .expect("result");
+    assert_eq!(result.headers["content-type"], "image/png");
+
+    // A GIF with 3000 frames: only the first is decoded, so it is cheap and accepted.
+    let id = c
+        .submit_ok(&gif_frames(3000), &[("op", "swap")])
+        .await
+        .expect("gif");
+    let (job, result) = c.result_of(&id).await.expect("result");
+    assert_eq!(job["result"]["width"], 4);
+    let first = decode(&result.body).to_rgba8();
+    assert_eq!(
+        first.get_pixel(0, 0).0,
+        [255, 0, 0, 255],
+        "frame 0 (blue) swapped to red"
+    );
+    stack.stop().await.expect("stop");
+}
+
+/// An upload that stops sending is cut off by the request timeout, and its connection
+/// and memory are freed; the gateway keeps serving others meanwhile.
+#[tokio::test]
+async fn a_slow_loris_upload_times_out() {
+    let stack = Stack::start_configured(
+        pixmill_tests::common(
+            &format!("test-{}", uuid::Uuid::new_v4().simple()),
+            &pixmill_tests::temp_dir(),
+        ),
+        |s| s.request_timeout = Duration::from_secs(2),
+    )
+    .await
+    .expect("start");
+    let address = stack.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/jobs?op=grayscale HTTP/1.1\r\nhost: {address}\r\ncontent-type: image/jpeg\r\ncontent-length: 1000000\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream
+        .write_all(&photo("china.jpg")[..1000])
+        .await
+        .expect("send a little");
+    // ... and then nothing more. Others are still served meanwhile:
+    assert_eq!(
+        stack.client.get("/healthz").await.expect("healthz").status,
+        200
+    );
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(pixmill_tests::TIMEOUT, stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the stalled upload was never cut off");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    drop(stack);
+}
+
+/// The same Idempotency-Key and request give the same job; a different request under
+/// that key is refused.
+#[tokio::test]
+async fn idempotency_keys_return_the_same_job() {
+    let mut stack = Stack::start().await.expect("start");
+    stack.add_worker("idem-worker", 1);
+    let c = &stack.client;
+    let jpeg = photo("china.jpg");
+    let key = [("idempotency-key", "order-1234-thumbnail")];
+    let first = c
+        .submit_with_headers(&jpeg, &[("op", "grayscale")], &key)
+        .await
+        .expect("first");
+    let again = c
+        .submit_with_headers(&jpeg, &[("op", "grayscale")], &key)
+        .await
+        .expect("again");
+    assert_eq!(first.status, 202);
+    assert_eq!(again.status, 202);
+    assert_eq!(first.json()["id"], again.json()["id"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let other = c
+        .submit_with_headers(&jpeg, &[("op", "swap")], &key)
+        .await
+        .expect("other");
+    assert_eq!(other.status, 422);
+    assert_eq!(other.error_code(), "idempotency_key_reused");
+    c.result_of(first.json()["id"].as_str().expect("id"))
+        .await
+        .expect("result");
     stack.stop().await.expect("stop");
 }

@@ -14,8 +14,14 @@ pub struct Settings {
     /// `PIXMILL_WORKER_CONCURRENCY`: jobs in flight at once, and the consumer's prefetch.
     /// Each job uses one core, so the default is the number of CPUs.
     pub concurrency: u16,
-    /// `PIXMILL_JOB_TIMEOUT_SECS`: a job running longer fails with code `timeout`.
+    /// `PIXMILL_JOB_TIMEOUT_SECS` (fractions allowed): a job running longer fails with
+    /// code `timeout`.
     pub job_timeout: Duration,
+    /// `PIXMILL_MAX_RETRIES`: transient failures retried before `retries_exhausted`.
+    pub max_retries: u32,
+    /// `PIXMILL_RETRY_BASE_MS`: first back-off; each retry doubles it (capped at 60 s),
+    /// with ±50 % jitter so retries from many jobs do not arrive together.
+    pub retry_base: Duration,
     /// `PIXMILL_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for jobs in hand.
     pub shutdown_grace: Duration,
 }
@@ -39,17 +45,31 @@ impl Settings {
                     }
                 },
             )?,
-            job_timeout: Duration::from_secs(env_checked(
+            job_timeout: Duration::from_secs_f64(env_checked(
                 "PIXMILL_JOB_TIMEOUT_SECS",
-                30u64,
+                30f64,
                 |v| {
-                    if *v >= 1 {
+                    if (0.001..=86_400.0).contains(v) {
                         Ok(())
                     } else {
-                        Err("must be at least 1".into())
+                        Err("must be between 0.001 and 86400 seconds".into())
                     }
                 },
             )?),
+            max_retries: env_checked("PIXMILL_MAX_RETRIES", 5u32, |v| {
+                if *v <= 100 {
+                    Ok(())
+                } else {
+                    Err("must be at most 100".into())
+                }
+            })?,
+            retry_base: Duration::from_millis(env_checked("PIXMILL_RETRY_BASE_MS", 500u64, |v| {
+                if (1..=60_000).contains(v) {
+                    Ok(())
+                } else {
+                    Err("must be between 1 and 60000".into())
+                }
+            })?),
             shutdown_grace: Duration::from_secs(env_or("PIXMILL_SHUTDOWN_GRACE_SECS", 30u64)?),
         })
     }

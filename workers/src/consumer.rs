@@ -138,7 +138,8 @@ async fn session(
 
 /// Runs one delivery to its ack (or hands it back). Never panics the consume loop.
 async fn handle(ctx: &Context, delivery: Delivery) {
-    let attempt = delivery_count(&delivery) + 1;
+    let retries = header_u32(&delivery, RETRIES_HEADER);
+    let attempt = retries + header_u32(&delivery, "x-delivery-count") + 1;
     let reply_to = delivery.properties.reply_to().as_ref().map_or_else(
         || ctx.settings.common.topology.replies.clone(),
         |r| r.to_string(),
@@ -170,6 +171,18 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     };
     let span = info_span!("job", job_id = %job.id, attempt);
     async move {
+        if ctx
+            .blobs
+            .exists(&BlobStore::cancel_key(job.id))
+            .await
+            .unwrap_or(false)
+        {
+            info!("skipping a cancelled job");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        crate::fault::maybe_crash(&job);
         let started = reply(ctx, &reply_to, job.id, attempt, Outcome::Started);
         let (started, result) = tokio::join!(started, run_job(ctx, &job));
         if let Err(e) = started {
@@ -190,14 +203,27 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                 info!(code = code.as_str(), %message, "failed");
                 Outcome::Failed { code, message }
             }
-            Err(JobError::Transient(message)) => {
-                // Hand it back after a pause, so a blob store that is down for a moment
-                // is not hammered by a tight redelivery loop.
-                warn!(%message, "transient failure; the job will be retried");
-                let pause = Duration::from_millis(250 * u64::from(attempt.min(20)));
-                tokio::time::sleep(pause).await;
-                let _ = delivery.nack(requeue()).await;
+            Err(JobError::Transient(message)) if retries < ctx.settings.max_retries => {
+                let delay = backoff(ctx.settings.retry_base, retries);
+                warn!(%message, retry_in = ?delay, "transient failure; the job will be retried");
+                match schedule_retry(ctx, &delivery, retries + 1, delay).await {
+                    Ok(()) => {
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not schedule the retry; handing the job back");
+                        tokio::time::sleep(delay).await;
+                        let _ = delivery.nack(requeue()).await;
+                    }
+                }
                 return;
+            }
+            Err(JobError::Transient(message)) => {
+                warn!(%message, retries, "transient failure, and no retries left");
+                Outcome::Failed {
+                    code: ErrorCode::RetriesExhausted,
+                    message: format!("still failing after {retries} retries: {message}"),
+                }
             }
         };
         match reply(ctx, &reply_to, job.id, attempt, outcome).await {
@@ -291,15 +317,19 @@ async fn reply(
     amqp::publish_confirmed(&ctx.replies, "", reply_to, &body, properties, REPLY_TIMEOUT).await
 }
 
-/// How many times the broker delivered this message before (quorum queues count it).
-fn delivery_count(delivery: &Delivery) -> u32 {
+/// Header carrying how many transient-failure retries a job has had.
+const RETRIES_HEADER: &str = "x-pixmill-retries";
+
+/// A numeric header: `x-delivery-count` (earlier deliveries of this message, counted by
+/// the quorum queue) or our retry count. Missing means 0.
+fn header_u32(delivery: &Delivery, name: &str) -> u32 {
     let Some(headers) = delivery.properties.headers() else {
         return 0;
     };
     let value = headers
         .inner()
         .iter()
-        .find(|(k, _)| k.as_str() == "x-delivery-count")
+        .find(|(k, _)| k.as_str() == name)
         .map(|(_, v)| v);
     match value {
         Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
@@ -309,6 +339,54 @@ fn delivery_count(delivery: &Delivery) -> u32 {
         Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
         _ => 0,
     }
+}
+
+/// Exponential back-off from `base`, doubling per retry up to 60 s, with ±50 % jitter.
+fn backoff(base: Duration, retries: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << retries.min(16))
+        .min(Duration::from_secs(60));
+    // Jitter from a random UUID's bits: no extra dependency for one random number.
+    let bits = Uuid::new_v4().as_u128() as u16;
+    let factor = 0.5 + f64::from(bits) / f64::from(u16::MAX);
+    exp.mul_f64(factor)
+}
+
+/// Puts a copy of the job on the retry queue, to come back to the jobs queue after
+/// `delay`. Confirmed before the original is acked, so the job is never lost between.
+async fn schedule_retry(
+    ctx: &Context,
+    delivery: &Delivery,
+    retries: u32,
+    delay: Duration,
+) -> Result<(), PublishError> {
+    let mut headers = FieldTable::default();
+    headers.insert(RETRIES_HEADER.into(), AMQPValue::LongUInt(retries));
+    let mut properties = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_expiration(
+            u64::try_from(delay.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1)
+                .to_string()
+                .as_str()
+                .into(),
+        );
+    if properties.reply_to().is_none() {
+        properties = properties.with_reply_to(ctx.settings.common.topology.replies.as_str().into());
+    }
+    let retry = &ctx.settings.common.topology.retry;
+    amqp::publish_confirmed(
+        &ctx.replies,
+        "",
+        retry,
+        &delivery.data,
+        properties,
+        REPLY_TIMEOUT,
+    )
+    .await
 }
 
 fn requeue() -> BasicNackOptions {

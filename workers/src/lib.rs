@@ -16,6 +16,8 @@ pub mod codec;
 pub mod config;
 pub mod consumer;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod ops;
 pub mod pipeline;
 

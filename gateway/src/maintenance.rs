@@ -1,0 +1,146 @@
+//! Background upkeep: the sweeper that makes sure no job waits forever, and the
+//! retention janitor that removes old inputs and results.
+//!
+//! - A job still `queued` without a confirmed publish (the gateway died between storing
+//!   and publishing, or the confirm never arrived) is published again, or failed with
+//!   `lost` when its upload is gone.
+//! - A job `running` with no news for `stale_after` is published again (its worker may
+//!   have vanished with its connection still half-open), up to [`MAX_REPUBLISH`] times,
+//!   then failed with `lost`. A duplicate run is harmless: the store only moves forward.
+//! - A finished job older than the retention period loses its blobs and becomes
+//!   `expired`.
+
+use std::time::Duration;
+
+use pixmill_shared::{BlobStore, ErrorCode, JobRequest};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{jobs::Jobs, store::Job};
+
+/// How often a stale job is published again before it is failed as `lost`.
+pub const MAX_REPUBLISH: u32 = 3;
+/// Jobs handled per pass and per kind, so one pass never holds the store for long.
+const BATCH: u32 = 200;
+
+/// Timing of the upkeep passes.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    /// Time between passes.
+    pub interval: Duration,
+    /// A `queued` job unconfirmed for this long is published again.
+    pub unconfirmed_after: Duration,
+    /// A `running` job with no news for this long is published again.
+    pub stale_after: Duration,
+    /// Finished jobs keep their blobs this long.
+    pub retention: Duration,
+}
+
+/// Runs upkeep passes until `shutdown`, the first one at once (a restarted gateway
+/// repairs what its predecessor left).
+pub async fn run(jobs: Jobs, upkeep: Upkeep, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = pass(&jobs, &upkeep).await {
+            warn!(error = %e, "upkeep pass failed; trying again next time");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(upkeep.interval) => {}
+        }
+    }
+}
+
+/// One pass of every kind of upkeep.
+pub async fn pass(jobs: &Jobs, upkeep: &Upkeep) -> Result<(), crate::store::StoreError> {
+    let now = pixmill_shared::now_ms();
+    let ago = |d: Duration| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+
+    for job in jobs
+        .store
+        .unpublished(ago(upkeep.unconfirmed_after), BATCH)
+        .await?
+    {
+        republish(jobs, &job, "its publish was never confirmed").await?;
+    }
+    for job in jobs
+        .store
+        .stale_running(ago(upkeep.stale_after), BATCH)
+        .await?
+    {
+        if job.republished >= MAX_REPUBLISH {
+            fail_lost(
+                jobs,
+                &job,
+                &format!(
+                    "no worker finished this job after {} re-deliveries",
+                    job.republished
+                ),
+            )
+            .await?;
+        } else {
+            republish(jobs, &job, "no worker reported on it for too long").await?;
+        }
+    }
+    for job in jobs
+        .store
+        .due_for_expiry(ago(upkeep.retention), BATCH)
+        .await?
+    {
+        let mut keys = vec![job.input_key.clone(), BlobStore::cancel_key(job.id)];
+        keys.extend(job.result.as_ref().map(|r| r.key.clone()));
+        let mut removed = true;
+        for key in &keys {
+            if let Err(e) = jobs.blobs.delete(key).await {
+                warn!(job_id = %job.id, key, error = %e, "could not remove an expired blob");
+                removed = false;
+            }
+        }
+        if removed {
+            jobs.store.mark_expired(job.id).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn republish(jobs: &Jobs, job: &Job, why: &str) -> Result<(), crate::store::StoreError> {
+    if !jobs.blobs.exists(&job.input_key).await.unwrap_or(false) {
+        return fail_lost(jobs, job, "its upload is no longer stored").await;
+    }
+    let request = JobRequest {
+        id: job.id,
+        input: job.input_key.clone(),
+        steps: job.steps.clone(),
+        format: job.format,
+        quality: job.quality,
+    };
+    match jobs.publisher.publish(&request).await {
+        Ok(()) => {
+            info!(job_id = %job.id, why, "job published again");
+            jobs.store.mark_republished(job.id).await
+        }
+        // The broker is away: try again on the next pass.
+        Err(e) => {
+            warn!(job_id = %job.id, error = %e, "could not publish the job again yet");
+            Ok(())
+        }
+    }
+}
+
+async fn fail_lost(jobs: &Jobs, job: &Job, why: &str) -> Result<(), crate::store::StoreError> {
+    warn!(job_id = %job.id, why, "job lost");
+    let message = format!("the job cannot run: {why}; submit it again");
+    if jobs
+        .store
+        .mark_failed(
+            job.id,
+            None,
+            job.attempts,
+            ErrorCode::Lost.as_str().into(),
+            message,
+        )
+        .await?
+    {
+        jobs.events.notify(job.id);
+    }
+    Ok(())
+}

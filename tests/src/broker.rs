@@ -1,0 +1,69 @@
+//! RabbitMQ nodes owned by a test: each on its own port and data folder, started and
+//! stopped through the project's own `deploy/rabbitmq/ensure-broker.sh`. A test that
+//! restarts its broker never touches the machine's shared one.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, bail};
+
+/// A broker node this test started; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct TestBroker {
+    /// AMQP port.
+    pub port: u16,
+    /// URL for the gateway and workers, with 2 s heartbeats so a dead peer is noticed fast.
+    pub url: String,
+    /// Node data and logs.
+    dir: PathBuf,
+}
+
+impl TestBroker {
+    /// Starts a fresh node on `port` (stopping any leftover node there first).
+    pub fn start(port: u16) -> anyhow::Result<Self> {
+        let dir = crate::temp_dir().join("rabbitmq");
+        let broker = Self {
+            port,
+            url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f?heartbeat=2"),
+            dir,
+        };
+        broker.script("stop")?;
+        broker.script("start")?;
+        Ok(broker)
+    }
+
+    /// Stops the node (a clean shutdown: clients see their connections closed).
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.script("stop")
+    }
+
+    /// Starts the node again with the same data: durable queues and messages survive.
+    pub fn start_again(&self) -> anyhow::Result<()> {
+        self.script("start")
+    }
+
+    fn script(&self, verb: &str) -> anyhow::Result<()> {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/ensure-broker.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .arg(verb)
+            .env("PIXMILL_AMQP_URL", &self.url)
+            .env("PIXMILL_BROKER_DIR", &self.dir)
+            .status()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !status.success() {
+            bail!("ensure-broker.sh {verb} failed for port {}", self.port);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let _ = self.script("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
