@@ -47,7 +47,7 @@ impl Settings {
             })?,
             publish_timeout: Duration::from_millis(env_checked(
                 "PIXMILL_PUBLISH_TIMEOUT_MS",
-                2000u64,
+                1500u64,
                 |v| {
                     if (100..=60_000).contains(v) {
                         Ok(())

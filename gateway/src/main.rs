@@ -1,7 +1,7 @@
 //! `pixmill-gateway`: set up logging, read settings, serve until SIGTERM or Ctrl-C.
 
 use pixmill_gateway::{Application, Settings};
-use pixmill_shared::{config::EXIT_CONFIG, telemetry};
+use pixmill_shared::{config::EXIT_CONFIG, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -14,24 +14,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let app = Application::build(settings).await?;
-    app.run_until_stopped(shutdown_signal()).await
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or_default(),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    ctrl_c.await.unwrap_or_default();
-    tracing::info!("shutdown requested: finishing in-flight requests");
+    app.run_until_stopped(async {
+        shutdown::signal().await;
+        tracing::info!("shutdown requested: finishing in-flight requests");
+    })
+    .await
 }

@@ -9,12 +9,14 @@
 //! - [`blobs`]: the claim-check blob store (image bytes never travel through the broker).
 //! - [`config`]: typed `PIXMILL_*` settings with errors that name the variable.
 //! - [`telemetry`]: logging set-up.
+//! - [`shutdown`]: the stop signal (Ctrl-C or SIGTERM).
 
 pub mod amqp;
 pub mod blobs;
 pub mod config;
 pub mod limits;
 pub mod messages;
+pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
 

@@ -44,6 +44,24 @@ impl TestBroker {
         self.script("start")
     }
 
+    /// Runs `rabbitmqctl` against this node, e.g. `ctl(&["set_vm_memory_high_watermark", "0"])`.
+    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<()> {
+        let ctl = ["/usr/lib/rabbitmq/bin/rabbitmqctl", "/usr/sbin/rabbitmqctl"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .context("rabbitmqctl is not installed")?;
+        let status = Command::new(ctl)
+            .arg("-n")
+            .arg(format!("pixmill-{}@localhost", self.port))
+            .arg("-q")
+            .args(args)
+            .status()?;
+        if !status.success() {
+            bail!("rabbitmqctl {args:?} failed");
+        }
+        Ok(())
+    }
+
     fn script(&self, verb: &str) -> anyhow::Result<()> {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/ensure-broker.sh");
