@@ -15,12 +15,12 @@ run: ## Start broker, gateway and WORKERS=2 worker processes; page at http://127
 	@WORKERS=$(WORKERS) deploy/run-local.sh
 
 .PHONY: test
-test: lint broker photos ## Lint, then unit and end-to-end tests against a real RabbitMQ
+test: deps lint broker photos ## Lint, then unit and end-to-end tests against a real RabbitMQ
 	cargo build --bins
 	cargo test --workspace
 
 .PHONY: lint
-lint: ## cargo fmt --check and clippy with warnings as errors
+lint: deps ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
@@ -29,8 +29,18 @@ fmt: ## Format the code
 	cargo fmt --all
 
 .PHONY: build
-build: ## Build release binaries into target/release
+build: deps ## Build release binaries into target/release
 	cargo build --release --bins
+
+.PHONY: deps
+deps: ## Install the build tools the JPEG codec needs (cmake, nasm) when missing
+	@deploy/deps.sh
+
+.PHONY: bench
+bench: deps broker photos ## Benchmark the engine (with quality guards) and the whole stack; writes bench/results/latest.md
+	@bench/baseline/setup.sh
+	cargo build --release --bins
+	cargo bench -p pixmill-tests --bench pixmill
 
 .PHONY: broker
 broker: ## Make sure a RabbitMQ broker answers at PIXMILL_AMQP_URL (start or install one)
@@ -49,6 +59,6 @@ clean-data: ## Delete local jobs, uploads and results (var/data)
 	rm -rf var/data
 
 .PHONY: test-faults
-test-faults: broker photos ## Fault tests: worker kills, broker and gateway restarts, poison jobs, …
+test-faults: deps broker photos ## Fault tests: worker kills, broker and gateway restarts, poison jobs, …
 	cargo build --bins --features pixmill-workers/fault-injection
 	cargo test -p pixmill-tests --features faults --test faults -- --nocapture --test-threads=2

@@ -23,6 +23,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+deploy/deps.sh
 deploy/rabbitmq/ensure-broker.sh
 echo "run: building (release)…" >&2
 cargo build --release --bins --quiet

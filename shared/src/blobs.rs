@@ -75,6 +75,30 @@ impl BlobStore {
         result
     }
 
+    /// [`BlobStore::put`] for a blocking thread, one that already holds the bytes (a
+    /// worker writes its result from the thread that encoded it, with no copy).
+    pub fn put_blocking(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let path = self.path(key)?;
+        let tmp = self.root.join("tmp").join(Uuid::new_v4().to_string());
+        let result = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_data()?;
+            drop(file);
+            std::fs::rename(&tmp, &path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// [`BlobStore::get`] for a blocking thread.
+    pub fn get_blocking(&self, key: &str) -> io::Result<Vec<u8>> {
+        std::fs::read(self.path(key)?)
+    }
+
     /// Reads a whole blob. `NotFound` means the key does not exist.
     pub async fn get(&self, key: &str) -> io::Result<Vec<u8>> {
         tokio::fs::read(self.path(key)?).await
@@ -131,8 +155,12 @@ mod tests {
         let key = BlobStore::input_key(Uuid::new_v4());
         store.put(&key, b"hello").await.expect("put");
         assert_eq!(store.get(&key).await.expect("get"), b"hello");
+        store.put_blocking(&key, b"again").expect("put_blocking");
+        assert_eq!(store.get_blocking(&key).expect("get_blocking"), b"again");
         let (_, len) = store.open_read(&key).await.expect("open");
         assert_eq!(len, 5);
+        let err = store.get_blocking("inputs/../x").expect_err("escapes");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         store.delete(&key).await.expect("delete");
         let err = store.get(&key).await.expect_err("gone");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);

@@ -178,6 +178,11 @@ impl Stack {
         Ok(())
     }
 
+    /// Process ids of the worker processes that are running.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.processes.iter().filter_map(Child::id).collect()
+    }
+
     /// Number of worker processes started so far (running or not).
     pub fn worker_processes(&self) -> usize {
         self.processes.len()
@@ -287,6 +292,15 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `pixmill-gateway` for `common` on `port` and waits until it answers.
     pub async fn start(common: &Common, port: u16) -> anyhow::Result<Self> {
+        Self::start_with(common, port, &[("PIXMILL_SWEEP_INTERVAL_SECS", "1")]).await
+    }
+
+    /// Like [`GatewayProcess::start`], with extra environment variables.
+    pub async fn start_with(
+        common: &Common,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let t = &common.topology;
         let log = std::fs::File::options()
             .create(true)
@@ -299,8 +313,8 @@ impl GatewayProcess {
             .env("PIXMILL_DELIVERY_LIMIT", t.delivery_limit.to_string())
             .env("PIXMILL_MAX_QUEUED", t.max_queued.to_string())
             .env("PIXMILL_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("PIXMILL_SWEEP_INTERVAL_SECS", "1")
             .env("RUST_LOG", "info,lapin=warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -315,6 +329,11 @@ impl GatewayProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(Self { child, client })
+    }
+
+    /// The process id, for reading its resource use.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// `kill -9` the gateway.

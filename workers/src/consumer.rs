@@ -4,7 +4,13 @@
 //! worker that dies at any point leaves the job unacked and the broker hands it to
 //! another worker. The broker session is rebuilt after any connection failure.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -242,26 +248,48 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     .await;
 }
 
-/// Reads the input, processes it off the async executor, and stores the result.
+/// Reads the input, processes it and stores the result, all in one blocking task off the
+/// async executor. One thread then touches every buffer of the job: nothing is copied
+/// between the runtime and the blocking pool, and the allocator serves each job from
+/// the same few arenas, which keeps the worker's memory flat.
 async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError> {
-    let input = ctx.blobs.get(&job.input).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            JobError::permanent(
-                ErrorCode::InputMissing,
-                "the uploaded image is no longer in the blob store",
-            )
-        } else {
-            JobError::Transient(format!("reading the input failed: {e}"))
-        }
-    })?;
     let limits = ctx.settings.common.limits;
+    let key = BlobStore::result_key(job.id, job.format);
+    // Set when the time limit passes: the task, which cannot be stopped, then drops its
+    // result instead of storing it for a job already reported as failed.
+    let abandoned = Arc::new(AtomicBool::new(false));
     let work = {
-        let job = job.clone();
-        tokio::task::spawn_blocking(move || pipeline::process(&job, &input, &limits))
+        let (job, blobs, key, abandoned) = (
+            job.clone(),
+            ctx.blobs.clone(),
+            key.clone(),
+            abandoned.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let input = blobs.get_blocking(&job.input).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    JobError::permanent(
+                        ErrorCode::InputMissing,
+                        "the uploaded image is no longer in the blob store",
+                    )
+                } else {
+                    JobError::Transient(format!("reading the input failed: {e}"))
+                }
+            })?;
+            let processed = pipeline::process(&job, &input, &limits)?;
+            drop(input);
+            if !abandoned.load(Ordering::Acquire) {
+                blobs
+                    .put_blocking(&key, &processed.bytes)
+                    .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
+            }
+            Ok(processed)
+        })
     };
     let timeout = ctx.settings.job_timeout;
     let processed = match tokio::time::timeout(timeout, work).await {
         Err(_) => {
+            abandoned.store(true, Ordering::Release);
             return Err(JobError::permanent(
                 ErrorCode::Timeout,
                 format!(
@@ -279,11 +307,6 @@ async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError>
         }
         Ok(Ok(result)) => result?,
     };
-    let key = BlobStore::result_key(job.id, job.format);
-    ctx.blobs
-        .put(&key, &processed.bytes)
-        .await
-        .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
     Ok(JobResult {
         key,
         content_type: pipeline::content_type(job.format).into(),

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use pixmill_shared::{ErrorCode, JobRequest, Limits, OutputFormat, plan};
+use image::DynamicImage;
+
+use pixmill_shared::{ChannelOrder, ErrorCode, JobRequest, Limits, OutputFormat, Step, plan};
 
 use crate::{JobError, codec, ops};
 
@@ -21,17 +23,7 @@ pub struct Processed {
 /// Runs `job` on the image in `input`.
 pub fn process(job: &JobRequest, input: &[u8], limits: &Limits) -> Result<Processed, JobError> {
     let started = Instant::now();
-    let (mut image, _) = codec::decode(input, limits)?;
-    // Re-check here: the worker must not trust that the message passed the gateway.
-    plan(&job.steps, image.width(), image.height(), limits).map_err(|e| match e {
-        pixmill_shared::PlanError::TooManyPixels { .. } => {
-            JobError::permanent(ErrorCode::TooManyPixels, e.to_string())
-        }
-        _ => JobError::permanent(ErrorCode::InvalidStep, e.to_string()),
-    })?;
-    for step in &job.steps {
-        image = ops::apply(image, step);
-    }
+    let image = render(&job.steps, input, limits)?;
     let bytes = codec::encode(&image, job.format, job.quality)?;
     Ok(Processed {
         bytes,
@@ -39,6 +31,71 @@ pub fn process(job: &JobRequest, input: &[u8], limits: &Limits) -> Result<Proces
         height: image.height(),
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// Decodes `input` and runs `steps` on it: everything but the encoding.
+pub fn render(steps: &[Step], input: &[u8], limits: &Limits) -> Result<DynamicImage, JobError> {
+    let decoded = codec::decode_with(input, limits, hint(steps))?;
+    let (full_w, full_h) = decoded.full_size;
+    // Re-check here: the worker must not trust that the message passed the gateway.
+    plan(steps, full_w, full_h, limits).map_err(|e| match e {
+        pixmill_shared::PlanError::TooManyPixels { .. } => {
+            JobError::permanent(ErrorCode::TooManyPixels, e.to_string())
+        }
+        _ => JobError::permanent(ErrorCode::InvalidStep, e.to_string()),
+    })?;
+    let mut image = decoded.image;
+    let mut steps = steps.iter();
+    if decoded.swapped_red_blue {
+        // The decoder already wrote the pixels in BGR order: that was the first step.
+        steps.next();
+    }
+    if image.width() != full_w || image.height() != full_h {
+        // The decoder shrank the image for the first step, a resize: run it with the
+        // geometry planned on the full size, mapped onto the smaller pixels.
+        if let Some(&Step::Resize { width, height, fit }) = steps.next()
+            && let Some(resize) = ops::plan_resize(full_w, full_h, width, height, fit)
+        {
+            let scale = f64::from(image.width()) / f64::from(full_w);
+            image = ops::resize(&image, &resize, dct_scale(scale));
+        }
+    }
+    for step in steps {
+        image = ops::apply(image, step);
+    }
+    Ok(image)
+}
+
+/// What the first step lets the decoder skip. A resize that shrinks may decode at a
+/// fraction of the size; edges read only luminance; a red–blue swap is a choice of
+/// output layout.
+pub fn hint(steps: &[Step]) -> codec::Hint {
+    match steps.first() {
+        Some(&Step::Resize { width, height, fit }) => codec::Hint {
+            min_size: Some(codec::MinSize { width, height, fit }),
+            ..codec::Hint::default()
+        },
+        Some(Step::Edges { .. }) => codec::Hint {
+            gray: true,
+            ..codec::Hint::default()
+        },
+        Some(Step::Swap {
+            order: ChannelOrder::Bgr,
+        }) => codec::Hint {
+            swap_red_blue: true,
+            ..codec::Hint::default()
+        },
+        _ => codec::Hint::default(),
+    }
+}
+
+/// libjpeg-turbo scales by exactly 1/2, 1/4 or 1/8 (and rounds sizes up), so the
+/// ratio of the sizes is snapped back to the factor it came from.
+fn dct_scale(ratio: f64) -> f64 {
+    [1.0, 0.5, 0.25, 0.125]
+        .into_iter()
+        .min_by(|a, b| (a - ratio).abs().total_cmp(&(b - ratio).abs()))
+        .unwrap_or(1.0)
 }
 
 /// Content type of a result in `format`.
@@ -50,7 +107,7 @@ pub fn content_type(format: OutputFormat) -> &'static str {
 mod tests {
     use super::*;
     use image::{DynamicImage, Rgb, RgbImage};
-    use pixmill_shared::{Fit, Step};
+    use pixmill_shared::Fit;
     use uuid::Uuid;
 
     fn job(steps: Vec<Step>, format: OutputFormat) -> JobRequest {
@@ -112,5 +169,60 @@ mod tests {
         )
         .expect_err("crop outside");
         assert_eq!(err.code(), Some(ErrorCode::InvalidStep));
+    }
+
+    fn jpeg_of(color: [u8; 3]) -> Vec<u8> {
+        let img = RgbImage::from_pixel(64, 48, Rgb(color));
+        codec::encode(&DynamicImage::ImageRgb8(img), OutputFormat::Jpeg, 95).expect("encode")
+    }
+
+    fn near(a: [u8; 3], b: [u8; 3]) -> bool {
+        a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 6)
+    }
+
+    #[test]
+    fn a_swap_fused_into_the_jpeg_decoder_still_turns_red_blue() {
+        let steps = vec![Step::Swap {
+            order: ChannelOrder::Bgr,
+        }];
+        assert!(hint(&steps).swap_red_blue);
+        let out = render(&steps, &jpeg_of([250, 10, 10]), &Limits::default()).expect("render");
+        let px = out.to_rgb8().get_pixel(10, 10).0;
+        assert!(near(px, [10, 10, 250]), "{px:?}");
+        // Followed by more steps, the rest still run, once.
+        let steps = vec![
+            Step::Swap {
+                order: ChannelOrder::Bgr,
+            },
+            Step::Swap {
+                order: ChannelOrder::Rbg,
+            },
+        ];
+        let out = render(&steps, &jpeg_of([250, 10, 120]), &Limits::default()).expect("render");
+        let px = out.to_rgb8().get_pixel(10, 10).0;
+        assert!(near(px, [120, 250, 10]), "{px:?}");
+    }
+
+    #[test]
+    fn a_shrink_on_load_resize_gives_the_planned_size() {
+        let big = RgbImage::from_fn(1601, 1001, |x, y| {
+            Rgb([(x % 256) as u8, (y % 256) as u8, 7])
+        });
+        let bytes =
+            codec::encode(&DynamicImage::ImageRgb8(big), OutputFormat::Jpeg, 90).expect("encode");
+        for (w, h, fit, want) in [
+            (Some(200), None, Fit::Cover, (200, 125)),
+            (Some(300), Some(300), Fit::Cover, (300, 300)),
+            (Some(300), Some(300), Fit::Contain, (300, 188)),
+            (None, Some(101), Fit::Fill, (162, 101)),
+        ] {
+            let steps = vec![Step::Resize {
+                width: w,
+                height: h,
+                fit,
+            }];
+            let out = render(&steps, &bytes, &Limits::default()).expect("render");
+            assert_eq!((out.width(), out.height()), want, "{w:?} {h:?} {fit:?}");
+        }
     }
 }

@@ -1,9 +1,14 @@
 //! The image steps, one file per family. [`apply`] is the only entry point and matches
 //! every [`Step`] exhaustively, so a new op does not compile until it is implemented here.
 
+mod canny;
 mod color;
 mod filters;
 mod geometry;
+
+pub use canny::canny;
+pub use filters::blur;
+pub use geometry::{ResizePlan, plan_resize, resize};
 
 use image::DynamicImage;
 use pixmill_shared::Step;
@@ -12,7 +17,12 @@ use pixmill_shared::Step;
 /// size, so the geometry here is known to be valid.
 pub fn apply(image: DynamicImage, step: &Step) -> DynamicImage {
     match *step {
-        Step::Resize { width, height, fit } => geometry::resize(&image, width, height, fit),
+        Step::Resize { width, height, fit } => {
+            match plan_resize(image.width(), image.height(), width, height, fit) {
+                Some(plan) => resize(&image, &plan, 1.0),
+                None => image,
+            }
+        }
         Step::Crop {
             x,
             y,

@@ -1,12 +1,18 @@
 //! Decoding uploads under explicit limits, and encoding results.
+//!
+//! JPEG, the common case, goes through libjpeg-turbo ([`jpeg`]); PNG, WebP and GIF
+//! through `image`, with its decoder limits set.
 
 use std::io::Cursor;
 
+mod jpeg;
+
 use image::{
     DynamicImage, ImageDecoder, ImageFormat, ImageReader,
-    codecs::{jpeg::JpegEncoder, png::PngEncoder, webp::WebPEncoder},
+    codecs::{png::PngEncoder, webp::WebPEncoder},
+    metadata::Orientation,
 };
-use pixmill_shared::{ErrorCode, Limits, OutputFormat, limits::check_pixels};
+use pixmill_shared::{ErrorCode, Fit, Limits, OutputFormat, limits::check_pixels};
 
 use crate::JobError;
 
@@ -21,9 +27,50 @@ pub const INPUT_FORMATS: &[ImageFormat] = &[
 /// Headroom over the raw pixel buffer that a decoder may allocate (row buffers, palettes).
 const ALLOC_HEADROOM: u64 = 64 << 20;
 
+/// How the pipeline will use the decoded image, so the decoder can do less.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// The first step is this resize. A JPEG may then be decoded at 1/2, 1/4 or 1/8
+    /// scale in the DCT domain, as long as at least as many pixels as the resize
+    /// writes are left: several times faster than decoding everything and throwing most
+    /// of it away in the resize.
+    pub min_size: Option<MinSize>,
+    /// The first step only looks at luminance, so a JPEG may be decoded to its luma
+    /// plane alone.
+    pub gray: bool,
+    /// The first step exchanges red and blue, which a JPEG's colour conversion can do
+    /// as it writes the pixels.
+    pub swap_red_blue: bool,
+}
+
+/// A resize's parameters, to be planned once the decoder knows the full size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinSize {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fit: Fit,
+}
+
+/// A decoded image, upright, with what the pipeline needs to know about it.
+#[derive(Debug)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    pub format: ImageFormat,
+    /// The upright size of the full image. Equal to the image's size unless DCT scaling
+    /// decoded it smaller.
+    pub full_size: (u32, u32),
+    /// Red and blue were exchanged while decoding, as the hint asked.
+    pub swapped_red_blue: bool,
+}
+
 /// Decodes `bytes`, refusing images over the pixel limit before any pixel buffer is
 /// allocated, and applies the EXIF orientation so the result is upright.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, ImageFormat), JobError> {
+    decode_with(bytes, limits, Hint::default()).map(|d| (d.image, d.format))
+}
+
+/// Like [`decode`], taking a [`Hint`] that lets a JPEG decode smaller or to gray.
+pub fn decode_with(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Decoded, JobError> {
     let undecodable = |e: image::ImageError| {
         JobError::permanent(
             ErrorCode::UndecodableImage,
@@ -39,6 +86,17 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, ImageForma
                 "the input is not a JPEG, PNG, WebP or GIF image",
             )
         })?;
+    if format == ImageFormat::Jpeg {
+        if !jpeg::is_complete(bytes) {
+            return Err(JobError::permanent(
+                ErrorCode::UndecodableImage,
+                "the JPEG data ends early (no end-of-image marker); the file looks truncated",
+            ));
+        }
+        if let Some(decoded) = decode_turbo(bytes, limits, hint)? {
+            return Ok(decoded);
+        }
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side.max(65_535));
@@ -58,7 +116,73 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, ImageForma
     let orientation = decoder.orientation().map_err(undecodable)?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(undecodable)?;
     image.apply_orientation(orientation);
-    Ok((image, format))
+    let full_size = (image.width(), image.height());
+    Ok(Decoded {
+        image,
+        format,
+        full_size,
+        swapped_red_blue: false,
+    })
+}
+
+/// The libjpeg-turbo path. `None` sends the file to the general decoder: CMYK and
+/// lossless JPEGs, and files libjpeg-turbo reports problems with (the general decoder
+/// is more forgiving of some damaged files, and has the last word).
+fn decode_turbo(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Option<Decoded>, JobError> {
+    let Ok(header) = jpeg::header(bytes) else {
+        return Ok(None);
+    };
+    check_pixels(header.width, header.height, limits)
+        .map_err(|e| JobError::permanent(ErrorCode::TooManyPixels, e.to_string()))?;
+    if !header.supported {
+        return Ok(None);
+    }
+    let orientation = exif_orientation(bytes);
+    let swaps_axes = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    let full_size = if swaps_axes {
+        (header.height, header.width)
+    } else {
+        (header.width, header.height)
+    };
+    let need = hint.min_size.and_then(|m| {
+        crate::ops::plan_resize(full_size.0, full_size.1, m.width, m.height, m.fit)
+            .map(|p| p.min_source)
+    });
+    let shrink = need.map_or(1, |(w, h)| {
+        let (w, h) = if swaps_axes { (h, w) } else { (w, h) };
+        jpeg::shrink_factor(header.width, header.height, w, h)
+    });
+    let layout = if hint.gray {
+        jpeg::Layout::Gray
+    } else if hint.swap_red_blue {
+        jpeg::Layout::Bgr
+    } else {
+        jpeg::Layout::Rgb
+    };
+    let Ok(mut image) = jpeg::decode(bytes, shrink, layout) else {
+        return Ok(None);
+    };
+    image.apply_orientation(orientation);
+    Ok(Some(Decoded {
+        image,
+        format: ImageFormat::Jpeg,
+        full_size,
+        swapped_red_blue: layout == jpeg::Layout::Bgr,
+    }))
+}
+
+/// The EXIF orientation of a JPEG, read with `image`'s header parser (no pixels).
+fn exif_orientation(bytes: &[u8]) -> Orientation {
+    image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes))
+        .ok()
+        .and_then(|mut d| d.orientation().ok())
+        .unwrap_or(Orientation::NoTransforms)
 }
 
 /// Encodes `image` as `format`. JPEG drops alpha; 16-bit and float images become 8-bit.
@@ -73,21 +197,24 @@ pub fn encode(
             format!("encoding as {format:?} failed: {e}"),
         )
     };
-    let mut out = Vec::with_capacity(64 * 1024);
     let has_alpha = image.color().has_alpha();
     let gray = !image.color().has_color();
     match format {
         OutputFormat::Jpeg => {
-            let encoder = JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
-            if gray {
+            let pixels = if gray {
                 as_luma8(image)
-                    .write_with_encoder(encoder)
-                    .map_err(failed)?;
             } else {
-                as_rgb8(image).write_with_encoder(encoder).map_err(failed)?;
-            }
+                as_rgb8(image)
+            };
+            jpeg::encode(&pixels, quality).map_err(|e| {
+                JobError::permanent(
+                    ErrorCode::EncodeFailed,
+                    format!("encoding as JPEG failed: {e}"),
+                )
+            })
         }
         OutputFormat::Png | OutputFormat::Webp => {
+            let mut out = Vec::with_capacity(64 * 1024);
             let eight_bit = match (gray, has_alpha) {
                 (true, false) => as_luma8(image),
                 (false, false) => as_rgb8(image),
@@ -109,9 +236,9 @@ pub fn encode(
                     .write_with_encoder(WebPEncoder::new_lossless(&mut out))
                     .map_err(failed)?;
             }
+            Ok(out)
         }
     }
-    Ok(out)
 }
 
 fn as_rgb8(image: &DynamicImage) -> std::borrow::Cow<'_, DynamicImage> {

@@ -1,0 +1,97 @@
+//! `make bench`: pixmill's speed, measured.
+//!
+//! 1. In-process ([`engine`]): ms per job on one thread, per op, on real photographs of
+//!    about 1600 px and of 10 MP and more, with the quality guards that fail the run if
+//!    a fast path changes the result beyond its tolerance. The same workload runs in
+//!    the usual Python stack (Pillow + OpenCV, `bench/baseline/`) in the same run, when
+//!    it is installed, so the two compare as a ratio.
+//! 2. End to end ([`e2e`]): the real stack under a closed-loop HTTP load.
+//!
+//! Everything runs `BENCH_RUNS` times (default 3) and the report gives medians. It goes
+//! to stdout and to `bench/results/latest.md`.
+//!
+//! Knobs (environment): `BENCH_RUNS`, `BENCH_ITERATIONS` (timed repetitions per photo
+//! and op, default 7), `BENCH_CLIENTS` (8), `BENCH_JOBS` (600), `BENCH_LATENCY_JOBS`
+//! (40), `BENCH_GUARDS` (0 skips the quality guards), `BENCH_WORKERS` (1 process), `BENCH_SLOTS` (job slots per worker; default
+//! cores ÷ workers), `BENCH_PYTHON` (the interpreter with Pillow and OpenCV).
+
+mod e2e;
+mod engine;
+mod procfs;
+mod report;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use pixmill_tests::photos;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("bench: a quality guard failed (see the report)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env_or(name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name}={v:?} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn run() -> anyhow::Result<bool> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let runs = env_or("BENCH_RUNS", 3)?.max(1);
+    let iterations = env_or("BENCH_ITERATIONS", 7)?.max(1);
+    let guards = env_or("BENCH_GUARDS", 1)? != 0;
+    let workers = env_or("BENCH_WORKERS", 1)?.max(1);
+    let load = e2e::Load {
+        clients: env_or("BENCH_CLIENTS", 8)?.max(1),
+        jobs: env_or("BENCH_JOBS", 600)?.max(1),
+        latency_jobs: env_or("BENCH_LATENCY_JOBS", 40)?.max(1),
+        workers,
+        slots: u16::try_from(env_or("BENCH_SLOTS", (cores / workers).max(1))?)?,
+    };
+    let medium: Vec<(String, Vec<u8>)> = engine::MEDIUM
+        .iter()
+        .map(|n| (n.to_string(), photos::photo(n)))
+        .collect();
+    let ops: Vec<(&'static str, &'static str)> = engine::mixed()
+        .into_iter()
+        .map(|(name, query, _)| (name, query))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        eprintln!("bench: run {run} of {runs}: in-process");
+        let engine = engine::run(iterations, run == 1 && guards)?;
+        let baseline = report::baseline(iterations)?;
+        eprintln!("bench: run {run} of {runs}: end to end");
+        let e2e = runtime.block_on(e2e::run(&load, &medium, &ops))?;
+        results.push(report::Run {
+            engine,
+            baseline,
+            e2e,
+        });
+    }
+    let text = report::render(&results, cores);
+    println!("{text}");
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("latest.md"), &text)?;
+    eprintln!("bench: report written to bench/results/latest.md");
+    Ok(results[0].engine.guards.iter().all(engine::Guard::passed))
+}
