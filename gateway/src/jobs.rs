@@ -80,7 +80,7 @@ impl Jobs {
             quality: spec.quality,
         };
         self.blobs
-            .put(&request.input, &submission.image)
+            .put_owned(&request.input, submission.image.clone())
             .await
             .map_err(|e| ApiError::Unavailable {
                 code: "blob_store_unavailable",

@@ -75,6 +75,18 @@ impl BlobStore {
         result
     }
 
+    /// [`BlobStore::put`] for bytes the caller hands over: written on a blocking thread
+    /// straight from `bytes`, where `put` would copy them through the async file API.
+    pub async fn put_owned<B>(&self, key: &str, bytes: B) -> io::Result<()>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        let (store, key) = (self.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || store.put_blocking(&key, bytes.as_ref()))
+            .await
+            .map_err(io::Error::other)?
+    }
+
     /// [`BlobStore::put`] for a blocking thread, one that already holds the bytes (a
     /// worker writes its result from the thread that encoded it, with no copy).
     pub fn put_blocking(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
@@ -155,6 +167,11 @@ mod tests {
         let key = BlobStore::input_key(Uuid::new_v4());
         store.put(&key, b"hello").await.expect("put");
         assert_eq!(store.get(&key).await.expect("get"), b"hello");
+        store
+            .put_owned(&key, b"owned".to_vec())
+            .await
+            .expect("put_owned");
+        assert_eq!(store.get(&key).await.expect("get"), b"owned");
         store.put_blocking(&key, b"again").expect("put_blocking");
         assert_eq!(store.get_blocking(&key).expect("get_blocking"), b"again");
         let (_, len) = store.open_read(&key).await.expect("open");
