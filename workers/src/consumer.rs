@@ -30,7 +30,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 use uuid::Uuid;
 
-use crate::{JobError, Settings, pipeline};
+use crate::{
+    JobError, Settings, pipeline,
+    slots::{SlotError, Slots},
+};
 
 /// How long a reply publish may wait for the broker's confirm.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +44,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 struct Context {
     settings: Settings,
     blobs: BlobStore,
+    /// The threads that run jobs' CPU work; they outlive broker sessions.
+    slots: Slots,
     /// Confirm-mode channel on the publishing connection (kept apart from the consuming
     /// one, so a broker that blocks publishers cannot stall deliveries and acks).
     replies: Channel,
@@ -49,10 +54,11 @@ struct Context {
 /// Runs a worker until `shutdown` is cancelled, reconnecting whenever the broker goes away.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let blobs = BlobStore::open(settings.common.blob_dir())?;
+    let slots = Slots::new(usize::from(settings.concurrency))?;
     let mut backoff = Duration::from_millis(200);
     info!(worker = %settings.name, concurrency = settings.concurrency, "worker starting");
     loop {
-        match session(&settings, &blobs, &shutdown).await {
+        match session(&settings, &blobs, &slots, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "broker session ended; reconnecting");
@@ -72,6 +78,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 async fn session(
     settings: &Settings,
     blobs: &BlobStore,
+    slots: &Slots,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let url = &settings.common.amqp_url;
@@ -86,6 +93,7 @@ async fn session(
     let ctx = Arc::new(Context {
         settings: settings.clone(),
         blobs: blobs.clone(),
+        slots: slots.clone(),
         replies: amqp::confirm_channel(&publish_conn).await?,
     });
     let tag = format!("{}-{}", settings.name, Uuid::new_v4().simple());
@@ -248,14 +256,13 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     .await;
 }
 
-/// Reads the input, processes it and stores the result, all in one blocking task off the
-/// async executor. One thread then touches every buffer of the job: nothing is copied
-/// between the runtime and the blocking pool, and the allocator serves each job from
-/// the same few arenas, which keeps the worker's memory flat.
+/// Reads the input, processes it and stores the result, all on a job slot's thread, off
+/// the async executor. One thread then touches every buffer of the job: nothing is
+/// copied between the runtime and the blocking pool.
 async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError> {
     let limits = ctx.settings.common.limits;
     let key = BlobStore::result_key(job.id, job.format);
-    // Set when the time limit passes: the task, which cannot be stopped, then drops its
+    // Set when the time limit passes: the work, which cannot be stopped, then drops its
     // result instead of storing it for a job already reported as failed.
     let abandoned = Arc::new(AtomicBool::new(false));
     let work = {
@@ -265,7 +272,7 @@ async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError>
             key.clone(),
             abandoned.clone(),
         );
-        tokio::task::spawn_blocking(move || {
+        move || -> Result<pipeline::Processed, JobError> {
             let input = blobs.get_blocking(&job.input).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     JobError::permanent(
@@ -284,28 +291,31 @@ async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError>
                     .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
             }
             Ok(processed)
-        })
+        }
     };
     let timeout = ctx.settings.job_timeout;
-    let processed = match tokio::time::timeout(timeout, work).await {
-        Err(_) => {
+    let processed = match ctx.slots.run(timeout, work).await {
+        Ok(result) => result?,
+        Err(SlotError::TimedOut) => {
             abandoned.store(true, Ordering::Release);
             return Err(JobError::permanent(
                 ErrorCode::Timeout,
                 format!(
                     "the job ran longer than the {}s time limit",
-                    timeout.as_secs()
+                    timeout.as_secs_f64()
                 ),
             ));
         }
-        Ok(Err(join_error)) => {
-            error!(error = %join_error, "the pipeline panicked");
+        Err(SlotError::Panicked(message)) => {
+            error!(%message, "the pipeline panicked");
             return Err(JobError::permanent(
                 ErrorCode::Internal,
                 "the worker failed while processing this image",
             ));
         }
-        Ok(Ok(result)) => result?,
+        Err(SlotError::Closed) => {
+            return Err(JobError::Transient("the worker is shutting down".into()));
+        }
     };
     Ok(JobResult {
         key,

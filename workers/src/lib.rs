@@ -8,6 +8,7 @@
 //! - [`codec`]: decoding under limits with EXIF orientation; encoding.
 //! - [`ops`]: the steps, one file per family (geometry, filters, color).
 //! - [`error`]: `JobError`, whose kind decides ack or retry.
+//! - [`slots`]: the threads that run jobs' CPU work, one per slot.
 //!
 //! A worker needs only the broker and the blob store, so operators can start one
 //! anywhere those two are reachable; the task store belongs to the gateway alone.
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fault;
 pub mod ops;
 pub mod pipeline;
+pub mod slots;
 
 pub use config::Settings;
 pub use consumer::run;

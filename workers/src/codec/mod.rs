@@ -258,7 +258,7 @@ fn as_luma8(image: &DynamicImage) -> std::borrow::Cow<'_, DynamicImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{Rgb, RgbImage};
+    use image::{GenericImageView, Rgb, RgbImage};
 
     fn sample() -> DynamicImage {
         DynamicImage::ImageRgb8(RgbImage::from_fn(64, 48, |x, y| {
@@ -293,5 +293,112 @@ mod tests {
         let bytes = encode(&sample(), OutputFormat::Jpeg, 85).expect("encode");
         let err = decode(&bytes[..bytes.len() / 3], &Limits::default()).expect_err("truncated");
         assert_eq!(err.code(), Some(ErrorCode::UndecodableImage));
+    }
+
+    /// `jpeg` with an EXIF APP1 segment saying `orientation` inserted after SOI.
+    fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
+        tiff.extend_from_slice(&1u16.to_be_bytes()); // one IFD entry
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // padding, next IFD = 0
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&u16::try_from(app1.len() + 2).expect("short").to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    /// Four flat quadrants, so corners survive JPEG: red, green / blue, white.
+    fn quadrants(w: u32, h: u32) -> DynamicImage {
+        DynamicImage::ImageRgb8(RgbImage::from_fn(w, h, |x, y| {
+            match (x < w / 2, y < h / 2) {
+                (true, true) => Rgb([255, 0, 0]),
+                (false, true) => Rgb([0, 255, 0]),
+                (true, false) => Rgb([0, 0, 255]),
+                (false, false) => Rgb([255, 255, 255]),
+            }
+        }))
+    }
+
+    fn corner_colours(image: &DynamicImage) -> Vec<[u8; 3]> {
+        let rgb = image.to_rgb8();
+        let (w, h) = (rgb.width() - 3, rgb.height() - 3);
+        [(2, 2), (w, 2), (2, h), (w, h)]
+            .iter()
+            .map(|&(x, y)| rgb.get_pixel(x, y).0.map(|c| if c > 127 { 255 } else { 0 }))
+            .collect()
+    }
+
+    #[test]
+    fn all_eight_exif_orientations_come_out_upright() {
+        let original = quadrants(96, 64);
+        let plain = encode(&original, OutputFormat::Jpeg, 95).expect("encode");
+        for value in 1..=8u8 {
+            let bytes = with_orientation(&plain, u16::from(value));
+            let (decoded, _) = decode(&bytes, &Limits::default()).expect("decode");
+            let mut want = original.clone();
+            want.apply_orientation(Orientation::from_exif(value).expect("valid"));
+            assert_eq!(
+                decoded.dimensions(),
+                want.dimensions(),
+                "orientation {value}"
+            );
+            assert_eq!(
+                corner_colours(&decoded),
+                corner_colours(&want),
+                "orientation {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn shrink_on_load_plans_on_the_upright_size() {
+        // 1600×1000 stored, orientation 6 (rotate 90°): upright it is 1000×1600.
+        let stored = encode(&quadrants(1600, 1000), OutputFormat::Jpeg, 90).expect("encode");
+        let bytes = with_orientation(&stored, 6);
+        let hint = Hint {
+            min_size: Some(MinSize {
+                width: Some(200),
+                height: None,
+                fit: Fit::Cover,
+            }),
+            ..Hint::default()
+        };
+        let decoded = decode_with(&bytes, &Limits::default(), hint).expect("decode");
+        assert_eq!(decoded.full_size, (1000, 1600));
+        // 1/4 scale keeps 250×400 ≥ the 200×320 the resize writes; 1/8 would not.
+        assert_eq!(decoded.image.dimensions(), (250, 400));
+    }
+
+    #[test]
+    fn cmyk_jpegs_fall_back_to_the_general_decoder() {
+        // Full cyan ink and nothing else, stored inverted as Adobe (Photoshop) CMYK
+        // JPEGs store it: 0 = full ink. Cyan absorbs red: the pixel is (0, 255, 255).
+        let (w, h) = (32usize, 16usize);
+        let cmyk: Vec<u8> = [0u8, 255, 255, 255].repeat(w * h);
+        let jpeg = turbojpeg::compress(
+            turbojpeg::Image {
+                pixels: cmyk.as_slice(),
+                width: w,
+                pitch: w * 4,
+                height: h,
+                format: turbojpeg::PixelFormat::CMYK,
+            },
+            95,
+            turbojpeg::Subsamp::None,
+        )
+        .expect("compress");
+        assert!(!jpeg::header(&jpeg).expect("header").supported);
+        let (decoded, format) = decode(&jpeg, &Limits::default()).expect("decode");
+        assert_eq!(format, ImageFormat::Jpeg);
+        assert_eq!(decoded.dimensions(), (32, 16));
+        let px = decoded.to_rgb8().get_pixel(8, 8).0;
+        assert!(px[0] < 8 && px[1] > 247 && px[2] > 247, "{px:?}");
     }
 }

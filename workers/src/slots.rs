@@ -1,0 +1,159 @@
+//! The job slots: one long-lived thread per slot runs the CPU work of jobs.
+//!
+//! Dedicated threads rather than tokio's blocking pool, for two reasons. A job's
+//! buffers (several megabytes each) are always allocated by the same few threads, so
+//! the allocator keeps one arena per slot instead of one per pool thread a job happened
+//! to land on, and the worker's memory stays flat. And a job's time limit starts when
+//! a slot starts it, not while it waits for one.
+
+use std::{
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::{Arc, Mutex, mpsc},
+    time::Duration,
+};
+
+use tokio::sync::oneshot;
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// Why a job's work did not return a value.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    #[error("the work ran past its time limit")]
+    TimedOut,
+    #[error("the work panicked: {0}")]
+    Panicked(String),
+    #[error("the slots are shut down")]
+    Closed,
+}
+
+/// A fixed set of threads fed from one queue. Cloning shares the same threads; they
+/// exit once every clone is dropped and the queue is empty.
+#[derive(Clone)]
+pub struct Slots {
+    queue: mpsc::Sender<Task>,
+}
+
+impl Slots {
+    /// Starts `count` threads.
+    pub fn new(count: usize) -> std::io::Result<Self> {
+        let (queue, tasks) = mpsc::channel::<Task>();
+        let tasks = Arc::new(Mutex::new(tasks));
+        for i in 0..count.max(1) {
+            let tasks = tasks.clone();
+            std::thread::Builder::new()
+                .name(format!("pixmill-slot-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next task.
+                        let next = match tasks.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match next {
+                            Ok(task) => task(),
+                            Err(_) => return,
+                        }
+                    }
+                })?;
+        }
+        Ok(Self { queue })
+    }
+
+    /// Runs `work` on a slot and waits for it, at most `limit` from when it starts. A
+    /// panic is caught and reported, and the slot goes on with the next job. Work that
+    /// runs past the limit cannot be stopped: it finishes in the background, holding
+    /// its slot until then.
+    pub async fn run<T, F>(&self, limit: Duration, work: F) -> Result<T, SlotError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (started_tx, started) = oneshot::channel::<()>();
+        let (done_tx, done) = oneshot::channel();
+        let task: Task = Box::new(move || {
+            let _ = started_tx.send(());
+            let _ = done_tx.send(catch_unwind(AssertUnwindSafe(work)));
+        });
+        self.queue.send(task).map_err(|_| SlotError::Closed)?;
+        started.await.map_err(|_| SlotError::Closed)?;
+        match tokio::time::timeout(limit, done).await {
+            Err(_) => Err(SlotError::TimedOut),
+            Ok(Err(_)) => Err(SlotError::Closed),
+            Ok(Ok(Err(panic))) => Err(SlotError::Panicked(
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".into()),
+            )),
+            Ok(Ok(Ok(value))) => Ok(value),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn work_runs_on_the_slot_threads_and_returns() {
+        let slots = Slots::new(2).expect("slots");
+        let name = slots
+            .run(Duration::from_secs(5), || {
+                std::thread::current().name().map(str::to_owned)
+            })
+            .await
+            .expect("run");
+        assert!(name.is_some_and(|n| n.starts_with("pixmill-slot-")));
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_reported_and_the_slot_lives_on() {
+        let slots = Slots::new(1).expect("slots");
+        let err = slots
+            .run(Duration::from_secs(5), || -> u8 { panic!("decoder bug") })
+            .await
+            .expect_err("panicked");
+        assert!(
+            matches!(err, SlotError::Panicked(ref m) if m == "decoder bug"),
+            "{err}"
+        );
+        let v = slots
+            .run(Duration::from_secs(5), || 7)
+            .await
+            .expect("next job");
+        assert_eq!(v, 7);
+    }
+
+    #[tokio::test]
+    async fn the_time_limit_starts_when_a_slot_starts_the_work() {
+        let slots = Slots::new(1).expect("slots");
+        let ran = Arc::new(AtomicUsize::new(0));
+        // The first job holds the only slot for 300 ms; the second, limited to 200 ms,
+        // waits for the slot and then finishes in time.
+        let first = {
+            let (slots, ran) = (slots.clone(), ran.clone());
+            tokio::spawn(async move {
+                slots
+                    .run(Duration::from_secs(5), move || {
+                        std::thread::sleep(Duration::from_millis(300));
+                        ran.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = slots.run(Duration::from_millis(200), || 1).await;
+        assert_eq!(second.expect("in time"), 1);
+        first.await.expect("join").expect("first");
+        let late = slots
+            .run(Duration::from_millis(50), || {
+                std::thread::sleep(Duration::from_millis(300));
+            })
+            .await;
+        assert!(matches!(late, Err(SlotError::TimedOut)));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+}
