@@ -96,6 +96,8 @@ pub struct Engine {
     pub mixed_ms: f64,
     /// Blur cost by sigma on one medium photo (ms for the blur alone).
     pub blur_by_sigma: Vec<(f32, f64)>,
+    /// Canny alone on one medium photo's luma: pixmill's and imageproc's, ms.
+    pub canny_ms: (f64, f64),
     pub guards: Vec<Guard>,
 }
 
@@ -129,6 +131,14 @@ pub fn run(iterations: usize, guards: bool) -> anyhow::Result<Engine> {
         })
         .collect();
 
+    let luma = sample.to_luma8();
+    let started = Instant::now();
+    std::hint::black_box(ops::canny(&luma, 100.0, 200.0));
+    let ours = ms(started);
+    let started = Instant::now();
+    std::hint::black_box(imageproc::edges::canny(&luma, 100.0, 200.0));
+    let canny_ms = (ours, ms(started));
+
     let guards = if guards {
         eprintln!("bench: quality guards");
         vec![
@@ -143,6 +153,7 @@ pub fn run(iterations: usize, guards: bool) -> anyhow::Result<Engine> {
         ops: timings,
         mixed_ms,
         blur_by_sigma,
+        canny_ms,
         guards,
     })
 }

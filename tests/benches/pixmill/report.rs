@@ -173,6 +173,17 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         let _ = writeln!(o, "| {sigma} | {t:.1} |");
     }
 
+    let (ours, theirs) = (
+        med(runs, |r| r.engine.canny_ms.0),
+        med(runs, |r| r.engine.canny_ms.1),
+    );
+    let _ = writeln!(
+        o,
+        "\nCanny alone on the same photo's luma: pixmill {ours:.1} ms, imageproc {theirs:.1} ms \
+         ({:.1}× faster).",
+        theirs / ours
+    );
+
     let _ = writeln!(o, "\n### Quality guards (the run fails if one is missed)\n");
     let _ = writeln!(
         o,
@@ -201,7 +212,7 @@ pub fn render(runs: &[Run], cores: usize) -> String {
     let _ = writeln!(o, "\n## End to end\n");
     let _ = writeln!(
         o,
-        "RabbitMQ, one gateway process, {} worker processes × {} slots; {} closed-loop clients, \
+        "RabbitMQ, one gateway process, {} worker process(es) × {} slot(s); {} closed-loop clients, \
          each doing upload (raw body) → long-poll → download → decode; {} jobs of the mixed \
          workload over the ~1600 px photos, after a warm-up.\n",
         e.workers, e.slots, e.clients, e.jobs
