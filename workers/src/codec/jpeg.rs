@@ -157,27 +157,27 @@ pub fn is_complete(bytes: &[u8]) -> bool {
 fn with_decompressor<T>(
     f: impl FnOnce(&mut Decompressor) -> Result<T, String>,
 ) -> Result<T, String> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Decompressor::new().map_err(|e| e.to_string())?);
-        }
-        match slot.as_mut() {
-            Some(d) => f(d),
-            None => Err("no JPEG decompressor".into()),
-        }
-    })
+    with_handle(&DECOMPRESSOR, Decompressor::new, f)
 }
 
 fn with_compressor<T>(f: impl FnOnce(&mut Compressor) -> Result<T, String>) -> Result<T, String> {
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(Compressor::new().map_err(|e| e.to_string())?);
+    with_handle(&COMPRESSOR, Compressor::new, f)
+}
+
+/// Runs `f` with this thread's handle in `slot`, creating it on first use.
+fn with_handle<H, T>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<H>>>,
+    create: fn() -> turbojpeg::Result<H>,
+    f: impl FnOnce(&mut H) -> Result<T, String>,
+) -> Result<T, String> {
+    slot.with(|cell| {
+        let mut handle = cell.borrow_mut();
+        if handle.is_none() {
+            *handle = Some(create().map_err(|e| e.to_string())?);
         }
-        match slot.as_mut() {
-            Some(c) => f(c),
-            None => Err("no JPEG compressor".into()),
+        match handle.as_mut() {
+            Some(h) => f(h),
+            None => Err("no TurboJPEG handle".into()),
         }
     })
 }
