@@ -10,10 +10,33 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 fn job() -> JobRequest {
+    job_with(Step::Grayscale)
+}
+
+/// A first step that changes how a JPEG is decoded (scaled, gray or BGR), or not.
+fn first_step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        Just(Step::Grayscale),
+        Just(Step::Resize {
+            width: Some(5),
+            height: Some(4),
+            fit: pixmill_shared::Fit::Cover,
+        }),
+        Just(Step::Edges {
+            low: 100.0,
+            high: 200.0,
+        }),
+        Just(Step::Swap {
+            order: pixmill_shared::ChannelOrder::Bgr,
+        }),
+    ]
+}
+
+fn job_with(step: Step) -> JobRequest {
     JobRequest {
         id: Uuid::new_v4(),
         input: "inputs/x".into(),
-        steps: vec![Step::Grayscale],
+        steps: vec![step],
         format: OutputFormat::Png,
         quality: 85,
     }
@@ -45,6 +68,7 @@ proptest! {
         format in prop_oneof![Just(ImageFormat::Jpeg), Just(ImageFormat::Png), Just(ImageFormat::WebP), Just(ImageFormat::Gif)],
         cut in 0.0f64..1.0,
         flips in proptest::collection::vec((0.0f64..1.0, any::<u8>()), 0..8),
+        step in first_step(),
     ) {
         let mut bytes = encoded(format);
         for (at, value) in flips {
@@ -52,7 +76,7 @@ proptest! {
             bytes[i] = value;
         }
         bytes.truncate(((bytes.len() as f64) * cut) as usize + 1);
-        match process(&job(), &bytes, &Limits::default()) {
+        match process(&job_with(step), &bytes, &Limits::default()) {
             Ok(out) => prop_assert!(out.width >= 1 && out.height >= 1),
             Err(JobError::Permanent { .. }) => {}
             Err(e) => prop_assert!(false, "{e:?}"),
