@@ -72,7 +72,7 @@ pub fn render(steps: &[Step], input: &[u8], limits: &Limits) -> Result<DynamicIm
 pub fn hint(steps: &[Step]) -> codec::Hint {
     match steps.first() {
         Some(&Step::Resize { width, height, fit }) => codec::Hint {
-            min_size: Some(codec::MinSize { width, height, fit }),
+            first_resize: Some(codec::FirstResize { width, height, fit }),
             ..codec::Hint::default()
         },
         Some(Step::Edges { .. }) => codec::Hint {

@@ -34,7 +34,7 @@ pub struct Hint {
     /// scale in the DCT domain, as long as at least as many pixels as the resize
     /// writes are left: several times faster than decoding everything and throwing most
     /// of it away in the resize.
-    pub min_size: Option<MinSize>,
+    pub first_resize: Option<FirstResize>,
     /// The first step only looks at luminance, so a JPEG may be decoded to its luma
     /// plane alone.
     pub gray: bool,
@@ -45,7 +45,7 @@ pub struct Hint {
 
 /// A resize's parameters, to be planned once the decoder knows the full size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MinSize {
+pub struct FirstResize {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fit: Fit,
@@ -150,7 +150,7 @@ fn decode_turbo(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Option<Deco
     } else {
         (header.width, header.height)
     };
-    let need = hint.min_size.and_then(|m| {
+    let need = hint.first_resize.and_then(|m| {
         crate::ops::plan_resize(full_size.0, full_size.1, m.width, m.height, m.fit)
             .map(|p| p.min_source)
     });
@@ -363,7 +363,7 @@ mod tests {
         let stored = encode(&quadrants(1600, 1000), OutputFormat::Jpeg, 90).expect("encode");
         let bytes = with_orientation(&stored, 6);
         let hint = Hint {
-            min_size: Some(MinSize {
+            first_resize: Some(FirstResize {
                 width: Some(200),
                 height: None,
                 fit: Fit::Cover,

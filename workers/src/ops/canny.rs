@@ -37,7 +37,8 @@ pub fn canny(gray: &GrayImage, low: f32, high: f32) -> GrayImage {
     };
     let classes = suppress(blurred.as_raw(), wu, hu, square(low), square(high));
     drop(blurred);
-    GrayImage::from_raw(w, h, hysteresis(classes, wu, hu)).unwrap_or_else(|| GrayImage::new(w, h))
+    GrayImage::from_raw(w, h, hysteresis(classes, wu, hu))
+        .expect("the edge map has one byte per pixel")
 }
 
 /// Gradient directions, folded to four: the neighbours suppression compares with.

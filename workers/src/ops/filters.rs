@@ -56,12 +56,11 @@ where
         ThreadingPolicy::Single,
         ConvolutionMode::FixedPoint,
     );
-    match blurred.ok().and_then(|()| ImageBuffer::from_raw(w, h, out)) {
-        Some(img) => img,
-        // Layouts are built right above, so libblur has nothing to refuse; should it
-        // ever, the image comes back unblurred rather than taking the worker down.
-        None => img.clone(),
-    }
+    // The layouts are built right above, so libblur has nothing to refuse. Should it
+    // ever, the panic is caught on the job's slot and answered as an internal failure,
+    // rather than passing off the unblurred image as the result.
+    blurred.expect("libblur accepts the layout built above");
+    ImageBuffer::from_raw(w, h, out).expect("the output has the input's size")
 }
 
 /// Canny on the luminance; the result has one channel holding 0 or 255.
@@ -92,7 +91,7 @@ fn weigh(raw: &[u8], step: usize, w: u32, h: u32) -> GrayImage {
             ((y + 32_768) >> 16) as u8
         })
         .collect();
-    GrayImage::from_raw(w, h, luma).unwrap_or_else(|| GrayImage::new(w, h))
+    GrayImage::from_raw(w, h, luma).expect("one luma byte per pixel")
 }
 
 #[cfg(test)]
