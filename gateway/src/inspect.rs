@@ -93,9 +93,7 @@ fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), ApiError> {
     };
     match format {
         ImageFormat::Jpeg => {
-            // Ends with an EOI marker, possibly followed by padding some encoders add.
-            let tail = &bytes[bytes.len().saturating_sub(4096)..];
-            if !tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            if !pixmill_shared::limits::jpeg_is_complete(bytes) {
                 return Err(truncated("no end-of-image marker"));
             }
         }

@@ -35,6 +35,15 @@ impl Default for Limits {
     }
 }
 
+/// True when a JPEG ends with its end-of-image marker, possibly followed by the padding
+/// some encoders add. Decoders fill a cut-off JPEG with gray instead of failing, so
+/// both the gateway (before queueing) and the worker (before decoding) refuse one with
+/// this check.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
 /// Why a pipeline was refused. The message names the step, the field and the limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {

@@ -147,13 +147,6 @@ pub fn encode(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, String> {
     })
 }
 
-/// A JPEG ends with an end-of-image marker, possibly followed by padding some encoders
-/// add. libjpeg-turbo would fill a cut-off image with gray; we refuse it instead.
-pub fn is_complete(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(4096)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
-}
-
 fn with_decompressor<T>(
     f: impl FnOnce(&mut Decompressor) -> Result<T, String>,
 ) -> Result<T, String> {

@@ -87,7 +87,7 @@ pub fn decode_with(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Decoded,
             )
         })?;
     if format == ImageFormat::Jpeg {
-        if !jpeg::is_complete(bytes) {
+        if !pixmill_shared::limits::jpeg_is_complete(bytes) {
             return Err(JobError::permanent(
                 ErrorCode::UndecodableImage,
                 "the JPEG data ends early (no end-of-image marker); the file looks truncated",
