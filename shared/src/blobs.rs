@@ -8,7 +8,6 @@ use std::{
     io,
     path::{Path, PathBuf},
 };
-use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::messages::OutputFormat;
@@ -59,24 +58,11 @@ impl BlobStore {
 
     /// Stores `bytes` under `key`, atomically.
     pub async fn put(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
-        let path = self.path(key)?;
-        let tmp = self.root.join("tmp").join(Uuid::new_v4().to_string());
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await?;
-            file.write_all(bytes).await?;
-            file.sync_data().await?;
-            drop(file);
-            tokio::fs::rename(&tmp, &path).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
+        self.put_owned(key, bytes.to_vec()).await
     }
 
     /// [`BlobStore::put`] for bytes the caller hands over: written on a blocking thread
-    /// straight from `bytes`, where `put` would copy them through the async file API.
+    /// straight from `bytes`, where `put` must first copy the slice it borrows.
     pub async fn put_owned<B>(&self, key: &str, bytes: B) -> io::Result<()>
     where
         B: AsRef<[u8]> + Send + 'static,
@@ -87,8 +73,9 @@ impl BlobStore {
             .map_err(io::Error::other)?
     }
 
-    /// [`BlobStore::put`] for a blocking thread, one that already holds the bytes (a
-    /// worker writes its result from the thread that encoded it, with no copy).
+    /// Stores `bytes` under `key` from a blocking thread: written to a temporary file,
+    /// synced, then renamed into place. Every `put` ends here; a worker calls it
+    /// directly to write its result from the thread that encoded it, with no copy.
     pub fn put_blocking(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
         use std::io::Write;
         let path = self.path(key)?;
