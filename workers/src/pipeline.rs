@@ -50,14 +50,13 @@ pub fn render(steps: &[Step], input: &[u8], limits: &Limits) -> Result<DynamicIm
         // The decoder already wrote the pixels in BGR order: that was the first step.
         steps.next();
     }
-    if image.width() != full_w || image.height() != full_h {
+    if decoded.scale < 1.0 {
         // The decoder shrank the image for the first step, a resize: run it with the
         // geometry planned on the full size, mapped onto the smaller pixels.
         if let Some(&Step::Resize { width, height, fit }) = steps.next()
             && let Some(resize) = ops::plan_resize(full_w, full_h, width, height, fit)
         {
-            let scale = f64::from(image.width()) / f64::from(full_w);
-            image = ops::resize(&image, &resize, dct_scale(scale));
+            image = ops::resize(&image, &resize, decoded.scale);
         }
     }
     for step in steps {
@@ -87,15 +86,6 @@ pub fn hint(steps: &[Step]) -> codec::Hint {
         },
         _ => codec::Hint::default(),
     }
-}
-
-/// libjpeg-turbo scales by exactly 1/2, 1/4 or 1/8 (and rounds sizes up), so the
-/// ratio of the sizes is snapped back to the factor it came from.
-fn dct_scale(ratio: f64) -> f64 {
-    [1.0, 0.5, 0.25, 0.125]
-        .into_iter()
-        .min_by(|a, b| (a - ratio).abs().total_cmp(&(b - ratio).abs()))
-        .unwrap_or(1.0)
 }
 
 /// Content type of a result in `format`.

@@ -59,6 +59,9 @@ pub struct Decoded {
     /// The upright size of the full image. Equal to the image's size unless DCT scaling
     /// decoded it smaller.
     pub full_size: (u32, u32),
+    /// How many decoded pixels per full-size pixel: 1, or 1/2, 1/4 or 1/8 when DCT
+    /// scaling decoded the image smaller for a first resize.
+    pub scale: f64,
     /// Red and blue were exchanged while decoding, as the hint asked.
     pub swapped_red_blue: bool,
 }
@@ -121,6 +124,7 @@ pub fn decode_with(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Decoded,
         image,
         format,
         full_size,
+        scale: 1.0,
         swapped_red_blue: false,
     })
 }
@@ -173,6 +177,7 @@ fn decode_turbo(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Option<Deco
         image,
         format: ImageFormat::Jpeg,
         full_size,
+        scale: 1.0 / f64::from(shrink),
         swapped_red_blue: layout == jpeg::Layout::Bgr,
     }))
 }
