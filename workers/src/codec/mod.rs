@@ -182,12 +182,38 @@ fn decode_turbo(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Option<Deco
     }))
 }
 
-/// The EXIF orientation of a JPEG, read with `image`'s header parser (no pixels).
+/// The EXIF orientation of a JPEG: walks the marker segments before the image data to
+/// the APP1 "Exif" one and reads it in place (no copy of the file, no second parse of
+/// the frame headers). Anything unreadable counts as upright.
 fn exif_orientation(bytes: &[u8]) -> Orientation {
-    image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes))
-        .ok()
-        .and_then(|mut d| d.orientation().ok())
-        .unwrap_or(Orientation::NoTransforms)
+    const APP1: u8 = 0xE1;
+    const START_OF_SCAN: u8 = 0xDA;
+    let mut at = 2; // after SOI
+    while at + 4 <= bytes.len() && bytes[at] == 0xFF {
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1; // fill byte
+            continue;
+        }
+        if marker == START_OF_SCAN || marker == 0xD9 {
+            break;
+        }
+        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            at += 2; // no length
+            continue;
+        }
+        let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let Some(segment) = bytes.get(at + 4..at + 2 + len) else {
+            break;
+        };
+        if marker == APP1
+            && let Some(tiff) = segment.strip_prefix(b"Exif\0\0")
+        {
+            return Orientation::from_exif_chunk(tiff).unwrap_or(Orientation::NoTransforms);
+        }
+        at += 2 + len;
+    }
+    Orientation::NoTransforms
 }
 
 /// Encodes `image` as `format`. JPEG drops alpha; 16-bit and float images become 8-bit.
