@@ -92,10 +92,8 @@ fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), ApiError> {
         ),
     };
     match format {
-        ImageFormat::Jpeg => {
-            if !pixmill_shared::limits::jpeg_is_complete(bytes) {
-                return Err(truncated("no end-of-image marker"));
-            }
+        ImageFormat::Jpeg if !pixmill_shared::limits::jpeg_is_complete(bytes) => {
+            return Err(truncated("no end-of-image marker"));
         }
         ImageFormat::Png => {
             let tail = &bytes[bytes.len().saturating_sub(64)..];
