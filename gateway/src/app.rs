@@ -2,74 +2,84 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use pixmill_shared::BlobStore;
+use pixmill_shared::Blobs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::{
     config::Settings,
+    events::{self, JobEvents, Notifier},
     jobs::Jobs,
     publisher::Publisher,
-    replies::{self, JobEvents},
+    replies,
     routes::{AppState, app},
-    store::TaskStore,
+    store,
 };
 
 /// A built gateway: the socket is bound and the reply consumer is running.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
-    /// Stops the reply consumer and upkeep once HTTP has drained.
+    /// Stops the background tasks once HTTP has drained.
     stop_consumer: CancellationToken,
-    consumer: tokio::task::JoinHandle<()>,
-    /// The sweeper and retention janitor.
-    upkeep: tokio::task::JoinHandle<()>,
+    /// The reply consumer, the change-notice listener, and the sweeper with the
+    /// retention janitor.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    jobs: Jobs,
 }
 
 impl Application {
     /// Opens the stores, binds the listener and starts applying replies.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let store = TaskStore::open(&settings.db_path)?;
-        let blobs = BlobStore::open(settings.common.blob_dir())?;
+        let store = store::open(&settings.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("task store {}: {e}", settings.database_url))?;
+        let blobs = Blobs::open(&settings.common.blob_url)
+            .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
+        info!(store = %settings.database_url, blobs = %blobs.describe(), "stores open");
         let topology = settings.common.topology.clone();
+        let url = settings.common.amqp_url.clone();
         let publisher = Arc::new(Publisher::new(
-            &settings.common.amqp_url,
+            &url,
             topology.clone(),
             settings.publish_timeout,
         )?);
         let events = JobEvents::default();
-        let stop_consumer = CancellationToken::new();
-        let consumer = tokio::spawn(replies::run(
-            settings.common.amqp_url.clone(),
-            topology,
-            store.clone(),
-            events.clone(),
-            stop_consumer.clone(),
-        ));
         let jobs = Jobs {
             store,
             blobs,
+            notifier: Notifier::new(events.clone(), publisher.clone()),
             publisher,
-            events,
             limits: settings.common.limits,
         };
-        let upkeep = tokio::spawn(crate::maintenance::run(
-            jobs.clone(),
-            settings.upkeep,
-            stop_consumer.clone(),
-        ));
+        let stop_consumer = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(replies::run(
+                url.clone(),
+                topology.clone(),
+                jobs.clone(),
+                stop_consumer.clone(),
+            )),
+            tokio::spawn(events::listen(url, topology, events, stop_consumer.clone())),
+            tokio::spawn(crate::maintenance::run(
+                jobs.clone(),
+                settings.upkeep,
+                stop_consumer.clone(),
+            )),
+        ];
         let state = AppState {
-            jobs,
+            jobs: jobs.clone(),
             max_upload_bytes: settings.max_upload_bytes,
+            result_redirect: settings.result_redirect,
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
             listener,
             router: app(state, settings.request_timeout),
             stop_consumer,
-            consumer,
-            upkeep,
+            tasks,
+            jobs,
         })
     }
 
@@ -78,6 +88,12 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The jobs service (its stores and publisher), for tests that set up state the
+    /// way a crashed gateway would leave it.
+    pub fn jobs(&self) -> Jobs {
+        self.jobs.clone()
     }
 
     /// The bound port.
@@ -96,8 +112,9 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await?;
         self.stop_consumer.cancel();
-        let _ = self.consumer.await;
-        let _ = self.upkeep.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
         info!("gateway stopped");
         Ok(())
     }

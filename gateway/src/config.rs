@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
+use crate::store::DatabaseUrl;
+
 /// Everything the gateway needs. Defaults work on one machine with `make run`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -11,8 +13,14 @@ pub struct Settings {
     pub common: Common,
     /// `PIXMILL_HTTP_ADDR`: where the API and upload page listen.
     pub http_addr: SocketAddr,
-    /// `PIXMILL_DB_PATH`: the SQLite task store (default `<data dir>/pixmill.db`).
-    pub db_path: PathBuf,
+    /// `PIXMILL_DATABASE_URL`: `sqlite://PATH` (default `<data dir>/pixmill.db`; the
+    /// older `PIXMILL_DB_PATH` still names that path) or `postgres://…`.
+    pub database_url: DatabaseUrl,
+    /// `PIXMILL_RESULT_REDIRECT_SECS`: when above 0, `GET …/result` answers with a
+    /// redirect to a presigned URL valid this long, so the object store (or a CDN in
+    /// front of it) serves the bytes. Needs an S3 blob store. 0 streams through the
+    /// gateway.
+    pub result_redirect: Option<Duration>,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -31,13 +39,32 @@ impl Settings {
     /// Reads and validates the settings.
     pub fn from_env() -> Result<Self, ConfigError> {
         let common = Common::from_env()?;
-        let db_path = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
+        let db_path: PathBuf = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
+        let database_url = env_or("PIXMILL_DATABASE_URL", DatabaseUrl::Sqlite(db_path))?;
+        let redirect_secs = env_checked("PIXMILL_RESULT_REDIRECT_SECS", 0u64, |v| {
+            if *v <= 7 * 86_400 {
+                Ok(())
+            } else {
+                Err("must be at most 604800 (7 days, the S3 presigning limit)".into())
+            }
+        })?;
+        if redirect_secs > 0 && !matches!(common.blob_url, pixmill_shared::BlobUrl::S3 { .. }) {
+            return Err(ConfigError {
+                var: "PIXMILL_RESULT_REDIRECT_SECS".into(),
+                value: redirect_secs.to_string(),
+                reason: format!(
+                    "presigned redirects need an S3 blob store (PIXMILL_BLOB_URL=s3://…), not {}",
+                    common.blob_url
+                ),
+            });
+        }
         Ok(Self {
+            database_url,
+            result_redirect: (redirect_secs > 0).then(|| Duration::from_secs(redirect_secs)),
             http_addr: env_or(
                 "PIXMILL_HTTP_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
             )?,
-            db_path,
             max_upload_bytes: env_checked("PIXMILL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024u64, |v| {
                 if (1..=1 << 30).contains(v) {
                     Ok(())

@@ -7,27 +7,36 @@
 
 use std::{sync::Arc, time::Duration};
 
-use pixmill_shared::{BlobStore, JobRequest, Limits, PlanError, amqp::PublishError, plan};
+use pixmill_shared::{
+    BlobError, Blobs, JobRequest, Limits, PlanError, amqp::PublishError, keys, plan,
+};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
     error::ApiError,
+    events::Notifier,
     inspect::inspect,
     publisher::Publisher,
-    replies::JobEvents,
-    store::{Job, NewJob, State, StoreError, TaskStore},
+    store::{Change, Job, NewJob, State, Store, StoreError},
     upload::{Submission, job_spec},
 };
+
+/// How often a waiting request re-reads its job even without a notice, so a notice
+/// lost in a broker failover delays it by this much at worst.
+const REREAD_EVERY: Duration = Duration::from_secs(2);
 
 /// Shared state behind every route.
 #[derive(Debug, Clone)]
 pub struct Jobs {
-    pub store: TaskStore,
-    pub blobs: BlobStore,
+    /// The task store (SQLite or PostgreSQL).
+    pub store: Store,
+    /// The blob store (folder or S3).
+    pub blobs: Blobs,
     pub publisher: Arc<Publisher>,
-    pub events: JobEvents,
+    /// Wakes waiters here and tells other gateways through the events exchange.
+    pub notifier: Notifier,
     pub limits: Limits,
 }
 
@@ -74,19 +83,15 @@ impl Jobs {
         let id = Uuid::new_v4();
         let request = JobRequest {
             id,
-            input: BlobStore::input_key(id),
+            input: keys::input(id),
             steps: spec.steps,
             format: spec.format.unwrap_or_else(|| image.default_output()),
             quality: spec.quality,
         };
         self.blobs
-            .put_owned(&request.input, submission.image.clone())
+            .put(&request.input, submission.image.clone())
             .await
-            .map_err(|e| ApiError::Unavailable {
-                code: "blob_store_unavailable",
-                message: format!("the upload could not be stored: {e}"),
-                retry_after_secs: 2,
-            })?;
+            .map_err(|e| blob_unavailable("the upload could not be stored", &e))?;
         let stored = self
             .store
             .insert(NewJob {
@@ -114,21 +119,40 @@ impl Jobs {
             let _ = self.blobs.delete(&request.input).await;
             return Err(publish_error(&e));
         }
-        // If the gateway dies before this line, the sweeper finds the job unconfirmed and
-        // publishes it again; a duplicate message is harmless.
-        self.store.mark_published(id).await?;
+        // The broker has the job now, so the answer is 202 whatever happens next. If this
+        // write fails (or the gateway dies first), the sweeper finds the job unconfirmed
+        // and publishes it again; a duplicate message is harmless.
+        if let Err(e) = self.store.mark_published(id).await {
+            warn!(job_id = %id, error = %e, "could not record the publish; the sweeper will repeat it");
+        }
         info!(job_id = %id, steps = request.steps.len(), width = image.width, height = image.height, "job queued");
-        let job = self
-            .store
-            .get(id)
-            .await?
-            .ok_or_else(|| ApiError::Internal(format!("job {id} vanished after insert")))?;
+        let now = pixmill_shared::now_ms();
+        let job = Job {
+            id,
+            state: State::Queued,
+            steps: request.steps,
+            format: request.format,
+            quality: request.quality,
+            input_key: request.input,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+            worker: None,
+            error: None,
+            result: None,
+            published_at: Some(now),
+            republished: 0,
+            result_deleted_at: None,
+        };
+        self.notifier.changed(&job);
         Ok(Submitted::Created(job))
     }
 
     /// The job an idempotency key already names, if its request matches.
     async fn replay(&self, key: &str, hash: &str) -> Result<Option<Job>, ApiError> {
-        match self.store.find_by_key(key.to_string()).await? {
+        match self.store.find_by_key(key).await? {
             None => Ok(None),
             Some((job, stored)) if stored == hash => Ok(Some(job)),
             Some((job, _)) => Err(ApiError::Unprocessable {
@@ -153,18 +177,27 @@ impl Jobs {
     /// Returns the job once it is terminal, or its current state when `wait` runs out.
     pub async fn wait(&self, raw_id: &str, wait: Duration) -> Result<Job, ApiError> {
         // Subscribe before the first read, so a change in between is not missed.
-        let mut changes = self.events.subscribe();
+        let mut changes = self.notifier.events.subscribe();
         let job = self.get(raw_id).await?;
         if job.state.is_terminal() || wait.is_zero() {
             return Ok(job);
         }
         let deadline = tokio::time::Instant::now() + wait;
+        let mut reread =
+            tokio::time::interval_at(tokio::time::Instant::now() + REREAD_EVERY, REREAD_EVERY);
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return self.get(raw_id).await,
+                _ = reread.tick() => {
+                    let now = self.get(raw_id).await?;
+                    if now.state.is_terminal() {
+                        return Ok(now);
+                    }
+                }
                 changed = changes.recv() => {
                     let relevant = match changed {
-                        Ok(changed) => changed == job.id,
+                        // nil: the notice listener reconnected and may have missed some.
+                        Ok(changed) => changed == job.id || changed.is_nil(),
                         Err(_) => true, // lagged or closed: re-read to be safe
                     };
                     if relevant {
@@ -185,22 +218,16 @@ impl Jobs {
         match job.state {
             State::Queued => {
                 // The marker first: a worker that takes the message from now on skips it.
-                let marker = BlobStore::cancel_key(id);
                 self.blobs
-                    .put(&marker, b"")
+                    .mark_cancelled(id)
                     .await
-                    .map_err(|e| ApiError::Unavailable {
-                        code: "blob_store_unavailable",
-                        message: format!("the cancellation could not be recorded: {e}"),
-                        retry_after_secs: 2,
-                    })?;
-                if self.store.cancel(id).await? {
+                    .map_err(|e| blob_unavailable("the cancellation could not be recorded", &e))?;
+                if self.record(id, Change::Cancelled).await?.is_some() {
                     let _ = self.blobs.delete(&job.input_key).await;
-                    self.events.notify(id);
                     info!(job_id = %id, "job cancelled");
                 } else {
                     // A worker started it in the meantime; it runs to the end.
-                    let _ = self.blobs.delete(&marker).await;
+                    let _ = self.blobs.clear_cancelled(id).await;
                     return Err(not_cancellable(id));
                 }
             }
@@ -217,6 +244,25 @@ impl Jobs {
             State::Expired => return Err(expired(id)),
         }
         self.get(raw_id).await
+    }
+
+    /// Applies `change` to job `id` and, when it applied, tells every listener.
+    /// Returns the job as it is now, or None when the change did not apply.
+    pub async fn record(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError> {
+        let changed = self.store.apply(id, change).await?;
+        if let Some(job) = &changed {
+            self.notifier.changed(job);
+        }
+        Ok(changed)
+    }
+}
+
+/// The 503 for a blob store that failed.
+fn blob_unavailable(what: &str, e: &BlobError) -> ApiError {
+    ApiError::Unavailable {
+        code: "blob_store_unavailable",
+        message: format!("{what}: {e}; retry shortly"),
+        retry_after_secs: 2,
     }
 }
 

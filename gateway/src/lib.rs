@@ -11,12 +11,14 @@
 //! - [`publisher`]: confirmed publishes over a long-lived channel.
 //! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
 //! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
-//! - [`store`]: the SQLite task store; its writes only ever move a job forward.
+//! - [`events`]: change notices, published for every gateway and heard from all of them.
+//! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
 
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod inspect;
 pub mod jobs;
 pub mod maintenance;

@@ -9,14 +9,25 @@
 //!   then failed with `lost`. A duplicate run is harmless: the store only moves forward.
 //! - A finished job older than the retention period loses its blobs and becomes
 //!   `expired`.
+//!
+//! With several gateways on one PostgreSQL database, every gateway runs these passes.
+//! Each job is *claimed* first (a lease in its row, taken with `FOR UPDATE SKIP
+//! LOCKED`), so two gateways never handle the same job in the same round.
 
 use std::time::Duration;
 
-use pixmill_shared::{BlobStore, ErrorCode, JobRequest};
+use pixmill_shared::{ErrorCode, JobRequest, keys};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{jobs::Jobs, store::Job};
+use crate::{
+    jobs::Jobs,
+    store::{Change, Job, StoreError, Sweep},
+};
+
+/// How long a claim keeps other passes off a job: far longer than handling one job
+/// takes (a publish with its timeout, a few deletes).
+const LEASE: Duration = Duration::from_secs(60);
 
 /// How often a stale job is published again before it is failed as `lost`.
 pub const MAX_REPUBLISH: u32 = 3;
@@ -51,22 +62,16 @@ pub async fn run(jobs: Jobs, upkeep: Upkeep, shutdown: CancellationToken) {
 }
 
 /// One pass of every kind of upkeep.
-pub async fn pass(jobs: &Jobs, upkeep: &Upkeep) -> Result<(), crate::store::StoreError> {
+pub async fn pass(jobs: &Jobs, upkeep: &Upkeep) -> Result<(), StoreError> {
     let now = pixmill_shared::now_ms();
     let ago = |d: Duration| now - i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let lease_until = now + i64::try_from(LEASE.as_millis()).unwrap_or(i64::MAX);
+    let claim = |sweep, cutoff| jobs.store.claim(sweep, cutoff, BATCH, lease_until);
 
-    for job in jobs
-        .store
-        .unpublished(ago(upkeep.unconfirmed_after), BATCH)
-        .await?
-    {
+    for job in claim(Sweep::Unpublished, ago(upkeep.unconfirmed_after)).await? {
         republish(jobs, &job, "its publish was never confirmed").await?;
     }
-    for job in jobs
-        .store
-        .stale_running(ago(upkeep.stale_after), BATCH)
-        .await?
-    {
+    for job in claim(Sweep::StaleRunning, ago(upkeep.stale_after)).await? {
         if job.republished >= MAX_REPUBLISH {
             fail_lost(
                 jobs,
@@ -81,30 +86,33 @@ pub async fn pass(jobs: &Jobs, upkeep: &Upkeep) -> Result<(), crate::store::Stor
             republish(jobs, &job, "no worker reported on it for too long").await?;
         }
     }
-    for job in jobs
-        .store
-        .due_for_expiry(ago(upkeep.retention), BATCH)
-        .await?
-    {
-        let mut keys = vec![job.input_key.clone(), BlobStore::cancel_key(job.id)];
-        keys.extend(job.result.as_ref().map(|r| r.key.clone()));
+    for job in claim(Sweep::Expiry, ago(upkeep.retention)).await? {
+        let mut blobs = vec![job.input_key.clone(), keys::cancel(job.id)];
+        blobs.extend(job.result.as_ref().map(|r| r.key.clone()));
         let mut removed = true;
-        for key in &keys {
+        for key in &blobs {
             if let Err(e) = jobs.blobs.delete(key).await {
                 warn!(job_id = %job.id, key, error = %e, "could not remove an expired blob");
                 removed = false;
             }
         }
         if removed {
-            jobs.store.mark_expired(job.id).await?;
+            jobs.record(job.id, Change::Expired).await?;
+        } else {
+            jobs.store.release(job.id).await?;
         }
     }
     Ok(())
 }
 
-async fn republish(jobs: &Jobs, job: &Job, why: &str) -> Result<(), crate::store::StoreError> {
-    if !jobs.blobs.exists(&job.input_key).await.unwrap_or(false) {
-        return fail_lost(jobs, job, "its upload is no longer stored").await;
+async fn republish(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> {
+    match jobs.blobs.exists(&job.input_key).await {
+        Ok(true) => {}
+        Ok(false) => return fail_lost(jobs, job, "its upload is no longer stored").await,
+        Err(e) => {
+            warn!(job_id = %job.id, error = %e, "blob store unavailable; trying the job again next pass");
+            return jobs.store.release(job.id).await;
+        }
     }
     let request = JobRequest {
         id: job.id,
@@ -121,26 +129,23 @@ async fn republish(jobs: &Jobs, job: &Job, why: &str) -> Result<(), crate::store
         // The broker is away: try again on the next pass.
         Err(e) => {
             warn!(job_id = %job.id, error = %e, "could not publish the job again yet");
-            Ok(())
+            jobs.store.release(job.id).await
         }
     }
 }
 
-async fn fail_lost(jobs: &Jobs, job: &Job, why: &str) -> Result<(), crate::store::StoreError> {
+async fn fail_lost(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> {
     warn!(job_id = %job.id, why, "job lost");
     let message = format!("the job cannot run: {why}; submit it again");
-    if jobs
-        .store
-        .mark_failed(
-            job.id,
-            None,
-            job.attempts,
-            ErrorCode::Lost.as_str().into(),
+    jobs.record(
+        job.id,
+        Change::Failed {
+            worker: None,
+            attempt: job.attempts,
+            code: ErrorCode::Lost.as_str().into(),
             message,
-        )
-        .await?
-    {
-        jobs.events.notify(job.id);
-    }
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use deadpool_lapin::{Manager, Pool, PoolConfig, Runtime, Timeouts};
 use lapin::{BasicProperties, Channel, ConnectionProperties};
-use pixmill_shared::{JobRequest, Topology, amqp, amqp::PublishError};
+use pixmill_shared::{JobEvent, JobRequest, Topology, amqp, amqp::PublishError};
 use tokio::sync::Mutex;
 
 /// Publishes jobs to the jobs exchange.
@@ -64,11 +64,8 @@ impl Publisher {
     /// Publishes `job` (persistent, mandatory, `reply_to` and `correlation_id` set) and
     /// returns once the broker has confirmed it, or fails within the timeout.
     pub async fn publish(&self, job: &JobRequest) -> Result<(), PublishError> {
-        let body = serde_json::to_vec(job)
-            .map_err(|e| PublishError::Amqp(lapin::Error::from(std::io::Error::other(e))))?;
         let id = job.id.to_string();
         let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
             .with_message_id(id.as_str().into())
             .with_correlation_id(id.as_str().into())
             .with_reply_to(self.topology.replies.as_str().into())
@@ -81,11 +78,11 @@ impl Publisher {
             .timeout
             .saturating_sub(started.elapsed())
             .max(Duration::from_millis(50));
-        let result = amqp::publish_confirmed(
+        let result = amqp::publish_json(
             &channel,
             &self.topology.jobs,
             &self.topology.jobs,
-            &body,
+            job,
             properties,
             left,
         )
@@ -95,6 +92,29 @@ impl Publisher {
             Err(PublishError::Amqp(_) | PublishError::Timeout(_))
         ) {
             // The channel may be dead or blocked; the next publish starts a fresh one.
+            self.discard(&channel).await;
+        }
+        result
+    }
+
+    /// Publishes a change notice on the events exchange (see [`crate::events`]).
+    pub async fn publish_notice(
+        &self,
+        event: &JobEvent,
+        timeout: Duration,
+    ) -> Result<(), PublishError> {
+        let channel = tokio::time::timeout(timeout, self.channel())
+            .await
+            .map_err(|_| PublishError::Timeout(timeout))??;
+        let result = amqp::publish_notice(
+            &channel,
+            &self.topology.events,
+            &event.routing_key(),
+            event,
+            timeout,
+        )
+        .await;
+        if matches!(result, Err(PublishError::Amqp(_))) {
             self.discard(&channel).await;
         }
         result

@@ -1,76 +1,43 @@
 //! Applying worker replies, and dead-lettered jobs, to the task store.
 //!
-//! Replies sit on a durable queue, so those sent while the gateway was down are waiting
-//! when it comes back. Each one is applied, then acked; the store only moves a job
-//! forward, so a redelivered or duplicate reply is harmless.
+//! Replies sit on a durable queue, so those sent while no gateway was up are waiting
+//! when one comes back. Every gateway consumes the same queue (competing consumers):
+//! the store only moves a job forward, so which gateway applies a reply, or whether a
+//! redelivered one is applied twice, does not matter. Each is applied, then acked.
 
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use pixmill_shared::{ErrorCode, JobRequest, Outcome, Reply, Topology, amqp};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
-use uuid::Uuid;
 
-use crate::store::{StoreError, TaskStore};
+use crate::{
+    jobs::Jobs,
+    store::{Change, StoreError},
+};
 
-/// Tells long-polling requests that a job changed. Carries only the id; listeners re-read
-/// the store, so a missed (lagged) message costs nothing but a re-read.
-#[derive(Debug, Clone)]
-pub struct JobEvents(broadcast::Sender<Uuid>);
-
-impl Default for JobEvents {
-    fn default() -> Self {
-        Self(broadcast::channel(1024).0)
-    }
-}
-
-impl JobEvents {
-    /// Starts listening; subscribe *before* reading the state to wait on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
-        self.0.subscribe()
-    }
-
-    pub(crate) fn notify(&self, id: Uuid) {
-        let _ = self.0.send(id);
-    }
-}
+/// Pause before a reply the store could not take goes back to the queue, so a store
+/// outage is not a hot loop of redeliveries.
+const STORE_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Consumes the replies and dead-letter queues until `shutdown`, reconnecting as needed.
-pub async fn run(
-    url: String,
-    topology: Topology,
-    store: TaskStore,
-    events: JobEvents,
-    shutdown: CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        match session(&url, &topology, &store, &events, &shutdown).await {
-            Ok(()) => return,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "reply consumer lost the broker; reconnecting");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+pub async fn run(url: String, topology: Topology, jobs: Jobs, shutdown: CancellationToken) {
+    amqp::reconnect_loop("reply consumer", &shutdown, Duration::from_secs(5), || {
+        session(&url, &topology, &jobs, &shutdown)
+    })
+    .await;
 }
 
 async fn session(
     url: &str,
     topology: &Topology,
-    store: &TaskStore,
-    events: &JobEvents,
+    jobs: &Jobs,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(url, "pixmill-gateway-replies").await?;
@@ -93,7 +60,7 @@ async fn session(
             () = shutdown.cancelled() => break Ok(()),
             next = replies.next() => match next {
                 Some(Ok(delivery)) => {
-                    let outcome = apply_reply(store, events, &delivery.data).await;
+                    let outcome = apply_reply(jobs, &delivery.data).await;
                     settle(delivery, outcome).await;
                 }
                 Some(Err(e)) => break Err(e.into()),
@@ -101,7 +68,7 @@ async fn session(
             },
             next = dead.next() => match next {
                 Some(Ok(delivery)) => {
-                    let outcome = apply_dead(store, events, &delivery).await;
+                    let outcome = apply_dead(jobs, &delivery).await;
                     settle(delivery, outcome).await;
                 }
                 Some(Err(e)) => break Err(e.into()),
@@ -117,27 +84,43 @@ async fn session(
 async fn settle(delivery: Delivery, outcome: Result<(), StoreError>) {
     match outcome {
         Ok(()) => {
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                warn!(error = %e, "ack of a reply failed; it will be redelivered and re-applied harmlessly");
+            }
         }
         Err(e) => {
             warn!(error = %e, "could not apply a reply; it stays queued");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = delivery
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
+            tokio::time::sleep(STORE_RETRY_PAUSE).await;
+            if let Err(e) = delivery.nack(amqp::requeue()).await {
+                warn!(error = %e, "nack of a reply failed; the broker redelivers it when the channel closes");
+            }
         }
     }
 }
 
+/// What a reply asks the store to do.
+pub fn change_for(reply: Reply) -> Change {
+    match reply.outcome {
+        Outcome::Started => Change::Running {
+            worker: reply.worker,
+            attempt: reply.attempt,
+        },
+        Outcome::Succeeded(result) => Change::Succeeded {
+            worker: reply.worker,
+            attempt: reply.attempt,
+            result,
+        },
+        Outcome::Failed { code, message } => Change::Failed {
+            worker: Some(reply.worker),
+            attempt: reply.attempt,
+            code: code.as_str().into(),
+            message,
+        },
+    }
+}
+
 /// Applies one reply. An unreadable reply is logged and dropped: retrying cannot help.
-pub async fn apply_reply(
-    store: &TaskStore,
-    events: &JobEvents,
-    body: &[u8],
-) -> Result<(), StoreError> {
+pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
     let reply: Reply = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
@@ -148,49 +131,18 @@ pub async fn apply_reply(
     let span = info_span!("reply", job_id = %reply.job_id, worker = %reply.worker, attempt = reply.attempt);
     let _guard = span.enter();
     let id = reply.job_id;
-    let changed = match reply.outcome {
-        Outcome::Started => store.mark_running(id, reply.worker, reply.attempt).await?,
-        Outcome::Succeeded(result) => {
-            store
-                .mark_succeeded(id, reply.worker, reply.attempt, result)
-                .await?
-        }
-        Outcome::Failed { code, message } => {
-            store
-                .mark_failed(
-                    id,
-                    Some(reply.worker),
-                    reply.attempt,
-                    code.as_str().into(),
-                    message,
-                )
-                .await?
-        }
-    };
-    if changed {
-        events.notify(id);
-    } else {
+    if jobs.record(id, change_for(reply)).await?.is_none() {
         debug!("reply changed nothing (late or duplicate)");
     }
     Ok(())
 }
 
 /// A job exhausted its delivery limit: every worker that took it died before replying.
-async fn apply_dead(
-    store: &TaskStore,
-    events: &JobEvents,
-    delivery: &Delivery,
-) -> Result<(), StoreError> {
+async fn apply_dead(jobs: &Jobs, delivery: &Delivery) -> Result<(), StoreError> {
     let id = serde_json::from_slice::<JobRequest>(&delivery.data)
         .map(|job| job.id)
         .ok()
-        .or_else(|| {
-            delivery
-                .properties
-                .correlation_id()
-                .as_ref()
-                .and_then(|c| Uuid::parse_str(c.as_str()).ok())
-        });
+        .or_else(|| amqp::job_id(delivery));
     let Some(id) = id else {
         warn!("dropping a dead-lettered message with no job id");
         return Ok(());
@@ -198,17 +150,15 @@ async fn apply_dead(
     warn!(job_id = %id, "job dead-lettered after repeated worker crashes");
     let message = "every worker that took this job stopped before finishing it, up to the queue's \
                    delivery limit; it was set aside so the rest of the queue keeps moving";
-    if store
-        .mark_failed(
-            id,
-            None,
-            0,
-            ErrorCode::WorkerCrashed.as_str().into(),
-            message.into(),
-        )
-        .await?
-    {
-        events.notify(id);
-    }
+    jobs.record(
+        id,
+        Change::Failed {
+            worker: None,
+            attempt: 0,
+            code: ErrorCode::WorkerCrashed.as_str().into(),
+            message: message.into(),
+        },
+    )
+    .await?;
     Ok(())
 }

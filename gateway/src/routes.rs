@@ -12,7 +12,6 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio_util::io::ReaderStream;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
 use crate::{
@@ -31,6 +30,8 @@ const PAGE: &str = include_str!("../static/index.html");
 pub struct AppState {
     pub jobs: Jobs,
     pub max_upload_bytes: u64,
+    /// Answer result downloads with a presigned redirect valid this long (S3 only).
+    pub result_redirect: Option<Duration>,
 }
 
 /// Builds the router. Tests can drive it with `oneshot`, without a socket.
@@ -82,6 +83,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "status": if broker && store.is_ok() { "ready" } else { "not_ready" },
         "broker": ok(broker),
         "store": ok(store.is_ok()),
+        "store_backend": state.jobs.store.backend(),
+        "blob_store": state.jobs.blobs.describe(),
     });
     let status = if broker && store.is_ok() {
         StatusCode::OK
@@ -218,20 +221,39 @@ async fn result(
             });
         }
     };
-    let (file, len) = state.jobs.blobs.open_read(&meta.key).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
+    let missing = |e: pixmill_shared::BlobError| {
+        if e.is_not_found() {
             ApiError::Conflict {
                 code: "result_missing",
                 message: "the result is no longer stored".into(),
             }
         } else {
-            ApiError::Internal(format!("reading result {}: {e}", meta.key))
+            ApiError::Unavailable {
+                code: "blob_store_unavailable",
+                message: format!("the result could not be read: {e}; retry shortly"),
+                retry_after_secs: 2,
+            }
         }
-    })?;
+    };
+    if let Some(ttl) = state.result_redirect
+        && let Some(url) = state
+            .jobs
+            .blobs
+            .presign_get(&meta.key, ttl)
+            .await
+            .map_err(missing)?
+    {
+        let headers = [
+            (header::LOCATION, url),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ];
+        return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
+    }
+    let blob = state.jobs.blobs.stream(&meta.key).await.map_err(missing)?;
     let ext = job.format.extension();
     let headers = [
         (header::CONTENT_TYPE, meta.content_type.clone()),
-        (header::CONTENT_LENGTH, len.to_string()),
+        (header::CONTENT_LENGTH, blob.len.to_string()),
         (
             header::CONTENT_DISPOSITION,
             format!("inline; filename=\"pixmill-{}.{ext}\"", job.id),
@@ -241,7 +263,7 @@ async fn result(
             "private, max-age=86400, immutable".into(),
         ),
     ];
-    Ok((headers, Body::from_stream(ReaderStream::new(file))).into_response())
+    Ok((headers, Body::from_stream(blob.body)).into_response())
 }
 
 /// The JSON shape of a job, as documented in the README.

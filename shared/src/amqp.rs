@@ -1,11 +1,19 @@
-//! Connecting to the broker and publishing with confirms.
+//! The AMQP plumbing every process shares, written once: connecting, the reconnect
+//! loop with back-off, publishing with confirms (JSON or raw), and reading a delivery's
+//! job id and headers.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    message::Delivery,
+    options::{BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::AMQPValue,
 };
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+use uuid::Uuid;
 
 /// How long a connection attempt may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,6 +29,141 @@ pub enum PublishError {
     Unroutable { code: u16, text: String },
     #[error("broker error: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("the message could not be serialised: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// First pause after a lost session; it doubles up to the loop's maximum.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// A session that lasted this long was healthy: the next failure starts the back-off
+/// from the beginning again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
+
+/// Runs `session` until it returns `Ok` (it does so on shutdown) or `shutdown` fires,
+/// starting it again after every failure with exponential back-off up to `max_backoff`.
+/// `what` names the task in the log line each failure writes.
+pub async fn reconnect_loop<F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    max_backoff: Duration,
+    mut session: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let started = tokio::time::Instant::now();
+        match session().await {
+            Ok(()) => return,
+            Err(e) => {
+                if started.elapsed() >= HEALTHY_SESSION {
+                    backoff = FIRST_BACKOFF;
+                }
+                warn!(task = what, error = format!("{e:#}"), retry_in = ?backoff, "broker session ended; reconnecting");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+    }
+}
+
+/// The job a delivery is about: its `correlation_id` (set on jobs and replies alike),
+/// else its `message_id`.
+pub fn job_id(delivery: &Delivery) -> Option<Uuid> {
+    let properties = &delivery.properties;
+    [properties.correlation_id(), properties.message_id()]
+        .into_iter()
+        .flatten()
+        .find_map(|c| Uuid::parse_str(c.as_str()).ok())
+}
+
+/// A numeric header such as `x-delivery-count`; missing or non-numeric means 0.
+pub fn header_u32(delivery: &Delivery, name: &str) -> u32 {
+    let Some(headers) = delivery.properties.headers() else {
+        return 0;
+    };
+    let value = headers
+        .inner()
+        .iter()
+        .find(|(k, _)| k.as_str() == name)
+        .map(|(_, v)| v);
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => *n,
+        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
+        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
+        Some(AMQPValue::ShortShortUInt(n)) => u32::from(*n),
+        _ => 0,
+    }
+}
+
+/// Nack options that hand a delivery back to its queue for another consumer.
+pub fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    }
+}
+
+/// Serialises `message` as JSON and publishes it like [`publish_confirmed`], with
+/// `content_type` set.
+pub async fn publish_json<T: Serialize>(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    message: &T,
+    properties: BasicProperties,
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let body = serde_json::to_vec(message)?;
+    publish_confirmed(
+        channel,
+        exchange,
+        routing_key,
+        &body,
+        properties.with_content_type("application/json".into()),
+        timeout,
+    )
+    .await
+}
+
+/// Publishes a notice: JSON, transient and not mandatory (no listener is not an error),
+/// waiting at most `timeout` for the broker's confirm.
+pub async fn publish_notice<T: Serialize>(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    message: &T,
+    timeout: Duration,
+) -> Result<(), PublishError> {
+    let body = serde_json::to_vec(message)?;
+    let publish = async {
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default().with_content_type("application/json".into()),
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            _ => Ok(()),
+        }
+    };
+    tokio::time::timeout(timeout, publish)
+        .await
+        .map_err(|_| PublishError::Timeout(timeout))?
 }
 
 /// Opens a named connection (the name shows up in `rabbitmqctl list_connections`).

@@ -124,8 +124,12 @@ mod tests {
 pub struct Common {
     /// `PIXMILL_AMQP_URL`: the broker.
     pub amqp_url: String,
-    /// `PIXMILL_DATA_DIR`: holds the blob store (and the gateway's task database).
+    /// `PIXMILL_DATA_DIR`: where the one-machine defaults live (the blob folder and the
+    /// gateway's SQLite file), when `PIXMILL_BLOB_URL` / `PIXMILL_DATABASE_URL` are unset.
     pub data_dir: std::path::PathBuf,
+    /// `PIXMILL_BLOB_URL`: `file://PATH` (default `<data dir>/blobs`) or
+    /// `s3://BUCKET[/PREFIX]` with the `AWS_*` variables.
+    pub blob_url: crate::BlobUrl,
     /// `PIXMILL_QUEUE_PREFIX`, `PIXMILL_DELIVERY_LIMIT`, `PIXMILL_MAX_QUEUED`.
     pub topology: crate::Topology,
     /// `PIXMILL_MAX_PIXELS`, `PIXMILL_MAX_SIDE`, `PIXMILL_MAX_STEPS`.
@@ -172,9 +176,14 @@ impl Common {
                 Err("must be at least 1".into())
             }
         })?;
+        let data_dir = env_or("PIXMILL_DATA_DIR", std::path::PathBuf::from("var/data"))?;
         Ok(Self {
             amqp_url: amqp_url()?,
-            data_dir: env_or("PIXMILL_DATA_DIR", std::path::PathBuf::from("var/data"))?,
+            blob_url: env_or(
+                "PIXMILL_BLOB_URL",
+                crate::BlobUrl::Folder(data_dir.join("blobs")),
+            )?,
+            data_dir,
             topology,
             limits: crate::Limits {
                 max_pixels: env_checked("PIXMILL_MAX_PIXELS", defaults.max_pixels, positive)?,
@@ -194,10 +203,5 @@ impl Common {
                 })?,
             },
         })
-    }
-
-    /// Folder of the claim-check blob store.
-    pub fn blob_dir(&self) -> std::path::PathBuf {
-        self.data_dir.join("blobs")
     }
 }

@@ -4,9 +4,13 @@
 //!
 //! - [`messages`]: `JobRequest`, `Step`, `Reply` — the JSON that crosses the broker.
 //! - [`limits`]: the limits every job is held to, and the geometry check both sides run.
+//! - [`state`]: job states and the forward-only rule every task store applies.
+//! - [`events`]: the change notices gateways publish on `pixmill.events`.
 //! - [`topology`]: exchange and queue names, and the idempotent declaration.
-//! - [`amqp`]: connecting and publishing with confirms.
-//! - [`blobs`]: the claim-check blob store (image bytes never travel through the broker).
+//! - [`amqp`]: connecting with fail-over and back-off, publishing with confirms, and the
+//!   delivery helpers both consumers use.
+//! - [`blobs`]: the claim-check blob store (image bytes never travel through the broker):
+//!   one interface, a folder or an S3 backend, and the keys module.
 //! - [`config`]: typed `PIXMILL_*` settings with errors that name the variable.
 //! - [`telemetry`]: logging set-up.
 //! - [`shutdown`]: the stop signal (Ctrl-C or SIGTERM).
@@ -14,18 +18,22 @@
 pub mod amqp;
 pub mod blobs;
 pub mod config;
+pub mod events;
 pub mod limits;
 pub mod messages;
 pub mod shutdown;
+pub mod state;
 pub mod telemetry;
 pub mod topology;
 
-pub use blobs::BlobStore;
+pub use blobs::{BlobError, BlobStore, BlobUrl, Blobs, keys};
+pub use events::JobEvent;
 pub use limits::{Limits, PlanError, plan};
 pub use messages::{
     ChannelOrder, ErrorCode, Fit, FlipDirection, JobRequest, JobResult, Outcome, OutputFormat,
     Reply, Step,
 };
+pub use state::JobState;
 pub use topology::Topology;
 
 /// Milliseconds since the Unix epoch, the unit of every stored timestamp.

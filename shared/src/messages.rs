@@ -179,6 +179,15 @@ impl OutputFormat {
         }
     }
 
+    /// The wire name (`jpeg`, `png`, `webp`), as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpeg",
+            OutputFormat::Png => "png",
+            OutputFormat::Webp => "webp",
+        }
+    }
+
     /// File extension used in blob keys and download names.
     pub fn extension(self) -> &'static str {
         match self {

@@ -9,6 +9,8 @@
 //! worker ──► default exchange, routing key = reply_to ─► queue pixmill.replies (quorum)
 //! worker ──► queue pixmill.jobs.retry (per-message TTL = back-off)
 //!                 └─ expired ─► exchange pixmill.jobs ─► queue pixmill.jobs
+//! gateway ──► exchange pixmill.events (topic, durable), routing key job.<state>
+//!                 └─► one exclusive, auto-delete queue per gateway (and any other listener)
 //! ```
 //!
 //! Declaring with the same arguments is a no-op, so every process declares at start-up
@@ -34,6 +36,8 @@ pub const REPLIES: &str = "pixmill.replies";
 /// here (per-message TTL) and are dead-lettered back to the jobs exchange, so a waiting
 /// retry holds no worker slot.
 pub const RETRY: &str = "pixmill.jobs.retry";
+/// Topic exchange of change notices ([`crate::events::JobEvent`], key `job.<state>`).
+pub const EVENTS: &str = "pixmill.events";
 
 /// A job delivered this many times without being acked (each time its worker died or
 /// its channel closed) is dead-lettered instead of killing yet another worker.
@@ -55,6 +59,8 @@ pub struct Topology {
     pub replies: String,
     /// Delay queue for retries after transient failures.
     pub retry: String,
+    /// Topic exchange every gateway publishes state changes to.
+    pub events: String,
     /// `x-delivery-limit` of the jobs queue. RabbitMQ 3.10 has no default, so it is set.
     pub delivery_limit: u32,
     /// `x-max-length` of the jobs queue, with `reject-publish` overflow.
@@ -69,6 +75,7 @@ impl Default for Topology {
             dead_queue: DEAD_QUEUE.into(),
             replies: REPLIES.into(),
             retry: RETRY.into(),
+            events: EVENTS.into(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             max_queued: DEFAULT_MAX_QUEUED,
         }
@@ -84,6 +91,7 @@ impl Topology {
             dead_queue: format!("{prefix}.jobs.dead"),
             replies: format!("{prefix}.replies"),
             retry: format!("{prefix}.jobs.retry"),
+            events: format!("{prefix}.events"),
             ..Self::default()
         }
     }
@@ -114,6 +122,14 @@ impl Topology {
             .exchange_declare(
                 self.dead_exchange.as_str().into(),
                 lapin::ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                self.events.as_str().into(),
+                lapin::ExchangeKind::Topic,
                 durable_exchange,
                 FieldTable::default(),
             )
@@ -195,6 +211,34 @@ impl Topology {
             .await?;
         Ok(())
     }
+
+    /// Declares a private queue for this process's change notices: server-named,
+    /// exclusive and auto-delete, so it vanishes with the connection, bound to every
+    /// `job.*` key of the events exchange. Returns its name.
+    pub async fn declare_event_listener(&self, channel: &Channel) -> lapin::Result<String> {
+        let queue = channel
+            .queue_declare(
+                ShortString::from(""),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let name = queue.name().to_string();
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                self.events.as_str().into(),
+                "job.*".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(name)
+    }
 }
 
 fn quorum() -> FieldTable {
@@ -222,6 +266,7 @@ mod tests {
         assert_eq!(t.replies, "test-1234.replies");
         assert_eq!(t.dead_queue, "test-1234.jobs.dead");
         assert_eq!(t.retry, "test-1234.jobs.retry");
+        assert_eq!(t.events, "test-1234.events");
         assert_eq!(Topology::with_prefix(DEFAULT_PREFIX), Topology::default());
     }
 }

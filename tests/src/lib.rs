@@ -24,8 +24,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use pixmill_gateway::store::DatabaseUrl;
 use pixmill_gateway::{Application, Settings};
-use pixmill_shared::{Limits, Topology, config::Common};
+use pixmill_shared::{BlobUrl, Limits, Topology, config::Common};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -44,6 +45,7 @@ pub fn common(prefix: &str, data_dir: &Path) -> Common {
     Common {
         amqp_url: amqp_url(),
         data_dir: data_dir.to_path_buf(),
+        blob_url: BlobUrl::Folder(data_dir.join("blobs")),
         topology: Topology::with_prefix(prefix),
         limits: Limits::default(),
     }
@@ -57,6 +59,8 @@ pub struct Stack {
     pub client: Client,
     /// Shared by the gateway and workers of this stack.
     pub common: Common,
+    /// The in-process gateway's jobs service (stores, publisher), when there is one.
+    pub jobs: Option<pixmill_gateway::jobs::Jobs>,
     gateway_stop: CancellationToken,
     /// None for a stack whose gateway runs as a separate process.
     gateway: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -91,7 +95,8 @@ impl Stack {
         let mut settings = Settings {
             common: common.clone(),
             http_addr: "127.0.0.1:0".parse()?,
-            db_path: common.data_dir.join("pixmill.db"),
+            database_url: DatabaseUrl::Sqlite(common.data_dir.join("pixmill.db")),
+            result_redirect: None,
             max_upload_bytes: 25 * 1024 * 1024,
             publish_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(60),
@@ -104,6 +109,7 @@ impl Stack {
         };
         tweak(&mut settings);
         let app = Application::build(settings).await?;
+        let jobs = Some(app.jobs());
         let base = format!("http://127.0.0.1:{}", app.port());
         let gateway_stop = CancellationToken::new();
         let gateway = Some(tokio::spawn(
@@ -113,6 +119,7 @@ impl Stack {
             client: Client::new(&base),
             base,
             common,
+            jobs,
             gateway_stop,
             gateway,
             in_process: Vec::new(),
@@ -127,11 +134,27 @@ impl Stack {
             base: String::new(),
             client: Client::new("http://127.0.0.1:9"),
             common,
+            jobs: None,
             gateway_stop: CancellationToken::new(),
             gateway: None,
             in_process: Vec::new(),
             processes: Vec::new(),
         })
+    }
+
+    /// The blob folder of a stack on the default (folder) blob store.
+    pub fn blob_dir(&self) -> PathBuf {
+        match &self.common.blob_url {
+            BlobUrl::Folder(path) => path.clone(),
+            BlobUrl::S3 { .. } => panic!("this stack keeps its blobs in S3, not a folder"),
+        }
+    }
+
+    /// The in-process gateway's jobs service.
+    pub fn jobs(&self) -> &pixmill_gateway::jobs::Jobs {
+        self.jobs
+            .as_ref()
+            .expect("this stack has no in-process gateway")
     }
 
     /// Adds an in-process worker (its own broker connections, like a separate process).

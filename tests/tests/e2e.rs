@@ -250,8 +250,7 @@ async fn a_worker_failure_is_reported_with_its_code() {
         .json();
     assert_eq!(status["state"], "queued");
 
-    std::fs::remove_file(stack.common.blob_dir().join("inputs").join(&doomed_id))
-        .expect("remove input");
+    std::fs::remove_file(stack.blob_dir().join("inputs").join(&doomed_id)).expect("remove input");
     stack.add_worker("late-worker", 1);
 
     let ok = stack.client.wait_terminal(&ok_id).await.expect("wait");
@@ -291,7 +290,7 @@ async fn no_broker_means_a_quick_503_and_nothing_left_behind() {
         "took {:?}",
         started.elapsed()
     );
-    let leftovers = std::fs::read_dir(stack.common.blob_dir().join("inputs"))
+    let leftovers = std::fs::read_dir(stack.blob_dir().join("inputs"))
         .expect("inputs dir")
         .count();
     assert_eq!(leftovers, 0, "the withdrawn upload was removed");

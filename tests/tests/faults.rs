@@ -474,7 +474,7 @@ async fn a_full_queue_answers_with_back_pressure_and_loses_nothing() {
     );
     assert_eq!(refused, 30 - accepted);
     // The refused uploads left nothing behind.
-    let inputs = std::fs::read_dir(stack.common.blob_dir().join("inputs"))
+    let inputs = std::fs::read_dir(stack.blob_dir().join("inputs"))
         .expect("inputs")
         .count();
     assert_eq!(inputs, accepted);
@@ -527,7 +527,7 @@ async fn a_cancelled_queued_job_never_runs() {
     summary.check("cancel");
     // The worker took and skipped the cancelled job's message: the queue is drained, and
     // no result was ever written for it.
-    let results: Vec<String> = std::fs::read_dir(stack.common.blob_dir().join("results"))
+    let results: Vec<String> = std::fs::read_dir(stack.blob_dir().join("results"))
         .expect("results")
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();

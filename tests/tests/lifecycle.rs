@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use pixmill_gateway::store::{NewJob, TaskStore};
-use pixmill_shared::{BlobStore, OutputFormat, Step};
+use pixmill_gateway::store::NewJob;
+use pixmill_shared::{OutputFormat, Step, keys};
 use pixmill_tests::{Stack, TIMEOUT, common, photos::photo, temp_dir};
 use uuid::Uuid;
 
@@ -40,7 +40,7 @@ async fn until_job(
 /// Makes a job's upload unreadable (a folder where the file should be): the blob store
 /// answers with an I/O error that is not "not found", which a worker treats as transient.
 fn break_input(stack: &Stack, id: &str) -> Vec<u8> {
-    let input = stack.common.blob_dir().join("inputs").join(id);
+    let input = stack.blob_dir().join("inputs").join(id);
     let bytes = std::fs::read(&input).expect("read input");
     std::fs::remove_file(&input).expect("remove input");
     std::fs::create_dir(&input).expect("block input");
@@ -48,7 +48,7 @@ fn break_input(stack: &Stack, id: &str) -> Vec<u8> {
 }
 
 fn mend_input(stack: &Stack, id: &str, bytes: &[u8]) {
-    let input = stack.common.blob_dir().join("inputs").join(id);
+    let input = stack.blob_dir().join("inputs").join(id);
     std::fs::remove_dir(&input).expect("unblock input");
     std::fs::write(&input, bytes).expect("restore input");
 }
@@ -105,19 +105,18 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
     stack.add_worker("swept", 1);
 
     // What a crashed gateway leaves behind: a stored upload and a task, but no message.
-    let store = TaskStore::open(&stack.common.data_dir.join("pixmill.db")).expect("store");
-    let blobs = BlobStore::open(stack.common.blob_dir()).expect("blobs");
+    let (store, blobs) = (&stack.jobs().store, &stack.jobs().blobs);
     let orphan = |id: Uuid| NewJob {
         id,
         steps: vec![Step::Grayscale],
         format: OutputFormat::Png,
         quality: 85,
-        input_key: BlobStore::input_key(id),
+        input_key: keys::input(id),
         idempotency: None,
     };
     let (with_upload, without_upload) = (Uuid::new_v4(), Uuid::new_v4());
     blobs
-        .put(&BlobStore::input_key(with_upload), &photo("china.jpg"))
+        .put(&keys::input(with_upload), photo("china.jpg").into())
         .await
         .expect("upload");
     store.insert(orphan(with_upload)).await.expect("insert");
@@ -179,7 +178,7 @@ async fn finished_jobs_expire_after_the_retention_period() {
         .await
         .expect("result");
     assert_eq!(result.status, 410);
-    let blob_dir = stack.common.blob_dir();
+    let blob_dir = stack.blob_dir();
     assert!(!blob_dir.join("inputs").join(&id).exists(), "input removed");
     assert!(
         !blob_dir.join("results").join(format!("{id}.png")).exists(),
@@ -218,7 +217,6 @@ async fn deleting_a_finished_job_removes_its_result() {
     assert_eq!(result.error_code(), "result_deleted");
     assert!(
         !stack
-            .common
             .blob_dir()
             .join("results")
             .join(format!("{id}.png"))

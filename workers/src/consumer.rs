@@ -4,26 +4,20 @@
 //! worker that dies at any point leaves the job unacked and the broker hands it to
 //! another worker. The broker session is rebuilt after any connection failure.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel,
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    },
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable},
 };
 use pixmill_shared::{
-    BlobStore, ErrorCode, JobRequest, JobResult, Outcome, Reply,
-    amqp::{self, PublishError},
+    BlobError, Blobs, ErrorCode, JobRequest, JobResult, Outcome, Reply,
+    amqp::{self, PublishError, header_u32, requeue},
+    keys,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +37,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// What a worker shares between its in-flight jobs.
 struct Context {
     settings: Settings,
-    blobs: BlobStore,
+    /// Where inputs are read and results written (a folder or S3).
+    blobs: Blobs,
     /// The threads that run jobs' CPU work; they outlive broker sessions.
     slots: Slots,
     /// Confirm-mode channel on the publishing connection (kept apart from the consuming
@@ -53,23 +48,14 @@ struct Context {
 
 /// Runs a worker until `shutdown` is cancelled, reconnecting whenever the broker goes away.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let blobs = BlobStore::open(settings.common.blob_dir())?;
+    let blobs = Blobs::open(&settings.common.blob_url)
+        .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
     let slots = Slots::new(usize::from(settings.concurrency))?;
-    let mut backoff = Duration::from_millis(200);
-    info!(worker = %settings.name, concurrency = settings.concurrency, "worker starting");
-    loop {
-        match session(&settings, &blobs, &slots, &shutdown).await {
-            Ok(()) => break,
-            Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "broker session ended; reconnecting");
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
-    }
+    info!(worker = %settings.name, concurrency = settings.concurrency, blobs = %blobs.describe(), "worker starting");
+    amqp::reconnect_loop("worker", &shutdown, MAX_BACKOFF, || {
+        session(&settings, &blobs, &slots, &shutdown)
+    })
+    .await;
     info!(worker = %settings.name, "worker stopped");
     Ok(())
 }
@@ -77,7 +63,7 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
 /// One connected session. Returns `Ok` only on shutdown.
 async fn session(
     settings: &Settings,
-    blobs: &BlobStore,
+    blobs: &Blobs,
     slots: &Slots,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -162,11 +148,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
         Ok(job) => job,
         Err(e) => {
             // Without a parseable job there is nothing to run; answer if we know its id.
-            let id = delivery
-                .properties
-                .correlation_id()
-                .as_ref()
-                .and_then(|c| Uuid::parse_str(c.as_str()).ok());
+            let id = amqp::job_id(&delivery);
             warn!(error = %e, ?id, "unreadable job message");
             if let Some(id) = id {
                 let outcome = Outcome::Failed {
@@ -185,12 +167,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     };
     let span = info_span!("job", job_id = %job.id, attempt);
     async move {
-        if ctx
-            .blobs
-            .exists(&BlobStore::cancel_key(job.id))
-            .await
-            .unwrap_or(false)
-        {
+        if ctx.blobs.is_cancelled(job.id).await.unwrap_or(false) {
             info!("skipping a cancelled job");
             let _ = delivery.ack(BasicAckOptions::default()).await;
             return;
@@ -256,56 +233,41 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     .await;
 }
 
-/// Reads the input, processes it and stores the result, all on a job slot's thread, off
-/// the async executor. One thread then touches every buffer of the job: nothing is
-/// copied between the runtime and the blocking pool.
+/// Reads the input, processes it on a job slot's thread (off the async executor), and
+/// stores the result. The slot does only CPU work, so a slow blob store never holds
+/// one; the time limit covers the whole job, I/O included.
 async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError> {
     let limits = ctx.settings.common.limits;
-    let key = BlobStore::result_key(job.id, job.format);
-    // Set when the time limit passes: the work, which cannot be stopped, then drops its
-    // result instead of storing it for a job already reported as failed.
-    let abandoned = Arc::new(AtomicBool::new(false));
-    let work = {
-        let (job, blobs, key, abandoned) = (
-            job.clone(),
-            ctx.blobs.clone(),
-            key.clone(),
-            abandoned.clone(),
-        );
-        move || -> Result<pipeline::Processed, JobError> {
-            let input = blobs.get_blocking(&job.input).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    JobError::permanent(
-                        ErrorCode::InputMissing,
-                        "the uploaded image is no longer in the blob store",
-                    )
-                } else {
-                    JobError::Transient(format!("reading the input failed: {e}"))
-                }
-            })?;
-            let processed = pipeline::process(&job, &input, &limits)?;
-            drop(input);
-            if !abandoned.load(Ordering::Acquire) {
-                blobs
-                    .put_blocking(&key, &processed.bytes)
-                    .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
-            }
-            Ok(processed)
-        }
-    };
+    let key = keys::result(job.id, job.format);
     let timeout = ctx.settings.job_timeout;
-    let processed = match ctx.slots.run(timeout, work).await {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let timed_out = || {
+        JobError::permanent(
+            ErrorCode::Timeout,
+            format!(
+                "the job ran longer than the {}s time limit",
+                timeout.as_secs_f64()
+            ),
+        )
+    };
+    let input = tokio::time::timeout_at(deadline, ctx.blobs.get(&job.input))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| match e {
+            BlobError::NotFound(_) => JobError::permanent(
+                ErrorCode::InputMissing,
+                "the uploaded image is no longer in the blob store",
+            ),
+            other => JobError::Transient(format!("reading the input failed: {other}")),
+        })?;
+    let work = {
+        let job = job.clone();
+        move || pipeline::process(&job, &input, &limits)
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let processed = match ctx.slots.run(left, work).await {
         Ok(result) => result?,
-        Err(SlotError::TimedOut) => {
-            abandoned.store(true, Ordering::Release);
-            return Err(JobError::permanent(
-                ErrorCode::Timeout,
-                format!(
-                    "the job ran longer than the {}s time limit",
-                    timeout.as_secs_f64()
-                ),
-            ));
-        }
+        Err(SlotError::TimedOut) => return Err(timed_out()),
         Err(SlotError::Panicked(message)) => {
             error!(%message, "the pipeline panicked");
             return Err(JobError::permanent(
@@ -317,12 +279,17 @@ async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError>
             return Err(JobError::Transient("the worker is shutting down".into()));
         }
     };
+    let bytes = processed.bytes.len() as u64;
+    tokio::time::timeout_at(deadline, ctx.blobs.put(&key, Bytes::from(processed.bytes)))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
     Ok(JobResult {
         key,
         content_type: pipeline::content_type(job.format).into(),
         width: processed.width,
         height: processed.height,
-        bytes: processed.bytes.len() as u64,
+        bytes,
         processing_ms: processed.elapsed_ms,
     })
 }
@@ -341,38 +308,21 @@ async fn reply(
         attempt,
         outcome,
     };
-    let body = serde_json::to_vec(&reply)
-        .map_err(|e| PublishError::Amqp(lapin::Error::from(std::io::Error::other(e))))?;
     let id = id.to_string();
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_correlation_id(id.as_str().into());
-    amqp::publish_confirmed(&ctx.replies, "", reply_to, &body, properties, REPLY_TIMEOUT).await
+    let properties = BasicProperties::default().with_correlation_id(id.as_str().into());
+    amqp::publish_json(
+        &ctx.replies,
+        "",
+        reply_to,
+        &reply,
+        properties,
+        REPLY_TIMEOUT,
+    )
+    .await
 }
 
 /// Header carrying how many transient-failure retries a job has had.
 const RETRIES_HEADER: &str = "x-pixmill-retries";
-
-/// A numeric header: `x-delivery-count` (earlier deliveries of this message, counted by
-/// the quorum queue) or our retry count. Missing means 0.
-fn header_u32(delivery: &Delivery, name: &str) -> u32 {
-    let Some(headers) = delivery.properties.headers() else {
-        return 0;
-    };
-    let value = headers
-        .inner()
-        .iter()
-        .find(|(k, _)| k.as_str() == name)
-        .map(|(_, v)| v);
-    match value {
-        Some(AMQPValue::LongLongInt(n)) => u32::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongInt(n)) => u32::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::LongUInt(n)) => *n,
-        Some(AMQPValue::ShortInt(n)) => u32::try_from(*n).unwrap_or(0),
-        Some(AMQPValue::ShortUInt(n)) => u32::from(*n),
-        _ => 0,
-    }
-}
 
 /// Exponential back-off from `base`, doubling per retry up to 60 s, with ±50 % jitter.
 fn backoff(base: Duration, retries: u32) -> Duration {
@@ -420,11 +370,4 @@ async fn schedule_retry(
         REPLY_TIMEOUT,
     )
     .await
-}
-
-fn requeue() -> BasicNackOptions {
-    BasicNackOptions {
-        requeue: true,
-        ..BasicNackOptions::default()
-    }
 }

@@ -1,76 +1,27 @@
-//! The task store: one row per job, in an embedded SQLite file.
+//! The task store: one record per job, behind one interface with two backends.
 //!
-//! Only the gateway writes here (workers report through replies), and every write that
-//! comes from a reply is conditional on the current state, so a duplicate or late reply
-//! can never move a job backwards.
+//! - `sqlite://PATH` ([`sqlite`]): an embedded file, the one-machine default. One
+//!   gateway per file; a second one is refused at start-up.
+//! - `postgres://…` ([`postgres`]): for any number of gateways.
+//!
+//! Only gateways write here (workers report through replies). Every write that a reply
+//! causes is a [`Change`], applied only when the job's current state is one of
+//! [`JobState::sources`]: the forward-only rule lives in the domain, the SQL per backend
+//! only carries it out. Background passes *claim* their rows with a lease, so N
+//! gateways never sweep or expire the same job at once.
 
-use std::{
-    path::Path,
-    sync::{Arc, Mutex},
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use pixmill_shared::{
+    JobResult, OutputFormat, Step,
+    events::{EventError, EventResult, JobEvent},
 };
-
-use pixmill_shared::{JobResult, OutputFormat, Step};
-use rusqlite::{Connection, OptionalExtension, params};
-
-mod schema;
-mod upkeep;
-
-use schema::{Parts, migrate, row_to_parts};
-use serde::Serialize;
 use uuid::Uuid;
 
-/// Where a job is in its life. Stored as its wire name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    /// Finished, and its input and result were removed after the retention period.
-    Expired,
-}
+pub mod postgres;
+pub mod sqlite;
 
-impl State {
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Running => "running",
-            State::Succeeded => "succeeded",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
-            State::Expired => "expired",
-        }
-    }
-
-    fn parse(s: &str) -> rusqlite::Result<Self> {
-        Ok(match s {
-            "queued" => State::Queued,
-            "running" => State::Running,
-            "succeeded" => State::Succeeded,
-            "failed" => State::Failed,
-            "cancelled" => State::Cancelled,
-            "expired" => State::Expired,
-            other => {
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    format!("unknown state {other:?}").into(),
-                ));
-            }
-        })
-    }
-
-    /// True once nothing more will happen to the job.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            State::Succeeded | State::Failed | State::Cancelled | State::Expired
-        )
-    }
-}
+pub use pixmill_shared::JobState as State;
 
 /// A job as the API shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +50,34 @@ pub struct Job {
     pub result_deleted_at: Option<i64>,
 }
 
+impl Job {
+    /// The change notice for this job's current state.
+    pub fn event(&self) -> JobEvent {
+        JobEvent {
+            job_id: self.id,
+            state: self.state,
+            at_ms: self.updated_at,
+            attempts: self.attempts,
+            worker: self.worker.clone(),
+            error: self
+                .error
+                .clone()
+                .map(|(code, message)| EventError { code, message }),
+            result: self
+                .result
+                .as_ref()
+                .filter(|_| self.state == State::Succeeded)
+                .map(|r| EventResult {
+                    content_type: r.content_type.clone(),
+                    width: r.width,
+                    height: r.height,
+                    bytes: r.bytes,
+                    processing_ms: r.processing_ms,
+                }),
+        }
+    }
+}
+
 /// A new job, as accepted by the gateway.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -111,348 +90,235 @@ pub struct NewJob {
     pub idempotency: Option<(String, String)>,
 }
 
-/// Errors of the store. All of them mean "the store is unavailable" to a client.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("a job with this idempotency key already exists")]
-    DuplicateKey,
-    #[error("task store: {0}")]
-    Sql(#[from] rusqlite::Error),
-    #[error("task store: stored steps are unreadable: {0}")]
-    Corrupt(#[from] serde_json::Error),
-    #[error("task store: worker thread failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-}
-
-/// Handle to the SQLite task store. Cheap to clone.
-///
-/// SQLite serialises writers anyway, so one connection behind a mutex, used from blocking
-/// threads, is both the simplest and the fastest arrangement for a single gateway.
-#[derive(Debug, Clone)]
-pub struct TaskStore {
-    conn: Arc<Mutex<Connection>>,
-}
-
-impl TaskStore {
-    /// Opens (creating if needed) the database file at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
-                    Some(e.to_string()),
-                )
-            })?;
-        }
-        let conn = Connection::open(path)?;
-        // WAL lets readers run beside the writer; NORMAL sync is durable across process
-        // crashes, which is the failure that matters for a single-machine gateway.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        migrate(&conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
-    }
-
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut guard)
-        })
-        .await?
-    }
-
-    /// Records a new `queued` job.
-    pub async fn insert(&self, job: NewJob) -> Result<(), StoreError> {
-        let steps = serde_json::to_string(&job.steps)?;
-        let format = serde_json::to_value(job.format)?
-            .as_str()
-            .unwrap_or("jpeg")
-            .to_string();
-        let now = pixmill_shared::now_ms();
-        self.with(move |c| {
-            let (key, hash) = job.idempotency.unzip();
-            let inserted = c.execute(
-                "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                                   idempotency_key, request_hash)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
-                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash],
-            );
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(StoreError::DuplicateKey)
-                }
-                other => other.map(|_| ()).map_err(StoreError::from),
-            }
-        })
-        .await
-    }
-
-    /// Removes a job whose publish failed, so no job is left `queued` with no message.
-    pub async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
-        self.with(move |c| {
-            c.execute("DELETE FROM jobs WHERE id = ?1", params![id.to_string()])?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Looks a job up.
-    pub async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
-        self.with(move |c| {
-            let row = c
-                .query_row(
-                    "SELECT * FROM jobs WHERE id = ?1",
-                    params![id.to_string()],
-                    row_to_parts,
-                )
-                .optional()?;
-            row.map(Parts::into_job).transpose()
-        })
-        .await
-    }
-
-    /// A worker started the job. Moves `queued` → `running`; never touches a finished job.
-    pub async fn mark_running(
-        &self,
-        id: Uuid,
-        worker: String,
-        attempt: u32,
-    ) -> Result<bool, StoreError> {
-        let now = pixmill_shared::now_ms();
-        self.with(move |c| {
-            let n = c.execute(
-                "UPDATE jobs SET state = 'running', worker = ?2, attempts = MAX(attempts, ?3),
-                        started_at = COALESCE(started_at, ?4), updated_at = ?4
-                 WHERE id = ?1 AND state IN ('queued', 'running')",
-                params![id.to_string(), worker, attempt, now],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    /// The job succeeded. Only a job not yet terminal changes.
-    pub async fn mark_succeeded(
-        &self,
-        id: Uuid,
+/// A move of a job to another state. Applied only from [`Change::target`]'s sources.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A worker started the job (or started it again after a redelivery).
+    Running { worker: String, attempt: u32 },
+    /// The result is stored.
+    Succeeded {
         worker: String,
         attempt: u32,
         result: JobResult,
-    ) -> Result<bool, StoreError> {
-        let now = pixmill_shared::now_ms();
-        self.with(move |c| {
-            let n = c.execute(
-                "UPDATE jobs SET state = 'succeeded', worker = ?2, attempts = MAX(attempts, ?3),
-                        started_at = COALESCE(started_at, ?4), finished_at = ?4, updated_at = ?4,
-                        result_key = ?5, result_content_type = ?6, result_width = ?7,
-                        result_height = ?8, result_bytes = ?9, processing_ms = ?10
-                 WHERE id = ?1 AND state IN ('queued', 'running')",
-                params![
-                    id.to_string(),
-                    worker,
-                    attempt,
-                    now,
-                    result.key,
-                    result.content_type,
-                    result.width,
-                    result.height,
-                    i64::try_from(result.bytes).unwrap_or(i64::MAX),
-                    i64::try_from(result.processing_ms).unwrap_or(i64::MAX),
-                ],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    /// The job failed for good. Only a job not yet terminal changes.
-    pub async fn mark_failed(
-        &self,
-        id: Uuid,
+    },
+    /// The job failed for good. `worker` is None when no worker reported it (the
+    /// dead-letter queue, the sweeper).
+    Failed {
         worker: Option<String>,
         attempt: u32,
         code: String,
         message: String,
-    ) -> Result<bool, StoreError> {
-        let now = pixmill_shared::now_ms();
-        self.with(move |c| {
-            let n = c.execute(
-                "UPDATE jobs SET state = 'failed', worker = COALESCE(?2, worker), attempts = MAX(attempts, ?3),
-                        finished_at = ?4, updated_at = ?4, error_code = ?5, error_message = ?6
-                 WHERE id = ?1 AND state IN ('queued', 'running')",
-                params![id.to_string(), worker, attempt, now, code, message],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
+    },
+    /// Cancelled while still queued.
+    Cancelled,
+    /// Its blobs were removed after the retention period.
+    Expired,
+}
 
-    /// The job created earlier with this idempotency key, and the request hash it had.
-    pub async fn find_by_key(&self, key: String) -> Result<Option<(Job, String)>, StoreError> {
-        self.with(move |c| {
-            let row = c
-                .query_row(
-                    "SELECT * FROM jobs WHERE idempotency_key = ?1",
-                    params![key],
-                    |row| {
-                        Ok((
-                            row_to_parts(row)?,
-                            row.get::<_, Option<String>>("request_hash")?,
-                        ))
-                    },
-                )
-                .optional()?;
-            row.map(|(parts, hash)| Ok((parts.into_job()?, hash.unwrap_or_default())))
-                .transpose()
-        })
-        .await
-    }
-
-    /// The broker confirmed the job's message.
-    pub async fn mark_published(&self, id: Uuid) -> Result<(), StoreError> {
-        let now = pixmill_shared::now_ms();
-        self.with(move |c| {
-            c.execute(
-                "UPDATE jobs SET published_at = ?2 WHERE id = ?1",
-                params![id.to_string(), now],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Cancels a job that is still queued. Returns false when it was not queued.
-    pub async fn cancel(&self, id: Uuid) -> Result<bool, StoreError> {
-        let now = pixmill_shared::now_ms();
-        self.with(move |c| {
-            let n = c.execute(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2,
-                        error_code = 'cancelled', error_message = 'the job was cancelled before it ran'
-                 WHERE id = ?1 AND state = 'queued'",
-                params![id.to_string(), now],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    /// Records that a finished job's result was deleted on request.
-    pub async fn mark_result_deleted(&self, id: Uuid) -> Result<(), StoreError> {
-        let now = pixmill_shared::now_ms();
-        self.with(move |c| {
-            c.execute(
-                "UPDATE jobs SET result_deleted_at = COALESCE(result_deleted_at, ?2), updated_at = ?2
-                 WHERE id = ?1",
-                params![id.to_string(), now],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Answers when the database responds.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.with(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await
+impl Change {
+    /// The state the job is in after the change.
+    pub fn target(&self) -> State {
+        match self {
+            Change::Running { .. } => State::Running,
+            Change::Succeeded { .. } => State::Succeeded,
+            Change::Failed { .. } => State::Failed,
+            Change::Cancelled => State::Cancelled,
+            Change::Expired => State::Expired,
+        }
     }
 }
+
+/// Which background pass claims rows (each has its own lease column value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sweep {
+    /// `queued` jobs whose publish was never confirmed, created before the cutoff.
+    Unpublished,
+    /// `running` jobs with no news since before the cutoff.
+    StaleRunning,
+    /// Finished jobs older than the cutoff that still hold blobs.
+    Expiry,
+}
+
+impl Sweep {
+    /// The SQL condition (the same for every backend) that selects this pass's jobs.
+    /// `cutoff` is a timestamp our code computed, never input, so it is written inline.
+    pub fn condition(self, cutoff: i64) -> String {
+        match self {
+            Sweep::Unpublished => {
+                format!("state = 'queued' AND published_at IS NULL AND created_at < {cutoff}")
+            }
+            Sweep::StaleRunning => format!("state = 'running' AND updated_at < {cutoff}"),
+            Sweep::Expiry => format!(
+                "state IN ({}) AND finished_at < {cutoff}",
+                State::Expired.sources_sql()
+            ),
+        }
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The idempotency key is taken (two identical requests raced).
+    #[error("a job with this idempotency key already exists")]
+    DuplicateKey,
+    /// The database could not be reached or refused the query: a 503 to clients.
+    #[error("task store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row could not be read back: a bug or a hand-edited database.
+    #[error("task store: a stored job is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// What every task-store backend offers.
+#[async_trait::async_trait]
+pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
+    /// `sqlite` or `postgres`, for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+
+    /// Records a new `queued` job.
+    async fn insert(&self, job: NewJob) -> Result<(), StoreError>;
+
+    /// Removes a job whose publish failed, so no job is left `queued` with no message.
+    async fn delete(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Looks a job up.
+    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
+
+    /// The job created earlier with this idempotency key, and its request hash.
+    async fn find_by_key(&self, key: &str) -> Result<Option<(Job, String)>, StoreError>;
+
+    /// Applies `change` if the job's state allows it; returns the job as it is now when
+    /// it changed, None when the change did not apply (late, duplicate, unknown id).
+    async fn apply(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError>;
+
+    /// The broker confirmed the job's message.
+    async fn mark_published(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// The sweeper published the job again.
+    async fn mark_republished(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// A finished job's result was deleted on request.
+    async fn mark_result_deleted(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` jobs that `sweep` should handle, whose cutoff timestamp
+    /// is before `cutoff` (ms), and which no other pass holds: each is leased until
+    /// `lease_until` (ms), so another gateway's pass skips it until then.
+    async fn claim(
+        &self,
+        sweep: Sweep,
+        cutoff: i64,
+        limit: u32,
+        lease_until: i64,
+    ) -> Result<Vec<Job>, StoreError>;
+
+    /// Gives up a claim early (the pass could not finish the job), so the next pass, on
+    /// any gateway, may claim it again at once.
+    async fn release(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Answers when the database responds.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A shared handle to the configured task store.
+pub type Store = Arc<dyn TaskStore>;
+
+/// A parsed `PIXMILL_DATABASE_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// `sqlite://PATH` (relative to the working directory).
+    Sqlite(PathBuf),
+    /// `postgres://user[:password]@host[:port]/db[?…]`, as libpq spells it.
+    Postgres(String),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    /// Never prints a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    /// The URL with any password replaced by `***`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                match rest.split_once('@') {
+                    Some((creds, host)) if creds.contains(':') => {
+                        let user = creds.split(':').next().unwrap_or_default();
+                        write!(f, "{scheme}://{user}:***@{host}")
+                    }
+                    _ => write!(f, "{url}"),
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for DatabaseUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file, e.g. sqlite://var/data/pixmill.db".into());
+            }
+            Ok(DatabaseUrl::Sqlite(path.into()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+            Ok(DatabaseUrl::Postgres(url.into()))
+        } else {
+            Err("expected sqlite://PATH or postgres://user@host:port/database".into())
+        }
+    }
+}
+
+/// Opens (creating and migrating as needed) the store a URL names.
+pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path)?),
+        DatabaseUrl::Postgres(url) => Arc::new(postgres::PgStore::connect(url).await?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    async fn store() -> TaskStore {
-        let path = std::env::temp_dir().join(format!("pixmill-store-{}.db", Uuid::new_v4()));
-        TaskStore::open(&path).expect("open")
-    }
-
-    fn new_job(id: Uuid) -> NewJob {
-        NewJob {
-            id,
-            steps: vec![Step::Grayscale],
-            format: OutputFormat::Png,
-            quality: 85,
-            input_key: format!("inputs/{id}"),
-            idempotency: None,
+    #[test]
+    fn database_urls_parse_and_hide_passwords() {
+        let sqlite: DatabaseUrl = "sqlite://var/data/pixmill.db".parse().expect("sqlite");
+        assert_eq!(sqlite, DatabaseUrl::Sqlite("var/data/pixmill.db".into()));
+        let pg: DatabaseUrl = "postgres://pixmill:s3cret@db:5432/pixmill"
+            .parse()
+            .expect("postgres");
+        assert_eq!(pg.to_string(), "postgres://pixmill:***@db:5432/pixmill");
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        for bad in ["var/data/pixmill.db", "sqlite://", "mysql://x/y"] {
+            assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
         }
     }
 
-    fn result() -> JobResult {
-        JobResult {
-            key: "results/x.png".into(),
-            content_type: "image/png".into(),
-            width: 1,
-            height: 2,
-            bytes: 3,
-            processing_ms: 4,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_job_moves_forward_only() {
-        let store = store().await;
-        let id = Uuid::new_v4();
-        store.insert(new_job(id)).await.expect("insert");
+    #[test]
+    fn changes_name_their_target_state() {
+        assert_eq!(Change::Cancelled.target(), State::Cancelled);
         assert_eq!(
-            store.get(id).await.expect("get").expect("exists").state,
-            State::Queued
+            Change::Running {
+                worker: "w".into(),
+                attempt: 1
+            }
+            .target(),
+            State::Running
         );
-
-        assert!(
-            store
-                .mark_running(id, "w1".into(), 1)
-                .await
-                .expect("running")
-        );
-        assert!(
-            store
-                .mark_succeeded(id, "w1".into(), 1, result())
-                .await
-                .expect("succeeded")
-        );
-        // A late `started` and a duplicate terminal reply change nothing.
-        assert!(
-            !store
-                .mark_running(id, "w2".into(), 2)
-                .await
-                .expect("late start")
-        );
-        assert!(
-            !store
-                .mark_failed(id, None, 2, "internal".into(), "x".into())
-                .await
-                .expect("late fail")
-        );
-
-        let job = store.get(id).await.expect("get").expect("exists");
-        assert_eq!(job.state, State::Succeeded);
-        assert_eq!(job.result, Some(result()));
-        assert_eq!(job.worker.as_deref(), Some("w1"));
-        assert_eq!(job.steps, vec![Step::Grayscale]);
-        assert!(job.finished_at.is_some());
-    }
-
-    #[tokio::test]
-    async fn unknown_and_deleted_jobs_are_absent() {
-        let store = store().await;
-        let id = Uuid::new_v4();
-        assert_eq!(store.get(id).await.expect("get"), None);
-        store.insert(new_job(id)).await.expect("insert");
-        store.delete(id).await.expect("delete");
-        assert_eq!(store.get(id).await.expect("get"), None);
-        store.ping().await.expect("ping");
     }
 }

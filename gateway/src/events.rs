@@ -1,0 +1,132 @@
+//! Hearing about changes, from this gateway and from every other one.
+//!
+//! Whoever applies a change (a reply, a cancel, the sweeper) tells [`JobEvents`] here at
+//! once and publishes a [`JobEvent`] on the events exchange. [`listen`] consumes this
+//! gateway's private queue on that exchange and tells [`JobEvents`] too, so a long-poll
+//! here wakes when another gateway applied the reply. Listeners only learn *which* job
+//! changed and re-read the store, so a duplicate or missed notice costs a re-read.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use pixmill_shared::{JobEvent, Topology, amqp};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::{publisher::Publisher, store::Job};
+
+/// In-process fan-out of "job X changed" to waiting requests.
+#[derive(Debug, Clone)]
+pub struct JobEvents(broadcast::Sender<Uuid>);
+
+impl Default for JobEvents {
+    fn default() -> Self {
+        Self(broadcast::channel(4096).0)
+    }
+}
+
+impl JobEvents {
+    /// Starts listening; subscribe *before* reading the state to wait on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
+        self.0.subscribe()
+    }
+
+    /// Wakes this gateway's waiters on `id`.
+    pub fn notify(&self, id: Uuid) {
+        let _ = self.0.send(id);
+    }
+}
+
+/// Tells everyone that a job changed: this gateway's waiters now, every other gateway
+/// (and any other listener) through the events exchange.
+#[derive(Debug, Clone)]
+pub struct Notifier {
+    pub events: JobEvents,
+    publisher: Arc<Publisher>,
+}
+
+/// How long a notice may wait for the broker's confirm.
+const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Notifier {
+    pub fn new(events: JobEvents, publisher: Arc<Publisher>) -> Self {
+        Self { events, publisher }
+    }
+
+    /// Announces `job`'s current state. Publishing runs in the background: the caller
+    /// (often the reply consumer) never waits on it, and a lost notice only delays a
+    /// waiter on another gateway until its next periodic re-read.
+    pub fn changed(&self, job: &Job) {
+        self.events.notify(job.id);
+        let (publisher, event) = (self.publisher.clone(), job.event());
+        tokio::spawn(async move {
+            if let Err(e) = publisher.publish_notice(&event, NOTICE_TIMEOUT).await {
+                debug!(job_id = %event.job_id, error = %e, "change notice not published");
+            }
+        });
+    }
+}
+
+/// Consumes this gateway's private notice queue until `shutdown`, reconnecting as
+/// needed, and wakes local waiters for every notice.
+pub async fn listen(
+    url: String,
+    topology: Topology,
+    events: JobEvents,
+    shutdown: CancellationToken,
+) {
+    amqp::reconnect_loop("event listener", &shutdown, Duration::from_secs(5), || {
+        session(&url, &topology, &events, &shutdown)
+    })
+    .await;
+}
+
+async fn session(
+    url: &str,
+    topology: &Topology,
+    events: &JobEvents,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let conn = amqp::connect(url, "pixmill-gateway-events").await?;
+    let channel = conn.create_channel().await?;
+    topology.declare(&channel).await?;
+    let queue = topology.declare_event_listener(&channel).await?;
+    channel.basic_qos(512, BasicQosOptions::default()).await?;
+    let mut notices = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                exclusive: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    info!(exchange = %topology.events, %queue, "listening for change notices");
+    // Notices published while this listener was away are gone with its old queue: wake
+    // every waiter once so each re-reads the store.
+    events.notify(Uuid::nil());
+    let result = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            next = notices.next() => match next {
+                Some(Ok(delivery)) => match serde_json::from_slice::<JobEvent>(&delivery.data) {
+                    Ok(event) => events.notify(event.job_id),
+                    Err(e) => warn!(error = %e, "ignoring an unreadable change notice"),
+                },
+                Some(Err(e)) => break Err(e.into()),
+                None => break Err(anyhow::anyhow!("the notice consumer was cancelled")),
+            },
+        }
+    };
+    let _ = conn.close(200, "gateway shutting down".into()).await;
+    result
+}

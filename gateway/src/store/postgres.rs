@@ -1,0 +1,411 @@
+//! The PostgreSQL backend, for any number of gateways.
+//!
+//! tokio-postgres (async, pipelined, no build-time database) behind a deadpool-postgres
+//! pool. Pool waits and connects are short, so a database that is down turns into a
+//! quick 503 with `Retry-After`, never a hung request. Background passes claim rows with
+//! `FOR UPDATE SKIP LOCKED` and a lease, so two gateways never take the same job.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
+use pixmill_shared::JobResult;
+use tokio_postgres::{NoTls, Row, error::SqlState, types::ToSql};
+use uuid::Uuid;
+
+use super::{Change, Job, NewJob, State, StoreError, Sweep, TaskStore};
+
+/// Connections per gateway. Each request holds one only for its queries.
+const POOL_SIZE: usize = 16;
+/// Longest wait for a pooled connection, or for a new one, before answering 503.
+const POOL_TIMEOUT: Duration = Duration::from_secs(2);
+/// Migrations take this advisory lock, so gateways starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x7069_786d_696c_6c; // "pixmill"
+
+/// The migrations, in order; `pixmill_schema` records how many have run.
+const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+        id                  UUID PRIMARY KEY,
+        state               TEXT NOT NULL,
+        steps               JSONB NOT NULL,
+        format              TEXT NOT NULL,
+        quality             SMALLINT NOT NULL,
+        input_key           TEXT NOT NULL,
+        created_at          BIGINT NOT NULL,
+        updated_at          BIGINT NOT NULL,
+        started_at          BIGINT,
+        finished_at         BIGINT,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        worker              TEXT,
+        error_code          TEXT,
+        error_message       TEXT,
+        result_key          TEXT,
+        result_content_type TEXT,
+        result_width        INTEGER,
+        result_height       INTEGER,
+        result_bytes        BIGINT,
+        processing_ms       BIGINT,
+        idempotency_key     TEXT UNIQUE,
+        request_hash        TEXT,
+        published_at        BIGINT,
+        republished         INTEGER NOT NULL DEFAULT 0,
+        result_deleted_at   BIGINT,
+        lease_until         BIGINT
+    );
+    CREATE INDEX jobs_state ON jobs (state, updated_at);
+    CREATE INDEX jobs_finished ON jobs (state, finished_at);
+    CREATE INDEX jobs_created ON jobs (state, created_at);"];
+
+/// Handle to the PostgreSQL task store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+            StoreError::DuplicateKey
+        } else {
+            StoreError::Unavailable(format!("postgres: {e}"))
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Unavailable(format!("postgres: no connection: {e}"))
+    }
+}
+
+impl PgStore {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("postgres URL: {e}")))?;
+        config.connect_timeout(POOL_TIMEOUT);
+        config.application_name("pixmill-gateway");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .timeouts(Timeouts {
+                wait: Some(POOL_TIMEOUT),
+                create: Some(POOL_TIMEOUT),
+                recycle: Some(POOL_TIMEOUT),
+            })
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("postgres pool: {e}")))?;
+        let store = Self { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS pixmill_schema (version INTEGER NOT NULL)")
+            .await?;
+        let done: i64 = tx
+            .query_one("SELECT count(*) FROM pixmill_schema", &[])
+            .await?
+            .get(0);
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            tx.batch_execute(migration).await?;
+            tx.execute(
+                "INSERT INTO pixmill_schema (version) VALUES ($1)",
+                &[&(i as i32 + 1)],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Job>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        client
+            .query(&statement, params)
+            .await?
+            .iter()
+            .map(row_to_job)
+            .collect()
+    }
+
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.execute(&statement, params).await?)
+    }
+}
+
+fn int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait::async_trait]
+impl TaskStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn insert(&self, job: NewJob) -> Result<(), StoreError> {
+        let steps = serde_json::to_value(&job.steps)?;
+        let now = pixmill_shared::now_ms();
+        let (key, hash) = job.idempotency.unzip();
+        self.execute(
+            "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
+                               idempotency_key, request_hash)
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8)",
+            &[
+                &job.id,
+                &steps,
+                &job.format.as_str(),
+                &i16::from(job.quality),
+                &job.input_key,
+                &now,
+                &key,
+                &hash,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
+        self.execute("DELETE FROM jobs WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .rows("SELECT * FROM jobs WHERE id = $1", &[&id])
+            .await?
+            .pop())
+    }
+
+    async fn find_by_key(&self, key: &str) -> Result<Option<(Job, String)>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached("SELECT * FROM jobs WHERE idempotency_key = $1")
+            .await?;
+        match client.query_opt(&statement, &[&key]).await? {
+            None => Ok(None),
+            Some(row) => {
+                let hash: Option<String> = row.try_get("request_hash")?;
+                Ok(Some((row_to_job(&row)?, hash.unwrap_or_default())))
+            }
+        }
+    }
+
+    async fn apply(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError> {
+        let now = pixmill_shared::now_ms();
+        let sources = change.target().sources_sql();
+        let rows = match change {
+            Change::Running { worker, attempt } => {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'running', worker = $2, attempts = GREATEST(attempts, $3),
+                            started_at = COALESCE(started_at, $4), updated_at = $4
+                     WHERE id = $1 AND state IN ({sources}) RETURNING *"
+                );
+                self.rows(&sql, &[&id, &worker, &int(attempt), &now])
+                    .await?
+            }
+            Change::Succeeded {
+                worker,
+                attempt,
+                result,
+            } => {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'succeeded', worker = $2, attempts = GREATEST(attempts, $3),
+                            started_at = COALESCE(started_at, $4), finished_at = $4, updated_at = $4,
+                            result_key = $5, result_content_type = $6, result_width = $7,
+                            result_height = $8, result_bytes = $9, processing_ms = $10
+                     WHERE id = $1 AND state IN ({sources}) RETURNING *"
+                );
+                let params: [&(dyn ToSql + Sync); 10] = [
+                    &id,
+                    &worker,
+                    &int(attempt),
+                    &now,
+                    &result.key,
+                    &result.content_type,
+                    &int(result.width),
+                    &int(result.height),
+                    &big(result.bytes),
+                    &big(result.processing_ms),
+                ];
+                self.rows(&sql, &params).await?
+            }
+            Change::Failed {
+                worker,
+                attempt,
+                code,
+                message,
+            } => {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'failed', worker = COALESCE($2, worker),
+                            attempts = GREATEST(attempts, $3), finished_at = $4, updated_at = $4,
+                            error_code = $5, error_message = $6
+                     WHERE id = $1 AND state IN ({sources}) RETURNING *"
+                );
+                self.rows(&sql, &[&id, &worker, &int(attempt), &now, &code, &message])
+                    .await?
+            }
+            Change::Cancelled => {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $2, updated_at = $2,
+                            error_code = 'cancelled',
+                            error_message = 'the job was cancelled before it ran'
+                     WHERE id = $1 AND state IN ({sources}) RETURNING *"
+                );
+                self.rows(&sql, &[&id, &now]).await?
+            }
+            Change::Expired => {
+                let sql = format!(
+                    "UPDATE jobs SET state = 'expired', updated_at = $2
+                     WHERE id = $1 AND state IN ({sources}) RETURNING *"
+                );
+                self.rows(&sql, &[&id, &now]).await?
+            }
+        };
+        Ok(rows.into_iter().next())
+    }
+
+    async fn mark_published(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.execute(
+            "UPDATE jobs SET published_at = $2 WHERE id = $1",
+            &[&id, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_republished(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.execute(
+            "UPDATE jobs SET published_at = $2, updated_at = $2, republished = republished + 1
+             WHERE id = $1",
+            &[&id, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_result_deleted(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.execute(
+            "UPDATE jobs SET result_deleted_at = COALESCE(result_deleted_at, $2), updated_at = $2
+             WHERE id = $1",
+            &[&id, &now],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        sweep: Sweep,
+        cutoff: i64,
+        limit: u32,
+        lease_until: i64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let now = pixmill_shared::now_ms();
+        let sql = format!(
+            "UPDATE jobs SET lease_until = $1 WHERE id IN (
+                 SELECT id FROM jobs WHERE {} AND COALESCE(lease_until, 0) < $2
+                 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED
+             ) RETURNING *",
+            sweep.condition(cutoff)
+        );
+        self.rows(&sql, &[&lease_until, &now, &i64::from(limit)])
+            .await
+    }
+
+    async fn release(&self, id: Uuid) -> Result<(), StoreError> {
+        self.execute("UPDATE jobs SET lease_until = NULL WHERE id = $1", &[&id])
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+fn row_to_job(row: &Row) -> Result<Job, StoreError> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    let get_u32 = |name: &str| -> Result<u32, StoreError> {
+        let v: i32 = row.try_get(name).map_err(corrupt)?;
+        Ok(u32::try_from(v).unwrap_or(0))
+    };
+    let opt_u32 = |name: &str| -> Result<Option<u32>, StoreError> {
+        let v: Option<i32> = row.try_get(name).map_err(corrupt)?;
+        Ok(v.map(|v| u32::try_from(v).unwrap_or(0)))
+    };
+    let result_key: Option<String> = row.try_get("result_key").map_err(corrupt)?;
+    let result = match result_key {
+        Some(key) => Some(JobResult {
+            key,
+            content_type: row.try_get("result_content_type").map_err(corrupt)?,
+            width: opt_u32("result_width")?.unwrap_or(0),
+            height: opt_u32("result_height")?.unwrap_or(0),
+            bytes: row
+                .try_get::<_, Option<i64>>("result_bytes")
+                .map_err(corrupt)?
+                .map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+            processing_ms: row
+                .try_get::<_, Option<i64>>("processing_ms")
+                .map_err(corrupt)?
+                .map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+        }),
+        None => None,
+    };
+    let state: String = row.try_get("state").map_err(corrupt)?;
+    let format: String = row.try_get("format").map_err(corrupt)?;
+    let steps: serde_json::Value = row.try_get("steps").map_err(corrupt)?;
+    let quality: i16 = row.try_get("quality").map_err(corrupt)?;
+    let error_code: Option<String> = row.try_get("error_code").map_err(corrupt)?;
+    let error_message: Option<String> = row.try_get("error_message").map_err(corrupt)?;
+    Ok(Job {
+        id: row.try_get("id").map_err(corrupt)?,
+        state: State::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?,
+        steps: serde_json::from_value(steps)?,
+        format: pixmill_shared::OutputFormat::parse(&format)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown format {format:?}")))?,
+        quality: u8::try_from(quality).unwrap_or(85),
+        input_key: row.try_get("input_key").map_err(corrupt)?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        updated_at: row.try_get("updated_at").map_err(corrupt)?,
+        started_at: row.try_get("started_at").map_err(corrupt)?,
+        finished_at: row.try_get("finished_at").map_err(corrupt)?,
+        attempts: get_u32("attempts")?,
+        worker: row.try_get("worker").map_err(corrupt)?,
+        error: error_code.zip(error_message),
+        result,
+        published_at: row.try_get("published_at").map_err(corrupt)?,
+        republished: get_u32("republished")?,
+        result_deleted_at: row.try_get("result_deleted_at").map_err(corrupt)?,
+    })
+}

@@ -1,0 +1,359 @@
+//! The SQLite backend: an embedded file, for one gateway on one machine.
+//!
+//! SQLite serialises writers anyway, so one connection behind a mutex, used from
+//! blocking threads, is both the simplest and the fastest arrangement. A lock file next
+//! to the database keeps a second gateway off the same file: replies and sweeps from
+//! two processes would be safe, but long-polls on one would never hear the other.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use super::{Change, Job, NewJob, State, StoreError, Sweep, TaskStore};
+
+mod schema;
+
+use schema::{migrate, row_to_job};
+
+/// Handle to the SQLite task store. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    /// Held (locked) for as long as the store is open; see the module docs.
+    _lock: Arc<File>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..) => StoreError::Corrupt(e.to_string()),
+            other => StoreError::Unavailable(format!("sqlite: {other}")),
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path`. Fails when another
+    /// gateway holds it.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let lock = lock_file(path)?;
+        let conn = Connection::open(path)?;
+        // WAL lets readers run beside the writer; NORMAL sync is durable across process
+        // crashes, which is the failure that matters for a single-machine gateway.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            _lock: Arc::new(lock),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite thread: {e}")))?
+    }
+
+    /// Runs an `UPDATE … RETURNING *` and reads back the rows it changed.
+    async fn returning(
+        &self,
+        sql: String,
+        bind: Vec<rusqlite::types::Value>,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.with(move |c| {
+            let mut statement = c.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(bind), row_to_job)?;
+            rows.map(|row| row?).collect()
+        })
+        .await
+    }
+}
+
+/// Takes `<db>.lock` exclusively, or explains who has it and what to do instead.
+fn lock_file(db: &Path) -> Result<File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "another pixmill-gateway is already using the SQLite task store {}. SQLite \
+             serves one gateway per file; to run several gateways, point every one at \
+             PostgreSQL with PIXMILL_DATABASE_URL=postgres://…",
+            db.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The statement that carries out `change`, and its parameters after the id.
+fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let text = |s: String| Value::Text(s);
+    let int = |n: i64| Value::Integer(n);
+    let sources = change.target().sources_sql();
+    let (set, values): (&str, Vec<Value>) = match change {
+        Change::Running { worker, attempt } => (
+            "state = 'running', worker = ?2, attempts = MAX(attempts, ?3),
+             started_at = COALESCE(started_at, ?4), updated_at = ?4",
+            vec![text(worker), int(attempt.into()), int(now)],
+        ),
+        Change::Succeeded {
+            worker,
+            attempt,
+            result,
+        } => (
+            "state = 'succeeded', worker = ?2, attempts = MAX(attempts, ?3),
+             started_at = COALESCE(started_at, ?4), finished_at = ?4, updated_at = ?4,
+             result_key = ?5, result_content_type = ?6, result_width = ?7,
+             result_height = ?8, result_bytes = ?9, processing_ms = ?10",
+            vec![
+                text(worker),
+                int(attempt.into()),
+                int(now),
+                text(result.key),
+                text(result.content_type),
+                int(result.width.into()),
+                int(result.height.into()),
+                int(i64::try_from(result.bytes).unwrap_or(i64::MAX)),
+                int(i64::try_from(result.processing_ms).unwrap_or(i64::MAX)),
+            ],
+        ),
+        Change::Failed {
+            worker,
+            attempt,
+            code,
+            message,
+        } => (
+            "state = 'failed', worker = COALESCE(?2, worker), attempts = MAX(attempts, ?3),
+             finished_at = ?4, updated_at = ?4, error_code = ?5, error_message = ?6",
+            vec![
+                worker.map_or(Value::Null, text),
+                int(attempt.into()),
+                int(now),
+                text(code),
+                text(message),
+            ],
+        ),
+        Change::Cancelled => (
+            "state = 'cancelled', finished_at = ?2, updated_at = ?2,
+             error_code = 'cancelled', error_message = 'the job was cancelled before it ran'",
+            vec![int(now)],
+        ),
+        Change::Expired => ("state = 'expired', updated_at = ?2", vec![int(now)]),
+    };
+    (
+        format!("UPDATE jobs SET {set} WHERE id = ?1 AND state IN ({sources}) RETURNING *"),
+        values,
+    )
+}
+
+#[async_trait::async_trait]
+impl TaskStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn insert(&self, job: NewJob) -> Result<(), StoreError> {
+        let steps = serde_json::to_string(&job.steps)?;
+        let format = job.format.as_str();
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            let (key, hash) = job.idempotency.unzip();
+            let inserted = c.execute(
+                "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
+                                   idempotency_key, request_hash)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::DuplicateKey)
+                }
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
+        })
+        .await
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute("DELETE FROM jobs WHERE id = ?1", params![id.to_string()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+        self.with(move |c| {
+            c.query_row(
+                "SELECT * FROM jobs WHERE id = ?1",
+                params![id.to_string()],
+                row_to_job,
+            )
+            .optional()?
+            .transpose()
+        })
+        .await
+    }
+
+    async fn find_by_key(&self, key: &str) -> Result<Option<(Job, String)>, StoreError> {
+        let key = key.to_string();
+        self.with(move |c| {
+            let row = c
+                .query_row(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?1",
+                    params![key],
+                    |row| {
+                        Ok((
+                            row_to_job(row)?,
+                            row.get::<_, Option<String>>("request_hash")?,
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(job, hash)| Ok((job?, hash.unwrap_or_default())))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn apply(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError> {
+        let (sql, mut values) = change_sql(change, pixmill_shared::now_ms());
+        values.insert(0, rusqlite::types::Value::Text(id.to_string()));
+        Ok(self.returning(sql, values).await?.pop())
+    }
+
+    async fn mark_published(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET published_at = ?2 WHERE id = ?1",
+                params![id.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_republished(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET published_at = ?2, updated_at = ?2, republished = republished + 1
+                 WHERE id = ?1",
+                params![id.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn mark_result_deleted(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET result_deleted_at = COALESCE(result_deleted_at, ?2), updated_at = ?2
+                 WHERE id = ?1",
+                params![id.to_string(), now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        sweep: Sweep,
+        cutoff: i64,
+        limit: u32,
+        lease_until: i64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let now = pixmill_shared::now_ms();
+        let sql = format!(
+            "UPDATE jobs SET lease_until = {lease_until} WHERE id IN (
+                 SELECT id FROM jobs WHERE {} AND COALESCE(lease_until, 0) < {now}
+                 ORDER BY created_at LIMIT {limit}
+             ) RETURNING *",
+            sweep.condition(cutoff)
+        );
+        self.returning(sql, Vec::new()).await
+    }
+
+    async fn release(&self, id: Uuid) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET lease_until = NULL WHERE id = ?1",
+                params![id.to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Parses a stored state name.
+pub(super) fn parse_state(name: &str) -> Result<State, StoreError> {
+    State::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown state {name:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_gateway_on_the_same_file_is_refused() {
+        let path = std::env::temp_dir().join(format!("pixmill-lock-{}.db", Uuid::new_v4()));
+        let first = SqliteStore::open(&path).expect("first gateway");
+        let err = SqliteStore::open(&path).expect_err("second gateway");
+        let message = err.to_string();
+        assert!(message.contains("another pixmill-gateway"), "{message}");
+        assert!(
+            message.contains("PIXMILL_DATABASE_URL=postgres://"),
+            "{message}"
+        );
+        drop(first);
+        SqliteStore::open(&path).expect("free again once the first has closed");
+    }
+}

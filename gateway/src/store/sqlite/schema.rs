@@ -1,0 +1,121 @@
+//! The SQLite schema, its migrations, and turning rows into [`Job`]s.
+
+use pixmill_shared::JobResult;
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use super::{super::Job, StoreError, parse_state};
+
+/// Version 1: the jobs table.
+const SCHEMA_V1: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    id                  TEXT PRIMARY KEY,
+    state               TEXT NOT NULL,
+    steps               TEXT NOT NULL,
+    format              TEXT NOT NULL,
+    quality             INTEGER NOT NULL,
+    input_key           TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    started_at          INTEGER,
+    finished_at         INTEGER,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    worker              TEXT,
+    error_code          TEXT,
+    error_message       TEXT,
+    result_key          TEXT,
+    result_content_type TEXT,
+    result_width        INTEGER,
+    result_height       INTEGER,
+    result_bytes        INTEGER,
+    processing_ms       INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
+";
+
+/// Version 2: idempotency keys, publish tracking for the sweeper, retention.
+const SCHEMA_V2: &str = "
+ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE jobs ADD COLUMN request_hash TEXT;
+ALTER TABLE jobs ADD COLUMN published_at INTEGER;
+ALTER TABLE jobs ADD COLUMN republished INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN result_deleted_at INTEGER;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON jobs(idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
+";
+
+/// Version 3: leases, so a background pass claims a job once.
+const SCHEMA_V3: &str = "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;";
+
+/// Brings the schema up to date. `user_version` records how far a file has come, so
+/// a database made by an older gateway keeps its jobs.
+pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_column = |name: &str| -> Result<bool, StoreError> {
+        Ok(conn
+            .prepare("SELECT 1 FROM pragma_table_info('jobs') WHERE name = ?1")?
+            .exists([name])?)
+    };
+    if version < 1 {
+        conn.execute_batch(SCHEMA_V1)?;
+    }
+    if version < 2 && !has_column("published_at")? {
+        conn.execute_batch(SCHEMA_V2)?;
+    }
+    if version < 3 && !has_column("lease_until")? {
+        conn.execute_batch(SCHEMA_V3)?;
+    }
+    conn.pragma_update(None, "user_version", 3)?;
+    Ok(())
+}
+
+/// Reads one row. The outer error is SQLite's; the inner one a row we cannot parse.
+pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
+    let result_key: Option<String> = row.get("result_key")?;
+    let result = match result_key {
+        Some(key) => Some(JobResult {
+            key,
+            content_type: row.get("result_content_type")?,
+            width: row.get("result_width")?,
+            height: row.get("result_height")?,
+            bytes: u64::try_from(row.get::<_, i64>("result_bytes")?).unwrap_or(0),
+            processing_ms: u64::try_from(row.get::<_, i64>("processing_ms")?).unwrap_or(0),
+        }),
+        None => None,
+    };
+    let id: String = row.get("id")?;
+    let state: String = row.get("state")?;
+    let steps: String = row.get("steps")?;
+    let format: String = row.get("format")?;
+    let error_code: Option<String> = row.get("error_code")?;
+    let error_message: Option<String> = row.get("error_message")?;
+    let (quality, input_key) = (row.get("quality")?, row.get("input_key")?);
+    let (created_at, updated_at) = (row.get("created_at")?, row.get("updated_at")?);
+    let (started_at, finished_at) = (row.get("started_at")?, row.get("finished_at")?);
+    let (attempts, worker) = (row.get("attempts")?, row.get("worker")?);
+    let (published_at, republished) = (row.get("published_at")?, row.get("republished")?);
+    let result_deleted_at = row.get("result_deleted_at")?;
+    Ok((|| {
+        Ok(Job {
+            id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            state: parse_state(&state)?,
+            steps: serde_json::from_str(&steps)?,
+            format: pixmill_shared::OutputFormat::parse(&format)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown format {format:?}")))?,
+            quality,
+            input_key,
+            created_at,
+            updated_at,
+            started_at,
+            finished_at,
+            attempts,
+            worker,
+            error: error_code.zip(error_message),
+            result,
+            published_at,
+            republished,
+            result_deleted_at,
+        })
+    })())
+}

@@ -1,0 +1,406 @@
+//! One task-store suite, run against every backend: the same checks for SQLite and for
+//! PostgreSQL, so the two cannot drift apart.
+//!
+//! PostgreSQL comes from `PIXMILL_TEST_DATABASE_URL` (`make test` starts a throwaway
+//! cluster and sets it); each check gets a fresh database of its own. Without the
+//! variable only SQLite runs, unless `PIXMILL_TEST_REQUIRE_BACKENDS=1` (as `make test`
+//! sets), which turns the missing server into a failure.
+
+use std::{future::Future, sync::Arc};
+
+use pixmill_gateway::store::{
+    Change, DatabaseUrl, NewJob, State, Store, StoreError, Sweep, open, postgres::PgStore,
+};
+use pixmill_shared::{JobResult, OutputFormat, Step};
+use uuid::Uuid;
+
+/// A backend under test, and a way to open a second handle on the same data (another
+/// gateway, for PostgreSQL).
+struct Backend {
+    name: &'static str,
+    store: Store,
+    url: DatabaseUrl,
+}
+
+impl Backend {
+    async fn second_handle(&self) -> Store {
+        match &self.url {
+            // SQLite serves one gateway per file: the second "gateway" shares the handle.
+            DatabaseUrl::Sqlite(_) => self.store.clone(),
+            DatabaseUrl::Postgres(url) => Arc::new(PgStore::connect(url).await.expect("connect")),
+        }
+    }
+}
+
+/// A fresh, empty store on every configured backend.
+async fn backends() -> Vec<Backend> {
+    let path = std::env::temp_dir().join(format!("pixmill-store-{}.db", Uuid::new_v4()));
+    let sqlite = DatabaseUrl::Sqlite(path);
+    let mut all = vec![Backend {
+        name: "sqlite",
+        store: open(&sqlite).await.expect("open sqlite"),
+        url: sqlite,
+    }];
+    match std::env::var("PIXMILL_TEST_DATABASE_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            let url = DatabaseUrl::Postgres(fresh_database(&admin).await);
+            all.push(Backend {
+                name: "postgres",
+                store: open(&url).await.expect("open postgres"),
+                url,
+            });
+        }
+        _ if std::env::var("PIXMILL_TEST_REQUIRE_BACKENDS").as_deref() == Ok("1") => {
+            panic!("PIXMILL_TEST_DATABASE_URL is not set; run `make test`, which starts PostgreSQL")
+        }
+        _ => eprintln!("store suite: PIXMILL_TEST_DATABASE_URL unset, PostgreSQL skipped"),
+    }
+    all
+}
+
+/// Creates an empty database next to the one `admin` names, and returns its URL.
+async fn fresh_database(admin: &str) -> String {
+    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test PostgreSQL");
+    tokio::spawn(connection);
+    let name = format!("pixmill_test_{}", Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
+    let (server, _) = base.rsplit_once('/').expect("URL has a database");
+    if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    }
+}
+
+/// Runs `check` on every backend, naming each in the output.
+async fn on_every_backend<F, Fut>(check_name: &str, check: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in backends().await {
+        let name = backend.name;
+        check(backend).await;
+        println!("store suite [{name}] {check_name}: ok");
+    }
+}
+
+fn new_job(id: Uuid) -> NewJob {
+    NewJob {
+        id,
+        steps: vec![Step::Grayscale, Step::Blur { sigma: 2.5 }],
+        format: OutputFormat::Png,
+        quality: 85,
+        input_key: format!("inputs/{id}"),
+        idempotency: None,
+    }
+}
+
+fn result() -> JobResult {
+    JobResult {
+        key: "results/x.png".into(),
+        content_type: "image/png".into(),
+        width: 1,
+        height: 2,
+        bytes: 3,
+        processing_ms: 4,
+    }
+}
+
+fn running(worker: &str, attempt: u32) -> Change {
+    Change::Running {
+        worker: worker.into(),
+        attempt,
+    }
+}
+
+#[tokio::test]
+async fn a_job_moves_forward_only() {
+    on_every_backend("a_job_moves_forward_only", |b| async move {
+        let store = b.store;
+        let id = Uuid::new_v4();
+        store.insert(new_job(id)).await.expect("insert");
+        let job = store.get(id).await.expect("get").expect("exists");
+        assert_eq!(job.state, State::Queued);
+        assert_eq!(job.steps, vec![Step::Grayscale, Step::Blur { sigma: 2.5 }]);
+
+        let job = store
+            .apply(id, running("w1", 1))
+            .await
+            .expect("running")
+            .expect("applied");
+        assert_eq!((job.state, job.attempts), (State::Running, 1));
+        assert!(job.started_at.is_some());
+        let succeeded = Change::Succeeded {
+            worker: "w1".into(),
+            attempt: 1,
+            result: result(),
+        };
+        let job = store
+            .apply(id, succeeded.clone())
+            .await
+            .expect("succeeded")
+            .expect("applied");
+        assert_eq!(job.state, State::Succeeded);
+        assert_eq!(job.result, Some(result()));
+
+        // A late `started`, a duplicate terminal reply, a late failure and a cancel
+        // change nothing.
+        let failed = Change::Failed {
+            worker: None,
+            attempt: 2,
+            code: "internal".into(),
+            message: "x".into(),
+        };
+        for late in [running("w2", 2), succeeded, failed, Change::Cancelled] {
+            assert_eq!(
+                store.apply(id, late.clone()).await.expect("late"),
+                None,
+                "{late:?}"
+            );
+        }
+        let job = store.get(id).await.expect("get").expect("exists");
+        assert_eq!(job.state, State::Succeeded);
+        assert_eq!(job.worker.as_deref(), Some("w1"));
+        assert_eq!(job.attempts, 1);
+        assert!(job.finished_at.is_some());
+
+        // Expiry is the one move left from a finished job.
+        let job = store.apply(id, Change::Expired).await.expect("expire");
+        assert_eq!(job.map(|j| j.state), Some(State::Expired));
+        assert_eq!(store.apply(id, Change::Expired).await.expect("again"), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failures_keep_the_worker_and_cancels_need_a_queued_job() {
+    on_every_backend("failures_and_cancels", |b| async move {
+        let store = b.store;
+        let (failing, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
+        store.insert(new_job(failing)).await.expect("insert");
+        store.insert(new_job(cancelled)).await.expect("insert");
+
+        store.apply(failing, running("w1", 3)).await.expect("run");
+        let job = store
+            .apply(
+                failing,
+                Change::Failed {
+                    worker: None,
+                    attempt: 3,
+                    code: "timeout".into(),
+                    message: "too slow".into(),
+                },
+            )
+            .await
+            .expect("fail")
+            .expect("applied");
+        assert_eq!(job.state, State::Failed);
+        assert_eq!(
+            job.worker.as_deref(),
+            Some("w1"),
+            "a dead-letter keeps the last worker"
+        );
+        assert_eq!(job.error, Some(("timeout".into(), "too slow".into())));
+        assert_eq!(
+            job.event().error.map(|e| e.code).as_deref(),
+            Some("timeout")
+        );
+
+        let job = store
+            .apply(cancelled, Change::Cancelled)
+            .await
+            .expect("cancel")
+            .expect("applied");
+        assert_eq!(job.state, State::Cancelled);
+        assert_eq!(job.error.map(|e| e.0).as_deref(), Some("cancelled"));
+        assert_eq!(
+            store
+                .apply(cancelled, running("w1", 1))
+                .await
+                .expect("late start"),
+            None
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_and_deleted_jobs_are_absent() {
+    on_every_backend("unknown_and_deleted_jobs_are_absent", |b| async move {
+        let store = b.store;
+        let id = Uuid::new_v4();
+        assert_eq!(store.get(id).await.expect("get"), None);
+        assert_eq!(store.apply(id, running("w", 1)).await.expect("apply"), None);
+        store.insert(new_job(id)).await.expect("insert");
+        store.delete(id).await.expect("delete");
+        assert_eq!(store.get(id).await.expect("get"), None);
+        store.ping().await.expect("ping");
+        assert_eq!(store.backend(), b.name);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_unique() {
+    on_every_backend("idempotency_keys_are_unique", |b| async move {
+        let store = b.store;
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        let key = format!("key-{first}");
+        let keyed = |id| NewJob {
+            idempotency: Some((key.clone(), "hash-1".into())),
+            ..new_job(id)
+        };
+        store.insert(keyed(first)).await.expect("insert");
+        let err = store.insert(keyed(second)).await.expect_err("duplicate");
+        assert!(matches!(err, StoreError::DuplicateKey), "{err}");
+        let (job, hash) = store.find_by_key(&key).await.expect("find").expect("found");
+        assert_eq!((job.id, hash.as_str()), (first, "hash-1"));
+        assert_eq!(store.find_by_key("no-such-key").await.expect("find"), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn publish_and_deletion_marks_are_recorded() {
+    on_every_backend("publish_and_deletion_marks", |b| async move {
+        let store = b.store;
+        let id = Uuid::new_v4();
+        store.insert(new_job(id)).await.expect("insert");
+        assert_eq!(
+            store
+                .get(id)
+                .await
+                .expect("get")
+                .and_then(|j| j.published_at),
+            None
+        );
+        store.mark_published(id).await.expect("published");
+        store.mark_republished(id).await.expect("republished");
+        store.mark_result_deleted(id).await.expect("deleted");
+        let job = store.get(id).await.expect("get").expect("exists");
+        assert!(job.published_at.is_some());
+        assert_eq!(job.republished, 1);
+        assert!(job.result_deleted_at.is_some());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_sweep_claims_its_jobs_once_per_lease() {
+    on_every_backend(
+        "each_sweep_claims_its_jobs_once_per_lease",
+        |b| async move {
+            let store = b.store.clone();
+            let other = b.second_handle().await;
+            let (unpublished, published, stale, finished) = (
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+                Uuid::new_v4(),
+            );
+            for id in [unpublished, published, stale, finished] {
+                store.insert(new_job(id)).await.expect("insert");
+            }
+            store.mark_published(published).await.expect("published");
+            for id in [stale, finished] {
+                store.mark_published(id).await.expect("published");
+                store.apply(id, running("w", 1)).await.expect("running");
+            }
+            store
+                .apply(
+                    finished,
+                    Change::Succeeded {
+                        worker: "w".into(),
+                        attempt: 1,
+                        result: result(),
+                    },
+                )
+                .await
+                .expect("succeeded");
+
+            let future = pixmill_shared::now_ms() + 60_000;
+            let lease = pixmill_shared::now_ms() + 60_000;
+            let ids = |jobs: Vec<pixmill_gateway::store::Job>| -> Vec<Uuid> {
+                jobs.into_iter().map(|j| j.id).collect()
+            };
+            let claimed = store
+                .claim(Sweep::Unpublished, future, 10, lease)
+                .await
+                .expect("claim");
+            assert_eq!(ids(claimed), vec![unpublished]);
+            // Another gateway's pass finds it leased.
+            let again = other
+                .claim(Sweep::Unpublished, future, 10, lease)
+                .await
+                .expect("claim");
+            assert_eq!(ids(again), Vec::<Uuid>::new());
+            // Released, it can be claimed again at once.
+            store.release(unpublished).await.expect("release");
+            let again = other
+                .claim(Sweep::Unpublished, future, 10, lease)
+                .await
+                .expect("claim");
+            assert_eq!(ids(again), vec![unpublished]);
+
+            let stale_claim = other
+                .claim(Sweep::StaleRunning, future, 10, lease)
+                .await
+                .expect("claim");
+            assert_eq!(ids(stale_claim), vec![stale]);
+            let expiry = store
+                .claim(Sweep::Expiry, future, 10, lease)
+                .await
+                .expect("claim");
+            assert_eq!(ids(expiry), vec![finished]);
+            // A cutoff in the past selects nothing.
+            store.release(finished).await.expect("release");
+            let none = store
+                .claim(Sweep::Expiry, 0, 10, lease)
+                .await
+                .expect("claim");
+            assert_eq!(ids(none), Vec::<Uuid>::new());
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_passes_never_claim_the_same_job() {
+    on_every_backend(
+        "concurrent_passes_never_claim_the_same_job",
+        |b| async move {
+            let store = b.store.clone();
+            let other = b.second_handle().await;
+            let mut all: Vec<Uuid> = (0..60).map(|_| Uuid::new_v4()).collect();
+            for id in &all {
+                store.insert(new_job(*id)).await.expect("insert");
+            }
+            let future = pixmill_shared::now_ms() + 60_000;
+            let lease = future;
+            let mut claimed = Vec::new();
+            // Two "gateways" claim in small batches, side by side, until nothing is left.
+            loop {
+                let (a, b) = tokio::join!(
+                    store.claim(Sweep::Unpublished, future, 7, lease),
+                    other.claim(Sweep::Unpublished, future, 7, lease),
+                );
+                let (a, b) = (a.expect("claim a"), b.expect("claim b"));
+                if a.is_empty() && b.is_empty() {
+                    break;
+                }
+                claimed.extend(a.into_iter().chain(b).map(|j| j.id));
+            }
+            claimed.sort();
+            all.sort();
+            assert_eq!(claimed, all, "every job claimed exactly once");
+        },
+    )
+    .await;
+}

@@ -1,0 +1,113 @@
+//! The folder backend (`file://PATH`): the one-machine default, shared by the gateway
+//! and every worker on the machine.
+//!
+//! A write goes to a temporary file that is synced and then renamed, so a reader never
+//! sees half a blob and a crash never leaves one behind under its real key.
+
+use std::{io, path::PathBuf};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use tokio_util::io::ReaderStream;
+use uuid::Uuid;
+
+use super::{BlobError, BlobStore, BlobStream, keys};
+
+/// A folder of blobs addressed by relative keys such as `inputs/<job id>`.
+#[derive(Debug, Clone)]
+pub struct FolderStore {
+    /// Folder that holds `inputs/`, `results/`, `cancelled/` and `tmp/`.
+    root: PathBuf,
+}
+
+impl FolderStore {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: PathBuf) -> Result<Self, BlobError> {
+        for dir in ["inputs", "results", "cancelled", "tmp"] {
+            std::fs::create_dir_all(root.join(dir)).map_err(|e| {
+                BlobError::Unavailable(format!("cannot create {}: {e}", root.join(dir).display()))
+            })?;
+        }
+        Ok(Self { root })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, BlobError> {
+        keys::validate(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn put_blocking(&self, key: &str, bytes: &[u8]) -> io::Result<()> {
+        use std::io::Write;
+        let path = self.root.join(key);
+        let tmp = self.root.join("tmp").join(Uuid::new_v4().to_string());
+        let result = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_data()?;
+            drop(file);
+            std::fs::rename(&tmp, &path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// Maps an I/O error on `key` to the store's error.
+fn io_error(key: &str, e: io::Error) -> BlobError {
+    if e.kind() == io::ErrorKind::NotFound {
+        BlobError::NotFound(key.to_string())
+    } else {
+        BlobError::Unavailable(format!("{key}: {e}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FolderStore {
+    fn describe(&self) -> String {
+        format!("folder {}", self.root.display())
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), BlobError> {
+        self.path(key)?;
+        let (store, owned) = (self.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || store.put_blocking(&owned, &bytes))
+            .await
+            .map_err(|e| BlobError::Unavailable(e.to_string()))?
+            .map_err(|e| io_error(key, e))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
+        tokio::fs::read(self.path(key)?)
+            .await
+            .map(Bytes::from)
+            .map_err(|e| io_error(key, e))
+    }
+
+    async fn stream(&self, key: &str) -> Result<BlobStream, BlobError> {
+        let file = tokio::fs::File::open(self.path(key)?)
+            .await
+            .map_err(|e| io_error(key, e))?;
+        let len = file.metadata().await.map_err(|e| io_error(key, e))?.len();
+        let owned = key.to_string();
+        let body = ReaderStream::new(file).map_err(move |e| io_error(&owned, e));
+        Ok(BlobStream {
+            len,
+            body: Box::pin(body),
+        })
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, BlobError> {
+        tokio::fs::try_exists(self.path(key)?)
+            .await
+            .map_err(|e| io_error(key, e))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other.map_err(|e| io_error(key, e)),
+        }
+    }
+}
