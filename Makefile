@@ -15,9 +15,9 @@ run: ## Start broker, gateway and WORKERS=2 worker processes; page at http://127
 	@WORKERS=$(WORKERS) deploy/run-local.sh
 
 .PHONY: test
-test: deps lint broker photos ## Lint, then unit and end-to-end tests against a real RabbitMQ
+test: deps lint broker photos ## Lint, then unit and end-to-end tests against real RabbitMQ, PostgreSQL and S3
 	cargo build --bins
-	cargo test --workspace
+	deploy/with-test-services.sh cargo test --workspace
 
 .PHONY: lint
 lint: deps ## cargo fmt --check and clippy with warnings as errors
@@ -41,6 +41,10 @@ bench: deps broker photos ## Benchmark the engine (with quality guards) and the 
 	@bench/baseline/setup.sh
 	cargo build --release --bins
 	cargo bench -p pixmill-tests --bench pixmill
+
+.PHONY: run-scaled
+run-scaled: ## Scaled out on this machine: PostgreSQL, SeaweedFS (S3), RabbitMQ, 2 gateways, WORKERS workers
+	@WORKERS=$(WORKERS) deploy/run-scaled.sh
 
 .PHONY: broker
 broker: ## Make sure a RabbitMQ broker answers at PIXMILL_AMQP_URL (start or install one)

@@ -71,30 +71,40 @@ impl Publisher {
             .with_reply_to(self.topology.replies.as_str().into())
             .with_timestamp(u64::try_from(pixmill_shared::now_ms() / 1000).unwrap_or(0));
         let started = tokio::time::Instant::now();
-        let channel = tokio::time::timeout(self.timeout, self.channel())
-            .await
-            .map_err(|_| PublishError::Timeout(self.timeout))??;
-        let left = self
-            .timeout
-            .saturating_sub(started.elapsed())
-            .max(Duration::from_millis(50));
-        let result = amqp::publish_json(
-            &channel,
-            &self.topology.jobs,
-            &self.topology.jobs,
-            job,
-            properties,
-            left,
-        )
-        .await;
-        if matches!(
-            result,
-            Err(PublishError::Amqp(_) | PublishError::Timeout(_))
-        ) {
-            // The channel may be dead or blocked; the next publish starts a fresh one.
-            self.discard(&channel).await;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let channel = tokio::time::timeout(self.timeout, self.channel())
+                .await
+                .map_err(|_| PublishError::Timeout(self.timeout))??;
+            let left = self
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(50));
+            let result = amqp::publish_json(
+                &channel,
+                &self.topology.jobs,
+                &self.topology.jobs,
+                job,
+                properties.clone(),
+                left,
+            )
+            .await;
+            match result {
+                Err(PublishError::Amqp(_) | PublishError::Timeout(_)) => {
+                    // The channel may be dead or blocked; the next publish starts afresh.
+                    self.discard(&channel).await;
+                    return result;
+                }
+                // A quorum queue also refuses while it has no leader (just declared, or
+                // a node failing over), not only when full: try again while the budget
+                // lasts. A duplicate of a message that did land is harmless.
+                Err(PublishError::Nacked) if started.elapsed() + pause < self.timeout => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                other => return other,
+            }
         }
-        result
     }
 
     /// Publishes a change notice on the events exchange (see [`crate::events`]).

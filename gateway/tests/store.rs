@@ -60,22 +60,10 @@ async fn backends() -> Vec<Backend> {
 
 /// Creates an empty database next to the one `admin` names, and returns its URL.
 async fn fresh_database(admin: &str) -> String {
-    let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
-        .await
-        .expect("connect to the test PostgreSQL");
-    tokio::spawn(connection);
     let name = format!("pixmill_test_{}", Uuid::new_v4().simple());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+    pixmill_gateway::store::postgres::create_database(admin, &name)
         .await
-        .expect("create database");
-    let (base, query) = admin.split_once('?').unwrap_or((admin, ""));
-    let (server, _) = base.rsplit_once('/').expect("URL has a database");
-    if query.is_empty() {
-        format!("{server}/{name}")
-    } else {
-        format!("{server}/{name}?{query}")
-    }
+        .expect("create a test database")
 }
 
 /// Runs `check` on every backend, naming each in the output.

@@ -10,7 +10,9 @@
 //! - [`Client`]: typed helpers over the REST API (in `client.rs`).
 //! - [`photos`]: the real photographs the tests use, and image measurements.
 //! - [`broker`]: RabbitMQ nodes a test owns (for tests that restart the broker).
+//! - [`backends`]: PostgreSQL and S3 for the scale-out tests.
 
+pub mod backends;
 pub mod broker;
 mod client;
 pub mod photos;
@@ -64,6 +66,10 @@ pub struct Stack {
     gateway_stop: CancellationToken,
     /// None for a stack whose gateway runs as a separate process.
     gateway: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The settings the first gateway was built with, for [`Stack::add_gateway`].
+    settings: Option<Settings>,
+    /// Further in-process gateways on the same stores and broker.
+    more_gateways: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     in_process: Vec<(
         CancellationToken,
         tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -108,7 +114,7 @@ impl Stack {
             },
         };
         tweak(&mut settings);
-        let app = Application::build(settings).await?;
+        let app = Application::build(settings.clone()).await?;
         let jobs = Some(app.jobs());
         let base = format!("http://127.0.0.1:{}", app.port());
         let gateway_stop = CancellationToken::new();
@@ -122,6 +128,8 @@ impl Stack {
             jobs,
             gateway_stop,
             gateway,
+            settings: Some(settings),
+            more_gateways: Vec::new(),
             in_process: Vec::new(),
             processes: Vec::new(),
         })
@@ -137,9 +145,26 @@ impl Stack {
             jobs: None,
             gateway_stop: CancellationToken::new(),
             gateway: None,
+            settings: None,
+            more_gateways: Vec::new(),
             in_process: Vec::new(),
             processes: Vec::new(),
         })
+    }
+
+    /// Starts another gateway with the first one's settings (its own port) and returns
+    /// a client for it. Needs a store that several gateways can share (PostgreSQL).
+    pub async fn add_gateway(&mut self) -> anyhow::Result<Client> {
+        let settings = self
+            .settings
+            .clone()
+            .context("this stack has no gateway settings")?;
+        let app = Application::build(settings).await?;
+        let client = Client::new(&format!("http://127.0.0.1:{}", app.port()));
+        self.more_gateways.push(tokio::spawn(
+            app.run_until_stopped(self.gateway_stop.clone().cancelled_owned()),
+        ));
+        Ok(client)
     }
 
     /// The blob folder of a stack on the default (folder) blob store.
@@ -201,6 +226,32 @@ impl Stack {
         Ok(())
     }
 
+    /// Starts a worker process that has no data folder at all: its working directory
+    /// is `dir` (a fresh, empty folder) and it is given only the broker and blob store
+    /// settings, as on a machine of its own.
+    pub fn spawn_remote_worker(&mut self, name: &str, dir: &Path) -> anyhow::Result<()> {
+        let t = &self.common.topology;
+        let log = std::fs::File::create(self.common.data_dir.join(format!("{name}.log")))?;
+        let child = Command::new(worker_binary()?)
+            .current_dir(dir)
+            .env_remove("PIXMILL_DATA_DIR")
+            .env("PIXMILL_AMQP_URL", &self.common.amqp_url)
+            .env("PIXMILL_BLOB_URL", self.common.blob_url.to_string())
+            .env("PIXMILL_QUEUE_PREFIX", t.jobs.trim_end_matches(".jobs"))
+            .env("PIXMILL_DELIVERY_LIMIT", t.delivery_limit.to_string())
+            .env("PIXMILL_MAX_QUEUED", t.max_queued.to_string())
+            .env("PIXMILL_WORKER_NAME", name)
+            .env("PIXMILL_WORKER_CONCURRENCY", "1")
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        self.processes.push(child);
+        Ok(())
+    }
+
     /// Process ids of the worker processes that are running.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.processes.iter().filter_map(Child::id).collect()
@@ -258,6 +309,7 @@ impl Stack {
         command
             .env("PIXMILL_AMQP_URL", &self.common.amqp_url)
             .env("PIXMILL_DATA_DIR", &self.common.data_dir)
+            .env("PIXMILL_BLOB_URL", self.common.blob_url.to_string())
             .env("PIXMILL_QUEUE_PREFIX", t.jobs.trim_end_matches(".jobs"))
             .env("PIXMILL_WORKER_NAME", name)
             .env("PIXMILL_WORKER_CONCURRENCY", concurrency.to_string())
@@ -287,6 +339,9 @@ impl Stack {
         }
         self.gateway_stop.cancel();
         if let Some(gateway) = self.gateway.take() {
+            tokio::time::timeout(TIMEOUT, gateway).await???;
+        }
+        for gateway in self.more_gateways.drain(..) {
             tokio::time::timeout(TIMEOUT, gateway).await???;
         }
         delete_topology(&self.common.topology).await?;
@@ -332,6 +387,7 @@ impl GatewayProcess {
         let child = Command::new(binary("pixmill-gateway")?)
             .env("PIXMILL_AMQP_URL", &common.amqp_url)
             .env("PIXMILL_DATA_DIR", &common.data_dir)
+            .env("PIXMILL_BLOB_URL", common.blob_url.to_string())
             .env("PIXMILL_QUEUE_PREFIX", t.jobs.trim_end_matches(".jobs"))
             .env("PIXMILL_DELIVERY_LIMIT", t.delivery_limit.to_string())
             .env("PIXMILL_MAX_QUEUED", t.max_queued.to_string())

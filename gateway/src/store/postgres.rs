@@ -19,7 +19,7 @@ const POOL_SIZE: usize = 16;
 /// Longest wait for a pooled connection, or for a new one, before answering 503.
 const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Migrations take this advisory lock, so gateways starting together migrate once.
-const MIGRATION_LOCK: i64 = 0x7069_786d_696c_6c; // "pixmill"
+const MIGRATION_LOCK: i64 = 0x0070_6978_6d69_6c6c; // "pixmill" in ASCII
 
 /// The migrations, in order; `pixmill_schema` records how many have run.
 const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
@@ -149,6 +149,29 @@ impl PgStore {
         let statement = client.prepare_cached(sql).await?;
         Ok(client.execute(&statement, params).await?)
     }
+}
+
+/// Creates an empty database `name` on the server `admin_url` points at, and returns
+/// the URL of the new database. For tests and first-time set-up; `name` must be a
+/// plain identifier.
+pub async fn create_database(admin_url: &str, name: &str) -> Result<String, StoreError> {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(StoreError::Unavailable(format!(
+            "{name:?} is not a plain database name"
+        )));
+    }
+    let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await?;
+    let (base, query) = admin_url.split_once('?').unwrap_or((admin_url, ""));
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    Ok(if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    })
 }
 
 fn int(n: u32) -> i32 {
