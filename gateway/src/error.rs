@@ -28,6 +28,9 @@ pub enum ApiError {
     /// 410 with a full body (an expired job's record plus its error).
     #[error("gone")]
     GoneWith(serde_json::Value),
+    /// 408: the request ran past the request time limit (a stalled upload, say).
+    #[error("the request took longer than the {limit_secs} s limit (PIXMILL_REQUEST_TIMEOUT_SECS)")]
+    Timeout { limit_secs: u64 },
     /// 413: the upload is over the size limit.
     #[error("the upload is larger than the {limit}-byte limit (PIXMILL_MAX_UPLOAD_BYTES)")]
     TooLarge { limit: u64 },
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::GoneWith(_) => (StatusCode::GONE, "expired"),
             ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large"),
+            ApiError::Timeout { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }

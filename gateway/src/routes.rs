@@ -56,6 +56,9 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(axum::middleware::map_response(
+            move |response: Response| async move { timeout_body(response, request_timeout) },
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let path = request
@@ -66,6 +69,19 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// The timeout layer answers 408 with no body; give it the JSON every error has.
+fn timeout_body(response: Response, limit: Duration) -> Response {
+    if response.status() == StatusCode::REQUEST_TIMEOUT
+        && response.headers().get(header::CONTENT_TYPE).is_none()
+    {
+        return ApiError::Timeout {
+            limit_secs: limit.as_secs(),
+        }
+        .into_response();
+    }
+    response
 }
 
 async fn page() -> Html<&'static str> {

@@ -1,7 +1,7 @@
 //! Change notices: every state change a gateway applies is published to the topic
 //! exchange `pixmill.events` with routing key `job.<state>`.
 //!
-//! Each gateway binds its own exclusive, auto-delete queue to `job.#`, so a long-poll
+//! Each gateway binds its own exclusive, auto-delete queue to `job.*`, so a long-poll
 //! on one gateway wakes as soon as another applies the reply. Any other service may bind
 //! a queue of its own (an audit log to `job.#`, a thumbnail indexer to `job.succeeded`).
 //! Notices are published after the store has the change, so a listener that re-reads

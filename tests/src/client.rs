@@ -50,6 +50,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// The gateway's base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A client for the gateway at `base`.
     pub fn new(base: &str) -> Self {
         Self {

@@ -629,6 +629,11 @@ async fn a_slow_loris_upload_times_out() {
     assert!(read.is_ok(), "the stalled upload was never cut off");
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.contains(r#""code":"request_timeout""#)
+            && text.contains("PIXMILL_REQUEST_TIMEOUT_SECS"),
+        "the 408 names the limit, as JSON: {text}"
+    );
     drop(stack);
 }
 
