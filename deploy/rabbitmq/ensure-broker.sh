@@ -28,6 +28,16 @@ port=5672
 
 node="pixmill-$port@localhost"
 base=${PIXMILL_BROKER_DIR:-$root/var/rabbitmq-$port}
+# The management API (queue depth with unacked messages; what KEDA's HTTP mode reads)
+# and RabbitMQ's own Prometheus metrics, each on a port derived from the AMQP port:
+# 15672 and 15692 for the default 5672. PIXMILL_BROKER_PLUGINS=none starts a bare node
+# (the fault tests' throwaway brokers do, to start faster).
+plugins=${PIXMILL_BROKER_PLUGINS:-management,prometheus}
+if ((port == 5672)); then
+  management_port=15672 prometheus_port=15692
+else
+  management_port=$((port + 10000)) prometheus_port=$((port + 10020))
+fi
 say() { printf 'broker: %s\n' "$*" >&2; }
 
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
@@ -50,8 +60,7 @@ node_env() {
   export RABBITMQ_MNESIA_BASE=$base/mnesia
   export RABBITMQ_LOG_BASE=$base/log
   export RABBITMQ_PID_FILE=$base/node.pid
-  export RABBITMQ_CONFIG_FILE=$here/rabbitmq
-  # No plugins: the management UI would want a port of its own on every node.
+  export RABBITMQ_CONFIG_FILE=$base/rabbitmq
   export RABBITMQ_ENABLED_PLUGINS_FILE=$base/enabled_plugins
 }
 
@@ -99,7 +108,21 @@ if ! bin=$(find_server); then
 fi
 
 mkdir -p "$base/mnesia" "$base/log"
-[[ -f $base/enabled_plugins ]] || echo '[].' >"$base/enabled_plugins"
+# This node's configuration: the project's settings plus its own plugin ports.
+{
+  cat "$here/rabbitmq.conf"
+  echo
+  echo "# Written by ensure-broker.sh for the node on port $port."
+  echo "management.tcp.ip = 127.0.0.1"
+  echo "management.tcp.port = $management_port"
+  echo "prometheus.tcp.ip = 127.0.0.1"
+  echo "prometheus.tcp.port = $prometheus_port"
+} >"$base/rabbitmq.conf"
+if [[ $plugins == none ]]; then
+  echo '[].' >"$base/enabled_plugins"
+else
+  echo "[rabbitmq_management,rabbitmq_prometheus]." >"$base/enabled_plugins"
+fi
 node_env
 
 say "starting local node $node on 127.0.0.1:$port (data in ${base#"$root"/})…"
@@ -107,7 +130,11 @@ say "starting local node $node on 127.0.0.1:$port (data in ${base#"$root"/})…"
 
 for _ in $(seq 1 120); do
   if answers 127.0.0.1 "$port"; then
-    say "ready at 127.0.0.1:$port"
+    if [[ $plugins == none ]]; then
+      say "ready at 127.0.0.1:$port"
+    else
+      say "ready at 127.0.0.1:$port (management API http://127.0.0.1:$management_port/api, RabbitMQ metrics http://127.0.0.1:$prometheus_port/metrics)"
+    fi
     exit 0
   fi
   sleep 0.5

@@ -12,9 +12,10 @@ use crate::{
     events::{self, JobEvents, Notifier},
     jobs::Jobs,
     publisher::Publisher,
-    replies,
+    queue_depth, replies,
     routes::{AppState, app},
     store,
+    tasks::TaskHealth,
 };
 
 /// A built gateway: the socket is bound and the reply consumer is running.
@@ -32,6 +33,9 @@ pub struct Application {
 impl Application {
     /// Opens the stores, binds the listener and starts applying replies.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The recorder first: everything below may already count or set a gauge.
+        let metrics = pixmill_shared::metrics::install();
+        pixmill_shared::metrics::register_gateway();
         let store = store::open(&settings.database_url)
             .await
             .map_err(|e| anyhow::anyhow!("task store {}: {e}", settings.database_url))?;
@@ -54,24 +58,45 @@ impl Application {
             limits: settings.common.limits,
         };
         let stop_consumer = CancellationToken::new();
+        let health = TaskHealth::default();
+        let queue = queue_depth::Latest::default();
+        let stop = &stop_consumer;
         let tasks = vec![
-            tokio::spawn(replies::run(
-                url.clone(),
-                topology.clone(),
-                jobs.clone(),
-                stop_consumer.clone(),
-            )),
-            tokio::spawn(events::listen(url, topology, events, stop_consumer.clone())),
-            tokio::spawn(crate::maintenance::run(
-                jobs.clone(),
-                settings.upkeep,
-                stop_consumer.clone(),
-            )),
+            health.spawn(
+                "reply_consumer",
+                stop.clone(),
+                replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone()),
+            ),
+            health.spawn(
+                "event_listener",
+                stop.clone(),
+                events::listen(url, topology.clone(), events, stop.clone()),
+            ),
+            health.spawn(
+                "sweeper",
+                stop.clone(),
+                crate::maintenance::run(jobs.clone(), settings.upkeep, stop.clone()),
+            ),
+            health.spawn(
+                "queue_depth",
+                stop.clone(),
+                queue_depth::run(
+                    settings.queue_depth_every,
+                    settings.management_url.clone(),
+                    jobs.publisher.clone(),
+                    topology.jobs.clone(),
+                    queue.clone(),
+                    stop.clone(),
+                ),
+            ),
         ];
         let state = AppState {
             jobs: jobs.clone(),
             max_upload_bytes: settings.max_upload_bytes,
             result_redirect: settings.result_redirect,
+            metrics,
+            queue,
+            health,
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {

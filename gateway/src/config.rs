@@ -21,6 +21,13 @@ pub struct Settings {
     /// front of it) serves the bytes. Needs an S3 blob store. 0 streams through the
     /// gateway.
     pub result_redirect: Option<Duration>,
+    /// `PIXMILL_MANAGEMENT_URL`: RabbitMQ's management API (`http://user:pass@host:15672/api`),
+    /// for the queue depth with unacked messages. Default: the AMQP host and
+    /// credentials, port 15672 (AMQP port + 10000 off the default port); `off` disables
+    /// it, leaving the AMQP figures (no unacked count).
+    pub management_url: Option<String>,
+    /// `PIXMILL_QUEUE_DEPTH_SECS`: how often the queue depth is read from the broker.
+    pub queue_depth_every: Duration,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -58,8 +65,23 @@ impl Settings {
                 ),
             });
         }
+        let management: String = env_or("PIXMILL_MANAGEMENT_URL", String::new())?;
+        let management_url = match management.as_str() {
+            "" => crate::queue_depth::management_url_for(&common.amqp_url),
+            "off" => None,
+            url if url.starts_with("http://") || url.starts_with("https://") => Some(url.into()),
+            other => {
+                return Err(ConfigError {
+                    var: "PIXMILL_MANAGEMENT_URL".into(),
+                    value: other.into(),
+                    reason: "expected http(s)://user:password@host:port/api, or off".into(),
+                });
+            }
+        };
         Ok(Self {
             database_url,
+            management_url,
+            queue_depth_every: secs("PIXMILL_QUEUE_DEPTH_SECS", 5.0)?,
             result_redirect: (redirect_secs > 0).then(|| Duration::from_secs(redirect_secs)),
             http_addr: env_or(
                 "PIXMILL_HTTP_ADDR",

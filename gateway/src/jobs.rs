@@ -8,7 +8,11 @@
 use std::{sync::Arc, time::Duration};
 
 use pixmill_shared::{
-    BlobError, Blobs, JobRequest, Limits, PlanError, amqp::PublishError, keys, plan,
+    BlobError, Blobs, JobRequest, Limits, PlanError,
+    amqp::PublishError,
+    keys,
+    metrics::{Event, op_label},
+    plan,
 };
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -125,7 +129,11 @@ impl Jobs {
         if let Err(e) = self.store.mark_published(id).await {
             warn!(job_id = %id, error = %e, "could not record the publish; the sweeper will repeat it");
         }
-        info!(job_id = %id, steps = request.steps.len(), width = image.width, height = image.height, "job queued");
+        Event::JobSubmitted {
+            job_id: id,
+            upload_bytes: submission.image.len() as u64,
+        }
+        .emit();
         let now = pixmill_shared::now_ms();
         let job = Job {
             id,
@@ -252,8 +260,41 @@ impl Jobs {
         let changed = self.store.apply(id, change).await?;
         if let Some(job) = &changed {
             self.notifier.changed(job);
+            observe(job);
         }
         Ok(changed)
+    }
+}
+
+/// Counts a change that applied: a first start (its queue wait) or a terminal state.
+fn observe(job: &Job) {
+    let since_created = |at: Option<i64>| {
+        at.and_then(|at| u64::try_from(at - job.created_at).ok())
+            .map(Duration::from_millis)
+    };
+    match job.state {
+        State::Running if job.attempts <= 1 => {
+            if let Some(queue_wait) = since_created(job.started_at) {
+                Event::JobStarted {
+                    job_id: job.id,
+                    queue_wait,
+                }
+                .emit();
+            }
+        }
+        State::Succeeded | State::Failed | State::Cancelled => Event::JobFinished {
+            job_id: job.id,
+            op: op_label(&job.steps),
+            outcome: job.state.as_str(),
+            code: job.error.as_ref().map_or("", |(code, _)| code.as_str()),
+            end_to_end: since_created(job.finished_at),
+            processing: job
+                .result
+                .as_ref()
+                .map(|r| Duration::from_millis(r.processing_ms)),
+        }
+        .emit(),
+        _ => {}
     }
 }
 

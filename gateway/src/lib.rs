@@ -9,10 +9,13 @@
 //! - [`inspect`]: sniffing the format, catching truncation, reading the header size.
 //! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
 //! - [`publisher`]: confirmed publishes over a long-lived channel.
+//! - [`queue_depth`]: the jobs queue's depth and consumers, read from the broker.
 //! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
 //! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
 //! - [`events`]: change notices, published for every gateway and heard from all of them.
+//! - [`stats`]: `GET /v1/stats`, the operations panel's figures.
 //! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
+//! - [`tasks`]: background tasks that report when they exit.
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
 
 pub mod app;
@@ -23,9 +26,12 @@ pub mod inspect;
 pub mod jobs;
 pub mod maintenance;
 pub mod publisher;
+pub mod queue_depth;
 pub mod replies;
 pub mod routes;
+pub mod stats;
 pub mod store;
+pub mod tasks;
 pub mod upload;
 
 pub use app::Application;

@@ -16,9 +16,9 @@
 
 use std::time::Duration;
 
-use pixmill_shared::{ErrorCode, JobRequest, keys};
+use pixmill_shared::{ErrorCode, JobRequest, keys, metrics::Event};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::{
     jobs::Jobs,
@@ -123,7 +123,11 @@ async fn republish(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> 
     };
     match jobs.publisher.publish(&request).await {
         Ok(()) => {
-            info!(job_id = %job.id, why, "job published again");
+            Event::Republished {
+                job_id: job.id,
+                why,
+            }
+            .emit();
             jobs.store.mark_republished(job.id).await
         }
         // The broker is away: try again on the next pass.
@@ -135,7 +139,11 @@ async fn republish(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> 
 }
 
 async fn fail_lost(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> {
-    warn!(job_id = %job.id, why, "job lost");
+    Event::Lost {
+        job_id: job.id,
+        why,
+    }
+    .emit();
     let message = format!("the job cannot run: {why}; submit it again");
     jobs.record(
         job.id,

@@ -130,6 +130,38 @@ impl Publisher {
         result
     }
 
+    /// Ready messages and consumers of `queue`, by a passive declare on a short-lived
+    /// channel (a missing queue closes that channel, never the publishing one).
+    pub async fn queue_counts(&self, queue: &str) -> Result<(u64, u64), PublishError> {
+        let work = async {
+            let connection = self.pool.get().await.map_err(|e| {
+                PublishError::Amqp(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    format!("no connection to the broker: {e}"),
+                )))
+            })?;
+            let channel = connection.create_channel().await?;
+            let declared = channel
+                .queue_declare(
+                    queue.into(),
+                    lapin::options::QueueDeclareOptions {
+                        passive: true,
+                        ..lapin::options::QueueDeclareOptions::default()
+                    },
+                    lapin::types::FieldTable::default(),
+                )
+                .await?;
+            let _ = channel.close(200, "done".into()).await;
+            Ok((
+                u64::from(declared.message_count()),
+                u64::from(declared.consumer_count()),
+            ))
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| PublishError::Timeout(self.timeout))?
+    }
+
     /// True when a channel to the broker can be had within the timeout.
     pub async fn ready(&self) -> bool {
         matches!(

@@ -13,7 +13,7 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
-use pixmill_shared::{ErrorCode, JobRequest, Outcome, Reply, Topology, amqp};
+use pixmill_shared::{ErrorCode, JobRequest, Outcome, Reply, Topology, amqp, metrics::Event};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
@@ -85,14 +85,22 @@ async fn settle(delivery: Delivery, outcome: Result<(), StoreError>) {
     match outcome {
         Ok(()) => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                warn!(error = %e, "ack of a reply failed; it will be redelivered and re-applied harmlessly");
+                Event::SettleFailed {
+                    action: "ack",
+                    error: &e.to_string(),
+                }
+                .emit();
             }
         }
         Err(e) => {
             warn!(error = %e, "could not apply a reply; it stays queued");
             tokio::time::sleep(STORE_RETRY_PAUSE).await;
             if let Err(e) = delivery.nack(amqp::requeue()).await {
-                warn!(error = %e, "nack of a reply failed; the broker redelivers it when the channel closes");
+                Event::SettleFailed {
+                    action: "nack",
+                    error: &e.to_string(),
+                }
+                .emit();
             }
         }
     }
@@ -147,7 +155,7 @@ async fn apply_dead(jobs: &Jobs, delivery: &Delivery) -> Result<(), StoreError> 
         warn!("dropping a dead-lettered message with no job id");
         return Ok(());
     };
-    warn!(job_id = %id, "job dead-lettered after repeated worker crashes");
+    Event::DeadLettered { job_id: id }.emit();
     let message = "every worker that took this job stopped before finishing it, up to the queue's \
                    delivery limit; it was set aside so the rest of the queue keeps moving";
     jobs.record(

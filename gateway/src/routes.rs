@@ -14,6 +14,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
+use pixmill_shared::metrics::{Event, names};
+
 use crate::{
     config::MAX_WAIT_SECS,
     error::ApiError,
@@ -32,6 +34,12 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// Answer result downloads with a presigned redirect valid this long (S3 only).
     pub result_redirect: Option<Duration>,
+    /// Renders `/metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The jobs queue's depth, as last read from the broker.
+    pub queue: crate::queue_depth::Latest,
+    /// Which background tasks are running.
+    pub health: crate::tasks::TaskHealth,
 }
 
 /// Builds the router. Tests can drive it with `oneshot`, without a socket.
@@ -45,6 +53,8 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .route("/", get(page))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/v1/stats", get(stats))
         .route(
             "/v1/jobs",
             axum::routing::post(submit).layer(DefaultBodyLimit::max(body_cap)),
@@ -59,6 +69,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .layer(axum::middleware::map_response(
             move |response: Response| async move { timeout_body(response, request_timeout) },
         ))
+        .layer(axum::middleware::from_fn(count_request))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let path = request
@@ -69,6 +80,51 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// Counts every request by method, matched route and status, and times it.
+async fn count_request(request: Request, next: axum::middleware::Next) -> Response {
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(names::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(names::HTTP_DURATION, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    /// Seconds of history the job figures cover (default 300, at most 86400).
+    window: Option<u64>,
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    Query(q): Query<StatsQuery>,
+) -> Result<Json<crate::stats::Stats>, ApiError> {
+    let window = q.window.unwrap_or(300);
+    if !(10..=86_400).contains(&window) {
+        return Err(ApiError::invalid(format!(
+            "window must be between 10 and 86400 seconds (got {window})"
+        )));
+    }
+    let stats = crate::stats::compute(&state.jobs.store, state.queue.get(), window).await?;
+    Ok(Json(stats))
 }
 
 /// The timeout layer answers 408 with no body; give it the JSON every error has.
@@ -95,14 +151,17 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> Response {
     let (broker, store) = tokio::join!(state.jobs.publisher.ready(), state.jobs.store.ping());
     let ok = |up: bool| if up { "ok" } else { "unavailable" };
+    let tasks = state.health.snapshot();
+    let ready = broker && store.is_ok() && tasks.values().all(|up| *up);
     let body = json!({
-        "status": if broker && store.is_ok() { "ready" } else { "not_ready" },
+        "status": if ready { "ready" } else { "not_ready" },
         "broker": ok(broker),
         "store": ok(store.is_ok()),
         "store_backend": state.jobs.store.backend(),
         "blob_store": state.jobs.blobs.describe(),
+        "tasks": tasks.iter().map(|(name, up)| (name.to_string(), json!(if *up { "running" } else { "exited" }))).collect::<serde_json::Map<_, _>>(),
     });
-    let status = if broker && store.is_ok() {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -266,6 +325,11 @@ async fn result(
         return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
     }
     let blob = state.jobs.blobs.stream(&meta.key).await.map_err(missing)?;
+    Event::ResultServed {
+        job_id: job.id,
+        bytes: blob.len,
+    }
+    .emit();
     let ext = job.format.extension();
     let headers = [
         (header::CONTENT_TYPE, meta.content_type.clone()),

@@ -392,3 +392,40 @@ async fn concurrent_passes_never_claim_the_same_job() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn recently_finished_jobs_feed_the_stats() {
+    on_every_backend("recently_finished_jobs_feed_the_stats", |b| async move {
+        let store = b.store;
+        let since = pixmill_shared::now_ms() - 1;
+        let (ok, bad, open_job) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        for id in [ok, bad, open_job] {
+            store.insert(new_job(id)).await.expect("insert");
+        }
+        let succeeded = Change::Succeeded {
+            worker: "w".into(),
+            attempt: 1,
+            result: result(),
+        };
+        store.apply(ok, succeeded).await.expect("succeeded");
+        let failed = Change::Failed {
+            worker: None,
+            attempt: 1,
+            code: "timeout".into(),
+            message: "slow".into(),
+        };
+        store.apply(bad, failed).await.expect("failed");
+        let mut rows = store.recently_finished(since, 10).await.expect("recent");
+        rows.sort_by_key(|(state, _)| state.as_str());
+        assert_eq!(
+            rows,
+            vec![(State::Failed, None), (State::Succeeded, Some(4))]
+        );
+        let future = pixmill_shared::now_ms() + 60_000;
+        assert_eq!(
+            store.recently_finished(future, 10).await.expect("none"),
+            vec![]
+        );
+    })
+    .await;
+}

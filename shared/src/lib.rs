@@ -13,6 +13,7 @@
 //!   one interface, a folder or an S3 backend, and the keys module.
 //! - [`config`]: typed `PIXMILL_*` settings with errors that name the variable.
 //! - [`telemetry`]: logging set-up.
+//! - [`metrics`]: the Prometheus recorder and the events that are logged and counted.
 //! - [`shutdown`]: the stop signal (Ctrl-C or SIGTERM).
 
 pub mod amqp;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod events;
 pub mod limits;
 pub mod messages;
+pub mod metrics;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;

@@ -70,6 +70,7 @@ impl TestBroker {
             .arg(verb)
             .env("PIXMILL_AMQP_URL", &self.url)
             .env("PIXMILL_BROKER_DIR", &self.dir)
+            .env("PIXMILL_BROKER_PLUGINS", "none")
             .status()
             .with_context(|| format!("running {}", script.display()))?;
         if !status.success() {

@@ -103,6 +103,8 @@ impl Stack {
             http_addr: "127.0.0.1:0".parse()?,
             database_url: DatabaseUrl::Sqlite(common.data_dir.join("pixmill.db")),
             result_redirect: None,
+            management_url: pixmill_gateway::queue_depth::management_url_for(&common.amqp_url),
+            queue_depth_every: Duration::from_millis(500),
             max_upload_bytes: 25 * 1024 * 1024,
             publish_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(60),
@@ -202,6 +204,7 @@ impl Stack {
             max_retries: 5,
             retry_base: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(10),
+            metrics_addr: "127.0.0.1:0".parse().expect("address"),
         };
         tweak(&mut settings);
         let stop = CancellationToken::new();

@@ -24,6 +24,9 @@ pub struct Settings {
     pub retry_base: Duration,
     /// `PIXMILL_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for jobs in hand.
     pub shutdown_grace: Duration,
+    /// `PIXMILL_METRICS_ADDR`: where `/metrics` and `/healthz` listen (default
+    /// `127.0.0.1:0`: a free port, logged at start-up).
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl Settings {
@@ -71,6 +74,10 @@ impl Settings {
                 }
             })?),
             shutdown_grace: Duration::from_secs(env_or("PIXMILL_SHUTDOWN_GRACE_SECS", 30u64)?),
+            metrics_addr: env_or(
+                "PIXMILL_METRICS_ADDR",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            )?,
         })
     }
 }

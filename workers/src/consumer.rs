@@ -14,14 +14,16 @@ use lapin::{
     options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::{AMQPValue, FieldTable},
 };
+use metrics::gauge;
 use pixmill_shared::{
     BlobError, Blobs, ErrorCode, JobRequest, JobResult, Outcome, Reply,
     amqp::{self, PublishError, header_u32, requeue},
     keys,
+    metrics::{Event, names, op_label},
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
@@ -50,7 +52,13 @@ struct Context {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let blobs = Blobs::open(&settings.common.blob_url)
         .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
-    let slots = Slots::new(usize::from(settings.concurrency))?;
+    // The recorder first: everything below may already set a gauge.
+    pixmill_shared::metrics::install();
+    pixmill_shared::metrics::register_worker(&settings.name);
+    let slots = Slots::new(usize::from(settings.concurrency), &settings.name)?;
+    crate::metrics_http::serve(settings.metrics_addr, shutdown.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("PIXMILL_METRICS_ADDR={}: {e}", settings.metrics_addr))?;
     info!(worker = %settings.name, concurrency = settings.concurrency, blobs = %blobs.describe(), "worker starting");
     amqp::reconnect_loop("worker", &shutdown, MAX_BACKOFF, || {
         session(&settings, &blobs, &slots, &shutdown)
@@ -101,7 +109,12 @@ async fn session(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let ctx = ctx.clone();
-                    jobs.spawn(async move { handle(&ctx, delivery).await });
+                    let in_flight = gauge!(names::WORKER_IN_FLIGHT, "worker" => settings.name.clone());
+                    in_flight.increment(1);
+                    jobs.spawn(async move {
+                        handle(&ctx, delivery).await;
+                        in_flight.decrement(1);
+                    });
                 }
                 Some(Err(e)) => break Err(anyhow::Error::from(e).context("consumer failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
@@ -136,10 +149,38 @@ async fn session(
     outcome
 }
 
+/// Acks a delivery; a failure is counted and logged (the broker redelivers the job
+/// when the channel closes, and a duplicate run is harmless).
+async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        Event::SettleFailed {
+            action: "ack",
+            error: &e.to_string(),
+        }
+        .emit();
+    }
+}
+
+/// Hands a delivery back to the queue for another consumer.
+async fn nack(delivery: &Delivery) {
+    if let Err(e) = delivery.nack(requeue()).await {
+        Event::SettleFailed {
+            action: "nack",
+            error: &e.to_string(),
+        }
+        .emit();
+    }
+}
+
 /// Runs one delivery to its ack (or hands it back). Never panics the consume loop.
 async fn handle(ctx: &Context, delivery: Delivery) {
     let retries = header_u32(&delivery, RETRIES_HEADER);
-    let attempt = retries + header_u32(&delivery, "x-delivery-count") + 1;
+    let redeliveries = header_u32(&delivery, "x-delivery-count");
+    let attempt = retries + redeliveries + 1;
+    let worker = ctx.settings.name.as_str();
+    if redeliveries > 0 {
+        Event::Redelivery { worker, attempt }.emit();
+    }
     let reply_to = delivery.properties.reply_to().as_ref().map_or_else(
         || ctx.settings.common.topology.replies.clone(),
         |r| r.to_string(),
@@ -157,11 +198,11 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                 };
                 if let Err(e) = reply(ctx, &reply_to, id, attempt, outcome).await {
                     warn!(error = %e, "reply failed; handing the message back");
-                    let _ = delivery.nack(requeue()).await;
+                    nack(&delivery).await;
                     return;
                 }
             }
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            ack(&delivery).await;
             return;
         }
     };
@@ -169,11 +210,23 @@ async fn handle(ctx: &Context, delivery: Delivery) {
     async move {
         if ctx.blobs.is_cancelled(job.id).await.unwrap_or(false) {
             info!("skipping a cancelled job");
-            let _ = delivery.ack(BasicAckOptions::default()).await;
+            ack(&delivery).await;
             return;
         }
         #[cfg(feature = "fault-injection")]
         crate::fault::maybe_crash(&job);
+        let op = op_label(&job.steps);
+        let clock = std::time::Instant::now();
+        let finished = |outcome: &'static str, code: &str| {
+            Event::WorkerJob {
+                worker,
+                op,
+                outcome,
+                code,
+                seconds: clock.elapsed().as_secs_f64(),
+            }
+            .emit();
+        };
         let started = reply(ctx, &reply_to, job.id, attempt, Outcome::Started);
         let (started, result) = tokio::join!(started, run_job(ctx, &job));
         if let Err(e) = started {
@@ -188,29 +241,36 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                     ms = result.processing_ms,
                     "succeeded"
                 );
+                finished("succeeded", "");
                 Outcome::Succeeded(result)
             }
             Err(JobError::Permanent { code, message }) => {
                 info!(code = code.as_str(), %message, "failed");
+                finished("failed", code.as_str());
                 Outcome::Failed { code, message }
             }
             Err(JobError::Transient(message)) if retries < ctx.settings.max_retries => {
                 let delay = backoff(ctx.settings.retry_base, retries);
-                warn!(%message, retry_in = ?delay, "transient failure; the job will be retried");
+                Event::Retry {
+                    worker,
+                    message: &message,
+                    delay,
+                }
+                .emit();
+                finished("retried", "");
                 match schedule_retry(ctx, &delivery, retries + 1, delay).await {
-                    Ok(()) => {
-                        let _ = delivery.ack(BasicAckOptions::default()).await;
-                    }
+                    Ok(()) => ack(&delivery).await,
                     Err(e) => {
                         warn!(error = %e, "could not schedule the retry; handing the job back");
                         tokio::time::sleep(delay).await;
-                        let _ = delivery.nack(requeue()).await;
+                        nack(&delivery).await;
                     }
                 }
                 return;
             }
             Err(JobError::Transient(message)) => {
                 warn!(%message, retries, "transient failure, and no retries left");
+                finished("failed", ErrorCode::RetriesExhausted.as_str());
                 Outcome::Failed {
                     code: ErrorCode::RetriesExhausted,
                     message: format!("still failing after {retries} retries: {message}"),
@@ -218,14 +278,10 @@ async fn handle(ctx: &Context, delivery: Delivery) {
             }
         };
         match reply(ctx, &reply_to, job.id, attempt, outcome).await {
-            Ok(()) => {
-                if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                    warn!(error = %e, "ack failed; the broker will redeliver the job");
-                }
-            }
+            Ok(()) => ack(&delivery).await,
             Err(e) => {
                 warn!(error = %e, "reply not confirmed; handing the job back");
-                let _ = delivery.nack(requeue()).await;
+                nack(&delivery).await;
             }
         }
     }
@@ -265,11 +321,23 @@ async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError>
         move || pipeline::process(&job, &input, &limits)
     };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let worker = ctx.settings.name.as_str();
     let processed = match ctx.slots.run(left, work).await {
         Ok(result) => result?,
-        Err(SlotError::TimedOut) => return Err(timed_out()),
+        Err(SlotError::TimedOut) => {
+            Event::Timeout {
+                worker,
+                limit: timeout,
+            }
+            .emit();
+            return Err(timed_out());
+        }
         Err(SlotError::Panicked(message)) => {
-            error!(%message, "the pipeline panicked");
+            Event::Panic {
+                worker,
+                message: &message,
+            }
+            .emit();
             return Err(JobError::permanent(
                 ErrorCode::Internal,
                 "the worker failed while processing this image",

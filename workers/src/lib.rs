@@ -9,6 +9,7 @@
 //! - [`ops`]: the steps, one file per family (geometry, filters, color).
 //! - [`error`]: `JobError`, whose kind decides ack or retry.
 //! - [`slots`]: the threads that run jobs' CPU work, one per slot.
+//! - [`metrics_http`]: `/metrics` and `/healthz` on `PIXMILL_METRICS_ADDR`.
 //!
 //! A worker needs only the broker and the blob store, so operators can start one
 //! anywhere those two are reachable; the task store belongs to the gateway alone.
@@ -19,6 +20,7 @@ pub mod consumer;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod metrics_http;
 pub mod ops;
 pub mod pipeline;
 pub mod slots;

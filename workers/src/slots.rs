@@ -12,6 +12,8 @@ use std::{
     time::Duration,
 };
 
+use metrics::gauge;
+use pixmill_shared::metrics::names;
 use tokio::sync::oneshot;
 
 type Task = Box<dyn FnOnce() + Send>;
@@ -35,12 +37,15 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Starts `count` threads.
-    pub fn new(count: usize) -> std::io::Result<Self> {
+    /// Starts `count` threads; `worker` labels their busy-slot gauge.
+    pub fn new(count: usize, worker: &str) -> std::io::Result<Self> {
         let (queue, tasks) = mpsc::channel::<Task>();
         let tasks = Arc::new(Mutex::new(tasks));
-        for i in 0..count.max(1) {
+        let count = count.max(1);
+        gauge!(names::WORKER_SLOTS, "worker" => worker.to_string()).set(count as f64);
+        for i in 0..count {
             let tasks = tasks.clone();
+            let busy = gauge!(names::WORKER_SLOTS_BUSY, "worker" => worker.to_string());
             std::thread::Builder::new()
                 .name(format!("pixmill-slot-{i}"))
                 .spawn(move || {
@@ -51,7 +56,11 @@ impl Slots {
                             Err(_) => return,
                         };
                         match next {
-                            Ok(task) => task(),
+                            Ok(task) => {
+                                busy.increment(1);
+                                task();
+                                busy.decrement(1);
+                            }
                             Err(_) => return,
                         }
                     }
@@ -99,7 +108,7 @@ mod tests {
 
     #[tokio::test]
     async fn work_runs_on_the_slot_threads_and_returns() {
-        let slots = Slots::new(2).expect("slots");
+        let slots = Slots::new(2, "test").expect("slots");
         let name = slots
             .run(Duration::from_secs(5), || {
                 std::thread::current().name().map(str::to_owned)
@@ -111,7 +120,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_is_reported_and_the_slot_lives_on() {
-        let slots = Slots::new(1).expect("slots");
+        let slots = Slots::new(1, "test").expect("slots");
         let err = slots
             .run(Duration::from_secs(5), || -> u8 { panic!("decoder bug") })
             .await
@@ -129,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_time_limit_starts_when_a_slot_starts_the_work() {
-        let slots = Slots::new(1).expect("slots");
+        let slots = Slots::new(1, "test").expect("slots");
         let ran = Arc::new(AtomicUsize::new(0));
         // The first job holds the only slot for 300 ms; the second, limited to 200 ms,
         // waits for the slot and then finishes in time.

@@ -218,6 +218,14 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         lease_until: i64,
     ) -> Result<Vec<Job>, StoreError>;
 
+    /// Jobs that succeeded or failed at or after `since` (ms), newest first, at most
+    /// `limit`: their state and processing time, for `GET /v1/stats`.
+    async fn recently_finished(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<(State, Option<u64>)>, StoreError>;
+
     /// Gives up a claim early (the pass could not finish the job), so the next pass, on
     /// any gateway, may claim it again at once.
     async fn release(&self, id: Uuid) -> Result<(), StoreError>;

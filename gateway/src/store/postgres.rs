@@ -363,6 +363,33 @@ impl TaskStore for PgStore {
             .await
     }
 
+    async fn recently_finished(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<(State, Option<u64>)>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT state, processing_ms FROM jobs
+                 WHERE state IN ('succeeded', 'failed') AND finished_at >= $1
+                 ORDER BY finished_at DESC LIMIT $2",
+            )
+            .await?;
+        client
+            .query(&statement, &[&since, &i64::from(limit)])
+            .await?
+            .iter()
+            .map(|row| {
+                let state: String = row.try_get(0)?;
+                let ms: Option<i64> = row.try_get(1)?;
+                let state = State::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
+                Ok((state, ms.and_then(|v| u64::try_from(v).ok())))
+            })
+            .collect()
+    }
+
     async fn release(&self, id: Uuid) -> Result<(), StoreError> {
         self.execute("UPDATE jobs SET lease_until = NULL WHERE id = $1", &[&id])
             .await?;

@@ -313,6 +313,29 @@ impl TaskStore for SqliteStore {
         self.returning(sql, Vec::new()).await
     }
 
+    async fn recently_finished(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> Result<Vec<(State, Option<u64>)>, StoreError> {
+        self.with(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT state, processing_ms FROM jobs
+                 WHERE state IN ('succeeded', 'failed') AND finished_at >= ?1
+                 ORDER BY finished_at DESC LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![since, limit], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?))
+            })?;
+            rows.map(|row| {
+                let (state, ms) = row?;
+                Ok((parse_state(&state)?, ms.and_then(|v| u64::try_from(v).ok())))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn release(&self, id: Uuid) -> Result<(), StoreError> {
         self.with(move |c| {
             c.execute(

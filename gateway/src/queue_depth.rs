@@ -1,0 +1,195 @@
+//! How deep the jobs queue is, read from the broker every few seconds.
+//!
+//! A passive declare over AMQP gives ready messages and the consumer count as they are
+//! now; the management HTTP API (`PIXMILL_MANAGEMENT_URL`) adds unacked messages (from
+//! statistics the broker refreshes every `collect_statistics_interval`). Without the
+//! management API, unacked is reported as unknown.
+//! `PIXMILL_QUEUE_DEPTH_SECS` sets how often (default 5 s).
+//! The figures feed the `pixmill_queue_*` gauges and `GET /v1/stats`.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use metrics::gauge;
+use pixmill_shared::metrics::names;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::publisher::Publisher;
+
+/// The jobs queue as last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueDepth {
+    /// Messages waiting for a worker.
+    pub ready: u64,
+    /// Messages a worker holds and has not acked yet (None when only AMQP answered).
+    pub unacked: Option<u64>,
+    /// Consumers: one per connected worker process.
+    pub consumers: u64,
+    /// Where the figures came from: `amqp+management`, `amqp` (no unacked count), or
+    /// `management` (AMQP failed).
+    pub source: &'static str,
+    /// When they were read (ms since the epoch).
+    pub at_ms: i64,
+}
+
+/// The latest reading, shared with the stats route.
+#[derive(Debug, Clone, Default)]
+pub struct Latest(Arc<RwLock<Option<QueueDepth>>>);
+
+impl Latest {
+    /// The last reading, if any.
+    pub fn get(&self) -> Option<QueueDepth> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, depth: QueueDepth) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(depth);
+    }
+}
+
+/// The part of the management API's queue object we read.
+#[derive(Debug, Deserialize)]
+struct ManagementQueue {
+    #[serde(default)]
+    messages_ready: u64,
+    #[serde(default)]
+    messages_unacknowledged: u64,
+    #[serde(default)]
+    consumers: u64,
+}
+
+/// The management API's base URL for an AMQP URL: same host and credentials, port
+/// 15672 for the default 5672, otherwise AMQP port + 10000 (the convention of this
+/// project's broker scripts).
+pub fn management_url_for(amqp_url: &str) -> Option<String> {
+    let rest = amqp_url.split_once("://")?.1;
+    let (creds, hostpart) = match rest.split_once('@') {
+        Some((creds, host)) => (Some(creds), host),
+        None => (None, rest),
+    };
+    let hostport = hostpart.split(['/', '?']).next()?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse::<u32>().ok()?),
+        None => (hostport, 5672),
+    };
+    let mgmt = if port == 5672 { 15672 } else { port + 10_000 };
+    if mgmt > 65_535 {
+        return None;
+    }
+    Some(match creds {
+        Some(creds) => format!("http://{creds}@{host}:{mgmt}/api"),
+        None => format!("http://guest:guest@{host}:{mgmt}/api"),
+    })
+}
+
+/// Reads the queue depth every few seconds until `shutdown`.
+pub async fn run(
+    every: Duration,
+    management: Option<String>,
+    publisher: Arc<Publisher>,
+    queue: String,
+    latest: Latest,
+    shutdown: CancellationToken,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap_or_default();
+    let mut last_source = "";
+    loop {
+        // Ready and consumers over AMQP are current to the moment; the management API
+        // adds unacked, from statistics the broker refreshes every few seconds.
+        let (amqp, management) = tokio::join!(
+            publisher.queue_counts(&queue),
+            read_management(&http, management.as_deref(), &queue)
+        );
+        let depth = match (amqp, management) {
+            (Ok((ready, consumers)), management) => Some(QueueDepth {
+                ready,
+                unacked: management.as_ref().and_then(|m| m.unacked),
+                consumers,
+                source: if management.is_some() {
+                    "amqp+management"
+                } else {
+                    "amqp"
+                },
+                at_ms: pixmill_shared::now_ms(),
+            }),
+            (Err(_), Some(management)) => Some(management),
+            (Err(e), None) => {
+                debug!(error = %e, "queue depth unavailable");
+                None
+            }
+        };
+        if let Some(depth) = depth {
+            if depth.source != last_source {
+                info!(source = depth.source, "reading the jobs queue depth");
+                last_source = depth.source;
+            }
+            gauge!(names::QUEUE_READY, "queue" => queue.clone()).set(depth.ready as f64);
+            gauge!(names::QUEUE_CONSUMERS, "queue" => queue.clone()).set(depth.consumers as f64);
+            if let Some(unacked) = depth.unacked {
+                gauge!(names::QUEUE_UNACKED, "queue" => queue.clone()).set(unacked as f64);
+            }
+            latest.set(depth);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+async fn read_management(
+    http: &reqwest::Client,
+    base: Option<&str>,
+    queue: &str,
+) -> Option<QueueDepth> {
+    let base = base?;
+    // The default vhost `/` is `%2F` in the path.
+    let url = format!("{}/queues/%2F/{queue}", base.trim_end_matches('/'));
+    let response = http.get(&url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let q: ManagementQueue = response.json().await.ok()?;
+    Some(QueueDepth {
+        ready: q.messages_ready,
+        unacked: Some(q.messages_unacknowledged),
+        consumers: q.consumers,
+        source: "management",
+        at_ms: pixmill_shared::now_ms(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_management_url_follows_the_amqp_url() {
+        assert_eq!(
+            management_url_for("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10").as_deref(),
+            Some("http://guest:guest@127.0.0.1:15672/api")
+        );
+        assert_eq!(
+            management_url_for("amqp://u:p@rabbit:5701/%2f").as_deref(),
+            Some("http://u:p@rabbit:15701/api")
+        );
+        assert_eq!(
+            management_url_for("amqp://rabbit").as_deref(),
+            Some("http://guest:guest@rabbit:15672/api")
+        );
+        assert_eq!(management_url_for("amqp://h:60000/"), None);
+    }
+}

@@ -1,0 +1,99 @@
+//! `GET /v1/stats`: the operations panel's figures, as JSON.
+//!
+//! Throughput, failure rate and processing-time percentiles come from the task store
+//! (so every gateway on one database shows the same figures); the queue depth and the
+//! workers online come from the broker (the jobs queue's consumer count: one consumer
+//! per connected worker process).
+
+use serde::Serialize;
+
+use crate::{
+    queue_depth::QueueDepth,
+    store::{State, Store, StoreError},
+};
+
+/// Most finished jobs one stats request reads.
+const SAMPLE: u32 = 20_000;
+
+/// The JSON body of `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    /// The window the job figures cover, in seconds.
+    pub window_secs: u64,
+    /// The jobs queue, as last read from the broker (None before the first read).
+    pub queue: Option<QueueDepth>,
+    /// Worker processes consuming the jobs queue (its consumer count).
+    pub workers_online: Option<u64>,
+    /// Jobs that succeeded or failed in the window.
+    pub finished: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Finished jobs per minute over the window.
+    pub jobs_per_minute: f64,
+    /// Failed / finished over the window (0 when nothing finished).
+    pub failure_rate: f64,
+    /// Processing time of the window's successful jobs, in milliseconds.
+    pub processing_ms_p50: Option<u64>,
+    pub processing_ms_p95: Option<u64>,
+    /// True when the window held more jobs than one request reads; the figures then
+    /// cover the newest ones.
+    pub sampled: bool,
+}
+
+/// The `q`-quantile (0..=1) of sorted values, nearest rank.
+fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// Computes the stats over the last `window_secs`.
+pub async fn compute(
+    store: &Store,
+    queue: Option<QueueDepth>,
+    window_secs: u64,
+) -> Result<Stats, StoreError> {
+    let since = pixmill_shared::now_ms() - i64::try_from(window_secs * 1000).unwrap_or(i64::MAX);
+    let rows = store.recently_finished(since, SAMPLE).await?;
+    let failed = rows.iter().filter(|(s, _)| *s == State::Failed).count() as u64;
+    let finished = rows.len() as u64;
+    let mut processing: Vec<u64> = rows
+        .iter()
+        .filter(|(s, _)| *s == State::Succeeded)
+        .filter_map(|(_, ms)| *ms)
+        .collect();
+    processing.sort_unstable();
+    Ok(Stats {
+        window_secs,
+        workers_online: queue.as_ref().map(|q| q.consumers),
+        queue,
+        finished,
+        succeeded: finished - failed,
+        failed,
+        jobs_per_minute: finished as f64 * 60.0 / window_secs.max(1) as f64,
+        failure_rate: if finished == 0 {
+            0.0
+        } else {
+            failed as f64 / finished as f64
+        },
+        processing_ms_p50: quantile(&processing, 0.5),
+        processing_ms_p95: quantile(&processing, 0.95),
+        sampled: finished >= u64::from(SAMPLE),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50));
+        assert_eq!(quantile(&v, 0.95), Some(95));
+        assert_eq!(quantile(&[7], 0.95), Some(7));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+}
