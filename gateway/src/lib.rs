@@ -13,6 +13,7 @@
 //! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
 //! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
 //! - [`events`]: change notices, published for every gateway and heard from all of them.
+//! - [`sse`]: `GET /v1/jobs/{id}/events`, a job's changes as server-sent events.
 //! - [`stats`]: `GET /v1/stats`, the operations panel's figures.
 //! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
 //! - [`tasks`]: background tasks that report when they exit.
@@ -29,6 +30,7 @@ pub mod publisher;
 pub mod queue_depth;
 pub mod replies;
 pub mod routes;
+pub mod sse;
 pub mod stats;
 pub mod store;
 pub mod tasks;

@@ -429,3 +429,52 @@ async fn recently_finished_jobs_feed_the_stats() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn listing_pages_newest_first_by_state() {
+    on_every_backend("listing_pages_newest_first_by_state", |b| async move {
+        let store = b.store;
+        let mut ids = Vec::new();
+        for _ in 0..7 {
+            let id = Uuid::new_v4();
+            store.insert(new_job(id)).await.expect("insert");
+            ids.push(id);
+            // Distinct creation times, so "newest first" is well defined.
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        store
+            .apply(ids[1], Change::Cancelled)
+            .await
+            .expect("cancel");
+        store
+            .apply(ids[4], Change::Cancelled)
+            .await
+            .expect("cancel");
+
+        // Pages of 3, newest first, each continuing after the last one seen.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store.list(None, before, 3).await.expect("list");
+            assert!(page.len() <= 3);
+            let Some(last) = page.last() else { break };
+            before = Some((last.created_at, last.id));
+            seen.extend(page.iter().map(|j| j.id));
+        }
+        let newest_first: Vec<Uuid> = ids.iter().rev().copied().collect();
+        assert_eq!(seen, newest_first);
+
+        let cancelled = store
+            .list(Some(State::Cancelled), None, 10)
+            .await
+            .expect("list");
+        let cancelled: Vec<Uuid> = cancelled.into_iter().map(|j| j.id).collect();
+        assert_eq!(cancelled, vec![ids[4], ids[1]]);
+        let failed = store
+            .list(Some(State::Failed), None, 10)
+            .await
+            .expect("list");
+        assert!(failed.is_empty());
+    })
+    .await;
+}

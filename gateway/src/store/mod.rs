@@ -218,6 +218,15 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         lease_until: i64,
     ) -> Result<Vec<Job>, StoreError>;
 
+    /// Jobs newest first (by creation, then id), optionally in one state, strictly
+    /// older than `before` (the last job of the previous page), at most `limit`.
+    async fn list(
+        &self,
+        state: Option<State>,
+        before: Option<(i64, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
+
     /// Jobs that succeeded or failed at or after `since` (ms), newest first, at most
     /// `limit`: their state and processing time, for `GET /v1/stats`.
     async fn recently_finished(

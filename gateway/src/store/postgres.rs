@@ -363,6 +363,24 @@ impl TaskStore for PgStore {
             .await
     }
 
+    async fn list(
+        &self,
+        state: Option<State>,
+        before: Option<(i64, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let state = state.map(|s| s.as_str().to_string());
+        let (created_at, id) = before.unzip();
+        self.rows(
+            "SELECT * FROM jobs
+             WHERE ($1::TEXT IS NULL OR state = $1)
+               AND ($2::BIGINT IS NULL OR (created_at, id) < ($2, $3))
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+            &[&state, &created_at, &id, &i64::from(limit)],
+        )
+        .await
+    }
+
     async fn recently_finished(
         &self,
         since: i64,

@@ -313,6 +313,36 @@ impl TaskStore for SqliteStore {
         self.returning(sql, Vec::new()).await
     }
 
+    async fn list(
+        &self,
+        state: Option<State>,
+        before: Option<(i64, Uuid)>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        use rusqlite::types::Value;
+        let mut sql = String::from("SELECT * FROM jobs WHERE 1 = 1");
+        let mut bind = Vec::new();
+        if let Some(state) = state {
+            bind.push(Value::Text(state.as_str().into()));
+            sql.push_str(&format!(" AND state = ?{}", bind.len()));
+        }
+        if let Some((created_at, id)) = before {
+            bind.push(Value::Integer(created_at));
+            bind.push(Value::Text(id.to_string()));
+            sql.push_str(&format!(
+                " AND (created_at, id) < (?{}, ?{})",
+                bind.len() - 1,
+                bind.len()
+            ));
+        }
+        bind.push(Value::Integer(limit.into()));
+        sql.push_str(&format!(
+            " ORDER BY created_at DESC, id DESC LIMIT ?{}",
+            bind.len()
+        ));
+        self.returning(sql, bind).await
+    }
+
     async fn recently_finished(
         &self,
         since: i64,

@@ -48,6 +48,10 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
 /// Version 3: leases, so a background pass claims a job once.
 const SCHEMA_V3: &str = "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;";
 
+/// Version 4: newest-first listing.
+const SCHEMA_V4: &str = "CREATE INDEX IF NOT EXISTS jobs_listing ON jobs(created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_state_listing ON jobs(state, created_at DESC, id DESC);";
+
 /// Brings the schema up to date. `user_version` records how far a file has come, so
 /// a database made by an older gateway keeps its jobs.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -66,7 +70,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 3 && !has_column("lease_until")? {
         conn.execute_batch(SCHEMA_V3)?;
     }
-    conn.pragma_update(None, "user_version", 3)?;
+    if version < 4 {
+        conn.execute_batch(SCHEMA_V4)?;
+    }
+    conn.pragma_update(None, "user_version", 4)?;
     Ok(())
 }
 

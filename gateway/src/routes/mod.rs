@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
-use pixmill_shared::metrics::{Event, names};
+use pixmill_shared::metrics::Event;
 
 use crate::{
     config::MAX_WAIT_SECS,
@@ -24,8 +24,13 @@ use crate::{
     upload,
 };
 
+mod listing;
+mod ops;
+
+pub use listing::MAX_PAGE;
+
 /// The upload page: one static file, no build step.
-const PAGE: &str = include_str!("../static/index.html");
+const PAGE: &str = include_str!("../../static/index.html");
 
 /// Route state: the jobs service plus the upload limit the body reader enforces.
 #[derive(Debug, Clone)]
@@ -51,25 +56,28 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .saturating_add(1 << 20);
     Router::new()
         .route("/", get(page))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/stats", get(stats))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics_text))
+        .route("/v1/stats", get(ops::stats))
         .route(
             "/v1/jobs",
-            axum::routing::post(submit).layer(DefaultBodyLimit::max(body_cap)),
+            axum::routing::post(submit)
+                .layer(DefaultBodyLimit::max(body_cap))
+                .get(listing::list),
         )
         .route("/v1/jobs/{id}", get(status).delete(cancel))
         .route("/v1/jobs/{id}/result", get(result))
+        .route("/v1/jobs/{id}/events", get(crate::sse::job_events))
         .fallback(not_found)
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
         .layer(axum::middleware::map_response(
-            move |response: Response| async move { timeout_body(response, request_timeout) },
+            move |response: Response| async move { ops::timeout_body(response, request_timeout) },
         ))
-        .layer(axum::middleware::from_fn(count_request))
+        .layer(axum::middleware::from_fn(ops::count_request))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let path = request
@@ -82,91 +90,8 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .with_state(state)
 }
 
-/// Counts every request by method, matched route and status, and times it.
-async fn count_request(request: Request, next: axum::middleware::Next) -> Response {
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(names::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!(names::HTTP_DURATION, "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-async fn metrics_text(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct StatsQuery {
-    /// Seconds of history the job figures cover (default 300, at most 86400).
-    window: Option<u64>,
-}
-
-async fn stats(
-    State(state): State<AppState>,
-    Query(q): Query<StatsQuery>,
-) -> Result<Json<crate::stats::Stats>, ApiError> {
-    let window = q.window.unwrap_or(300);
-    if !(10..=86_400).contains(&window) {
-        return Err(ApiError::invalid(format!(
-            "window must be between 10 and 86400 seconds (got {window})"
-        )));
-    }
-    let stats = crate::stats::compute(&state.jobs.store, state.queue.get(), window).await?;
-    Ok(Json(stats))
-}
-
-/// The timeout layer answers 408 with no body; give it the JSON every error has.
-fn timeout_body(response: Response, limit: Duration) -> Response {
-    if response.status() == StatusCode::REQUEST_TIMEOUT
-        && response.headers().get(header::CONTENT_TYPE).is_none()
-    {
-        return ApiError::Timeout {
-            limit_secs: limit.as_secs(),
-        }
-        .into_response();
-    }
-    response
-}
-
 async fn page() -> Html<&'static str> {
     Html(PAGE)
-}
-
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    let (broker, store) = tokio::join!(state.jobs.publisher.ready(), state.jobs.store.ping());
-    let ok = |up: bool| if up { "ok" } else { "unavailable" };
-    let tasks = state.health.snapshot();
-    let ready = broker && store.is_ok() && tasks.values().all(|up| *up);
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "broker": ok(broker),
-        "store": ok(store.is_ok()),
-        "store_backend": state.jobs.store.backend(),
-        "blob_store": state.jobs.blobs.describe(),
-        "tasks": tasks.iter().map(|(name, up)| (name.to_string(), json!(if *up { "running" } else { "exited" }))).collect::<serde_json::Map<_, _>>(),
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
 }
 
 async fn not_found(request: Request) -> ApiError {

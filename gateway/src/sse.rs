@@ -1,0 +1,115 @@
+//! `GET /v1/jobs/{id}/events`: a job's state changes as server-sent events.
+//!
+//! Each event is named after the state (`queued`, `running`, `succeeded`, …), carries
+//! the job record (timestamps, attempts, worker, then the result or the error) as its
+//! data, and has the job's `updated_at` (ms) as its id. The stream closes after a
+//! terminal state. Comments (`: keep-alive`) go out every 15 s while nothing changes.
+//!
+//! A job only moves forward and its record holds everything about it, so a client that
+//! reconnects with `Last-Event-ID` gets the current state if it changed since that id,
+//! and never an event it already has; the terminal event is never missed. Changes
+//! applied by any gateway arrive through the change-notice exchange.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures_util::{Stream, stream};
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::{error::ApiError, jobs::Jobs, routes::AppState, routes::view, store::Job};
+
+/// How often the stream re-reads the job even without a notice.
+const REREAD_EVERY: Duration = Duration::from_secs(2);
+/// Comment lines keep proxies and clients from timing the stream out.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// Where a stream is.
+struct Cursor {
+    jobs: Jobs,
+    id: Uuid,
+    changes: broadcast::Receiver<Uuid>,
+    /// The job as last read, not yet sent.
+    pending: Option<Job>,
+    /// `updated_at` of the last event sent (or the client's `Last-Event-ID`).
+    last_sent: i64,
+    done: bool,
+}
+
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let jobs = state.jobs.clone();
+    // Subscribe before the first read, so a change in between is not missed.
+    let changes = jobs.notifier.events.subscribe();
+    let job = jobs.get(&raw_id).await?;
+    let last_sent = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(i64::MIN);
+    let cursor = Cursor {
+        jobs,
+        id: job.id,
+        changes,
+        pending: Some(job),
+        last_sent,
+        done: false,
+    };
+    let events = stream::unfold(cursor, |mut c| async move {
+        loop {
+            if c.done {
+                return None;
+            }
+            if let Some(job) = c.pending.take() {
+                let terminal = job.state.is_terminal();
+                if job.updated_at > c.last_sent {
+                    c.last_sent = job.updated_at;
+                    c.done = terminal;
+                    return Some((Ok(event(&job)), c));
+                }
+                if terminal {
+                    return None;
+                }
+            }
+            c.pending = next_change(&mut c).await;
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
+}
+
+/// Waits for a notice about this job (or the periodic re-read) and reads it again.
+async fn next_change(c: &mut Cursor) -> Option<Job> {
+    let tick = tokio::time::sleep(REREAD_EVERY);
+    tokio::pin!(tick);
+    loop {
+        tokio::select! {
+            () = &mut tick => break,
+            changed = c.changes.recv() => match changed {
+                Ok(id) if id == c.id || id.is_nil() => break,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => {
+                    c.done = true;
+                    return None;
+                }
+            },
+        }
+    }
+    // A store that is briefly away costs a re-read later, not the stream.
+    c.jobs.store.get(c.id).await.ok().flatten()
+}
+
+fn event(job: &Job) -> Event {
+    Event::default()
+        .event(job.state.as_str())
+        .id(job.updated_at.to_string())
+        .json_data(view(job))
+        .unwrap_or_else(|_| Event::default().event(job.state.as_str()))
+}
