@@ -56,6 +56,7 @@ impl Application {
             notifier: Notifier::new(events.clone(), publisher.clone()),
             publisher,
             limits: settings.common.limits,
+            webhooks: settings.webhooks.clone(),
         };
         let stop_consumer = CancellationToken::new();
         let health = TaskHealth::default();
@@ -76,6 +77,11 @@ impl Application {
                 "sweeper",
                 stop.clone(),
                 crate::maintenance::run(jobs.clone(), settings.upkeep, stop.clone()),
+            ),
+            health.spawn(
+                "webhooks",
+                stop.clone(),
+                crate::webhooks::run(jobs.clone(), settings.webhooks.clone(), stop.clone()),
             ),
             health.spawn(
                 "queue_depth",

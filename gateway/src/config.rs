@@ -28,6 +28,9 @@ pub struct Settings {
     pub management_url: Option<String>,
     /// `PIXMILL_QUEUE_DEPTH_SECS`: how often the queue depth is read from the broker.
     pub queue_depth_every: Duration,
+    /// `PIXMILL_WEBHOOK_SECRET`, `PIXMILL_WEBHOOK_ALLOW`, `PIXMILL_WEBHOOK_TIMEOUT_SECS`,
+    /// `PIXMILL_WEBHOOK_MAX_ATTEMPTS`.
+    pub webhooks: crate::webhooks::WebhookSettings,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -82,6 +85,24 @@ impl Settings {
             database_url,
             management_url,
             queue_depth_every: secs("PIXMILL_QUEUE_DEPTH_SECS", 5.0)?,
+            webhooks: crate::webhooks::WebhookSettings {
+                secret: Some(env_or("PIXMILL_WEBHOOK_SECRET", String::new())?)
+                    .filter(|s| !s.is_empty()),
+                allow: env_or("PIXMILL_WEBHOOK_ALLOW", String::new())?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                timeout: secs("PIXMILL_WEBHOOK_TIMEOUT_SECS", 5.0)?,
+                max_attempts: env_checked("PIXMILL_WEBHOOK_MAX_ATTEMPTS", 8u32, |v| {
+                    if (1..=50).contains(v) {
+                        Ok(())
+                    } else {
+                        Err("must be between 1 and 50".into())
+                    }
+                })?,
+            },
             result_redirect: (redirect_secs > 0).then(|| Duration::from_secs(redirect_secs)),
             http_addr: env_or(
                 "PIXMILL_HTTP_ADDR",

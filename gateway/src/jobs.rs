@@ -42,6 +42,8 @@ pub struct Jobs {
     /// Wakes waiters here and tells other gateways through the events exchange.
     pub notifier: Notifier,
     pub limits: Limits,
+    /// Webhook rules, for checking a `callback_url` at submit.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 /// What `submit` did.
@@ -72,6 +74,15 @@ impl Jobs {
             }
         };
         let image = inspect(&submission.image, &self.limits)?;
+        let callback_url = match submission
+            .params
+            .get("callback_url")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+        {
+            None => None,
+            Some(url) => Some(crate::webhooks::check_url(&self.webhooks, url).await?),
+        };
         plan(&spec.steps, image.width, image.height, &self.limits).map_err(|e| match e {
             PlanError::TooManyPixels { .. } => ApiError::Unprocessable {
                 code: "too_many_pixels",
@@ -105,6 +116,7 @@ impl Jobs {
                 quality: request.quality,
                 input_key: request.input.clone(),
                 idempotency: idempotency.clone(),
+                callback_url: callback_url.clone(),
             })
             .await;
         if let Err(e) = stored {
@@ -153,6 +165,11 @@ impl Jobs {
             published_at: Some(now),
             republished: 0,
             result_deleted_at: None,
+            callback: callback_url.map(|url| crate::webhooks::Callback {
+                url,
+                state: "pending".into(),
+                attempts: Vec::new(),
+            }),
         };
         self.notifier.changed(&job);
         Ok(Submitted::Created(job))

@@ -17,6 +17,7 @@
 //! - [`stats`]: `GET /v1/stats`, the operations panel's figures.
 //! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
 //! - [`tasks`]: background tasks that report when they exit.
+//! - [`webhooks`]: signed, durable, guarded callbacks when a job ends.
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
 
 pub mod app;
@@ -35,6 +36,7 @@ pub mod stats;
 pub mod store;
 pub mod tasks;
 pub mod upload;
+pub mod webhooks;
 
 pub use app::Application;
 pub use config::Settings;

@@ -87,6 +87,7 @@ fn new_job(id: Uuid) -> NewJob {
         quality: 85,
         input_key: format!("inputs/{id}"),
         idempotency: None,
+        callback_url: None,
     }
 }
 

@@ -105,6 +105,12 @@ impl Stack {
             result_redirect: None,
             management_url: pixmill_gateway::queue_depth::management_url_for(&common.amqp_url),
             queue_depth_every: Duration::from_millis(500),
+            webhooks: pixmill_gateway::webhooks::WebhookSettings {
+                secret: Some("test-webhook-secret".into()),
+                allow: vec!["127.0.0.1".into()],
+                timeout: Duration::from_secs(2),
+                max_attempts: 8,
+            },
             max_upload_bytes: 25 * 1024 * 1024,
             publish_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(60),

@@ -113,6 +113,7 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
         quality: 85,
         input_key: keys::input(id),
         idempotency: None,
+        callback_url: None,
     };
     let (with_upload, without_upload) = (Uuid::new_v4(), Uuid::new_v4());
     blobs

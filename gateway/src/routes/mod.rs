@@ -294,6 +294,7 @@ pub fn view(job: &Job) -> Value {
             "bytes": r.bytes,
             "processing_ms": r.processing_ms,
         })),
+        "callback": job.callback,
         "links": {
             "self": format!("/v1/jobs/{}", job.id),
             "result": format!("/v1/jobs/{}/result", job.id),

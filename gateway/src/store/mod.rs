@@ -48,6 +48,8 @@ pub struct Job {
     pub republished: u32,
     /// When the result was deleted on request (`DELETE` on a finished job).
     pub result_deleted_at: Option<i64>,
+    /// The webhook to call when the job ends, and how its deliveries went.
+    pub callback: Option<crate::webhooks::Callback>,
 }
 
 impl Job {
@@ -88,6 +90,8 @@ pub struct NewJob {
     pub input_key: String,
     /// `Idempotency-Key` header and a hash of the request it came with.
     pub idempotency: Option<(String, String)>,
+    /// Where to POST the job record when it ends (checked by [`crate::webhooks`]).
+    pub callback_url: Option<String>,
 }
 
 /// A move of a job to another state. Applied only from [`Change::target`]'s sources.
@@ -137,6 +141,8 @@ pub enum Sweep {
     StaleRunning,
     /// Finished jobs older than the cutoff that still hold blobs.
     Expiry,
+    /// Finished jobs whose webhook is due (the cutoff is now).
+    Webhooks,
 }
 
 impl Sweep {
@@ -150,6 +156,12 @@ impl Sweep {
             Sweep::StaleRunning => format!("state = 'running' AND updated_at < {cutoff}"),
             Sweep::Expiry => format!(
                 "state IN ({}) AND finished_at < {cutoff}",
+                State::Expired.sources_sql()
+            ),
+            Sweep::Webhooks => format!(
+                "callback_url IS NOT NULL AND state IN ({}) \
+                 AND COALESCE(webhook_state, 'pending') = 'pending' \
+                 AND COALESCE(webhook_next_at, 0) <= {cutoff}",
                 State::Expired.sources_sql()
             ),
         }
@@ -235,6 +247,15 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         limit: u32,
     ) -> Result<Vec<(State, Option<u64>)>, StoreError>;
 
+    /// Records a webhook's progress (the pass that claimed the job is the only writer)
+    /// and releases the claim; `next_at` (ms) schedules the next attempt, None ends it.
+    async fn record_callback(
+        &self,
+        id: Uuid,
+        callback: &crate::webhooks::Callback,
+        next_at: Option<i64>,
+    ) -> Result<(), StoreError>;
+
     /// Gives up a claim early (the pass could not finish the job), so the next pass, on
     /// any gateway, may claim it again at once.
     async fn release(&self, id: Uuid) -> Result<(), StoreError>;
@@ -298,6 +319,25 @@ impl std::str::FromStr for DatabaseUrl {
             Err("expected sqlite://PATH or postgres://user@host:port/database".into())
         }
     }
+}
+
+/// The callback columns of a row, as the job shows them.
+fn callback(
+    url: Option<String>,
+    state: Option<String>,
+    log: Option<&str>,
+) -> Result<Option<crate::webhooks::Callback>, StoreError> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    Ok(Some(crate::webhooks::Callback {
+        url,
+        state: state.unwrap_or_else(|| "pending".into()),
+        attempts: log
+            .map(serde_json::from_str)
+            .transpose()?
+            .unwrap_or_default(),
+    }))
 }
 
 /// Opens (creating and migrating as needed) the store a URL names.

@@ -194,8 +194,8 @@ impl TaskStore for PgStore {
         let (key, hash) = job.idempotency.unzip();
         self.execute(
             "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                               idempotency_key, request_hash)
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8)",
+                               idempotency_key, request_hash, callback_url)
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8, $9)",
             &[
                 &job.id,
                 &steps,
@@ -205,6 +205,7 @@ impl TaskStore for PgStore {
                 &now,
                 &key,
                 &hash,
+                &job.callback_url,
             ],
         )
         .await?;
@@ -408,6 +409,23 @@ impl TaskStore for PgStore {
             .collect()
     }
 
+    async fn record_callback(
+        &self,
+        id: Uuid,
+        callback: &crate::webhooks::Callback,
+        next_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let log = serde_json::to_value(&callback.attempts)?;
+        self.execute(
+            "UPDATE jobs SET webhook_state = $2, webhook_log = $3, webhook_next_at = $4,
+                    lease_until = NULL
+             WHERE id = $1",
+            &[&id, &callback.state, &log, &next_at],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn release(&self, id: Uuid) -> Result<(), StoreError> {
         self.execute("UPDATE jobs SET lease_until = NULL WHERE id = $1", &[&id])
             .await?;
@@ -455,6 +473,10 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
     let quality: i16 = row.try_get("quality").map_err(corrupt)?;
     let error_code: Option<String> = row.try_get("error_code").map_err(corrupt)?;
     let error_message: Option<String> = row.try_get("error_message").map_err(corrupt)?;
+    let callback_url: Option<String> = row.try_get("callback_url").map_err(corrupt)?;
+    let webhook_state: Option<String> = row.try_get("webhook_state").map_err(corrupt)?;
+    let webhook_log: Option<serde_json::Value> = row.try_get("webhook_log").map_err(corrupt)?;
+    let webhook_log = webhook_log.map(|v| v.to_string());
     Ok(Job {
         id: row.try_get("id").map_err(corrupt)?,
         state: State::parse(&state)
@@ -475,5 +497,6 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
         published_at: row.try_get("published_at").map_err(corrupt)?,
         republished: get_u32("republished")?,
         result_deleted_at: row.try_get("result_deleted_at").map_err(corrupt)?,
+        callback: super::callback(callback_url, webhook_state, webhook_log.as_deref())?,
     })
 }

@@ -193,9 +193,9 @@ impl TaskStore for SqliteStore {
             let (key, hash) = job.idempotency.unzip();
             let inserted = c.execute(
                 "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                                   idempotency_key, request_hash)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
-                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash],
+                                   idempotency_key, request_hash, callback_url)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
+                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash, job.callback_url],
             );
             match inserted {
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -362,6 +362,28 @@ impl TaskStore for SqliteStore {
                 Ok((parse_state(&state)?, ms.and_then(|v| u64::try_from(v).ok())))
             })
             .collect()
+        })
+        .await
+    }
+
+    async fn record_callback(
+        &self,
+        id: Uuid,
+        callback: &crate::webhooks::Callback,
+        next_at: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let (state, log) = (
+            callback.state.clone(),
+            serde_json::to_string(&callback.attempts)?,
+        );
+        self.with(move |c| {
+            c.execute(
+                "UPDATE jobs SET webhook_state = ?2, webhook_log = ?3, webhook_next_at = ?4,
+                        lease_until = NULL
+                 WHERE id = ?1",
+                params![id.to_string(), state, log, next_at],
+            )?;
+            Ok(())
         })
         .await
     }

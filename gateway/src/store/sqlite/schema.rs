@@ -52,6 +52,13 @@ const SCHEMA_V3: &str = "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;";
 const SCHEMA_V4: &str = "CREATE INDEX IF NOT EXISTS jobs_listing ON jobs(created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_state_listing ON jobs(state, created_at DESC, id DESC);";
 
+/// Version 5: webhooks.
+const SCHEMA_V5: &str = "ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+ALTER TABLE jobs ADD COLUMN webhook_state TEXT;
+ALTER TABLE jobs ADD COLUMN webhook_next_at INTEGER;
+ALTER TABLE jobs ADD COLUMN webhook_log TEXT;
+CREATE INDEX IF NOT EXISTS jobs_webhooks ON jobs(webhook_next_at) WHERE callback_url IS NOT NULL;";
+
 /// Brings the schema up to date. `user_version` records how far a file has come, so
 /// a database made by an older gateway keeps its jobs.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -73,7 +80,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 4 {
         conn.execute_batch(SCHEMA_V4)?;
     }
-    conn.pragma_update(None, "user_version", 4)?;
+    if version < 5 && !has_column("callback_url")? {
+        conn.execute_batch(SCHEMA_V5)?;
+    }
+    conn.pragma_update(None, "user_version", 5)?;
     Ok(())
 }
 
@@ -103,6 +113,9 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
     let (attempts, worker) = (row.get("attempts")?, row.get("worker")?);
     let (published_at, republished) = (row.get("published_at")?, row.get("republished")?);
     let result_deleted_at = row.get("result_deleted_at")?;
+    let callback_url: Option<String> = row.get("callback_url")?;
+    let webhook_state: Option<String> = row.get("webhook_state")?;
+    let webhook_log: Option<String> = row.get("webhook_log")?;
     Ok((|| {
         Ok(Job {
             id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -123,6 +136,7 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
             published_at,
             republished,
             result_deleted_at,
+            callback: super::super::callback(callback_url, webhook_state, webhook_log.as_deref())?,
         })
     })())
 }

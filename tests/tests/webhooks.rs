@@ -1,0 +1,192 @@
+//! Webhooks against a real local HTTP receiver: signed deliveries that survive a
+//! gateway restart between the job's end and the delivery, and callbacks to
+//! disallowed addresses refused at submit.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use hmac::{Hmac, Mac};
+use pixmill_tests::{GatewayProcess, Stack, TIMEOUT, common, free_port, photos::photo, temp_dir};
+use serde_json::Value;
+use sha2::Sha256;
+use uuid::Uuid;
+
+const SECRET: &str = "a-test-secret-for-webhooks";
+
+/// What the receiver has seen, and whether it accepts deliveries yet.
+#[derive(Default)]
+struct Receiver {
+    accepting: bool,
+    received: Vec<(HeaderMap, Bytes)>,
+    refused: usize,
+}
+
+type Shared = Arc<Mutex<Receiver>>;
+
+async fn hook(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let mut r = shared.lock().expect("lock");
+    if r.accepting {
+        r.received.push((headers, body));
+        StatusCode::OK
+    } else {
+        r.refused += 1;
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// Checks `t=…,v1=…` the way a receiver would, with its own HMAC.
+fn verify(header: &str, body: &[u8]) -> Result<i64, String> {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = v.parse::<i64>().ok(),
+            Some(("v1", v)) => v1 = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    let (t, v1) = (t.ok_or("no t")?, v1.ok_or("no v1")?);
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).map_err(|e| e.to_string())?;
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if expected == v1 {
+        Ok(t)
+    } else {
+        Err(format!("signature mismatch: {v1} != {expected}"))
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_deliveries_survive_a_gateway_restart() {
+    let shared: Shared = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(shared.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let common = common(&format!("hooks-{}", Uuid::new_v4().simple()), &temp_dir());
+    let mut stack = Stack::workers_only(common.clone()).expect("stack");
+    stack.add_worker("hook-worker", 1);
+    let port = free_port().expect("port");
+    let env = [
+        ("PIXMILL_WEBHOOK_SECRET", SECRET),
+        ("PIXMILL_WEBHOOK_ALLOW", "127.0.0.1"),
+        ("PIXMILL_SWEEP_INTERVAL_SECS", "1"),
+    ];
+    let gateway = GatewayProcess::start_with(&common, port, &env)
+        .await
+        .expect("gateway");
+    let client = gateway.client.clone();
+
+    // Callbacks to loopback or private addresses not on the allow-list are refused.
+    let image = photo("flower.jpg");
+    for url in [
+        "http://10.0.0.1/hook".to_string(),
+        "http://169.254.169.254/latest".to_string(),
+        hook_url.replace("127.0.0.1", "localhost"),
+    ] {
+        let reply = client
+            .submit(&image, &[("op", "grayscale"), ("callback_url", &url)])
+            .await
+            .expect("submit");
+        assert_eq!(reply.status, 422, "{url}");
+        assert_eq!(reply.error_code(), "callback_not_allowed", "{url}");
+        println!("webhooks: {url} refused: {}", reply.error_message());
+    }
+
+    // The receiver refuses at first: the job ends, and its deliveries fail.
+    let id = client
+        .submit_ok(&image, &[("op", "grayscale"), ("callback_url", &hook_url)])
+        .await
+        .expect("submit");
+    let job = client.wait_terminal(&id).await.expect("job ends");
+    assert_eq!(job["state"], "succeeded");
+    wait_for("a refused delivery", || {
+        shared.lock().expect("lock").refused >= 1
+    })
+    .await;
+
+    // The gateway dies before any delivery lands; the receiver comes up; a new gateway
+    // on the same store delivers.
+    gateway.kill().await.expect("kill the gateway");
+    shared.lock().expect("lock").accepting = true;
+    let gateway = GatewayProcess::start_with(&common, port, &env)
+        .await
+        .expect("gateway again");
+    wait_for("a delivery", || {
+        !shared.lock().expect("lock").received.is_empty()
+    })
+    .await;
+
+    let (headers, body) = shared.lock().expect("lock").received[0].clone();
+    let signature = headers["pixmill-signature"].to_str().expect("signature");
+    let signed_at = verify(signature, &body).expect("the signature checks out");
+    let age = pixmill_shared::now_ms() / 1000 - signed_at;
+    assert!((0..120).contains(&age), "signature timestamp {age} s old");
+    assert!(
+        verify(signature, b"{\"tampered\":true}").is_err(),
+        "a changed body fails the check"
+    );
+    assert_eq!(headers["pixmill-event"], "job.succeeded");
+    let delivered: Value = serde_json::from_slice(&body).expect("JSON body");
+    assert_eq!(delivered["id"], id.as_str());
+    assert_eq!(delivered["state"], "succeeded");
+
+    // The job record shows every attempt, ending delivered.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let record = loop {
+        let record = gateway
+            .client
+            .get(&format!("/v1/jobs/{id}"))
+            .await
+            .expect("get")
+            .json();
+        if record["callback"]["state"] == "delivered" {
+            break record;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not marked delivered: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let attempts = record["callback"]["attempts"].as_array().expect("attempts");
+    println!(
+        "webhooks: delivered after {} attempts: {attempts:?}",
+        attempts.len()
+    );
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts.last().expect("last")["status"], 200);
+    assert_eq!(
+        shared.lock().expect("lock").received.len(),
+        1,
+        "delivered once"
+    );
+    gateway.kill().await.expect("stop");
+    stack.stop().await.expect("stop");
+}
