@@ -14,8 +14,12 @@ help: ## List the targets
 run: ## Start broker, gateway and WORKERS=2 worker processes; page at http://127.0.0.1:8080/
 	@WORKERS=$(WORKERS) deploy/run-local.sh
 
+.PHONY: scale
+scale: ## Change the number of local workers while `make run` runs: make scale WORKERS=3
+	@deploy/scale.sh $(WORKERS)
+
 .PHONY: test
-test: deps lint broker photos ## Lint, then unit and end-to-end tests against real RabbitMQ, PostgreSQL and S3
+test: deps lint manifests broker photos ## Lint, validate the manifests, then unit and end-to-end tests against real RabbitMQ, PostgreSQL and S3
 	cargo build --bins
 	deploy/with-test-services.sh cargo test --workspace
 
@@ -23,6 +27,10 @@ test: deps lint broker photos ## Lint, then unit and end-to-end tests against re
 lint: deps ## cargo fmt --check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+.PHONY: manifests
+manifests: ## Validate compose, Kubernetes and KEDA manifests, alert rules, the dashboard and the Dockerfiles
+	@deploy/validate-manifests.sh
 
 .PHONY: fmt
 fmt: ## Format the code
