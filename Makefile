@@ -19,9 +19,10 @@ scale: ## Change the number of local workers while `make run` runs: make scale W
 	@deploy/scale.sh $(WORKERS)
 
 .PHONY: test
-test: deps lint manifests broker photos ## Lint, validate the manifests, then unit and end-to-end tests against real RabbitMQ, PostgreSQL and S3
+test: deps lint manifests broker photos browser ## Lint, validate the manifests, then unit, end-to-end, browser and API-contract tests against real RabbitMQ, PostgreSQL and S3
 	cargo build --bins
 	deploy/with-test-services.sh cargo test --workspace
+	cargo test -p pixmill-tests --test schemathesis -- --ignored --nocapture
 
 .PHONY: lint
 lint: deps ## cargo fmt --check and clippy with warnings as errors
@@ -66,11 +67,17 @@ broker-stop: ## Stop the local RabbitMQ node this project started
 photos: ## Fetch the real photographs the tests use into var/photos
 	@deploy/fixtures/fetch-photos.sh
 
+.PHONY: browser
+browser: ## Install Debian's Chromium and playwright-core for the browser test (when missing)
+	@deploy/browser/ensure-browser.sh
+
 .PHONY: clean-data
 clean-data: ## Delete local jobs, uploads and results (var/data)
 	rm -rf var/data
 
 .PHONY: test-faults
-test-faults: deps broker photos ## Fault tests: worker kills, broker and gateway restarts, poison jobs, …
+test-faults: deps broker photos ## Fault tests: worker kills, broker and gateway restarts, poison jobs, a 3-node cluster failover, …
 	cargo build --bins --features pixmill-workers/fault-injection
 	cargo test -p pixmill-tests --features faults --test faults -- --nocapture --test-threads=2
+	cargo test -p pixmill-tests --features faults --test cluster -- --nocapture --test-threads=1; \
+	  status=$$?; deploy/rabbitmq/cluster.sh stop; exit $$status

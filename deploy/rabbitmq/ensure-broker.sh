@@ -15,6 +15,9 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 url=${PIXMILL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+# A list of a cluster's nodes: this script looks after the first one
+# (deploy/rabbitmq/cluster.sh starts a whole local cluster).
+url=${url%%,*}
 
 # amqp://user:pass@host:port/vhost?query -> host, port
 rest=${url#*://}

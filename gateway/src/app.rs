@@ -89,6 +89,7 @@ impl Application {
                 queue_depth::run(
                     settings.queue_depth_every,
                     settings.management_url.clone(),
+                    queue_depth::vhost_of(&settings.common.amqp_url),
                     jobs.publisher.clone(),
                     topology.jobs.clone(),
                     queue.clone(),

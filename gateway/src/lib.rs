@@ -4,7 +4,8 @@
 //!
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
-//! - [`routes`]: the HTTP API and the upload page.
+//! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
+//! - [`openapi`]: the API contract (OpenAPI 3.1 at `/openapi.json`, Swagger UI at `/docs/`).
 //! - [`upload`]: reading multipart or raw uploads under the size limit; parsing steps.
 //! - [`inspect`]: sniffing the format, catching truncation, reading the header size.
 //! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod inspect;
 pub mod jobs;
 pub mod maintenance;
+pub mod openapi;
 pub mod publisher;
 pub mod queue_depth;
 pub mod replies;

@@ -1,8 +1,10 @@
 //! Publishing jobs with confirms, over a long-lived channel.
 //!
-//! Connections come from a deadpool-lapin pool, whose recycle check drops a dead
-//! connection and dials a new one; on top of it the publisher keeps one confirm-mode
-//! channel and replaces it whenever it breaks. No channel is opened per request.
+//! Connections come from deadpool-lapin pools, one per broker node of
+//! `PIXMILL_AMQP_URL`, whose recycle check drops a dead connection and dials a new
+//! one; on top of them the publisher keeps one confirm-mode channel and replaces it
+//! whenever it breaks, trying the node it last used first and then the others in
+//! order. No channel is opened per request.
 
 use std::time::Duration;
 
@@ -10,13 +12,18 @@ use deadpool_lapin::{Manager, Pool, PoolConfig, Runtime, Timeouts};
 use lapin::{BasicProperties, Channel, ConnectionProperties};
 use pixmill_shared::{JobEvent, JobRequest, Topology, amqp, amqp::PublishError};
 use tokio::sync::Mutex;
+use tracing::warn;
 
 /// Publishes jobs to the jobs exchange.
 pub struct Publisher {
-    /// Connection pool; one connection is all a gateway needs, a second covers a reconnect.
-    pool: Pool,
-    /// The current confirm-mode channel, if one is open.
-    channel: Mutex<Option<Channel>>,
+    /// One connection pool per broker node, in the order configured.
+    pools: Vec<(String, Pool)>,
+    /// The current confirm-mode channel and the index of its node, if one is open.
+    channel: Mutex<Option<(Channel, usize)>>,
+    /// The node the last channel was opened on (for `/readyz`).
+    node: std::sync::Mutex<Option<String>>,
+    /// Index of the node to try first.
+    preferred: std::sync::atomic::AtomicUsize,
     topology: Topology,
     /// Budget for one whole publish: getting a channel, sending, and the broker's confirm.
     timeout: Duration,
@@ -32,30 +39,37 @@ impl std::fmt::Debug for Publisher {
 
 impl Publisher {
     /// Creates a publisher; nothing connects until the first publish or readiness check.
-    pub fn new(url: &str, topology: Topology, timeout: Duration) -> anyhow::Result<Self> {
-        let manager = Manager::new(
-            url,
-            || {
-                ConnectionProperties::default()
-                    .with_connection_name("pixmill-gateway-publish".into())
-            },
-            async_rs::Runtime::tokio_current(),
-        );
-        let pool = Pool::builder(manager)
-            .config(PoolConfig {
-                max_size: 2,
-                timeouts: Timeouts {
-                    wait: Some(timeout),
-                    create: Some(timeout),
-                    recycle: Some(timeout),
+    pub fn new(list: &str, topology: Topology, timeout: Duration) -> anyhow::Result<Self> {
+        let mut pools = Vec::new();
+        for url in amqp::urls(list) {
+            let manager = Manager::new(
+                url,
+                || {
+                    ConnectionProperties::default()
+                        .with_connection_name("pixmill-gateway-publish".into())
                 },
-                ..PoolConfig::default()
-            })
-            .runtime(Runtime::Tokio1)
-            .build()?;
+                async_rs::Runtime::tokio_current(),
+            );
+            let pool = Pool::builder(manager)
+                .config(PoolConfig {
+                    max_size: 2,
+                    timeouts: Timeouts {
+                        wait: Some(timeout),
+                        create: Some(timeout),
+                        recycle: Some(timeout),
+                    },
+                    ..PoolConfig::default()
+                })
+                .runtime(Runtime::Tokio1)
+                .build()?;
+            pools.push((amqp::node_of(url), pool));
+        }
+        anyhow::ensure!(!pools.is_empty(), "no broker URL given");
         Ok(Self {
-            pool,
+            pools,
             channel: Mutex::new(None),
+            node: std::sync::Mutex::new(None),
+            preferred: std::sync::atomic::AtomicUsize::new(0),
             topology,
             timeout,
         })
@@ -102,8 +116,20 @@ impl Publisher {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
+                // Still refused: full (429), or still without a leader (503)?
+                Err(PublishError::Nacked) => return Err(self.why_refused().await),
                 other => return other,
             }
+        }
+    }
+
+    /// Tells a full queue from one that refuses for want of a leader: only a queue
+    /// holding `max_queued` jobs is full; anything else (including no answer) is the
+    /// broker failing over, which a client should retry shortly.
+    async fn why_refused(&self) -> PublishError {
+        match self.queue_counts(&self.topology.jobs).await {
+            Ok((ready, _)) if ready >= u64::from(self.topology.max_queued) => PublishError::Nacked,
+            _ => PublishError::NoLeader,
         }
     }
 
@@ -134,7 +160,9 @@ impl Publisher {
     /// channel (a missing queue closes that channel, never the publishing one).
     pub async fn queue_counts(&self, queue: &str) -> Result<(u64, u64), PublishError> {
         let work = async {
-            let connection = self.pool.get().await.map_err(|e| {
+            let index = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+            let (_, pool) = &self.pools[index % self.pools.len()];
+            let connection = pool.get().await.map_err(|e| {
                 PublishError::Amqp(lapin::Error::from(std::io::Error::new(
                     std::io::ErrorKind::NotConnected,
                     format!("no connection to the broker: {e}"),
@@ -172,12 +200,43 @@ impl Publisher {
 
     async fn channel(&self) -> Result<Channel, PublishError> {
         let mut current = self.channel.lock().await;
-        if let Some(channel) = current.as_ref()
+        if let Some((channel, _)) = current.as_ref()
             && channel.status().connected()
         {
             return Ok(channel.clone());
         }
-        let connection = self.pool.get().await.map_err(|e| {
+        let start = self.preferred.load(std::sync::atomic::Ordering::Relaxed);
+        *current = None;
+        let mut last_error = None;
+        for offset in 0..self.pools.len() {
+            let index = (start + offset) % self.pools.len();
+            let (node, pool) = &self.pools[index];
+            match self.open_on(pool).await {
+                Ok(channel) => {
+                    if offset > 0 {
+                        warn!(%node, "publisher failed over to another broker node");
+                    }
+                    *self
+                        .node
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(node.clone());
+                    *current = Some((channel.clone(), index));
+                    self.preferred
+                        .store(index, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(channel);
+                }
+                Err(e) => {
+                    warn!(%node, error = %e, "publisher cannot reach this broker node");
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(PublishError::Timeout(self.timeout)))
+    }
+
+    /// A confirm-mode channel on a pooled connection, with the topology declared.
+    async fn open_on(&self, pool: &Pool) -> Result<Channel, PublishError> {
+        let connection = pool.get().await.map_err(|e| {
             PublishError::Amqp(lapin::Error::from(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 format!("no connection to the broker: {e}"),
@@ -185,13 +244,25 @@ impl Publisher {
         })?;
         let channel = amqp::confirm_channel(&connection).await?;
         self.topology.declare(&channel).await?;
-        *current = Some(channel.clone());
         Ok(channel)
+    }
+
+    /// `host:port` of the broker node the publisher last opened a channel on.
+    pub fn node(&self) -> Option<String> {
+        self.node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     async fn discard(&self, broken: &Channel) {
         let mut current = self.channel.lock().await;
-        if current.as_ref().is_some_and(|c| c.id() == broken.id()) {
+        if let Some((channel, index)) = current.as_ref()
+            && channel.id() == broken.id()
+        {
+            // The next channel tries this node first, then the others.
+            self.preferred
+                .store(*index, std::sync::atomic::Ordering::Relaxed);
             *current = None;
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! A passive declare over AMQP gives ready messages and the consumer count as they are
 //! now; the management HTTP API (`PIXMILL_MANAGEMENT_URL`) adds unacked messages (from
-//! statistics the broker refreshes every `collect_statistics_interval`). Without the
+//! statistics the broker refreshes every `collect_statistics_interval`, 1 s in the
+//! project's broker configuration). Without the
 //! management API, unacked is reported as unknown.
 //! `PIXMILL_QUEUE_DEPTH_SECS` sets how often (default 5 s).
 //! The figures feed the `pixmill_queue_*` gauges and `GET /v1/stats`.
@@ -72,7 +73,9 @@ struct ManagementQueue {
 /// 15672 for the default 5672, otherwise AMQP port + 10000 (the convention of this
 /// project's broker scripts).
 pub fn management_url_for(amqp_url: &str) -> Option<String> {
-    let rest = amqp_url.split_once("://")?.1;
+    // Of a cluster's list, the first node (set PIXMILL_MANAGEMENT_URL to choose).
+    let first = pixmill_shared::amqp::urls(amqp_url).first().copied()?;
+    let rest = first.split_once("://")?.1;
     let (creds, hostpart) = match rest.split_once('@') {
         Some((creds, host)) => (Some(creds), host),
         None => (None, rest),
@@ -92,10 +95,28 @@ pub fn management_url_for(amqp_url: &str) -> Option<String> {
     })
 }
 
+/// The vhost of an AMQP URL as the management API's path wants it (percent-encoded;
+/// the default `/` is `%2F`).
+pub fn vhost_of(amqp_url: &str) -> String {
+    let first = pixmill_shared::amqp::urls(amqp_url)
+        .first()
+        .copied()
+        .unwrap_or_default();
+    let rest = first.split_once("://").map_or(first, |(_, r)| r);
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    let vhost = path.split('?').next().unwrap_or_default();
+    if vhost.is_empty() || vhost.eq_ignore_ascii_case("%2f") {
+        "%2F".into()
+    } else {
+        vhost.into()
+    }
+}
+
 /// Reads the queue depth every few seconds until `shutdown`.
 pub async fn run(
     every: Duration,
     management: Option<String>,
+    vhost: String,
     publisher: Arc<Publisher>,
     queue: String,
     latest: Latest,
@@ -111,7 +132,7 @@ pub async fn run(
         // adds unacked, from statistics the broker refreshes every few seconds.
         let (amqp, management) = tokio::join!(
             publisher.queue_counts(&queue),
-            read_management(&http, management.as_deref(), &queue)
+            read_management(&http, management.as_deref(), &vhost, &queue)
         );
         let depth = match (amqp, management) {
             (Ok((ready, consumers)), management) => Some(QueueDepth {
@@ -153,11 +174,11 @@ pub async fn run(
 async fn read_management(
     http: &reqwest::Client,
     base: Option<&str>,
+    vhost: &str,
     queue: &str,
 ) -> Option<QueueDepth> {
     let base = base?;
-    // The default vhost `/` is `%2F` in the path.
-    let url = format!("{}/queues/%2F/{queue}", base.trim_end_matches('/'));
+    let url = format!("{}/queues/{vhost}/{queue}", base.trim_end_matches('/'));
     let response = http.get(&url).send().await.ok()?;
     if !response.status().is_success() {
         return None;
@@ -191,5 +212,8 @@ mod tests {
             Some("http://guest:guest@rabbit:15672/api")
         );
         assert_eq!(management_url_for("amqp://h:60000/"), None);
+        assert_eq!(vhost_of("amqp://u:p@h:5672/%2f?heartbeat=10"), "%2F");
+        assert_eq!(vhost_of("amqp://h:5672"), "%2F");
+        assert_eq!(vhost_of("amqp://h:5672/images?x=1"), "images");
     }
 }

@@ -1,5 +1,5 @@
-//! The gateway's background tasks (reply consumer, notice listener, sweeper, queue-depth
-//! reader), each reporting when it exits, so `/readyz` and the
+//! The gateway's background tasks (reply consumer, notice listener, sweeper, webhook
+//! deliveries, queue-depth reader), each reporting when it exits, so `/readyz` and the
 //! `pixmill_background_task_up` gauge know when one has died.
 
 use std::{

@@ -292,7 +292,9 @@ fn single_step(op: &str, params: &BTreeMap<String, String>) -> Result<Step, ApiE
     let mut object = Map::new();
     object.insert("op".into(), Value::String(op.into()));
     for (name, value) in params {
-        if matches!(name.as_str(), "op" | "format" | "quality") || value.trim().is_empty() {
+        if matches!(name.as_str(), "op" | "format" | "quality" | "callback_url")
+            || value.trim().is_empty()
+        {
             continue;
         }
         object.insert(name.clone(), scalar(value.trim()));

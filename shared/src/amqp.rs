@@ -25,6 +25,10 @@ pub enum PublishError {
     Timeout(Duration),
     #[error("the broker refused the message (nack); the queue may be full")]
     Nacked,
+    #[error(
+        "the broker refused the message while the queue has no leader (a node is failing over)"
+    )]
+    NoLeader,
     #[error("the message could not be routed to any queue (reply {code}: {text})")]
     Unroutable { code: u16, text: String },
     #[error("broker error: {0}")]
@@ -166,16 +170,85 @@ pub async fn publish_notice<T: Serialize>(
         .map_err(|_| PublishError::Timeout(timeout))?
 }
 
-/// Opens a named connection (the name shows up in `rabbitmqctl list_connections`).
-pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props)).await {
-        Ok(result) => result,
-        Err(_) => Err(lapin::Error::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no connection to the broker within {CONNECT_TIMEOUT:?}"),
-        ))),
+/// The broker URLs of a `PIXMILL_AMQP_URL`: one URL, or several separated by commas
+/// (the nodes of a cluster), in the order given.
+pub fn urls(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+/// `host:port` of a broker URL, for logs and `/readyz` (never the credentials).
+pub fn node_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+}
+
+/// The URL index the last successful connection of this process used: the next
+/// connection starts there, so a process that failed over stays on the live node.
+static LAST_GOOD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Opens a named connection (the name shows up in `rabbitmqctl list_connections`) to
+/// the first broker of `list` that answers, starting with the one that answered last
+/// and moving on to the next when one does not. Logs the node it reached.
+pub async fn connect(list: &str, name: &str) -> lapin::Result<Connection> {
+    connect_with_node(list, name).await.map(|(conn, _)| conn)
+}
+
+/// Like [`connect`], and also returns the `host:port` of the node reached.
+pub async fn connect_with_node(list: &str, name: &str) -> lapin::Result<(Connection, String)> {
+    use std::sync::atomic::Ordering;
+    let all = urls(list);
+    if all.is_empty() {
+        return Err(lapin::Error::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no broker URL given",
+        )));
     }
+    let start = LAST_GOOD.load(Ordering::Relaxed) % all.len();
+    let mut last_error = None;
+    for offset in 0..all.len() {
+        let index = (start + offset) % all.len();
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(all[index], props));
+        match attempt.await {
+            Ok(Ok(conn)) => {
+                let node = node_of(all[index]);
+                if index != start || offset > 0 {
+                    warn!(connection = name, %node, "failed over to another broker node");
+                } else {
+                    tracing::info!(connection = name, %node, "connected to the broker");
+                }
+                LAST_GOOD.store(index, Ordering::Relaxed);
+                return Ok((conn, node));
+            }
+            Ok(Err(e)) => {
+                warn!(connection = name, node = %node_of(all[index]), error = %e, "broker node unreachable");
+                last_error = Some(e);
+            }
+            Err(_) => {
+                warn!(connection = name, node = %node_of(all[index]), "broker node did not answer in time");
+                last_error = Some(lapin::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection to the broker within {CONNECT_TIMEOUT:?}"),
+                )));
+            }
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| lapin::Error::from(std::io::Error::other("no broker node answered"))))
+}
+
+/// Marks the node at `index` of the list as the one to try first next time.
+pub fn prefer(index: usize) {
+    LAST_GOOD.store(index, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The index [`connect`] will try first.
+pub fn preferred() -> usize {
+    LAST_GOOD.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Opens a channel in publisher-confirm mode.
@@ -226,4 +299,20 @@ pub async fn publish_confirmed(
     tokio::time::timeout(timeout, publish)
         .await
         .map_err(|_| PublishError::Timeout(timeout))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_lists_split_and_name_their_nodes() {
+        let list = "amqp://u:p@a:5681/%2f?heartbeat=10, amqp://b:5682/%2f,";
+        assert_eq!(
+            urls(list),
+            vec!["amqp://u:p@a:5681/%2f?heartbeat=10", "amqp://b:5682/%2f"]
+        );
+        assert_eq!(node_of(urls(list)[0]), "a:5681");
+        assert_eq!(node_of("amqp://b:5682"), "b:5682");
+    }
 }

@@ -61,17 +61,31 @@ where
     Ok(value)
 }
 
-/// The broker URL from `PIXMILL_AMQP_URL`, with `heartbeat=10` added when it sets none.
+/// The broker URLs from `PIXMILL_AMQP_URL` (one, or a comma-separated list of a
+/// cluster's nodes), each with `heartbeat=10` added when it sets none.
 pub fn amqp_url() -> Result<String, ConfigError> {
-    let url: String = env_or("PIXMILL_AMQP_URL", DEFAULT_AMQP_URL.to_string())?;
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+    let list: String = env_or("PIXMILL_AMQP_URL", DEFAULT_AMQP_URL.to_string())?;
+    let mut checked = Vec::new();
+    for url in crate::amqp::urls(&list) {
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(ConfigError {
+                var: "PIXMILL_AMQP_URL".into(),
+                value: list.clone(),
+                reason: format!(
+                    "{url:?} is not amqp://user:password@host:port/vhost (several URLs are separated by commas)"
+                ),
+            });
+        }
+        checked.push(with_heartbeat(url));
+    }
+    if checked.is_empty() {
         return Err(ConfigError {
             var: "PIXMILL_AMQP_URL".into(),
-            value: url,
+            value: list,
             reason: "expected amqp://user:password@host:port/vhost".into(),
         });
     }
-    Ok(with_heartbeat(&url))
+    Ok(checked.join(","))
 }
 
 fn with_heartbeat(url: &str) -> String {
@@ -122,7 +136,8 @@ mod tests {
 /// Settings both binaries read, so a gateway and its workers always agree on them.
 #[derive(Debug, Clone)]
 pub struct Common {
-    /// `PIXMILL_AMQP_URL`: the broker.
+    /// `PIXMILL_AMQP_URL`: the broker, or a comma-separated list of a cluster's nodes
+    /// (every client connects to the first that answers and fails over to the next).
     pub amqp_url: String,
     /// `PIXMILL_DATA_DIR`: where the one-machine defaults live (the blob folder and the
     /// gateway's SQLite file), when `PIXMILL_BLOB_URL` / `PIXMILL_DATABASE_URL` are unset.

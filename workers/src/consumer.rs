@@ -46,6 +46,11 @@ struct Context {
     /// Confirm-mode channel on the publishing connection (kept apart from the consuming
     /// one, so a broker that blocks publishers cannot stall deliveries and acks).
     replies: Channel,
+    /// Cancelled when a reply could not be published: the publishing connection is
+    /// likely gone (its broker node died), so the session ends and both connections are
+    /// opened again, instead of taking deliveries it cannot answer and burning their
+    /// delivery limit in a loop of nacks.
+    replies_broken: CancellationToken,
 }
 
 /// Runs a worker until `shutdown` is cancelled, reconnecting whenever the broker goes away.
@@ -89,6 +94,7 @@ async fn session(
         blobs: blobs.clone(),
         slots: slots.clone(),
         replies: amqp::confirm_channel(&publish_conn).await?,
+        replies_broken: CancellationToken::new(),
     });
     let tag = format!("{}-{}", settings.name, Uuid::new_v4().simple());
     let mut consumer = channel
@@ -105,6 +111,9 @@ async fn session(
     let outcome = loop {
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
+            () = ctx.replies_broken.cancelled() => {
+                break Err(anyhow::anyhow!("replies could not be published; reconnecting"))
+            }
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
@@ -147,6 +156,16 @@ async fn session(
         let _ = publish_conn.close(200, "worker shutting down".into()).await;
     }
     outcome
+}
+
+/// A reply that failed on the connection (not a refusal of this one message) ends the
+/// session; see [`Context::replies_broken`].
+fn reply_failed(ctx: &Context, e: &PublishError) {
+    if matches!(e, PublishError::Amqp(_) | PublishError::Timeout(_))
+        || !ctx.replies.status().connected()
+    {
+        ctx.replies_broken.cancel();
+    }
 }
 
 /// Acks a delivery; a failure is counted and logged (the broker redelivers the job
@@ -198,6 +217,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                 };
                 if let Err(e) = reply(ctx, &reply_to, id, attempt, outcome).await {
                     warn!(error = %e, "reply failed; handing the message back");
+                    reply_failed(ctx, &e);
                     nack(&delivery).await;
                     return;
                 }
@@ -281,6 +301,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
             Ok(()) => ack(&delivery).await,
             Err(e) => {
                 warn!(error = %e, "reply not confirmed; handing the job back");
+                reply_failed(ctx, &e);
                 nack(&delivery).await;
             }
         }

@@ -1,31 +1,48 @@
 //! `GET /v1/jobs`: the listing, newest first, a bounded page at a time.
 
-use axum::{
-    Json,
-    extract::{Query, State},
-};
+use axum::{Json, extract::State};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use utoipa::IntoParams;
 
-use super::{AppState, view};
-use crate::{error::ApiError, store::State as JobState};
+use super::{ApiQuery, AppState, JobList, view};
+use crate::{error::ApiError, openapi::errors::QueryErrors, store::State as JobState};
 
 /// Largest page `GET /v1/jobs` returns.
 pub const MAX_PAGE: u32 = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<crate::openapi::schemas::JobState>, inline)]
     state: Option<String>,
+    /// Jobs per page: 1–200, default 50.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200, example = 50)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page: `<created_at ms>-<job id>` (empty: the
+    /// first page).
+    #[param(
+        example = "1764583200123-4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27",
+        pattern = "^([0-9]{1,18}-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     cursor: Option<String>,
 }
 
-/// `GET /v1/jobs`: jobs newest first, optionally in one state, a bounded page at a time.
-/// The cursor is opaque to clients: `<created_at ms>-<job id>` of the page's last job.
+/// Jobs newest first, optionally in one state, a bounded page at a time.
+///
+/// The cursor is opaque to clients: pass the previous page's `next_cursor` to get the
+/// next page; the last page has `next_cursor` null.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses((status = 200, description = "One page of jobs", body = JobList), QueryErrors)
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
     let filter = match q.state.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(name) => Some(JobState::parse(name).ok_or_else(|| {
@@ -53,13 +70,13 @@ pub(super) async fn list(
         })?),
     };
     let jobs = state.jobs.store.list(filter, before, limit).await?;
-    let next = (jobs.len() == limit as usize)
+    let next_cursor = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at, j.id)))
         .flatten();
-    Ok(Json(json!({
-        "jobs": jobs.iter().map(view).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(JobList {
+        jobs: jobs.iter().map(view).collect(),
+        next_cursor,
+    }))
 }
 
 fn parse_cursor(cursor: &str) -> Option<(i64, uuid::Uuid)> {

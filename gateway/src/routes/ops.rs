@@ -1,20 +1,26 @@
 //! Operational routes: probes, `/metrics`, `/v1/stats`, and the middleware that counts
-//! requests and gives the request timeout its JSON body.
+//! requests and gives bodiless errors (the request timeout's 408, the router's 405) the
+//! JSON every error has.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use axum::{
     Json,
-    extract::{MatchedPath, Query, Request, State},
+    extract::{MatchedPath, Request, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
 use pixmill_shared::metrics::names;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
-use crate::error::ApiError;
+use super::{ApiQuery, AppState};
+use crate::{
+    error::ApiError,
+    openapi::errors::QueryErrors,
+    queue_depth::QueueDepth,
+    stats::{self, Stats},
+};
 
 /// Counts every request by method, matched route and status, and times it.
 pub(super) async fn count_request(request: Request, next: axum::middleware::Next) -> Response {
@@ -33,6 +39,19 @@ pub(super) async fn count_request(request: Request, next: axum::middleware::Next
     response
 }
 
+/// The Prometheus text exposition of the gateway's metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((
+        status = 200,
+        description = "Prometheus text format 0.0.4",
+        content_type = "text/plain",
+        body = String,
+        example = "# TYPE pixmill_http_requests_total counter\npixmill_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1\n"
+    ))
+)]
 pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -41,56 +60,269 @@ pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StatsQuery {
-    /// Seconds of history the job figures cover (default 300, at most 86400).
-    window: Option<u64>,
+    /// Seconds of history the job figures cover: 10–86400, default 300.
+    #[param(value_type = Option<u64>, minimum = 10, maximum = 86400, example = 300)]
+    window: Option<String>,
 }
 
+/// The operations panel's figures over a window.
+///
+/// Throughput, failure rate and processing-time percentiles come from the task store (so
+/// every gateway on one database shows the same), the queue depth and workers online from
+/// the broker.
+#[utoipa::path(
+    get,
+    path = "/v1/stats",
+    tag = "operations",
+    params(StatsQuery),
+    responses((status = 200, description = "The figures", body = StatsView), QueryErrors)
+)]
 pub(super) async fn stats(
     State(state): State<AppState>,
-    Query(q): Query<StatsQuery>,
-) -> Result<Json<crate::stats::Stats>, ApiError> {
-    let window = q.window.unwrap_or(300);
-    if !(10..=86_400).contains(&window) {
-        return Err(ApiError::invalid(format!(
-            "window must be between 10 and 86400 seconds (got {window})"
-        )));
-    }
-    let stats = crate::stats::compute(&state.jobs.store, state.queue.get(), window).await?;
-    Ok(Json(stats))
+    ApiQuery(q): ApiQuery<StatsQuery>,
+) -> Result<Json<StatsView>, ApiError> {
+    let window = match q.window.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+        None => 300,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|w| (10..=86_400).contains(w))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "window must be between 10 and 86400 seconds (got {raw:?})"
+                ))
+            })?,
+    };
+    let stats = stats::compute(&state.jobs.store, state.queue.get(), window).await?;
+    Ok(Json(stats.into()))
 }
 
-/// The timeout layer answers 408 with no body; give it the JSON every error has.
-pub(super) fn timeout_body(response: Response, limit: Duration) -> Response {
-    if response.status() == StatusCode::REQUEST_TIMEOUT
-        && response.headers().get(header::CONTENT_TYPE).is_none()
-    {
-        return ApiError::Timeout {
+/// The body of `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StatsView {
+    /// The window the job figures cover, in seconds.
+    pub window_secs: u64,
+    /// The jobs queue, as last read from the broker (null before the first read).
+    #[schema(required = true)]
+    pub queue: Option<QueueView>,
+    /// Worker processes consuming the jobs queue (its consumer count).
+    #[schema(required = true)]
+    pub workers_online: Option<u64>,
+    /// Jobs that succeeded or failed in the window.
+    pub finished: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Finished jobs per minute over the window.
+    pub jobs_per_minute: f64,
+    /// Failed / finished over the window (0 when nothing finished).
+    #[schema(minimum = 0, maximum = 1)]
+    pub failure_rate: f64,
+    /// Median processing time of the window's successful jobs, in milliseconds.
+    #[schema(required = true)]
+    pub processing_ms_p50: Option<u64>,
+    /// 95th percentile of the same.
+    #[schema(required = true)]
+    pub processing_ms_p95: Option<u64>,
+    /// True when the window held more jobs than one request reads; the figures then
+    /// cover the newest ones.
+    pub sampled: bool,
+}
+
+/// The jobs queue as last read from the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QueueView {
+    /// Messages waiting for a worker.
+    pub ready: u64,
+    /// Messages a worker holds and has not acked yet (null when only AMQP answered).
+    #[schema(required = true)]
+    pub unacked: Option<u64>,
+    /// Consumers: one per connected worker process.
+    pub consumers: u64,
+    /// Where the figures came from: `amqp+management`, `amqp` (no unacked count), or
+    /// `management` (AMQP failed).
+    #[schema(value_type = String, example = "amqp+management")]
+    pub source: &'static str,
+    /// When they were read, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+impl From<Stats> for StatsView {
+    fn from(stats: Stats) -> Self {
+        let Stats {
+            window_secs,
+            queue,
+            workers_online,
+            finished,
+            succeeded,
+            failed,
+            jobs_per_minute,
+            failure_rate,
+            processing_ms_p50,
+            processing_ms_p95,
+            sampled,
+        } = stats;
+        StatsView {
+            window_secs,
+            queue: queue.map(|q| {
+                let QueueDepth {
+                    ready,
+                    unacked,
+                    consumers,
+                    source,
+                    at_ms,
+                } = q;
+                QueueView {
+                    ready,
+                    unacked,
+                    consumers,
+                    source,
+                    at_ms,
+                }
+            }),
+            workers_online,
+            finished,
+            succeeded,
+            failed,
+            jobs_per_minute,
+            failure_rate,
+            processing_ms_p50,
+            processing_ms_p95,
+            sampled,
+        }
+    }
+}
+
+/// Gives a bodiless error from below the routes the JSON body every error has: the
+/// timeout layer's 408, and the router's 405 for a method a path does not have (the
+/// router adds its `Allow` header afterwards).
+pub(super) fn json_error_body(response: Response, limit: Duration) -> Response {
+    if response.headers().get(header::CONTENT_TYPE).is_some() {
+        return response;
+    }
+    match response.status() {
+        StatusCode::REQUEST_TIMEOUT => ApiError::Timeout {
             limit_secs: limit.as_secs(),
         }
-        .into_response();
+        .into_response(),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed.into_response(),
+        _ => response,
     }
-    response
 }
 
-pub(super) async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The body of `GET /healthz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Health {
+    pub status: Alive,
 }
 
+/// Always `ok`: the process answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Alive {
+    Ok,
+}
+
+/// Liveness: 200 while the process runs.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process runs", body = Health, example = json!({"status": "ok"})))
+)]
+pub(super) async fn healthz() -> Json<Health> {
+    Json(Health { status: Alive::Ok })
+}
+
+/// The body of `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: ReadyStatus,
+    pub broker: Up,
+    /// `host:port` of the broker node the gateway publishes through (of the
+    /// `PIXMILL_AMQP_URL` list); null before the first connection.
+    #[schema(example = "127.0.0.1:5672")]
+    pub broker_node: Option<String>,
+    /// The task store.
+    pub store: Up,
+    /// `sqlite` or `postgres`.
+    #[schema(value_type = String, example = "postgres")]
+    pub store_backend: &'static str,
+    /// `folder PATH` or `s3://BUCKET[/PREFIX] at ENDPOINT`, never with credentials. Named,
+    /// not probed.
+    #[schema(example = "s3://pixmill at http://127.0.0.1:58333")]
+    pub blob_store: String,
+    /// Each background task (reply consumer, change-notice listener, sweeper, webhooks,
+    /// queue depth) and whether it runs; one that exited makes the gateway not ready.
+    pub tasks: BTreeMap<String, TaskState>,
+}
+
+/// `ready` when the broker and the task store respond and every task runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+/// Whether a dependency responded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Up {
+    Ok,
+    Unavailable,
+}
+
+/// A background task's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Running,
+    Exited,
+}
+
+/// Readiness: 200 when the broker, the task store and every background task are up.
+///
+/// Otherwise 503. The body says which is at fault and names the configured backends.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: the body says what is at fault", body = Readiness),
+    )
+)]
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let (broker, store) = tokio::join!(state.jobs.publisher.ready(), state.jobs.store.ping());
-    let ok = |up: bool| if up { "ok" } else { "unavailable" };
+    let up = |up: bool| if up { Up::Ok } else { Up::Unavailable };
     let tasks = state.health.snapshot();
     let ready = broker && store.is_ok() && tasks.values().all(|up| *up);
-    let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "broker": ok(broker),
-        "store": ok(store.is_ok()),
-        "store_backend": state.jobs.store.backend(),
-        "blob_store": state.jobs.blobs.describe(),
-        "tasks": tasks.iter().map(|(name, up)| (name.to_string(), json!(if *up { "running" } else { "exited" }))).collect::<serde_json::Map<_, _>>(),
-    });
+    let body = Readiness {
+        status: if ready {
+            ReadyStatus::Ready
+        } else {
+            ReadyStatus::NotReady
+        },
+        broker: up(broker),
+        broker_node: state.jobs.publisher.node(),
+        store: up(store.is_ok()),
+        store_backend: state.jobs.store.backend(),
+        blob_store: state.jobs.blobs.describe(),
+        tasks: tasks
+            .into_iter()
+            .map(|(name, up)| {
+                let state = if up {
+                    TaskState::Running
+                } else {
+                    TaskState::Exited
+                };
+                (name.to_string(), state)
+            })
+            .collect(),
+    };
     let status = if ready {
         StatusCode::OK
     } else {

@@ -1,0 +1,435 @@
+//! The command line, as clap derive structs, and the one place that turns `argv` into a
+//! [`Command`] (with the step flags put back in command-line order).
+
+use std::path::PathBuf;
+
+use clap::{
+    ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
+    builder::{PossibleValuesParser, TypedValueParser},
+};
+
+use crate::steps::{self, Pipeline, RawSteps, Rect, Size};
+
+/// Shown under `pixmill --help`; the crate doc says the same.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  everything asked for was done (every job succeeded, when waiting)
+  1  a job failed or was cancelled, or the gateway refused a request for a job
+     (4xx, e.g. 422 invalid_parameter, 404 not_found, 409 not_ready, 410 expired)
+  2  usage error: a bad flag or value, a missing input file, bad --steps JSON
+  3  the gateway is unreachable (connection refused, timeout), or still answers
+     503/429 after 3 tries honouring Retry-After";
+
+/// pixmill: submit images to a pixmill gateway, follow the jobs, download the results.
+#[derive(Debug, Parser)]
+#[command(name = "pixmill", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    /// The gateway's base URL.
+    #[arg(
+        long,
+        global = true,
+        env = "PIXMILL_URL",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL",
+        value_parser = parse_url
+    )]
+    pub url: String,
+
+    /// Machine-readable output: one JSON document on stdout, no progress bars.
+    /// Errors still go to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: CommandArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CommandArgs {
+    /// Upload images and apply steps; with --wait, follow each job to its end.
+    #[command(after_help = EXIT_CODES)]
+    Submit(Box<SubmitArgs>),
+    /// Show a job's record.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+    /// Download a finished job's result (following a redirect to the object store).
+    #[command(after_help = EXIT_CODES)]
+    Get(GetArgs),
+    /// List jobs, newest first.
+    #[command(after_help = EXIT_CODES)]
+    List(ListArgs),
+    /// Cancel a queued job, or delete a finished job's result and upload.
+    #[command(after_help = EXIT_CODES)]
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// Images to upload (JPEG, PNG, WebP, GIF). Patterns such as 'photos/*.jpg' are
+    /// expanded here when the shell did not.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+
+    /// Scale to WxH, W (height keeps the aspect ratio) or xH.
+    #[arg(long, value_name = "WxH", value_parser = steps::parse_size, help_heading = STEPS)]
+    pub resize: Vec<Size>,
+    /// Cut out the rectangle at X,Y of size W×H.
+    #[arg(long, value_name = "X,Y,W,H", value_parser = steps::parse_rect, help_heading = STEPS)]
+    pub crop: Vec<Rect>,
+    /// Gaussian blur of standard deviation SIGMA pixels (0.1–50).
+    #[arg(long, value_name = "SIGMA", value_parser = steps::parse_sigma, help_heading = STEPS)]
+    pub blur: Vec<f32>,
+    // The plain step flags are value-less `Append`s rather than `Count`s: a count keeps
+    // one position however often the flag is given, which would lose `--swap … --swap`.
+    /// Canny edge detection (a one-channel edge map).
+    #[arg(long, help_heading = STEPS, action = ArgAction::Append, num_args = 0,
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub edges: Vec<bool>,
+    /// Swap the red and blue channels.
+    #[arg(long, help_heading = STEPS, action = ArgAction::Append, num_args = 0,
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub swap: Vec<bool>,
+    /// Convert to grayscale.
+    #[arg(long, help_heading = STEPS, action = ArgAction::Append, num_args = 0,
+          default_missing_value = "true", value_parser = clap::value_parser!(bool))]
+    pub grayscale: Vec<bool>,
+    /// Rotate clockwise.
+    #[arg(long, value_name = "DEGREES", help_heading = STEPS,
+          value_parser = PossibleValuesParser::new(["90", "180", "270"])
+              .map(|d| d.parse::<u16>().unwrap_or_default()))]
+    pub rotate: Vec<u16>,
+    /// Mirror the image.
+    #[arg(long, value_name = "DIRECTION", value_parser = ["horizontal", "vertical"], help_heading = STEPS)]
+    pub flip: Vec<String>,
+    /// How every --resize treats a box of another aspect ratio (gateway default: cover,
+    /// exactly WxH, cropping the overflow).
+    #[arg(long, value_enum, help_heading = STEPS)]
+    pub fit: Option<Fit>,
+    /// The whole pipeline as a JSON array, passed through as is, e.g.
+    /// '[{"op":"resize","width":640},{"op":"swap","order":"rbg"}]'.
+    #[arg(long, value_name = "JSON", value_parser = steps::parse_raw_steps,
+          conflicts_with_all = steps::STEP_FLAGS, help_heading = STEPS)]
+    pub steps: Option<RawSteps>,
+
+    /// Output format (default: the input's; GIF gives PNG).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// JPEG quality.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: Option<u8>,
+    /// Wait for each job to finish (long-polling) and report how it ended.
+    #[arg(long)]
+    pub wait: bool,
+    /// Where to write results (implies --wait): a file for one input, or a directory
+    /// (when it ends in '/', exists, or there are several inputs) that receives
+    /// <input stem>.<result extension>.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Jobs in flight at once.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+}
+
+const STEPS: &str = "Steps (applied in the order given)";
+
+/// An `http://` or `https://` base URL; a typo here is a usage error (2), not an
+/// unreachable gateway (3).
+fn parse_url(text: &str) -> Result<String, String> {
+    let url =
+        reqwest::Url::parse(text.trim()).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{text:?} is not an http:// or https:// URL"));
+    }
+    Ok(text.trim().trim_end_matches('/').to_string())
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Fit {
+    Cover,
+    Contain,
+    Fill,
+}
+
+impl Fit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fit::Cover => "cover",
+            Fit::Contain => "contain",
+            Fit::Fill => "fill",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpeg",
+            Format::Png => "png",
+            Format::Webp => "webp",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job id.
+    pub id: String,
+    /// Wait up to SECS for the job to finish (long-polling, 30 s per request).
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The job id.
+    pub id: String,
+    /// The file to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only jobs in this state.
+    #[arg(long, value_enum)]
+    pub state: Option<JobState>,
+    /// Jobs per page (1–200).
+    #[arg(long, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub limit: u32,
+    /// Follow next_cursor until every job has been listed.
+    #[arg(long)]
+    pub all: bool,
+    /// Start after this cursor (a next_cursor from an earlier page).
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The job id.
+    pub id: String,
+}
+
+/// What `submit` needs beyond its flags: the steps, in command-line order.
+#[derive(Debug)]
+pub struct Submit {
+    pub args: SubmitArgs,
+    pub pipeline: Pipeline,
+}
+
+/// A parsed command line.
+#[derive(Debug)]
+pub enum Command {
+    Submit(Box<Submit>),
+    Status(StatusArgs),
+    Get(GetArgs),
+    List(ListArgs),
+    Cancel(CancelArgs),
+}
+
+/// The parsed command line plus the options every command shares.
+#[derive(Debug)]
+pub struct Invocation {
+    pub url: String,
+    pub json: bool,
+    pub command: Command,
+}
+
+/// Parses `argv`. A `clap::Error` carries its own exit code (2 for usage, 0 for
+/// `--help`), which `main` uses through `Error::exit`.
+pub fn parse<I, T>(argv: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = Cli::command().try_get_matches_from(argv)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    let command = match cli.command {
+        CommandArgs::Submit(args) => {
+            let pipeline = match &args.steps {
+                Some(raw) => Pipeline::Json(raw.clone()),
+                None => {
+                    let sub = matches.subcommand_matches("submit").ok_or_else(|| {
+                        clap::Error::new(clap::error::ErrorKind::MissingSubcommand)
+                    })?;
+                    Pipeline::Flags(steps::ordered(sub, args.fit.map(Fit::as_str)))
+                }
+            };
+            if pipeline.is_empty() {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "give at least one step (--resize, --crop, --blur, --edges, --swap, \
+                     --grayscale, --rotate, --flip) or --steps JSON",
+                ));
+            }
+            Command::Submit(Box::new(Submit {
+                args: *args,
+                pipeline,
+            }))
+        }
+        CommandArgs::Status(a) => Command::Status(a),
+        CommandArgs::Get(a) => Command::Get(a),
+        CommandArgs::List(a) => Command::List(a),
+        CommandArgs::Cancel(a) => Command::Cancel(a),
+    };
+    Ok(Invocation {
+        url: cli.url.trim_end_matches('/').to_string(),
+        json: cli.json,
+        command,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::steps::Step;
+
+    fn steps_of(argv: &[&str]) -> Vec<Step> {
+        let mut full = vec!["pixmill", "submit", "a.jpg"];
+        full.extend_from_slice(argv);
+        match parse(full).expect("parses").command {
+            Command::Submit(submit) => match submit.pipeline {
+                Pipeline::Flags(steps) => steps,
+                other => panic!("not flag steps: {other:?}"),
+            },
+            other => panic!("not flag steps: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn step_flags_keep_their_command_line_order() {
+        let resize = Step::Resize {
+            width: Some(10),
+            height: Some(10),
+            fit: None,
+        };
+        assert_eq!(
+            steps_of(&["--blur", "2", "--resize", "10x10"]),
+            vec![Step::Blur { sigma: 2.0 }, resize.clone()]
+        );
+        assert_eq!(
+            steps_of(&["--resize=10x10", "--blur=2"]),
+            vec![resize.clone(), Step::Blur { sigma: 2.0 }]
+        );
+        assert_eq!(
+            steps_of(&[
+                "--swap",
+                "--rotate",
+                "90",
+                "--grayscale",
+                "--swap",
+                "--resize",
+                "10x10",
+                "--edges",
+                "--flip",
+                "vertical",
+                "--crop",
+                "0,0,5,5",
+            ]),
+            vec![
+                Step::Swap,
+                Step::Rotate { degrees: 90 },
+                Step::Grayscale,
+                Step::Swap,
+                resize,
+                Step::Edges,
+                Step::Flip {
+                    direction: "vertical".into()
+                },
+                Step::Crop {
+                    x: 0,
+                    y: 0,
+                    width: 5,
+                    height: 5
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn files_and_steps_may_interleave() {
+        let parsed = parse([
+            "pixmill",
+            "submit",
+            "--grayscale",
+            "a.jpg",
+            "--swap",
+            "b.jpg",
+        ])
+        .expect("parses");
+        let Command::Submit(submit) = parsed.command else {
+            panic!("submit")
+        };
+        assert_eq!(submit.args.files, ["a.jpg", "b.jpg"]);
+        assert_eq!(
+            submit.pipeline,
+            Pipeline::Flags(vec![Step::Grayscale, Step::Swap])
+        );
+    }
+
+    #[test]
+    fn fit_applies_to_every_resize() {
+        let steps = steps_of(&["--resize", "10", "--fit", "contain", "--resize", "x5"]);
+        assert!(
+            steps
+                .iter()
+                .all(|s| matches!(s, Step::Resize { fit: Some(f), .. } if f == "contain"))
+        );
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        let bad: &[&[&str]] = &[
+            &["pixmill", "submit", "a.jpg"],
+            &["pixmill", "submit", "a.jpg", "--resize", "big"],
+            &["pixmill", "submit", "a.jpg", "--rotate", "45"],
+            &["pixmill", "submit", "a.jpg", "--steps", "[{"],
+            &["pixmill", "submit", "a.jpg", "--steps", "[]", "--swap"],
+            &["pixmill", "submit", "a.jpg", "--swap", "--quality", "0"],
+            &["pixmill", "submit", "--swap"],
+            &["pixmill", "list", "--state", "lost"],
+            &["pixmill", "frobnicate"],
+        ];
+        for argv in bad {
+            let err = parse(*argv).expect_err("usage error");
+            assert_eq!(err.exit_code(), 2, "{argv:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! What a person reads: aligned tables and a job's record as labelled lines. `--json`
+//! bypasses all of this and prints the records themselves.
+
+use std::time::Duration;
+
+use indicatif::HumanBytes;
+use serde_json::Value;
+
+use crate::{api::Job, steps};
+
+/// Left-aligned columns, two spaces apart; the last column is not padded, so a long
+/// path or error message does not drag trailing blanks onto every line.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let columns = headers.len();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate().take(columns) {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                let pad = widths[i] - cell.chars().count() + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.trim_end().to_string()
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `320x200`, or `-` when the job has no result.
+pub fn size(job: Option<&Job>) -> String {
+    job.and_then(|j| j.result.as_ref())
+        .map_or_else(|| "-".into(), |r| format!("{}x{}", r.width, r.height))
+}
+
+/// `1.3s`.
+pub fn seconds(elapsed: Duration) -> String {
+    format!("{:.1}s", elapsed.as_secs_f64())
+}
+
+fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A job's record as labelled lines, for `status` and `cancel`.
+pub fn job(job: &Job) -> String {
+    let mut lines = vec![("id", job.id.clone()), ("state", job.state.clone())];
+    if let Some(steps) = job.rest.get("steps") {
+        lines.push(("steps", steps::describe(steps)));
+    }
+    if let Some(r) = &job.result {
+        let ms =
+            text(r.rest.get("processing_ms")).map_or_else(String::new, |ms| format!(", {ms} ms"));
+        lines.push((
+            "result",
+            format!(
+                "{} {}x{}, {}{ms}",
+                r.content_type,
+                r.width,
+                r.height,
+                HumanBytes(r.bytes)
+            ),
+        ));
+    }
+    if job.rest.get("result_deleted") == Some(&Value::Bool(true)) {
+        lines.push(("result", "deleted".into()));
+    }
+    if let Some(worker) = text(job.rest.get("worker")) {
+        let attempts = text(job.rest.get("attempts")).unwrap_or_else(|| "?".into());
+        lines.push(("worker", format!("{worker} (attempts: {attempts})")));
+    }
+    for (label, field) in [
+        ("created", "created_at"),
+        ("started", "started_at"),
+        ("finished", "finished_at"),
+    ] {
+        if let Some(at) = text(job.rest.get(field)) {
+            lines.push((label, at));
+        }
+    }
+    if let Some(e) = &job.error {
+        lines.push(("error", format!("{}: {}", e.code, e.message)));
+    }
+    lines
+        .into_iter()
+        .map(|(label, value)| format!("{label:<9} {value}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Jobs as a table, for `list`.
+pub fn jobs(jobs: &[Job]) -> String {
+    if jobs.is_empty() {
+        return "no jobs".into();
+    }
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            vec![
+                j.id.clone(),
+                j.state.clone(),
+                text(j.rest.get("created_at")).unwrap_or_else(|| "-".into()),
+                size(Some(j)),
+                j.rest.get("steps").map(steps::describe).unwrap_or_default(),
+                j.error
+                    .as_ref()
+                    .map_or_else(String::new, |e| e.code.clone()),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "CREATED", "SIZE", "STEPS", "ERROR"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_leave_no_trailing_blanks() {
+        let t = table(
+            &["A", "BB", "C"],
+            &[
+                vec!["long-cell".into(), "x".into(), "end".into()],
+                vec!["y".into(), String::new(), String::new()],
+            ],
+        );
+        assert_eq!(t, "A          BB  C\nlong-cell  x   end\ny");
+    }
+
+    #[test]
+    fn a_job_reads_as_labelled_lines() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "j1", "state": "failed", "steps": [{"op": "blur", "sigma": 2}],
+            "worker": "w", "attempts": 1, "created_at": "2026-01-01T00:00:00Z",
+            "started_at": null, "result": null,
+            "error": {"code": "timeout", "message": "ran past 30 s"}
+        }))
+        .expect("job");
+        let text = super::job(&job);
+        assert!(text.contains("state     failed"), "{text}");
+        assert!(text.contains("steps     blur 2"), "{text}");
+        assert!(text.contains("error     timeout: ran past 30 s"), "{text}");
+        assert!(!text.contains("started"), "{text}");
+    }
+}

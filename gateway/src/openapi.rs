@@ -1,0 +1,70 @@
+//! The API contract: an OpenAPI 3.1 document, served at `GET /openapi.json` and rendered
+//! by Swagger UI at `/docs/`.
+//!
+//! Most of it is derived: each handler's `#[utoipa::path]` gives its path, parameters,
+//! bodies and answers, and the view types derive their schemas from the structs that are
+//! serialized. The router and the document are built from one list of routes
+//! ([`crate::routes::api`]), so they cannot disagree. This module adds what annotations
+//! cannot say well:
+//!
+//! - [`schemas`]: schemas for the shared wire types and the submit parameters;
+//! - [`errors`]: each operation's error answers, one example per [`ApiCode`];
+//! - [`examples`]: the README's curl commands (as `x-codeSamples`) and example bodies.
+
+use std::sync::OnceLock;
+
+use utoipa::{OpenApi, openapi::OpenApi as Document};
+
+use crate::error::{ApiCode, ErrorBody, ErrorDetail};
+
+pub mod errors;
+pub mod examples;
+pub mod schemas;
+
+/// The parts of the document that belong to no one route.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "pixmill",
+        description = "Image jobs over HTTP: upload an image and the steps to apply, get a \
+            job id at once, then poll (or long-poll, or stream events) and download the \
+            result.\n\nEvery error is JSON, `{\"error\": {\"code\": \"...\", \"message\": \
+            \"...\"}}`; the `ApiCode` schema lists every code with its status.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    tags(
+        (name = "jobs", description = "Submit, watch, fetch and delete jobs"),
+        (name = "operations", description = "Probes, metrics and the operations panel's figures"),
+        (name = "docs", description = "Pages for people: the upload page, this document and Swagger UI"),
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        ApiCode,
+        schemas::JobErrorCode,
+        schemas::Step,
+        schemas::Op,
+    ))
+)]
+pub struct ApiDoc;
+
+/// Builds the document from the routes, and returns it with the list of additions that
+/// found no place (an example for an operation that does not exist, say); a test keeps
+/// that list empty.
+pub fn build() -> (Document, Vec<String>) {
+    let (_, mut document) = crate::routes::api().split_for_parts();
+    let problems = examples::apply(&mut document);
+    (document, problems)
+}
+
+/// The document, built once.
+pub fn spec() -> &'static Document {
+    static SPEC: OnceLock<Document> = OnceLock::new();
+    SPEC.get_or_init(|| build().0)
+}
+
+/// The document as JSON, serialized once.
+pub fn spec_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| spec().to_pretty_json().unwrap_or_else(|_| "{}".into()))
+}

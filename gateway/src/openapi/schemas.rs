@@ -1,0 +1,507 @@
+//! Schemas for the wire types the gateway shows but `pixmill-shared` owns (states, steps,
+//! formats, failure codes), and for the submit parameters, which arrive as text.
+//!
+//! Each mirror converts from its shared type with an exhaustive match that names every
+//! field, so a new variant or field does not compile until its schema says how it looks;
+//! the tests check that both serialize to the same JSON.
+
+use serde::Serialize;
+use utoipa::{
+    IntoParams, PartialSchema, ToSchema,
+    openapi::{
+        RefOr, Schema,
+        extensions::Extensions,
+        schema::{KnownFormat, ObjectBuilder, Ref, SchemaFormat, Type},
+    },
+};
+
+use pixmill_shared as shared;
+
+/// Where a job is in its life. `queued` and `running` are the only non-terminal states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Finished longer ago than the retention period; its files are gone.
+    Expired,
+}
+
+impl From<shared::JobState> for JobState {
+    fn from(state: shared::JobState) -> Self {
+        match state {
+            shared::JobState::Queued => JobState::Queued,
+            shared::JobState::Running => JobState::Running,
+            shared::JobState::Succeeded => JobState::Succeeded,
+            shared::JobState::Failed => JobState::Failed,
+            shared::JobState::Cancelled => JobState::Cancelled,
+            shared::JobState::Expired => JobState::Expired,
+        }
+    }
+}
+
+/// The result's encoding. The default is the input's format (PNG for GIF input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl From<shared::OutputFormat> for OutputFormat {
+    fn from(format: shared::OutputFormat) -> Self {
+        match format {
+            shared::OutputFormat::Jpeg => OutputFormat::Jpeg,
+            shared::OutputFormat::Png => OutputFormat::Png,
+            shared::OutputFormat::Webp => OutputFormat::Webp,
+        }
+    }
+}
+
+/// How `resize` reconciles both sides with the image's aspect ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Fit {
+    /// Fit inside the box; the result may be smaller on one side.
+    Contain,
+    /// Exactly the box, cropping the overflow around the centre.
+    #[default]
+    Cover,
+    /// Stretch to the box, ignoring the aspect ratio.
+    Fill,
+}
+
+impl From<shared::Fit> for Fit {
+    fn from(fit: shared::Fit) -> Self {
+        match fit {
+            shared::Fit::Contain => Fit::Contain,
+            shared::Fit::Cover => Fit::Cover,
+            shared::Fit::Fill => Fit::Fill,
+        }
+    }
+}
+
+/// The order `swap` emits the input's red, green and blue channels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    Rgb,
+    Rbg,
+    Grb,
+    Gbr,
+    Brg,
+    /// Swaps red and blue.
+    #[default]
+    Bgr,
+}
+
+impl From<shared::ChannelOrder> for ChannelOrder {
+    fn from(order: shared::ChannelOrder) -> Self {
+        match order {
+            shared::ChannelOrder::Rgb => ChannelOrder::Rgb,
+            shared::ChannelOrder::Rbg => ChannelOrder::Rbg,
+            shared::ChannelOrder::Grb => ChannelOrder::Grb,
+            shared::ChannelOrder::Gbr => ChannelOrder::Gbr,
+            shared::ChannelOrder::Brg => ChannelOrder::Brg,
+            shared::ChannelOrder::Bgr => ChannelOrder::Bgr,
+        }
+    }
+}
+
+/// The mirror axis of `flip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FlipDirection {
+    /// Left becomes right.
+    Horizontal,
+    /// Top becomes bottom.
+    Vertical,
+}
+
+impl From<shared::FlipDirection> for FlipDirection {
+    fn from(direction: shared::FlipDirection) -> Self {
+        match direction {
+            shared::FlipDirection::Horizontal => FlipDirection::Horizontal,
+            shared::FlipDirection::Vertical => FlipDirection::Vertical,
+        }
+    }
+}
+
+/// One step of a pipeline, tagged by `op`, e.g. `{"op":"blur","sigma":3}`. Unknown
+/// fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Lanczos3 resize. With one side given, the other keeps the aspect ratio.
+    Resize {
+        /// 1–10000 (`PIXMILL_MAX_SIDE`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(minimum = 1, maximum = 10000)]
+        width: Option<u32>,
+        /// 1–10000 (`PIXMILL_MAX_SIDE`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        #[schema(minimum = 1, maximum = 10000)]
+        height: Option<u32>,
+        #[serde(default)]
+        fit: Fit,
+    },
+    /// A rectangle that must lie inside the image at that step.
+    Crop {
+        x: u32,
+        y: u32,
+        #[schema(minimum = 1)]
+        width: u32,
+        #[schema(minimum = 1)]
+        height: u32,
+    },
+    /// A true Gaussian blur of standard deviation `sigma` pixels.
+    Blur {
+        #[schema(minimum = 0.1, maximum = 50)]
+        sigma: f32,
+    },
+    /// Canny edge detection on the luma; one channel, each pixel 0 or 255.
+    Edges {
+        /// Lower threshold on the Sobel gradient magnitude, at most `high`.
+        #[serde(default)]
+        #[schema(minimum = 0, maximum = 1500, default = 100)]
+        low: f32,
+        #[serde(default)]
+        #[schema(minimum = 0, maximum = 1500, default = 200)]
+        high: f32,
+    },
+    /// Reorder the colour channels.
+    Swap {
+        #[serde(default)]
+        order: ChannelOrder,
+    },
+    /// One luminance channel (alpha is kept).
+    Grayscale,
+    /// Clockwise, by 90, 180 or 270 degrees.
+    Rotate {
+        #[schema(minimum = 90, maximum = 270, multiple_of = 90)]
+        degrees: u16,
+    },
+    /// Mirror the image.
+    Flip { direction: FlipDirection },
+}
+
+impl From<&shared::Step> for Step {
+    fn from(step: &shared::Step) -> Self {
+        match *step {
+            shared::Step::Resize { width, height, fit } => Step::Resize {
+                width,
+                height,
+                fit: fit.into(),
+            },
+            shared::Step::Crop {
+                x,
+                y,
+                width,
+                height,
+            } => Step::Crop {
+                x,
+                y,
+                width,
+                height,
+            },
+            shared::Step::Blur { sigma } => Step::Blur { sigma },
+            shared::Step::Edges { low, high } => Step::Edges { low, high },
+            shared::Step::Swap { order } => Step::Swap {
+                order: order.into(),
+            },
+            shared::Step::Grayscale => Step::Grayscale,
+            shared::Step::Rotate { degrees } => Step::Rotate { degrees },
+            shared::Step::Flip { direction } => Step::Flip {
+                direction: direction.into(),
+            },
+        }
+    }
+}
+
+/// The op names `op` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Resize,
+    Crop,
+    Blur,
+    Edges,
+    Swap,
+    Grayscale,
+    Rotate,
+    Flip,
+}
+
+/// A job's `error.code`: a worker's failure code, `cancelled`, or `expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobErrorCode {
+    UndecodableImage,
+    TooManyPixels,
+    InvalidStep,
+    InvalidRequest,
+    InputMissing,
+    EncodeFailed,
+    /// The job ran past `PIXMILL_JOB_TIMEOUT_SECS`.
+    Timeout,
+    /// Every worker that took the job died, up to the queue's delivery limit.
+    WorkerCrashed,
+    /// A transient failure outlasted `PIXMILL_MAX_RETRIES` retries.
+    RetriesExhausted,
+    /// The sweeper found a job that could not run any more.
+    Lost,
+    Internal,
+    /// Cancelled while queued.
+    Cancelled,
+    /// Its files were removed after the retention period.
+    Expired,
+}
+
+impl From<shared::ErrorCode> for JobErrorCode {
+    fn from(code: shared::ErrorCode) -> Self {
+        use shared::ErrorCode as E;
+        match code {
+            E::UndecodableImage => JobErrorCode::UndecodableImage,
+            E::TooManyPixels => JobErrorCode::TooManyPixels,
+            E::InvalidStep => JobErrorCode::InvalidStep,
+            E::InvalidRequest => JobErrorCode::InvalidRequest,
+            E::InputMissing => JobErrorCode::InputMissing,
+            E::EncodeFailed => JobErrorCode::EncodeFailed,
+            E::Timeout => JobErrorCode::Timeout,
+            E::WorkerCrashed => JobErrorCode::WorkerCrashed,
+            E::RetriesExhausted => JobErrorCode::RetriesExhausted,
+            E::Lost => JobErrorCode::Lost,
+            E::Internal => JobErrorCode::Internal,
+        }
+    }
+}
+
+/// One server-sent event of `GET /v1/jobs/{id}/events`: named after the job's state, with
+/// the job's `updated_at` (ms) as its id and the job record (a `JobView`, as JSON) as its
+/// data. Described the OpenAPI 3.2 way, which Schemathesis follows for 3.1 documents too:
+/// the schema is one event, and `contentSchema` describes its data.
+pub struct JobStreamEvent;
+
+impl utoipa::PartialSchema for JobStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some("The job record, a `JobView`, as JSON"))
+            .extensions(Some(Extensions::from_iter([(
+                "contentSchema",
+                serde_json::json!({"$ref": "#/components/schemas/JobView"}),
+            )])));
+        ObjectBuilder::new()
+            .property("event", Ref::from_schema_name("JobState"))
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]+$"))
+                    .description(Some(
+                        "The job's `updated_at`, in milliseconds since the Unix epoch",
+                    )),
+            )
+            .property("data", data)
+            .required("event")
+            .required("id")
+            .required("data")
+            .description(Some(
+                "One event: named after the job's state, the job's `updated_at` as its id, \
+                 the job record as its data",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for JobStreamEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((JobState::name().into(), JobState::schema()));
+        schemas.push((
+            crate::routes::JobView::name().into(),
+            crate::routes::JobView::schema(),
+        ));
+        crate::routes::JobView::schemas(schemas);
+    }
+}
+
+/// Image bytes, as a request or response body; never empty.
+pub struct ImageBytes;
+
+impl PartialSchema for ImageBytes {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .min_length(Some(1))
+            .description(Some("Image bytes; never empty"))
+            .into()
+    }
+}
+
+impl ToSchema for ImageBytes {}
+
+/// Declares the submit parameters once, as query parameters (for a raw image body) and
+/// as the fields of a multipart form (beside `image`).
+macro_rules! job_params {
+    ($( $(#[doc = $doc:literal])* $name:ident : $ty:ty $([$($opt:tt)*])? ),* $(,)?) => {
+        /// The parameters of `POST /v1/jobs` in the query string, for a raw image body.
+        /// A multipart upload sends them as form fields instead.
+        #[derive(Debug, Default, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        pub struct JobParams {
+            $( $(#[doc = $doc])* $(#[param($($opt)*)])? pub $name: Option<$ty>, )*
+        }
+
+        /// A multipart submit: the `image` file and the job's parameters as plain fields.
+        /// Any other field is refused, naming it.
+        #[derive(Debug, Default, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct SubmitForm {
+            /// The image file. JPEG, PNG, WebP or GIF (first frame); the bytes decide, not
+            /// the file name or its `Content-Type`.
+            #[schema(value_type = String, format = Binary, min_length = 1)]
+            pub image: Vec<u8>,
+            $( $(#[doc = $doc])* #[schema(nullable = false)] $(#[schema($($opt)*)])? pub $name: Option<$ty>, )*
+        }
+    };
+}
+
+job_params! {
+    /// The single op to run, with its parameters as further fields. Give `op` or
+    /// `steps`, not both.
+    op: Op [inline],
+    /// A pipeline instead of `op`: a JSON array of step objects (see the `Step` schema),
+    /// e.g. `[{"op":"crop","x":0,"y":0,"width":800,"height":600},{"op":"grayscale"}]`.
+    steps: String [example = r#"[{"op":"resize","width":400},{"op":"grayscale"}]"#],
+    /// `resize`: 1–10000; `crop`: the rectangle's width.
+    width: u32 [minimum = 1, maximum = 10000, example = 640],
+    /// `resize`: 1–10000; `crop`: the rectangle's height.
+    height: u32 [minimum = 1, maximum = 10000, example = 400],
+    /// `resize`: `cover` (default), `contain` or `fill`.
+    fit: Fit [inline],
+    /// `crop`: the rectangle's left edge.
+    x: u32,
+    /// `crop`: the rectangle's top edge.
+    y: u32,
+    /// `blur`: the Gaussian's standard deviation in pixels, 0.1–50.
+    sigma: f32 [minimum = 0.1, maximum = 50, example = 3],
+    /// `edges`: lower Canny threshold, 0–1500, default 100, at most `high`.
+    low: f32 [minimum = 0, maximum = 1500],
+    /// `edges`: upper Canny threshold, 0–1500, default 200.
+    high: f32 [minimum = 0, maximum = 1500],
+    /// `swap`: the output channel order, default `bgr`.
+    order: ChannelOrder [inline],
+    /// `rotate`: 90, 180 or 270, clockwise.
+    degrees: u16 [minimum = 90, maximum = 270, multiple_of = 90],
+    /// `flip`: `horizontal` or `vertical`.
+    direction: FlipDirection [inline],
+    /// The result's encoding; the default is the input's format (PNG for GIF input).
+    format: OutputFormat [inline],
+    /// JPEG quality 1–100, default 85. PNG and WebP are lossless.
+    quality: u8 [minimum = 1, maximum = 100, example = 85],
+    /// An http(s) URL to POST the job record to when it ends, signed with
+    /// `Pixmill-Signature`. Needs `PIXMILL_WEBHOOK_SECRET` on the gateway; private and
+    /// loopback addresses are refused unless listed in `PIXMILL_WEBHOOK_ALLOW`.
+    callback_url: String [format = "uri", max_length = 2048],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, to_value};
+
+    fn same<A: Serialize, B: Serialize>(a: A, b: B) {
+        assert_eq!(
+            to_value(&a).expect("serialize"),
+            to_value(&b).expect("serialize")
+        );
+    }
+
+    /// The mirrors serialize exactly like the wire types, so their schemas describe
+    /// what is sent.
+    #[test]
+    fn mirrors_serialize_like_the_wire_types() {
+        for state in shared::JobState::ALL {
+            same(state, JobState::from(state));
+        }
+        for format in [
+            shared::OutputFormat::Jpeg,
+            shared::OutputFormat::Png,
+            shared::OutputFormat::Webp,
+        ] {
+            same(format, OutputFormat::from(format));
+        }
+        let steps = [
+            shared::Step::Resize {
+                width: Some(640),
+                height: None,
+                fit: shared::Fit::Contain,
+            },
+            shared::Step::Resize {
+                width: None,
+                height: Some(400),
+                fit: shared::Fit::Fill,
+            },
+            shared::Step::Crop {
+                x: 1,
+                y: 2,
+                width: 3,
+                height: 4,
+            },
+            shared::Step::Blur { sigma: 2.5 },
+            shared::Step::Edges {
+                low: 100.0,
+                high: 200.0,
+            },
+            shared::Step::Swap {
+                order: shared::ChannelOrder::Gbr,
+            },
+            shared::Step::Grayscale,
+            shared::Step::Rotate { degrees: 270 },
+            shared::Step::Flip {
+                direction: shared::FlipDirection::Vertical,
+            },
+        ];
+        for step in &steps {
+            same(step, Step::from(step));
+        }
+        let sampled: std::collections::BTreeSet<&str> = steps.iter().map(|s| s.op()).collect();
+        assert_eq!(sampled.len(), shared::Step::OPS.len(), "a sample per op");
+        let named: Vec<Value> = [
+            Op::Resize,
+            Op::Crop,
+            Op::Blur,
+            Op::Edges,
+            Op::Swap,
+            Op::Grayscale,
+            Op::Rotate,
+            Op::Flip,
+        ]
+        .iter()
+        .map(|op| to_value(op).expect("serialize"))
+        .collect();
+        let ops: Vec<Value> = shared::Step::OPS.iter().map(|&o| Value::from(o)).collect();
+        assert_eq!(named, ops, "Op lists Step::OPS in order");
+        for code in [
+            shared::ErrorCode::UndecodableImage,
+            shared::ErrorCode::TooManyPixels,
+            shared::ErrorCode::InvalidStep,
+            shared::ErrorCode::InvalidRequest,
+            shared::ErrorCode::InputMissing,
+            shared::ErrorCode::EncodeFailed,
+            shared::ErrorCode::Timeout,
+            shared::ErrorCode::WorkerCrashed,
+            shared::ErrorCode::RetriesExhausted,
+            shared::ErrorCode::Lost,
+            shared::ErrorCode::Internal,
+        ] {
+            same(code.as_str(), JobErrorCode::from(code));
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The contract and its viewer: `GET /openapi.json`, and Swagger UI at `/docs/`, served
+//! from files compiled into the binary (no network at build or run time).
+
+use std::sync::{Arc, LazyLock};
+
+use axum::{
+    http::header,
+    response::{IntoResponse, Redirect, Response},
+};
+use utoipa_swagger_ui::Config;
+
+use super::Segment;
+use crate::{error::ApiError, openapi::errors::FileErrors};
+
+/// Swagger UI's settings: one document, this gateway's.
+static CONFIG: LazyLock<Arc<Config<'static>>> =
+    LazyLock::new(|| Arc::new(Config::from("/openapi.json").try_it_out_enabled(true)));
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "docs",
+    responses((status = 200, description = "The document", body = serde_json::Value))
+)]
+pub(super) async fn openapi_json() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::spec_json(),
+    )
+        .into_response()
+}
+
+/// Swagger UI lives at `/docs/`, where its relative links resolve.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "docs",
+    responses((status = 303, description = "See Other: `/docs/`", headers(("Location" = String))))
+)]
+pub(super) async fn redirect() -> Redirect {
+    Redirect::to("/docs/")
+}
+
+/// Swagger UI, rendering `/openapi.json`.
+#[utoipa::path(
+    get,
+    path = "/docs/",
+    tag = "docs",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
+pub(super) async fn index() -> Response {
+    serve("")
+}
+
+/// One of Swagger UI's files (scripts, styles, icons).
+#[utoipa::path(
+    get,
+    path = "/docs/{file}",
+    tag = "docs",
+    params(("file" = String, Path, description = "A file name", example = "swagger-ui.css")),
+    responses(
+        (
+            status = 200, description = "The file",
+            content(
+                (String = "text/css"),
+                (String = "text/javascript"),
+                (String = "application/javascript"),
+                (String = "text/html"),
+                (String = "image/png"),
+                (String = "application/json"),
+            )
+        ),
+        FileErrors,
+    )
+)]
+pub(super) async fn file(Segment(file): Segment) -> Response {
+    serve(&file)
+}
+
+fn serve(file: &str) -> Response {
+    match utoipa_swagger_ui::serve(file, CONFIG.clone()) {
+        Ok(Some(found)) => (
+            [(header::CONTENT_TYPE, found.content_type)],
+            found.bytes.into_owned(),
+        )
+            .into_response(),
+        Ok(None) => ApiError::NoRoute(format!("/docs/{file}")).into_response(),
+        Err(e) => ApiError::Internal(format!("Swagger UI file {file}: {e}")).into_response(),
+    }
+}

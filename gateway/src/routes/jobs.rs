@@ -1,0 +1,361 @@
+//! The job routes: submit, status (with long-poll), cancel or delete, result, events.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use pixmill_shared::metrics::Event;
+
+use super::{ApiQuery, AppState, JobErrorView, JobView, Segment, view};
+use crate::{
+    config::MAX_WAIT_SECS,
+    error::{ApiCode, ApiError},
+    jobs::Submitted,
+    openapi::{
+        errors::{CancelErrors, EventsErrors, ResultErrors, StatusErrors, SubmitErrors},
+        schemas::{ImageBytes, JobParams, JobStreamEvent, SubmitForm},
+    },
+    store::State as JobState,
+    upload,
+};
+
+/// Submits a job.
+///
+/// The answer comes once the broker has confirmed the job: it is on a durable queue and
+/// will run.
+///
+/// Send multipart form data with an `image` file and either `op` with that op's
+/// parameters as plain fields, or `steps` as a JSON array; or send the raw image as the
+/// body with the same parameters in the query string. The format is read from the bytes,
+/// not from the file name or `Content-Type`, and EXIF orientation is applied.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(
+        (
+            "Idempotency-Key" = Option<String>, Header, nullable = false,
+            description = "1–255 visible ASCII characters. A retry with the same key and \
+                the same request (image and parameters) gets the same job back, with \
+                `Idempotent-Replayed: true`; the same key with another request gets 422 \
+                `idempotency_key_reused`.",
+            min_length = 1, max_length = 255, pattern = "^[!-~]+$", example = "order-1234-thumb"
+        ),
+        JobParams,
+    ),
+    request_body(
+        description = "The image, as the `image` field of a form (with the parameters as \
+            fields) or as the whole body (with the parameters in the query string).",
+        content(
+            (SubmitForm = "multipart/form-data"),
+            (ImageBytes = "application/octet-stream"),
+            (ImageBytes = "image/jpeg"),
+            (ImageBytes = "image/png"),
+            (ImageBytes = "image/webp"),
+            (ImageBytes = "image/gif"),
+        )
+    ),
+    responses(
+        (
+            status = 202, description = "Accepted: the broker has the job", body = JobView,
+            headers(
+                ("Location" = String, description = "The job, `/v1/jobs/{id}`"),
+                ("Idempotent-Replayed" = String, description = "`true` when an `Idempotency-Key` retry returned the job it created before"),
+            )
+        ),
+        SubmitErrors,
+    )
+)]
+pub(super) async fn submit(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(request.headers())?;
+    let submission = upload::read(request, state.max_upload_bytes).await?;
+    let (job, replayed) = match state.jobs.submit(submission, key).await? {
+        Submitted::Created(job) => (job, false),
+        Submitted::Replayed(job) => (job, true),
+    };
+    let location = format!("/v1/jobs/{}", job.id);
+    let mut response = (StatusCode::ACCEPTED, Json(view(&job))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|k| Some(k.to_string()))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                ApiCode::InvalidIdempotencyKey.as_str(),
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+/// Cancels a queued job, or deletes a finished job's result and upload.
+///
+/// The answer is the job's record.
+///
+/// A `queued` job becomes `cancelled` and never runs: the cancellation is stored next to
+/// the job's files, so a worker that receives it later skips it. A `running` job cannot
+/// be cancelled. For a finished job the result and upload are removed, and `/result`
+/// answers 410 `result_deleted` from then on.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job, cancelled or with its result deleted", body = JobView),
+        CancelErrors,
+    )
+)]
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    Segment(id): Segment,
+) -> Result<Json<JobView>, ApiError> {
+    let job = state.jobs.cancel(&id).await?;
+    Ok(Json(view(&job)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct WaitQuery {
+    /// Long-poll: answer as soon as the job is terminal, or after this many seconds (at
+    /// most 30; fractions allowed) with its current state.
+    #[param(value_type = Option<f64>, minimum = 0, maximum = 30, example = 30)]
+    wait: Option<String>,
+}
+
+/// A job's record. With `?wait=N`, a long-poll.
+///
+/// Any gateway may answer: a long-poll wakes when whichever gateway applied the change
+/// says so on `pixmill.events`, and re-reads the job every 2 s in any case. An id that
+/// does not exist, or is not a UUID, gets 404.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job id"), WaitQuery),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (
+            status = 410,
+            description = "Gone: the job finished longer ago than the retention period; \
+                its record, with `error.code` `expired`",
+            body = JobView
+        ),
+        StatusErrors,
+    )
+)]
+pub(super) async fn status(
+    State(state): State<AppState>,
+    Segment(id): Segment,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> Result<Json<JobView>, ApiError> {
+    let wait = match q.wait.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
+        None => 0.0,
+        Some(w) => w
+            .parse::<f64>()
+            .ok()
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "wait must be a number of seconds from 0 to {MAX_WAIT_SECS} (got {w:?})"
+                ))
+            })?,
+    };
+    let wait = Duration::from_secs_f64(wait.min(MAX_WAIT_SECS as f64));
+    let job = state.jobs.wait(&id, wait).await?;
+    if job.state == JobState::Expired {
+        // 410 with the job's record, so a client sees what it was and that it is gone.
+        let mut body = view(&job);
+        body.error = Some(JobErrorView {
+            code: ApiCode::Expired.as_str().into(),
+            message: crate::jobs::expired(job.id).to_string(),
+        });
+        return Err(ApiError::GoneWith(Box::new(body)));
+    }
+    Ok(Json(view(&job)))
+}
+
+/// The result image.
+///
+/// Streamed from the blob store with `Content-Type` and `Content-Length` set.
+///
+/// With `PIXMILL_RESULT_REDIRECT_SECS` above 0 (S3 only) the answer is a 307 to a
+/// presigned URL valid that many seconds instead; clients must follow it (`curl -L`).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/result",
+    tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job id")),
+    responses(
+        (
+            status = 200, description = "The image",
+            content(
+                (ImageBytes = "image/jpeg"),
+                (ImageBytes = "image/png"),
+                (ImageBytes = "image/webp"),
+            ),
+            headers(
+                ("Content-Length" = u64, description = "The image's size in bytes"),
+                ("Content-Disposition" = String, description = "`inline; filename=\"pixmill-{id}.{ext}\"`"),
+                ("Cache-Control" = String, description = "`private, max-age=86400, immutable`"),
+            )
+        ),
+        (
+            status = 307, description = "Temporary Redirect to a presigned URL (S3 with `PIXMILL_RESULT_REDIRECT_SECS`)",
+            headers(
+                ("Location" = String, description = "The presigned URL"),
+                ("Cache-Control" = String, description = "`no-store`"),
+            )
+        ),
+        ResultErrors,
+    )
+)]
+pub(super) async fn result(
+    State(state): State<AppState>,
+    Segment(id): Segment,
+) -> Result<Response, ApiError> {
+    let job = state.jobs.get(&id).await?;
+    if job.result_deleted_at.is_some() {
+        return Err(ApiError::Gone {
+            code: ApiCode::ResultDeleted.as_str(),
+            message: format!("the result of job {} was deleted on request", job.id),
+        });
+    }
+    let meta = match (&job.state, &job.result) {
+        (JobState::Expired, _) => return Err(crate::jobs::expired(job.id)),
+        (JobState::Succeeded, Some(meta)) => meta,
+        (JobState::Cancelled, _) => {
+            return Err(ApiError::conflict(
+                ApiCode::JobCancelled,
+                format!(
+                    "job {} was cancelled before it ran; there is no result",
+                    job.id
+                ),
+            ));
+        }
+        (JobState::Failed, _) => {
+            let (code, message) = job.error.clone().unwrap_or_default();
+            return Err(ApiError::conflict(
+                ApiCode::JobFailed,
+                format!("the job failed ({code}): {message}; there is no result"),
+            ));
+        }
+        (state, _) => {
+            return Err(ApiError::conflict(
+                ApiCode::NotReady,
+                format!(
+                    "the job is {}; poll /v1/jobs/{} until it has succeeded",
+                    state.as_str(),
+                    job.id
+                ),
+            ));
+        }
+    };
+    let missing = |e: pixmill_shared::BlobError| {
+        if e.is_not_found() {
+            ApiError::conflict(ApiCode::ResultMissing, "the result is no longer stored")
+        } else {
+            ApiError::Unavailable {
+                code: ApiCode::BlobStoreUnavailable.as_str(),
+                message: format!("the result could not be read: {e}; retry shortly"),
+                retry_after_secs: 2,
+            }
+        }
+    };
+    if let Some(ttl) = state.result_redirect
+        && let Some(url) = state
+            .jobs
+            .blobs
+            .presign_get(&meta.key, ttl)
+            .await
+            .map_err(missing)?
+    {
+        let headers = [
+            (header::LOCATION, url),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ];
+        return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
+    }
+    let blob = state.jobs.blobs.stream(&meta.key).await.map_err(missing)?;
+    Event::ResultServed {
+        job_id: job.id,
+        bytes: blob.len,
+    }
+    .emit();
+    let ext = job.format.extension();
+    let headers = [
+        (header::CONTENT_TYPE, meta.content_type.clone()),
+        (header::CONTENT_LENGTH, blob.len.to_string()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("inline; filename=\"pixmill-{}.{ext}\"", job.id),
+        ),
+        (
+            header::CACHE_CONTROL,
+            "private, max-age=86400, immutable".into(),
+        ),
+    ];
+    Ok((headers, Body::from_stream(blob.body)).into_response())
+}
+
+/// A job's state changes as server-sent events.
+///
+/// Each event is named after the state (`queued`, `running`, `succeeded`, …), has the job
+/// record as its data and the job's `updated_at` (ms) as its id. The stream closes after
+/// a terminal state; `: keep-alive` comments go out every 15 s while nothing changes. A
+/// client that reconnects with `Last-Event-ID` gets the current state if it changed since,
+/// and never an event it already has.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The job id"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The id of the last event received, when reconnecting"),
+    ),
+    responses(
+        (
+            status = 200, description = "An event stream; each event's data is the job record (`JobView`)",
+            content_type = "text/event-stream", body = JobStreamEvent
+        ),
+        EventsErrors,
+    )
+)]
+pub(super) async fn events(
+    state: State<AppState>,
+    Segment(id): Segment,
+    headers: HeaderMap,
+) -> Response {
+    match crate::sse::job_events(state, axum::extract::Path(id), headers).await {
+        Ok(stream) => stream.into_response(),
+        Err(e) => e.into_response(),
+    }
+}

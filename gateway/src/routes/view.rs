@@ -1,0 +1,345 @@
+//! The JSON a job is shown as: typed, so the OpenAPI schema is derived from the very
+//! structs that are serialized, and pinned by golden JSON like the wire messages.
+//!
+//! Each conversion destructures its source completely, so a field added to a job, a
+//! result or a callback does not compile until the view decides what to show of it.
+
+use pixmill_shared::{OutputFormat, Step};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::{
+    store::{Job, State as JobState},
+    webhooks::{Attempt, Callback},
+};
+
+/// A job, as every route that answers with one shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    #[schema(value_type = crate::openapi::schemas::JobState)]
+    pub state: JobState,
+    /// The pipeline, in order.
+    #[schema(value_type = Vec<crate::openapi::schemas::Step>)]
+    pub steps: Vec<Step>,
+    /// The output encoding.
+    #[schema(value_type = crate::openapi::schemas::OutputFormat)]
+    pub format: OutputFormat,
+    /// JPEG quality, 1–100.
+    #[schema(minimum = 1, maximum = 100, example = 85)]
+    pub quality: u8,
+    /// RFC 3339.
+    #[schema(format = DateTime, example = "2025-12-01T10:00:00.123Z")]
+    pub created_at: String,
+    /// RFC 3339: the last change of any kind.
+    #[schema(format = DateTime, example = "2025-12-01T10:00:00.154Z")]
+    pub updated_at: String,
+    /// RFC 3339: when a worker last started the job.
+    #[schema(required = true, format = DateTime)]
+    pub started_at: Option<String>,
+    /// RFC 3339: when it reached a terminal state.
+    #[schema(required = true, format = DateTime)]
+    pub finished_at: Option<String>,
+    /// How often a worker started the job (redeliveries and retries add one).
+    pub attempts: u32,
+    /// The worker that last reported on the job.
+    #[schema(required = true, example = "worker-1")]
+    pub worker: Option<String>,
+    /// Why the job failed, was cancelled, or expired; null otherwise.
+    #[schema(required = true)]
+    pub error: Option<JobErrorView>,
+    /// True once `DELETE` removed the result and the upload.
+    pub result_deleted: bool,
+    /// The result of a `succeeded` job whose result is still there; null otherwise.
+    #[schema(required = true)]
+    pub result: Option<ResultView>,
+    /// The webhook, for a job submitted with `callback_url`; null otherwise.
+    #[schema(required = true)]
+    pub callback: Option<CallbackView>,
+    pub links: JobLinks,
+}
+
+/// A job's `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobErrorView {
+    #[schema(value_type = crate::openapi::schemas::JobErrorCode)]
+    pub code: String,
+    pub message: String,
+}
+
+/// A succeeded job's result. The blob key stays private.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ResultView {
+    #[schema(example = "image/jpeg")]
+    pub content_type: String,
+    #[schema(example = 640)]
+    pub width: u32,
+    #[schema(example = 400)]
+    pub height: u32,
+    /// Size of the encoded result.
+    #[schema(example = 51234)]
+    pub bytes: u64,
+    /// Time the worker spent decoding, processing and encoding.
+    #[schema(example = 7)]
+    pub processing_ms: u64,
+}
+
+/// Where a job's webhook stands.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct CallbackView {
+    #[schema(format = "uri")]
+    pub url: String,
+    /// `pending` (until delivered or given up), `delivered` or `failed`.
+    #[schema(example = "pending")]
+    pub state: String,
+    /// Every delivery attempt so far, oldest first.
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One webhook delivery attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AttemptView {
+    /// When it was made, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The receiver's HTTP status, if it answered.
+    #[schema(required = true)]
+    pub status: Option<u16>,
+    /// Why it failed, if it did.
+    #[schema(required = true)]
+    pub error: Option<String>,
+}
+
+/// Where the job and its result are.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobLinks {
+    #[serde(rename = "self")]
+    #[schema(example = "/v1/jobs/4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27")]
+    pub self_: String,
+    #[schema(example = "/v1/jobs/4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27/result")]
+    pub result: String,
+}
+
+/// One page of `GET /v1/jobs`, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    #[schema(
+        required = true,
+        example = "1764583200123-4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27",
+        pattern = "^[0-9]{1,18}-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
+    pub next_cursor: Option<String>,
+}
+
+/// The JSON shape of a job, as documented in the README.
+pub fn view(job: &Job) -> JobView {
+    let Job {
+        id,
+        state,
+        steps,
+        format,
+        quality,
+        input_key: _,
+        created_at,
+        updated_at,
+        started_at,
+        finished_at,
+        attempts,
+        worker,
+        error,
+        result,
+        published_at: _,
+        republished: _,
+        result_deleted_at,
+        callback,
+    } = job;
+    let shown = result_deleted_at.is_none() && *state == JobState::Succeeded;
+    JobView {
+        id: *id,
+        state: *state,
+        steps: steps.clone(),
+        format: *format,
+        quality: *quality,
+        created_at: rfc3339(*created_at),
+        updated_at: rfc3339(*updated_at),
+        started_at: started_at.map(rfc3339),
+        finished_at: finished_at.map(rfc3339),
+        attempts: *attempts,
+        worker: worker.clone(),
+        error: error.as_ref().map(|(code, message)| JobErrorView {
+            code: code.clone(),
+            message: message.clone(),
+        }),
+        result_deleted: result_deleted_at.is_some(),
+        result: result.as_ref().filter(|_| shown).map(result_view),
+        callback: callback.as_ref().map(callback_view),
+        links: JobLinks {
+            self_: format!("/v1/jobs/{id}"),
+            result: format!("/v1/jobs/{id}/result"),
+        },
+    }
+}
+
+fn result_view(result: &pixmill_shared::JobResult) -> ResultView {
+    let pixmill_shared::JobResult {
+        key: _,
+        content_type,
+        width,
+        height,
+        bytes,
+        processing_ms,
+    } = result;
+    ResultView {
+        content_type: content_type.clone(),
+        width: *width,
+        height: *height,
+        bytes: *bytes,
+        processing_ms: *processing_ms,
+    }
+}
+
+fn callback_view(callback: &Callback) -> CallbackView {
+    let Callback {
+        url,
+        state,
+        attempts,
+    } = callback;
+    CallbackView {
+        url: url.clone(),
+        state: state.clone(),
+        attempts: attempts
+            .iter()
+            .map(|attempt| {
+                let Attempt {
+                    at_ms,
+                    status,
+                    error,
+                } = attempt;
+                AttemptView {
+                    at_ms: *at_ms,
+                    status: *status,
+                    error: error.clone(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Milliseconds since the epoch as RFC 3339 (UTC). Every stored time is in range; one
+/// that is not shows as the epoch rather than failing the whole answer.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pixmill_shared::{Fit, JobResult};
+
+    fn job() -> Job {
+        Job {
+            id: Uuid::parse_str("4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27").expect("uuid"),
+            state: JobState::Succeeded,
+            steps: vec![
+                Step::Resize {
+                    width: Some(640),
+                    height: None,
+                    fit: Fit::Cover,
+                },
+                Step::Grayscale,
+            ],
+            format: OutputFormat::Jpeg,
+            quality: 85,
+            input_key: "inputs/secret".into(),
+            created_at: 1_764_583_200_123,
+            updated_at: 1_764_583_200_456,
+            started_at: Some(1_764_583_200_200),
+            finished_at: Some(1_764_583_200_456),
+            attempts: 1,
+            worker: Some("worker-1".into()),
+            error: None,
+            result: Some(JobResult {
+                key: "results/secret.jpg".into(),
+                content_type: "image/jpeg".into(),
+                width: 640,
+                height: 400,
+                bytes: 51234,
+                processing_ms: 7,
+            }),
+            published_at: Some(1_764_583_200_124),
+            republished: 0,
+            result_deleted_at: None,
+            callback: Some(Callback {
+                url: "https://hooks.example.com/pixmill".into(),
+                state: "delivered".into(),
+                attempts: vec![
+                    Attempt {
+                        at_ms: 1_764_583_200_500,
+                        status: Some(500),
+                        error: Some("the receiver answered 500".into()),
+                    },
+                    Attempt {
+                        at_ms: 1_764_583_201_500,
+                        status: Some(204),
+                        error: None,
+                    },
+                ],
+            }),
+        }
+    }
+
+    /// Pins the job record on the wire: every field name, null where empty, the blob
+    /// keys never shown.
+    #[test]
+    fn job_view_golden_json() {
+        let got = serde_json::to_string(&view(&job())).expect("serialize");
+        let want = concat!(
+            r#"{"id":"4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27","state":"succeeded","#,
+            r#""steps":[{"op":"resize","width":640,"fit":"cover"},{"op":"grayscale"}],"#,
+            r#""format":"jpeg","quality":85,"#,
+            r#""created_at":"2025-12-01T10:00:00.123Z","updated_at":"2025-12-01T10:00:00.456Z","#,
+            r#""started_at":"2025-12-01T10:00:00.2Z","finished_at":"2025-12-01T10:00:00.456Z","#,
+            r#""attempts":1,"worker":"worker-1","error":null,"result_deleted":false,"#,
+            r#""result":{"content_type":"image/jpeg","width":640,"height":400,"bytes":51234,"processing_ms":7},"#,
+            r#""callback":{"url":"https://hooks.example.com/pixmill","state":"delivered","attempts":["#,
+            r#"{"at_ms":1764583200500,"status":500,"error":"the receiver answered 500"},"#,
+            r#"{"at_ms":1764583201500,"status":204,"error":null}]},"#,
+            r#""links":{"self":"/v1/jobs/4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27","result":"/v1/jobs/4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27/result"}}"#,
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_queued_job_shows_nulls_and_a_deleted_result_is_hidden() {
+        let mut queued = job();
+        queued.state = JobState::Queued;
+        queued.started_at = None;
+        queued.finished_at = None;
+        queued.worker = None;
+        queued.callback = None;
+        let value = serde_json::to_value(view(&queued)).expect("serialize");
+        for key in [
+            "started_at",
+            "finished_at",
+            "worker",
+            "error",
+            "result",
+            "callback",
+        ] {
+            assert_eq!(value[key], serde_json::Value::Null, "{key}");
+        }
+        let mut deleted = job();
+        deleted.result_deleted_at = Some(1);
+        let value = serde_json::to_value(view(&deleted)).expect("serialize");
+        assert_eq!(value["result"], serde_json::Value::Null);
+        assert_eq!(value["result_deleted"], true);
+    }
+}

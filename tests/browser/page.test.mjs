@@ -1,0 +1,272 @@
+// The upload page in a real browser: Debian's Chromium, driven by playwright-core.
+//
+//   PIXMILL_TEST_GATEWAY=http://127.0.0.1:8095 node --test tests/browser/
+//
+// This file starts nothing but the browser. A gateway and at least one worker must
+// already run at PIXMILL_TEST_GATEWAY (the Rust harness starts them, or start them by
+// hand). PIXMILL_TEST_PHOTOS names the two photos to upload (comma-separated absolute
+// paths); by default the first two JPEGs of PIXMILL_PHOTOS_DIR (var/photos). Screenshots
+// and the downloaded result land in var/browser/.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const GATEWAY = (process.env.PIXMILL_TEST_GATEWAY || '').replace(/\/+$/, '');
+const SHOTS = path.join(ROOT, 'var', 'browser');
+const WAIT = 30_000;
+
+function photos() {
+  if (process.env.PIXMILL_TEST_PHOTOS) {
+    return process.env.PIXMILL_TEST_PHOTOS.split(',').map((p) => p.trim()).filter(Boolean);
+  }
+  const dir = path.resolve(ROOT, process.env.PIXMILL_PHOTOS_DIR || 'var/photos');
+  const names = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => /\.jpe?g$/i.test(n)).sort() : [];
+  return names.slice(0, 2).map((n) => path.join(dir, n));
+}
+
+describe('upload page in Chromium', { timeout: 180_000 }, () => {
+  let context, page, userDataDir;
+  const requests = []; // every request the page made: { url, type }
+  const pageErrors = [];
+  const [photoA, photoB] = photos();
+  const nameA = photoA && path.basename(photoA);
+  const nameB = photoB && path.basename(photoB);
+  const row = (name) => page.locator(`li.row[data-file="${name}"]`);
+  const shot = (name) => page.screenshot({ path: path.join(SHOTS, name), fullPage: true });
+
+  before(async () => {
+    assert.ok(GATEWAY, 'PIXMILL_TEST_GATEWAY must name a running gateway, e.g. http://127.0.0.1:8095');
+    assert.ok(photoA && photoB && fs.existsSync(photoA) && fs.existsSync(photoB),
+      `two photos are needed (PIXMILL_TEST_PHOTOS or var/photos; run make photos), got ${photoA}, ${photoB}`);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pixmill-browser-'));
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--disable-quic'],
+      viewport: { width: 1280, height: 900 },
+      acceptDownloads: true,
+    });
+    page = context.pages()[0] || (await context.newPage());
+    page.on('request', (r) => requests.push({ url: r.url(), type: r.resourceType() }));
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    // A standing listener turns file-chooser interception on before any key is pressed;
+    // without it the first Enter can race the interception and open no chooser at all.
+    page.on('filechooser', () => {});
+    // Record every state each row goes through, however briefly.
+    await page.addInitScript(() => {
+      window.__rowStates = {};
+      new MutationObserver((muts) => {
+        for (const m of muts) {
+          const li = m.target;
+          if (m.attributeName === 'data-state' && li.dataset?.file) {
+            const seen = (window.__rowStates[li.dataset.file] ||= []);
+            if (seen[seen.length - 1] !== li.dataset.state) seen.push(li.dataset.state);
+          }
+        }
+      }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
+    });
+  });
+
+  after(async () => {
+    await context?.close();
+    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  });
+
+  it('opens, and Tab reaches the drop zone first, with a visible focus ring', async () => {
+    const res = await page.goto(`${GATEWAY}/`);
+    assert.equal(res.status(), 200);
+    await page.keyboard.press('Tab');
+    const focused = await page.evaluate(() => {
+      const a = document.activeElement;
+      const cs = getComputedStyle(a);
+      return { id: a.id, outline: cs.outlineStyle, width: parseFloat(cs.outlineWidth) };
+    });
+    assert.equal(focused.id, 'drop', 'the first Tab stop is the drop zone');
+    assert.notEqual(focused.outline, 'none', 'the focused drop zone shows an outline');
+    assert.ok(focused.width >= 2, `focus outline is ${focused.width}px wide`);
+  });
+
+  it('uploads two photos chosen with the keyboard and follows both jobs through the events stream', async () => {
+    // Enter on the focused drop zone opens the file picker.
+    const [chooser] = await Promise.all([page.waitForEvent('filechooser'), page.keyboard.press('Enter')]);
+    assert.ok(chooser.isMultiple(), 'the file input accepts several files');
+    await chooser.setFiles([photoA, photoB]);
+    const picked = page.locator('#picked > li');
+    await picked.nth(1).waitFor();
+    assert.equal(await picked.count(), 2);
+    // Both previews load (they are object URLs of the chosen files) and show their size.
+    await page.waitForFunction(() => [...document.querySelectorAll('#picked img.thumb')]
+      .filter((i) => i.complete && i.naturalWidth > 0).length === 2, null, { timeout: WAIT });
+    assert.match(await picked.nth(0).innerText(), /\d+×\d+ px/);
+    assert.equal(await page.locator('#submit').innerText(), 'Process 2 images');
+
+    // The pipeline's first step is a resize; make it 320×200 (fit stays cover, the default).
+    assert.equal(await page.locator('#s1-op').inputValue(), 'resize');
+    await page.getByLabel('Width (px) (optional)').fill('320');
+    await page.getByLabel('Height (px) (optional)').fill('200');
+    assert.equal(await page.locator('#s1-fit').inputValue(), 'cover');
+    assert.match(await page.locator('#curl').textContent(), /for f in .*'width=320'.*'height=200'/s);
+
+    // Slow uploads down so the screenshot catches them in flight.
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 400 * 1024 });
+
+    // Tab from the last output field to the submit button, and press Enter.
+    await page.locator('#quality').focus();
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'submit');
+    await page.keyboard.press('Enter');
+
+    await row(nameA).waitFor();
+    await row(nameB).waitFor();
+    await page.waitForFunction(() => [...document.querySelectorAll('li.row progress')].some((p) => p.value > 0 && p.value < 100),
+      null, { timeout: WAIT }).catch(() => {});
+    await shot('01-progress-in-flight.png');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+
+    for (const name of [nameA, nameB]) {
+      await page.waitForFunction((n) => document.querySelector(`li.row[data-file="${n}"]`)?.dataset.state === 'succeeded',
+        name, { timeout: WAIT });
+      assert.equal(await row(name).locator('.badge').innerText(), 'succeeded');
+      assert.match(await row(name).locator('.row-status').innerText(), /Result 320×200 px · [\d.]+ KB/);
+      assert.equal(await row(name).getAttribute('data-transport'), 'events');
+      assert.equal(await row(name).locator('a.dl').count(), 1);
+    }
+    const states = await page.evaluate(() => window.__rowStates);
+    for (const name of [nameA, nameB]) {
+      assert.ok(states[name].includes('uploading'), `${name} showed its upload: ${states[name]}`);
+      assert.equal(states[name].at(-1), 'succeeded');
+    }
+    // Progress came from EventSource streams, one per job, and no long-poll was made.
+    const ids = await page.locator('li.row').evaluateAll((lis) => lis.map((li) => li.dataset.jobId));
+    const streams = requests.filter((r) => /\/v1\/jobs\/[^/]+\/events$/.test(new URL(r.url).pathname));
+    for (const id of ids) {
+      assert.ok(streams.some((r) => r.url.includes(id) && r.type === 'eventsource'), `an EventSource followed job ${id}`);
+    }
+    assert.deepEqual(requests.filter((r) => r.url.includes('wait=')), [], 'no long-poll requests');
+    await page.waitForFunction(() => /2 succeeded/.test(document.getElementById('announcer').textContent));
+    await page.mouse.move(0, 0);
+    await shot('02-finished-rows.png');
+  });
+
+  it('compares input and result side by side and with the slider', async () => {
+    // Select the second row from the keyboard: focus the first row, then Arrow Down.
+    const first = await page.locator('li.row').nth(0).getAttribute('data-file');
+    const second = await page.locator('li.row').nth(1).getAttribute('data-file');
+    await page.locator('li.row').nth(0).locator('button.pick').focus();
+    await page.keyboard.press('ArrowDown');
+    assert.equal(await page.evaluate(() => document.activeElement.textContent), second);
+    assert.equal(await page.locator('li.row.selected').getAttribute('data-file'), second);
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.locator('li.row.selected').getAttribute('data-file'), first);
+    assert.equal(await page.locator('li.row.selected button.pick').getAttribute('aria-current'), 'true');
+
+    const before = page.locator('#cmp-before img.before');
+    const afterImg = page.locator('#cmp-after img.after');
+    await page.waitForFunction(() => ['#cmp-before img', '#cmp-after img']
+      .every((s) => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0; }), null, { timeout: WAIT });
+    const size = await afterImg.evaluate((i) => ({ w: i.naturalWidth, h: i.naturalHeight }));
+    // fit=cover (the default) gives exactly 320×200; in any case it fits within the box.
+    assert.ok(size.w <= 320 && size.h <= 200, `result ${size.w}×${size.h} fits 320×200`);
+    assert.deepEqual(size, { w: 320, h: 200 });
+    const input = await before.evaluate((i) => ({ w: i.naturalWidth, h: i.naturalHeight, src: i.src }));
+    assert.ok(input.src.startsWith('blob:'), 'the input preview is an object URL');
+    assert.match(await page.locator('#cmp-before figcaption').textContent(), new RegExp(`^Before.*${input.w}×${input.h} px`));
+    assert.match(await page.locator('#cmp-after figcaption').textContent(), /^After.*320×200 px/);
+    await page.mouse.move(0, 0);
+    await page.locator('#detail-panel').scrollIntoViewIfNeeded();
+    await shot('03-before-after.png');
+
+    await page.getByLabel('Slider').check();
+    const range = page.getByLabel('Divider');
+    await range.focus();
+    for (let i = 0; i < 15; i++) await page.keyboard.press('ArrowLeft');
+    assert.equal(await range.inputValue(), '35');
+    assert.equal(await page.locator('#cmp-stage').evaluate((s) => s.style.getPropertyValue('--pos')), '35%');
+    await page.waitForFunction(() => [...document.querySelectorAll('#cmp-stage img')].every((i) => i.complete && i.naturalWidth > 0));
+    await shot('03b-before-after-slider.png');
+    await page.getByLabel('Side by side').check();
+  });
+
+  it('downloads a result through its download link', async () => {
+    const link = row(nameA).locator('a.dl');
+    const [download] = await Promise.all([page.waitForEvent('download'), link.click()]);
+    assert.match(download.suggestedFilename(), /\.jpg$/);
+    const saved = path.join(SHOTS, `download-${download.suggestedFilename()}`);
+    await download.saveAs(saved);
+    const head = fs.readFileSync(saved).subarray(0, 3);
+    assert.deepEqual([...head], [0xFF, 0xD8, 0xFF], 'the download is a JPEG');
+  });
+
+  it('shows a clear notice for a text file, never a broken image, and the server\'s 415', async () => {
+    // Dropped on the drop zone this time: a text file, and a text file named like a JPEG.
+    const dataTransfer = await page.evaluateHandle(() => {
+      const dt = new DataTransfer();
+      dt.items.add(new File(['Shopping list:\n- milk\n- bread\n'], 'notes.txt', { type: 'text/plain' }));
+      dt.items.add(new File(['this is not really a JPEG\n'], 'holiday.jpg', { type: 'image/jpeg' }));
+      return dt;
+    });
+    await page.locator('#drop').dispatchEvent('dragenter', { dataTransfer });
+    assert.ok(await page.locator('#drop.over').count(), 'the drop zone lights up while a file is over it');
+    await page.locator('#drop').dispatchEvent('drop', { dataTransfer });
+    assert.equal(await page.locator('#drop.over').count(), 0);
+    for (const name of ['notes.txt', 'holiday.jpg']) {
+      const item = page.locator(`#picked > li[data-file="${name}"]`);
+      await item.locator('.notice').waitFor();
+      assert.match(await item.locator('.notice').innerText(), /Not an image[\s\S]*not a JPEG, PNG, GIF or WebP image: it contains text/);
+      assert.equal(await item.locator('img').count(), 0, `${name} has no preview <img>`);
+    }
+    await page.locator('#picked-box').scrollIntoViewIfNeeded();
+    await shot('04a-not-an-image-notice.png');
+    await page.locator('#submit').click();
+    for (const name of ['notes.txt', 'holiday.jpg']) {
+      await page.waitForFunction((n) => document.querySelector(`li.row[data-file="${n}"]`)?.dataset.state === 'rejected',
+        name, { timeout: WAIT });
+      const text = await row(name).locator('.error').innerText();
+      assert.match(text, /Upload refused \(HTTP 415\)/);
+      assert.match(text, /unsupported_media_type/);
+    }
+    await row('notes.txt').locator('button.pick').click();
+    assert.match(await page.locator('#cmp-before .notice').innerText(), /No preview of the input/);
+    assert.match(await page.locator('#job-error').innerText(), /unsupported_media_type/);
+    const broken = await page.evaluate(() => [...document.images]
+      .filter((i) => i.getClientRects().length && (!i.complete || i.naturalWidth === 0)).map((i) => i.alt || i.src));
+    assert.deepEqual(broken, [], 'no broken image boxes');
+    await page.mouse.move(0, 0);
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await shot('04-error-notice.png');
+  });
+
+  it('falls back to long-polls when the events stream is refused', async () => {
+    // A proxy that does not pass server-sent events through, say: every stream gets a 503.
+    await page.route('**/v1/jobs/*/events', (route) => route.fulfill({ status: 503, contentType: 'application/json',
+      body: '{"error":{"code":"unavailable","message":"no streams here"}}' }));
+    await page.locator('#file').setInputFiles([photoA]);
+    await page.locator('#picked > li img.thumb').waitFor();
+    await page.locator('#submit').click();
+    const newest = page.locator('li.row').first();
+    assert.equal(await newest.getAttribute('data-file'), nameA);
+    await page.waitForFunction(() => document.querySelector('li.row')?.dataset.state === 'succeeded', null, { timeout: WAIT });
+    assert.equal(await newest.getAttribute('data-transport'), 'long-poll');
+    const id = await newest.getAttribute('data-job-id');
+    assert.ok(requests.some((r) => r.url.includes(`/v1/jobs/${id}?wait=30`)), 'the job was long-polled');
+    assert.match(await newest.locator('.row-status').innerText(), /Result 320×200 px/);
+    await page.unroute('**/v1/jobs/*/events');
+  });
+
+  it('used no resource outside the gateway and raised no script error', () => {
+    const origin = new URL(GATEWAY).origin;
+    const outside = requests.filter((r) => !/^(data|blob):/.test(r.url) && new URL(r.url).origin !== origin);
+    assert.deepEqual(outside, []);
+    assert.deepEqual(pageErrors, []);
+  });
+});
