@@ -479,3 +479,76 @@ async fn listing_pages_newest_first_by_state() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn webhook_deliveries_are_claimed_and_recorded() {
+    on_every_backend(
+        "webhook_deliveries_are_claimed_and_recorded",
+        |b| async move {
+            use pixmill_gateway::webhooks::{Attempt, Callback};
+            let store = b.store;
+            let (hooked, plain) = (Uuid::new_v4(), Uuid::new_v4());
+            store
+                .insert(NewJob {
+                    callback_url: Some("https://example.com/hook".into()),
+                    ..new_job(hooked)
+                })
+                .await
+                .expect("insert");
+            store.insert(new_job(plain)).await.expect("insert");
+            let now = pixmill_shared::now_ms();
+            // Not due while the job runs; due once it has ended.
+            assert!(
+                store
+                    .claim(Sweep::Webhooks, now, 10, now + 60_000)
+                    .await
+                    .expect("claim")
+                    .is_empty()
+            );
+            for id in [hooked, plain] {
+                store.apply(id, Change::Cancelled).await.expect("cancel");
+            }
+            let due = store
+                .claim(Sweep::Webhooks, now + 1, 10, now + 60_000)
+                .await
+                .expect("claim");
+            assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), vec![hooked]);
+            let mut callback = due[0].callback.clone().expect("callback");
+            assert_eq!(
+                (callback.url.as_str(), callback.state.as_str()),
+                ("https://example.com/hook", "pending")
+            );
+            callback.attempts.push(Attempt {
+                at_ms: now,
+                status: Some(503),
+                error: Some("the receiver answered 503".into()),
+            });
+            store
+                .record_callback(hooked, &callback, Some(now + 1_000))
+                .await
+                .expect("record");
+            let later = now + 2_000;
+            let again = store
+                .claim(Sweep::Webhooks, later, 10, later + 60_000)
+                .await
+                .expect("claim");
+            assert_eq!(again.len(), 1, "due again after its back-off");
+            let delivered = Callback {
+                state: "delivered".into(),
+                ..callback.clone()
+            };
+            store
+                .record_callback(hooked, &delivered, None)
+                .await
+                .expect("record");
+            let job = store.get(hooked).await.expect("get").expect("exists");
+            assert_eq!(job.callback, Some(delivered));
+            let done = store
+                .claim(Sweep::Webhooks, later + 10_000, 10, later + 70_000)
+                .await
+                .expect("claim");
+            assert!(done.is_empty(), "a delivered callback is never due again");
+        },
+    )
+    .await;
+}

@@ -22,7 +22,9 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 const MIGRATION_LOCK: i64 = 0x0070_6978_6d69_6c6c; // "pixmill" in ASCII
 
 /// The migrations, in order; `pixmill_schema` records how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
+const MIGRATIONS: &[&str] = &[
+    // 1: the jobs table.
+    "CREATE TABLE jobs (
         id                  UUID PRIMARY KEY,
         state               TEXT NOT NULL,
         steps               JSONB NOT NULL,
@@ -52,7 +54,17 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE jobs (
     );
     CREATE INDEX jobs_state ON jobs (state, updated_at);
     CREATE INDEX jobs_finished ON jobs (state, finished_at);
-    CREATE INDEX jobs_created ON jobs (state, created_at);"];
+    CREATE INDEX jobs_created ON jobs (state, created_at);",
+    // 2: newest-first listing.
+    "CREATE INDEX jobs_listing ON jobs (created_at DESC, id DESC);
+    CREATE INDEX jobs_state_listing ON jobs (state, created_at DESC, id DESC);",
+    // 3: webhooks.
+    "ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+    ALTER TABLE jobs ADD COLUMN webhook_state TEXT;
+    ALTER TABLE jobs ADD COLUMN webhook_next_at BIGINT;
+    ALTER TABLE jobs ADD COLUMN webhook_log JSONB;
+    CREATE INDEX jobs_webhooks ON jobs (webhook_next_at) WHERE callback_url IS NOT NULL;",
+];
 
 /// Handle to the PostgreSQL task store. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -64,6 +76,9 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
             StoreError::DuplicateKey
+        } else if let Some(db) = e.as_db_error() {
+            // "db error" alone hides what the server said.
+            StoreError::Unavailable(format!("postgres: {}: {}", db.code().code(), db.message()))
         } else {
             StoreError::Unavailable(format!("postgres: {e}"))
         }
