@@ -43,6 +43,44 @@ impl JobEvents {
     }
 }
 
+/// How often a waiter re-reads its job even without a notice, so a notice lost in a
+/// broker failover delays it by this much at worst.
+pub const REREAD_EVERY: Duration = Duration::from_secs(2);
+
+/// One waiter's view of the notices about one job (a long-poll, an event stream).
+#[derive(Debug)]
+pub struct Watch {
+    changes: broadcast::Receiver<Uuid>,
+    id: Uuid,
+}
+
+impl Watch {
+    /// Follows `id` on `changes`, a receiver taken *before* the job was first read, so a
+    /// change in between is not missed.
+    pub fn new(changes: broadcast::Receiver<Uuid>, id: Uuid) -> Self {
+        Self { changes, id }
+    }
+
+    /// Returns when the job may have changed and is worth re-reading: a notice about
+    /// it, a nil notice (the listener reconnected and may have missed some), a lag, or
+    /// [`REREAD_EVERY`] without news. False once no notice can come any more.
+    pub async fn next(&mut self) -> bool {
+        let tick = tokio::time::sleep(REREAD_EVERY);
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                () = &mut tick => return true,
+                changed = self.changes.recv() => match changed {
+                    Ok(id) if id == self.id || id.is_nil() => return true,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                },
+            }
+        }
+    }
+}
+
 /// Tells everyone that a job changed: this gateway's waiters now, every other gateway
 /// (and any other listener) through the events exchange.
 #[derive(Debug, Clone)]

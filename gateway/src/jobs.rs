@@ -20,16 +20,12 @@ use uuid::Uuid;
 
 use crate::{
     error::ApiError,
-    events::Notifier,
+    events::{Notifier, Watch},
     inspect::inspect,
     publisher::Publisher,
     store::{Change, Job, NewJob, State, Store, StoreError},
     upload::{Submission, job_spec},
 };
-
-/// How often a waiting request re-reads its job even without a notice, so a notice
-/// lost in a broker failover delays it by this much at worst.
-const REREAD_EVERY: Duration = Duration::from_secs(2);
 
 /// Shared state behind every route.
 #[derive(Debug, Clone)]
@@ -202,34 +198,20 @@ impl Jobs {
     /// Returns the job once it is terminal, or its current state when `wait` runs out.
     pub async fn wait(&self, raw_id: &str, wait: Duration) -> Result<Job, ApiError> {
         // Subscribe before the first read, so a change in between is not missed.
-        let mut changes = self.notifier.events.subscribe();
+        let changes = self.notifier.events.subscribe();
         let job = self.get(raw_id).await?;
         if job.state.is_terminal() || wait.is_zero() {
             return Ok(job);
         }
         let deadline = tokio::time::Instant::now() + wait;
-        let mut reread =
-            tokio::time::interval_at(tokio::time::Instant::now() + REREAD_EVERY, REREAD_EVERY);
+        let mut watch = Watch::new(changes, job.id);
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return self.get(raw_id).await,
-                _ = reread.tick() => {
+                more = watch.next() => {
                     let now = self.get(raw_id).await?;
-                    if now.state.is_terminal() {
+                    if now.state.is_terminal() || !more {
                         return Ok(now);
-                    }
-                }
-                changed = changes.recv() => {
-                    let relevant = match changed {
-                        // nil: the notice listener reconnected and may have missed some.
-                        Ok(changed) => changed == job.id || changed.is_nil(),
-                        Err(_) => true, // lagged or closed: re-read to be safe
-                    };
-                    if relevant {
-                        let now = self.get(raw_id).await?;
-                        if now.state.is_terminal() {
-                            return Ok(now);
-                        }
                     }
                 }
             }

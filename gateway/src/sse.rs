@@ -18,13 +18,13 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures_util::{Stream, stream};
-use tokio::sync::broadcast;
+
 use uuid::Uuid;
 
-use crate::{error::ApiError, jobs::Jobs, routes::AppState, routes::view, store::Job};
+use crate::{
+    error::ApiError, events::Watch, jobs::Jobs, routes::AppState, routes::view, store::Job,
+};
 
-/// How often the stream re-reads the job even without a notice.
-const REREAD_EVERY: Duration = Duration::from_secs(2);
 /// Comment lines keep proxies and clients from timing the stream out.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -32,7 +32,7 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 struct Cursor {
     jobs: Jobs,
     id: Uuid,
-    changes: broadcast::Receiver<Uuid>,
+    watch: Watch,
     /// The job as last read, not yet sent.
     pending: Option<Job>,
     /// `updated_at` of the last event sent (or the client's `Last-Event-ID`).
@@ -57,7 +57,7 @@ pub async fn job_events(
     let cursor = Cursor {
         jobs,
         id: job.id,
-        changes,
+        watch: Watch::new(changes, job.id),
         pending: Some(job),
         last_sent,
         done: false,
@@ -86,21 +86,9 @@ pub async fn job_events(
 
 /// Waits for a notice about this job (or the periodic re-read) and reads it again.
 async fn next_change(c: &mut Cursor) -> Option<Job> {
-    let tick = tokio::time::sleep(REREAD_EVERY);
-    tokio::pin!(tick);
-    loop {
-        tokio::select! {
-            () = &mut tick => break,
-            changed = c.changes.recv() => match changed {
-                Ok(id) if id == c.id || id.is_nil() => break,
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => break,
-                Err(broadcast::error::RecvError::Closed) => {
-                    c.done = true;
-                    return None;
-                }
-            },
-        }
+    if !c.watch.next().await {
+        c.done = true;
+        return None;
     }
     // A store that is briefly away costs a re-read later, not the stream.
     c.jobs.store.get(c.id).await.ok().flatten()
