@@ -158,6 +158,12 @@ async fn session(
     outcome
 }
 
+/// How long a job whose reply the broker would not take waits before it is handed
+/// back. A replies queue without a leader (a node failing over) refuses every reply
+/// for seconds; handing the job back at once would redeliver it in a hot loop that
+/// burns its delivery limit in milliseconds.
+const REFUSED_REPLY_PAUSE: Duration = Duration::from_secs(1);
+
 /// A reply that failed on the connection (not a refusal of this one message) ends the
 /// session; see [`Context::replies_broken`].
 fn reply_failed(ctx: &Context, e: &PublishError) {
@@ -302,6 +308,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
             Err(e) => {
                 warn!(error = %e, "reply not confirmed; handing the job back");
                 reply_failed(ctx, &e);
+                tokio::time::sleep(REFUSED_REPLY_PAUSE).await;
                 nack(&delivery).await;
             }
         }
