@@ -1,13 +1,16 @@
-//! End to end: the real stack (broker, a gateway process, worker processes) under a
-//! closed-loop load of HTTP clients, each doing upload → long-poll → download →
-//! decode the result.
+//! End to end: a whole system under closed-loop HTTP load, each client doing upload →
+//! long-poll → download, then checking the result. Two systems go through the same
+//! phases with the same client in the same run: pixmill (broker, a gateway process,
+//! worker processes) and the peer, the usual Python stack (`bench/peer/`: Flask on
+//! gunicorn, Celery, Pillow/OpenCV, RabbitMQ and Redis).
 
 use std::{
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail, ensure};
@@ -15,20 +18,17 @@ use pixmill_shared::Limits;
 use pixmill_tests::{Client, GatewayProcess, Stack, common, free_port, temp_dir};
 use uuid::Uuid;
 
-use crate::{
-    engine::{median, ms},
-    procfs,
-};
+use crate::{engine::ms, procfs};
 
 /// How the load is shaped.
 pub struct Load {
-    /// Concurrent clients in the throughput phase.
-    pub clients: usize,
-    /// Jobs in the throughput phase.
+    /// Concurrent clients in each throughput phase.
+    pub clients: Vec<usize>,
+    /// Jobs in each throughput phase.
     pub jobs: usize,
     /// Jobs in the one-client latency phase.
     pub latency_jobs: usize,
-    /// Worker processes, and job slots in each.
+    /// pixmill's worker processes, and job slots in each.
     pub workers: usize,
     pub slots: u16,
 }
@@ -36,40 +36,138 @@ pub struct Load {
 /// One job's timings, in ms.
 #[derive(Clone, Copy)]
 struct Timed {
-    /// Upload started → long-poll answered with the terminal state.
-    to_done: f64,
-    /// Upload started → result downloaded and decoded.
+    /// Upload started → result downloaded (the client's check of it is not counted).
     total: f64,
     /// The worker's own decode + steps + encode time, from the job record.
     processing: f64,
 }
 
-pub struct E2e {
-    pub jobs: usize,
+/// A loaded phase.
+pub struct Phase {
     pub clients: usize,
-    pub workers: usize,
-    pub slots: u16,
+    pub jobs: usize,
     pub jobs_per_sec: f64,
-    /// Latency percentiles (p50, p95, p99) of the whole round trip under load, ms.
+    /// p50, p95, p99 of upload → download, ms.
     pub latency: (f64, f64, f64),
-    /// At one client: p50 of upload → terminal, of the worker's time, and of the
-    /// difference (what the system adds around the work), ms.
-    pub single: (f64, f64, f64),
-    /// Peak resident memory (VmHWM), KiB.
-    pub gateway_peak_kib: u64,
-    pub worker_peak_kib: Vec<u64>,
-    /// Share of the machine's CPU time in the throughput phase, by who used it.
+    /// Each group's share of the machine's CPU (1.0 = every core, the whole phase),
+    /// then "other" and "idle".
     pub cpu: Vec<(&'static str, f64)>,
-    /// Which workers ran how many jobs.
-    pub per_worker: Vec<(String, usize)>,
+    /// CPU ms per job of each group.
+    pub cpu_ms_per_job: Vec<(&'static str, f64)>,
 }
 
-/// The photos (name, bytes) and the mixed workload's query strings.
-pub async fn run(
-    load: &Load,
-    photos: &[(String, Vec<u8>)],
-    ops: &[(&'static str, &'static str)],
-) -> anyhow::Result<E2e> {
+/// The lone-client phase, ms.
+#[derive(Debug, Clone, Copy)]
+pub struct Lone {
+    /// Upload → result downloaded: p50, p99, worst.
+    pub total: (f64, f64, f64),
+    /// The worker's own time (decode, steps, encode), p50.
+    pub work: f64,
+    /// What the system adds around the work (total − work): p50, p99, worst.
+    pub added: (f64, f64, f64),
+    /// Jobs whose added time was 40 ms or more: a stall, not work.
+    pub stalls: usize,
+}
+
+/// One system's figures.
+pub struct System {
+    pub name: &'static str,
+    pub layout: String,
+    /// One client, resize jobs only.
+    pub lone: Lone,
+    pub lone_jobs: usize,
+    pub phases: Vec<Phase>,
+    /// Peak resident memory (VmHWM) summed over each group's processes, KiB.
+    pub peak_kib: Vec<(&'static str, u64)>,
+}
+
+/// A running system: its client, and who its processes are.
+enum Running {
+    Pixmill {
+        gateway: GatewayProcess,
+        stack: Box<Stack>,
+    },
+    Peer {
+        client: Client,
+        dir: PathBuf,
+    },
+}
+
+impl Running {
+    fn client(&self) -> Client {
+        match self {
+            Running::Pixmill { gateway, .. } => gateway.client.clone(),
+            Running::Peer { client, .. } => client.clone(),
+        }
+    }
+
+    /// (group, pids) for the CPU and memory figures. The broker group is RabbitMQ for
+    /// both, and the peer's Redis.
+    fn groups(&self) -> Vec<(&'static str, Vec<u32>)> {
+        let broker = procfs::pids_named("beam.smp");
+        match self {
+            Running::Pixmill { gateway, stack } => vec![
+                ("gateway", gateway.pid().into_iter().collect()),
+                ("workers", stack.worker_pids()),
+                ("broker", broker),
+                ("load generator", vec![std::process::id()]),
+            ],
+            Running::Peer { dir, .. } => {
+                let tree = |file: &str| {
+                    pid_file(dir, file).map_or_else(Vec::new, procfs::with_descendants)
+                };
+                let mut brokers = broker;
+                brokers.extend(tree("redis.pid"));
+                vec![
+                    ("gateway", tree("gunicorn.pid")),
+                    ("workers", tree("celery.pid")),
+                    ("broker", brokers),
+                    ("load generator", vec![std::process::id()]),
+                ]
+            }
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Running::Pixmill { gateway, stack } => {
+                stack.stop().await?;
+                gateway.kill().await
+            }
+            Running::Peer { dir, .. } => {
+                let status = tokio::process::Command::new(peer_script())
+                    .arg("stop")
+                    .env("PEER_DATA_DIR", &dir)
+                    .status()
+                    .await?;
+                ensure!(status.success(), "bench/peer/run.sh stop failed");
+                let _ = std::fs::remove_dir_all(&dir);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn pid_file(dir: &Path, name: &str) -> Option<u32> {
+    std::fs::read_to_string(dir.join(name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn peer_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peer/run.sh")
+}
+
+/// Whether the peer can run here: `make bench` installs it into var/bench-venv.
+pub fn peer_available() -> bool {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../var/bench-venv/bin/celery")
+        .exists()
+}
+
+async fn start_pixmill(load: &Load) -> anyhow::Result<(Running, String)> {
     let dir = temp_dir();
     std::fs::create_dir_all(&dir)?;
     let common = common(&format!("bench-{}", Uuid::new_v4().simple()), &dir);
@@ -83,73 +181,161 @@ pub async fn run(
             &[("RUST_LOG", "warn")],
         )?;
     }
-    let client = Arc::new(gateway.client.clone());
+    let layout = format!(
+        "RabbitMQ (quorum queues), one gateway process (SQLite, blob folder), {} worker \
+         process(es) × {} slot(s)",
+        load.workers, load.slots
+    );
+    Ok((
+        Running::Pixmill {
+            gateway,
+            stack: Box::new(stack),
+        },
+        layout,
+    ))
+}
 
-    // Warm-up: every worker connected and every photo seen once.
-    eprintln!("bench: warming up");
-    let work: Arc<Vec<(Vec<u8>, &'static str)>> = Arc::new(
+async fn start_peer() -> anyhow::Result<(Running, String)> {
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port()?;
+    let redis = free_port()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let status = tokio::process::Command::new(peer_script())
+        .arg("start")
+        .env("PEER_PORT", port.to_string())
+        .env("PEER_DATA_DIR", &dir)
+        .env("PEER_AMQP_URL", pixmill_tests::amqp_url())
+        .env(
+            "PEER_QUEUE",
+            format!("bench-peer-{}", Uuid::new_v4().simple()),
+        )
+        .env("PEER_REDIS_PORT", redis.to_string())
+        .env("PEER_CONCURRENCY", cores.to_string())
+        .status()
+        .await?;
+    ensure!(
+        status.success(),
+        "bench/peer/run.sh start failed (logs in {})",
+        dir.display()
+    );
+    let layout = format!(
+        "RabbitMQ (a durable classic queue, persistent messages, publisher confirms, late \
+         acks), Redis as the result backend, gunicorn gthread ({cores} processes × 16 \
+         threads) running Flask, Celery prefork × {cores}"
+    );
+    let client = Client::new(&format!("http://127.0.0.1:{port}"));
+    Ok((Running::Peer { client, dir }, layout))
+}
+
+/// Puts `name` through the phases. `photos` are (name, bytes); `ops` the mixed
+/// workload's query strings; `resize` the lone-job phase's.
+pub async fn run(
+    name: &'static str,
+    load: &Load,
+    photos: &[(String, Vec<u8>)],
+    ops: &[&'static str],
+    resize: &'static str,
+) -> anyhow::Result<System> {
+    let (system, layout) = match name {
+        "pixmill" => start_pixmill(load).await?,
+        _ => start_peer().await?,
+    };
+    let result = phases(name, layout, &system, load, photos, ops, resize).await;
+    system.stop().await?;
+    result
+}
+
+async fn phases(
+    name: &'static str,
+    layout: String,
+    system: &Running,
+    load: &Load,
+    photos: &[(String, Vec<u8>)],
+    ops: &[&'static str],
+    resize: &'static str,
+) -> anyhow::Result<System> {
+    let client = Arc::new(system.client());
+    let mixed: Arc<Vec<(Vec<u8>, &'static str)>> = Arc::new(
         photos
             .iter()
             .enumerate()
-            .map(|(i, (_, bytes))| (bytes.clone(), ops[i % ops.len()].1))
+            .map(|(i, (_, bytes))| (bytes.clone(), ops[i % ops.len()]))
             .chain(
                 photos
                     .iter()
-                    .flat_map(|(_, b)| ops.iter().map(move |(_, q)| (b.clone(), *q))),
+                    .flat_map(|(_, b)| ops.iter().map(move |q| (b.clone(), *q))),
             )
             .collect(),
     );
-    closed_loop(&client, &work, load.clients, work.len()).await?;
+    let resizes: Arc<Vec<(Vec<u8>, &'static str)>> =
+        Arc::new(photos.iter().map(|(_, b)| (b.clone(), resize)).collect());
 
-    eprintln!("bench: one client, {} jobs", load.latency_jobs);
-    let single = closed_loop(&client, &work, 1, load.latency_jobs).await?;
-    let mut to_done: Vec<f64> = single.0.iter().map(|t| t.to_done).collect();
-    let mut processing: Vec<f64> = single.0.iter().map(|t| t.processing).collect();
-    let mut added: Vec<f64> = single.0.iter().map(|t| t.to_done - t.processing).collect();
+    // Warm-up: every worker connected, every photo and op seen once.
+    eprintln!("bench: {name}: warming up");
+    closed_loop(&client, &mixed, 8, mixed.len()).await?;
+    closed_loop(&client, &resizes, 1, resizes.len()).await?;
 
-    eprintln!("bench: {} clients, {} jobs", load.clients, load.jobs);
-    let pids: Vec<(&'static str, Vec<u32>)> = vec![
-        ("gateway", gateway.pid().into_iter().collect()),
-        ("workers", stack.worker_pids()),
-        ("broker", procfs::pids_named("beam.smp")),
-        ("load generator", vec![std::process::id()]),
-    ];
-    let before = procfs::cpu_snapshot(&pids);
-    let started = Instant::now();
-    let (timed, ids) = closed_loop(&client, &work, load.clients, load.jobs).await?;
-    let wall = started.elapsed().as_secs_f64();
-    let after = procfs::cpu_snapshot(&pids);
-    let mut totals: Vec<f64> = timed.iter().map(|t| t.total).collect();
-
-    let per_worker = count_workers(&client, &ids).await?;
-    let result = E2e {
-        jobs: load.jobs,
-        clients: load.clients,
-        workers: load.workers,
-        slots: load.slots,
-        jobs_per_sec: load.jobs as f64 / wall,
-        latency: (
+    eprintln!(
+        "bench: {name}: one client, {} resize jobs",
+        load.latency_jobs
+    );
+    let lone = closed_loop(&client, &resizes, 1, load.latency_jobs).await?;
+    let mut totals: Vec<f64> = lone.iter().map(|t| t.total).collect();
+    let mut work: Vec<f64> = lone.iter().map(|t| t.processing).collect();
+    let mut added: Vec<f64> = lone.iter().map(|t| t.total - t.processing).collect();
+    let lone = Lone {
+        total: (
             percentile(&mut totals, 0.50),
-            percentile(&mut totals, 0.95),
             percentile(&mut totals, 0.99),
+            percentile(&mut totals, 1.0),
         ),
-        single: (
-            median(&mut to_done),
-            median(&mut processing),
-            median(&mut added),
+        work: percentile(&mut work, 0.50),
+        stalls: added.iter().filter(|&&a| a >= 40.0).count(),
+        added: (
+            percentile(&mut added, 0.50),
+            percentile(&mut added, 0.99),
+            percentile(&mut added, 1.0),
         ),
-        gateway_peak_kib: gateway.pid().map_or(0, procfs::peak_rss_kib),
-        worker_peak_kib: stack
-            .worker_pids()
-            .into_iter()
-            .map(procfs::peak_rss_kib)
-            .collect(),
-        cpu: procfs::shares(&before, &after),
-        per_worker,
     };
-    stack.stop().await?;
-    gateway.kill().await?;
-    Ok(result)
+
+    let mut phases = Vec::new();
+    for &clients in &load.clients {
+        eprintln!("bench: {name}: {clients} clients, {} jobs", load.jobs);
+        let groups = system.groups();
+        let before = procfs::cpu_snapshot(&groups);
+        let started = Instant::now();
+        let timed = closed_loop(&client, &mixed, clients, load.jobs).await?;
+        let wall = started.elapsed().as_secs_f64();
+        let after = procfs::cpu_snapshot(&groups);
+        let mut totals: Vec<f64> = timed.iter().map(|t| t.total).collect();
+        phases.push(Phase {
+            clients,
+            jobs: load.jobs,
+            jobs_per_sec: load.jobs as f64 / wall,
+            latency: (
+                percentile(&mut totals, 0.50),
+                percentile(&mut totals, 0.95),
+                percentile(&mut totals, 0.99),
+            ),
+            cpu: procfs::shares(&before, &after),
+            cpu_ms_per_job: procfs::ms_per(&before, &after, load.jobs),
+        });
+    }
+    let peak_kib = system
+        .groups()
+        .into_iter()
+        .filter(|(g, _)| *g != "load generator")
+        .map(|(g, pids)| (g, pids.into_iter().map(procfs::peak_rss_kib).sum()))
+        .collect();
+    Ok(System {
+        name,
+        layout,
+        lone,
+        lone_jobs: load.latency_jobs,
+        phases,
+        peak_kib,
+    })
 }
 
 /// `clients` tasks share `jobs` jobs, each running its jobs one after another.
@@ -158,7 +344,7 @@ async fn closed_loop(
     work: &Arc<Vec<(Vec<u8>, &'static str)>>,
     clients: usize,
     jobs: usize,
-) -> anyhow::Result<(Vec<Timed>, Vec<String>)> {
+) -> anyhow::Result<Vec<Timed>> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -176,22 +362,18 @@ async fn closed_loop(
         });
     }
     let mut timed = Vec::with_capacity(jobs);
-    let mut ids = Vec::with_capacity(jobs);
     while let Some(result) = tasks.join_next().await {
-        for (t, id) in result?? {
-            timed.push(t);
-            ids.push(id);
-        }
+        timed.extend(result??);
     }
     ensure!(
         timed.len() == jobs,
         "{} of {jobs} jobs finished",
         timed.len()
     );
-    Ok((timed, ids))
+    Ok(timed)
 }
 
-async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<(Timed, String)> {
+async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Timed> {
     let started = Instant::now();
     let reply = client.submit_raw(body.to_vec(), query).await?;
     if reply.status != 202 {
@@ -205,10 +387,18 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<(T
         .as_str()
         .context("202 without an id")?
         .to_string();
-    let job = client.wait_terminal(&id).await?;
-    let to_done = ms(started);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let job = loop {
+        let job = client.get(&format!("/v1/jobs/{id}?wait=10")).await?.json();
+        let state = job["state"].as_str().unwrap_or_default();
+        if matches!(state, "succeeded" | "failed" | "cancelled") {
+            break job;
+        }
+        ensure!(Instant::now() < deadline, "job {id} still {state}");
+    };
     ensure!(job["state"] == "succeeded", "job {id} ended {job}");
     let result = client.get(&format!("/v1/jobs/{id}/result")).await?;
+    let total = ms(started);
     ensure!(result.status == 200, "result of {id}: {}", result.status);
     let (w, h) = (
         job["result"]["width"].as_u64(),
@@ -222,28 +412,16 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<(T
     .await??;
     ensure!(
         (Some(decoded.0), Some(decoded.1)) == (w, h),
-        "job {id}: result is {decoded:?}"
+        "job {id}: result is {decoded:?}, the record says {w:?}×{h:?}"
     );
-    let timed = Timed {
-        to_done,
-        total: ms(started),
+    Ok(Timed {
+        total,
         processing: job["result"]["processing_ms"].as_f64().unwrap_or(f64::NAN),
-    };
-    Ok((timed, id))
+    })
 }
 
-/// How many of `ids` each worker ran, from the job records.
-async fn count_workers(client: &Client, ids: &[String]) -> anyhow::Result<Vec<(String, usize)>> {
-    let mut counts = std::collections::BTreeMap::new();
-    for id in ids {
-        let job = client.get(&format!("/v1/jobs/{id}")).await?.json();
-        let worker = job["worker"].as_str().unwrap_or("?").to_string();
-        *counts.entry(worker).or_insert(0) += 1;
-    }
-    Ok(counts.into_iter().collect())
-}
-
-fn percentile(values: &mut [f64], p: f64) -> f64 {
+/// The `p` quantile (0–1) by nearest rank.
+pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     if values.is_empty() {
         return f64::NAN;

@@ -98,6 +98,12 @@ pub struct Engine {
     pub blur_by_sigma: Vec<(f32, f64)>,
     /// Canny alone on one medium photo's luma: pixmill's and imageproc's, ms.
     pub canny_ms: (f64, f64),
+    /// Lossless JPEG transforms against decode + transform + encode at q85, on the
+    /// medium photos cut to whole 16 px blocks: (what, lossless ms, normal path ms).
+    pub lossless: Vec<(&'static str, f64, f64)>,
+    /// A 2048×2048 progressive JPEG of 2000 scans: bytes, ms to refuse it by its scan
+    /// count, ms to decode it with the limit lifted (first run only, else NaN).
+    pub many_scans: (usize, f64, f64),
     pub guards: Vec<Guard>,
 }
 
@@ -139,6 +145,9 @@ pub fn run(iterations: usize, guards: bool) -> anyhow::Result<Engine> {
     std::hint::black_box(imageproc::edges::canny(&luma, 100.0, 200.0));
     let canny_ms = (ours, ms(started));
 
+    let lossless = lossless(&medium, iterations, &limits)?;
+    let many_scans = many_scans(guards)?;
+
     let guards = if guards {
         eprintln!("bench: quality guards");
         vec![
@@ -154,8 +163,106 @@ pub fn run(iterations: usize, guards: bool) -> anyhow::Result<Engine> {
         mixed_ms,
         blur_by_sigma,
         canny_ms,
+        lossless,
+        many_scans,
         guards,
     })
+}
+
+/// Each lossless transform, and the same steps the normal way (decode, steps, encode
+/// at q85), mean over the photos of each photo's median.
+fn lossless(
+    medium: &[Vec<u8>],
+    iterations: usize,
+    limits: &Limits,
+) -> anyhow::Result<Vec<(&'static str, f64, f64)>> {
+    use pixmill_shared::FlipDirection;
+    // Cut every photo to whole 16 px blocks (itself a lossless crop), so every
+    // transform is perfect.
+    let mut inputs = Vec::new();
+    for input in medium {
+        let (image, _) = codec::decode(input, limits)?;
+        let crop = Step::Crop {
+            x: 0,
+            y: 0,
+            width: image.width() / 16 * 16,
+            height: image.height() / 16 * 16,
+        };
+        inputs.push(pipeline::process(&jpeg_job(vec![crop]), input, limits)?.bytes);
+    }
+    let cases: Vec<(&'static str, Vec<Step>)> = vec![
+        ("rotate 90", vec![Step::Rotate { degrees: 90 }]),
+        (
+            "flip horizontal",
+            vec![Step::Flip {
+                direction: FlipDirection::Horizontal,
+            }],
+        ),
+        ("grayscale", vec![Step::Grayscale]),
+        (
+            "crop 800×480 at (64, 48)",
+            vec![Step::Crop {
+                x: 64,
+                y: 48,
+                width: 800,
+                height: 480,
+            }],
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, steps) in cases {
+        let fast = mean_of_medians(&steps, &inputs, iterations, limits)?;
+        let mut sum = 0.0;
+        for input in &inputs {
+            let mut times = Vec::with_capacity(iterations);
+            for _ in 0..=iterations {
+                let started = Instant::now();
+                let image = pipeline::render(&steps, input, limits)?;
+                std::hint::black_box(codec::encode(&image, OutputFormat::Jpeg, 85)?);
+                times.push(ms(started));
+            }
+            times.remove(0); // the warm-up
+            sum += median(&mut times);
+        }
+        let normal = sum / inputs.len() as f64;
+        eprintln!("bench: lossless {name:<24} {fast:6.2} ms, normal path {normal:6.2} ms");
+        out.push((name, fast, normal));
+    }
+    Ok(out)
+}
+
+/// The many-scans attack: how fast the scan count refuses it, and (once) what decoding
+/// it would cost without the limit.
+fn many_scans(unbounded: bool) -> anyhow::Result<(usize, f64, f64)> {
+    let bytes = pixmill_tests::hostile::progressive_jpeg_with_scans(2048, 2000);
+    let job = jpeg_job(vec![Step::Grayscale]);
+    let started = Instant::now();
+    let refused = pipeline::process(&job, &bytes, &Limits::default());
+    let refuse_ms = ms(started);
+    anyhow::ensure!(refused.is_err(), "2000 scans were not refused");
+    let decode_ms = if unbounded {
+        let lifted = Limits {
+            max_scans: 100_000,
+            ..Limits::default()
+        };
+        let started = Instant::now();
+        let _ = std::hint::black_box(codec::decode(&bytes, &lifted));
+        ms(started)
+    } else {
+        f64::NAN
+    };
+    eprintln!("bench: 2000 scans refused in {refuse_ms:.3} ms; unbounded decode {decode_ms:.0} ms");
+    Ok((bytes.len(), refuse_ms, decode_ms))
+}
+
+fn jpeg_job(steps: Vec<Step>) -> JobRequest {
+    JobRequest {
+        id: Uuid::new_v4(),
+        input: "inputs/bench".into(),
+        steps,
+        format: OutputFormat::Jpeg,
+        quality: 85,
+    }
 }
 
 fn mean_of_medians(

@@ -5,15 +5,20 @@
 //!    a fast path changes the result beyond its tolerance. The same workload runs in
 //!    the usual Python stack (Pillow + OpenCV, `bench/baseline/`) in the same run, when
 //!    it is installed, so the two compare as a ratio.
-//! 2. End to end ([`e2e`]): the real stack under a closed-loop HTTP load.
+//! 2. End to end ([`e2e`]): the real stack under a closed-loop HTTP load, and the peer
+//!    (`bench/peer/`: Flask + gunicorn + Celery + Pillow/OpenCV) under the same load,
+//!    from the same client, in the same run.
 //!
 //! Everything runs `BENCH_RUNS` times (default 3) and the report gives medians. It goes
 //! to stdout and to `bench/results/latest.md`.
 //!
 //! Knobs (environment): `BENCH_RUNS`, `BENCH_ITERATIONS` (timed repetitions per photo
-//! and op, default 7), `BENCH_CLIENTS` (8), `BENCH_JOBS` (600), `BENCH_LATENCY_JOBS`
-//! (40), `BENCH_GUARDS` (0 skips the quality guards), `BENCH_WORKERS` (1 process), `BENCH_SLOTS` (job slots per worker; default
-//! cores ÷ workers), `BENCH_PYTHON` (the interpreter with Pillow and OpenCV).
+//! and op, default 7), `BENCH_CLIENTS` (the loaded phases, default `8,16`),
+//! `BENCH_JOBS` (jobs per loaded phase, 600), `BENCH_LATENCY_JOBS` (200),
+//! `BENCH_GUARDS` (0 skips the quality guards), `BENCH_WORKERS` (2 processes, as
+//! `make run` starts), `BENCH_SLOTS` (job slots per worker; default the cores divided
+//! among the workers, as `make run` gives them), `BENCH_PEER` (0 skips the peer), `BENCH_PYTHON`
+//! (the interpreter with Pillow and OpenCV).
 
 mod e2e;
 mod engine;
@@ -53,22 +58,38 @@ fn run() -> anyhow::Result<bool> {
     let runs = env_or("BENCH_RUNS", 3)?.max(1);
     let iterations = env_or("BENCH_ITERATIONS", 7)?.max(1);
     let guards = env_or("BENCH_GUARDS", 1)? != 0;
-    let workers = env_or("BENCH_WORKERS", 1)?.max(1);
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "8,16".into())
+        .split(',')
+        .map(|c| {
+            c.trim()
+                .parse::<usize>()
+                .map(|c| c.max(1))
+                .with_context(|| format!("BENCH_CLIENTS: {c:?} is not a whole number"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let workers = env_or("BENCH_WORKERS", 2)?.max(1);
     let load = e2e::Load {
-        clients: env_or("BENCH_CLIENTS", 8)?.max(1),
+        clients,
         jobs: env_or("BENCH_JOBS", 600)?.max(1),
-        latency_jobs: env_or("BENCH_LATENCY_JOBS", 40)?.max(1),
+        latency_jobs: env_or("BENCH_LATENCY_JOBS", 200)?.max(1),
         workers,
-        slots: u16::try_from(env_or("BENCH_SLOTS", (cores / workers).max(1))?)?,
+        slots: u16::try_from(env_or("BENCH_SLOTS", (cores / workers).max(1))?.max(1))?,
     };
+    let peer = env_or("BENCH_PEER", 1)? != 0;
+    if peer && !e2e::peer_available() {
+        eprintln!("bench: the peer is not installed (bench/baseline/setup.sh); it is skipped");
+    }
+    let peer = peer && e2e::peer_available();
     let medium: Vec<(String, Vec<u8>)> = engine::MEDIUM
         .iter()
         .map(|n| (n.to_string(), photos::photo(n)))
         .collect();
-    let ops: Vec<(&'static str, &'static str)> = engine::mixed()
+    let ops: Vec<&'static str> = engine::mixed()
         .into_iter()
-        .map(|(name, query, _)| (name, query))
+        .map(|(_, query, _)| query)
         .collect();
+    let resize = ops[0];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,11 +101,17 @@ fn run() -> anyhow::Result<bool> {
         let engine = engine::run(iterations, run == 1 && guards)?;
         let baseline = report::baseline(iterations)?;
         eprintln!("bench: run {run} of {runs}: end to end");
-        let e2e = runtime.block_on(e2e::run(&load, &medium, &ops))?;
+        let pixmill = runtime.block_on(e2e::run("pixmill", &load, &medium, &ops, resize))?;
+        let peer = if peer {
+            Some(runtime.block_on(e2e::run("peer", &load, &medium, &ops, resize))?)
+        } else {
+            None
+        };
         results.push(report::Run {
             engine,
             baseline,
-            e2e,
+            pixmill,
+            peer,
         });
     }
     let text = report::render(&results, cores);

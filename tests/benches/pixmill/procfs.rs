@@ -27,6 +27,59 @@ pub fn pids_named(name: &str) -> Vec<u32> {
         .collect()
 }
 
+/// `pid` and every process below it (children, their children, …).
+pub fn with_descendants(pid: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = stat.rsplit_once(')')?.1;
+            let ppid = rest.split_whitespace().nth(1)?.parse().ok()?;
+            Some((p, ppid))
+        })
+        .collect();
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let parent = out[i];
+        out.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU ms per job of each group between two snapshots.
+pub fn ms_per(before: &Snapshot, after: &Snapshot, jobs: usize) -> Vec<(&'static str, f64)> {
+    let mut out: Vec<(&'static str, f64)> = before
+        .0
+        .keys()
+        .filter(|k| !k.is_empty() && !k.starts_with('~'))
+        .map(|&k| {
+            let ticks = after
+                .0
+                .get(k)
+                .unwrap_or(&0)
+                .saturating_sub(*before.0.get(k).unwrap_or(&0));
+            (
+                k,
+                ticks as f64 * 1000.0 / TICKS_PER_SEC / jobs.max(1) as f64,
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
 /// CPU ticks used so far by each group of processes, and by the whole machine (busy
 /// and idle together) under the key "".
 pub struct Snapshot(HashMap<&'static str, u64>);
