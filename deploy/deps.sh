@@ -5,11 +5,19 @@
 # ships 2.1, older than the crate supports), which takes cmake and nasm, the assembler
 # for its SIMD code. When either is missing and we are root, Debian's packages are
 # installed; otherwise the exact command is printed.
+#
+# jpegtran (libjpeg-turbo-progs) is not needed to build or run: the tests compare the
+# workers' lossless JPEG transforms with it byte for byte.
 set -euo pipefail
 
 missing=()
-for tool in cmake nasm; do
-  command -v "$tool" >/dev/null || missing+=("$tool")
+for tool in cmake nasm jpegtran; do
+  if ! command -v "$tool" >/dev/null; then
+    case $tool in
+      jpegtran) missing+=(libjpeg-turbo-progs) ;;
+      *) missing+=("$tool") ;;
+    esac
+  fi
 done
 ((${#missing[@]} == 0)) && exit 0
 
@@ -25,6 +33,6 @@ if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
   exit 0
 fi
 
-echo "deps: the build needs ${missing[*]}. Install them, then run this again:" >&2
+echo "deps: the build and tests need ${missing[*]}. Install them, then run this again:" >&2
 echo "  sudo apt-get install ${missing[*]}" >&2
 exit 1

@@ -62,6 +62,13 @@ if ! [[ $metrics_base =~ ^[0-9]{1,5}$ ]] || ((metrics_base > 65535 - max_workers
   say "PIXMILL_METRICS_PORT_BASE must be a port number from 0 to $((65535 - max_workers)) (got '$metrics_base')"
   exit 64
 fi
+# Several workers share this machine's cores: each gets its share of job slots (a
+# worker on a machine of its own defaults to one slot per core), so the jobs in flight
+# match the cores and the memory of idle slots is not spent.
+if [[ -z ${PIXMILL_WORKER_CONCURRENCY:-} ]]; then
+  cores=$(nproc 2>/dev/null || echo 1)
+  export PIXMILL_WORKER_CONCURRENCY=$(( cores / workers > 0 ? cores / workers : 1 ))
+fi
 if [[ -n ${PIXMILL_METRICS_ADDR:-} ]]; then
   say "ignoring PIXMILL_METRICS_ADDR=$PIXMILL_METRICS_ADDR: one address cannot serve several workers;"
   say "worker-i listens on 127.0.0.1:PIXMILL_METRICS_PORT_BASE+i (base $metrics_base)"

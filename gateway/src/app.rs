@@ -2,6 +2,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
+use axum::serve::ListenerExt;
 use pixmill_shared::Blobs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -50,10 +51,13 @@ impl Application {
             settings.publish_timeout,
         )?);
         let events = JobEvents::default();
+        // Names this process on its change notices, so its own listener skips them.
+        let origin: Arc<str> = format!("gateway-{}", uuid::Uuid::new_v4().simple()).into();
         let jobs = Jobs {
+            published: crate::jobs::PublishedMarks::start(store.clone()),
             store,
             blobs,
-            notifier: Notifier::new(events.clone(), publisher.clone()),
+            notifier: Notifier::new(events.clone(), publisher.clone(), origin.clone()),
             publisher,
             limits: settings.common.limits,
             webhooks: settings.webhooks.clone(),
@@ -71,7 +75,7 @@ impl Application {
             health.spawn(
                 "event_listener",
                 stop.clone(),
-                events::listen(url, topology.clone(), events, stop.clone()),
+                events::listen(url, topology.clone(), events, origin, stop.clone()),
             ),
             health.spawn(
                 "sweeper",
@@ -140,7 +144,14 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         info!(addr = %self.local_addr(), "gateway listening");
-        axum::serve(self.listener, self.router)
+        // Responses go out as headers, then body. Without TCP_NODELAY the body's
+        // segment waits for the client's delayed ACK of the headers: about 40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
         self.stop_consumer.cancel();

@@ -42,6 +42,7 @@ pub enum ApiCode {
     UnknownOp,
     TooManySteps,
     TooManyPixels,
+    TooManyScans,
     TruncatedImage,
     InvalidImage,
     IdempotencyKeyReused,
@@ -56,7 +57,7 @@ pub enum ApiCode {
 impl ApiCode {
     /// Every code, in the README's order. A test checks this against the derived schema,
     /// which lists every variant.
-    pub const ALL: [ApiCode; 31] = {
+    pub const ALL: [ApiCode; 32] = {
         use ApiCode::*;
         [
             MissingImage,
@@ -81,6 +82,7 @@ impl ApiCode {
             UnknownOp,
             TooManySteps,
             TooManyPixels,
+            TooManyScans,
             TruncatedImage,
             InvalidImage,
             IdempotencyKeyReused,
@@ -119,6 +121,7 @@ impl ApiCode {
             UnknownOp => "unknown_op",
             TooManySteps => "too_many_steps",
             TooManyPixels => "too_many_pixels",
+            TooManyScans => "too_many_scans",
             TruncatedImage => "truncated_image",
             InvalidImage => "invalid_image",
             IdempotencyKeyReused => "idempotency_key_reused",
@@ -150,8 +153,8 @@ impl ApiCode {
             Expired | ResultDeleted => StatusCode::GONE,
             UploadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            InvalidParameter | UnknownOp | TooManySteps | TooManyPixels | TruncatedImage
-            | InvalidImage | IdempotencyKeyReused | CallbackNotAllowed => {
+            InvalidParameter | UnknownOp | TooManySteps | TooManyPixels | TooManyScans
+            | TruncatedImage | InvalidImage | IdempotencyKeyReused | CallbackNotAllowed => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             QueueFull => StatusCode::TOO_MANY_REQUESTS,

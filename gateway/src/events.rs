@@ -1,10 +1,12 @@
 //! Hearing about changes, from this gateway and from every other one.
 //!
 //! Whoever applies a change (a reply, a cancel, the sweeper) tells [`JobEvents`] here at
-//! once and publishes a [`JobEvent`] on the events exchange. [`listen`] consumes this
-//! gateway's private queue on that exchange and tells [`JobEvents`] too, so a long-poll
-//! here wakes when another gateway applied the reply. Listeners only learn *which* job
-//! changed and re-read the store, so a duplicate or missed notice costs a re-read.
+//! once, with the job as it now is, and publishes a [`JobEvent`] on the events exchange.
+//! [`listen`] consumes this gateway's private queue on that exchange and tells
+//! [`JobEvents`] too, so a long-poll here wakes when another gateway applied the reply.
+//! Notices from other gateways only say *which* job changed, and the waiter re-reads the
+//! store, so a duplicate or missed notice costs a re-read. Each notice names the gateway
+//! that sent it, and a gateway skips its own: its waiters heard about it already.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,9 +23,16 @@ use uuid::Uuid;
 
 use crate::{publisher::Publisher, store::Job};
 
-/// In-process fan-out of "job X changed" to waiting requests.
+/// "Job `id` changed", and the job as it now is when this gateway applied the change.
 #[derive(Debug, Clone)]
-pub struct JobEvents(broadcast::Sender<Uuid>);
+pub struct Changed {
+    pub id: Uuid,
+    pub job: Option<Arc<Job>>,
+}
+
+/// In-process fan-out of [`Changed`] to waiting requests.
+#[derive(Debug, Clone)]
+pub struct JobEvents(broadcast::Sender<Changed>);
 
 impl Default for JobEvents {
     fn default() -> Self {
@@ -33,14 +42,33 @@ impl Default for JobEvents {
 
 impl JobEvents {
     /// Starts listening; subscribe *before* reading the state to wait on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
         self.0.subscribe()
     }
 
-    /// Wakes this gateway's waiters on `id`.
+    /// Wakes this gateway's waiters on `id`, who will re-read it.
     pub fn notify(&self, id: Uuid) {
-        let _ = self.0.send(id);
+        let _ = self.0.send(Changed { id, job: None });
     }
+
+    /// Wakes this gateway's waiters on `job`, handing them the job as it now is.
+    pub fn notify_with(&self, job: &Job) {
+        let _ = self.0.send(Changed {
+            id: job.id,
+            job: Some(Arc::new(job.clone())),
+        });
+    }
+}
+
+/// What a [`Watch`] saw.
+#[derive(Debug)]
+pub enum Seen {
+    /// The job as this gateway just recorded it: no need to read it.
+    Job(Arc<Job>),
+    /// The job may have changed: read it again.
+    Reread,
+    /// No notice can come any more.
+    Closed,
 }
 
 /// How often a waiter re-reads its job even without a notice, so a notice lost in a
@@ -50,31 +78,33 @@ pub const REREAD_EVERY: Duration = Duration::from_secs(2);
 /// One waiter's view of the notices about one job (a long-poll, an event stream).
 #[derive(Debug)]
 pub struct Watch {
-    changes: broadcast::Receiver<Uuid>,
+    changes: broadcast::Receiver<Changed>,
     id: Uuid,
 }
 
 impl Watch {
     /// Follows `id` on `changes`, a receiver taken *before* the job was first read, so a
     /// change in between is not missed.
-    pub fn new(changes: broadcast::Receiver<Uuid>, id: Uuid) -> Self {
+    pub fn new(changes: broadcast::Receiver<Changed>, id: Uuid) -> Self {
         Self { changes, id }
     }
 
-    /// Returns when the job may have changed and is worth re-reading: a notice about
-    /// it, a nil notice (the listener reconnected and may have missed some), a lag, or
-    /// [`REREAD_EVERY`] without news. False once no notice can come any more.
-    pub async fn next(&mut self) -> bool {
+    /// Returns when the job may have changed: with the job itself when this gateway
+    /// applied the change, or asking for a re-read after a notice from elsewhere, a nil
+    /// notice (the listener reconnected and may have missed some), a lag, or
+    /// [`REREAD_EVERY`] without news.
+    pub async fn next(&mut self) -> Seen {
         let tick = tokio::time::sleep(REREAD_EVERY);
         tokio::pin!(tick);
         loop {
             tokio::select! {
-                () = &mut tick => return true,
+                () = &mut tick => return Seen::Reread,
                 changed = self.changes.recv() => match changed {
-                    Ok(id) if id == self.id || id.is_nil() => return true,
+                    Ok(Changed { id, job: Some(job) }) if id == self.id => return Seen::Job(job),
+                    Ok(Changed { id, .. }) if id == self.id || id.is_nil() => return Seen::Reread,
                     Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return true,
-                    Err(broadcast::error::RecvError::Closed) => return false,
+                    Err(broadcast::error::RecvError::Lagged(_)) => return Seen::Reread,
+                    Err(broadcast::error::RecvError::Closed) => return Seen::Closed,
                 },
             }
         }
@@ -87,24 +117,33 @@ impl Watch {
 pub struct Notifier {
     pub events: JobEvents,
     publisher: Arc<Publisher>,
+    /// This gateway's name on its notices, so its listener can skip them.
+    origin: Arc<str>,
 }
 
 /// How long a notice may wait for the broker's confirm.
 const NOTICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Notifier {
-    pub fn new(events: JobEvents, publisher: Arc<Publisher>) -> Self {
-        Self { events, publisher }
+    pub fn new(events: JobEvents, publisher: Arc<Publisher>, origin: Arc<str>) -> Self {
+        Self {
+            events,
+            publisher,
+            origin,
+        }
     }
 
     /// Announces `job`'s current state. Publishing runs in the background: the caller
     /// (often the reply consumer) never waits on it, and a lost notice only delays a
     /// waiter on another gateway until its next periodic re-read.
     pub fn changed(&self, job: &Job) {
-        self.events.notify(job.id);
-        let (publisher, event) = (self.publisher.clone(), job.event());
+        self.events.notify_with(job);
+        let (publisher, event, origin) = (self.publisher.clone(), job.event(), self.origin.clone());
         tokio::spawn(async move {
-            if let Err(e) = publisher.publish_notice(&event, NOTICE_TIMEOUT).await {
+            if let Err(e) = publisher
+                .publish_notice(&event, &origin, NOTICE_TIMEOUT)
+                .await
+            {
                 debug!(job_id = %event.job_id, error = %e, "change notice not published");
             }
         });
@@ -117,10 +156,11 @@ pub async fn listen(
     url: String,
     topology: Topology,
     events: JobEvents,
+    origin: Arc<str>,
     shutdown: CancellationToken,
 ) {
     amqp::reconnect_loop("event listener", &shutdown, Duration::from_secs(5), || {
-        session(&url, &topology, &events, &shutdown)
+        session(&url, &topology, &events, &origin, &shutdown)
     })
     .await;
 }
@@ -129,6 +169,7 @@ async fn session(
     url: &str,
     topology: &Topology,
     events: &JobEvents,
+    origin: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(url, "pixmill-gateway-events").await?;
@@ -156,6 +197,7 @@ async fn session(
         tokio::select! {
             () = shutdown.cancelled() => break Ok(()),
             next = notices.next() => match next {
+                Some(Ok(delivery)) if amqp::notice_origin(&delivery) == Some(origin) => {}
                 Some(Ok(delivery)) => match serde_json::from_slice::<JobEvent>(&delivery.data) {
                     Ok(event) => events.notify(event.job_id),
                     Err(e) => warn!(error = %e, "ignoring an unreadable change notice"),

@@ -50,6 +50,16 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
         }
     };
     check_complete(format, bytes)?;
+    if format == ImageFormat::Jpeg {
+        // Counted before anything decodes: a progressive JPEG's cost is its pixels
+        // times its scans, and a small file can hold thousands of scans.
+        pixmill_shared::limits::check_scans(bytes, limits).map_err(|message| {
+            ApiError::Unprocessable {
+                code: "too_many_scans",
+                message,
+            }
+        })?;
+    }
     // Only the header is read here; the decoder's own allocation limit would refuse a
     // huge header with a vaguer message than the pixel limit below gives.
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     error::ApiError,
-    events::{Notifier, Watch},
+    events::{Notifier, Seen, Watch},
     inspect::inspect,
     publisher::Publisher,
     store::{Change, Job, NewJob, State, Store, StoreError},
@@ -40,6 +40,40 @@ pub struct Jobs {
     pub limits: Limits,
     /// Webhook rules, for checking a `callback_url` at submit.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Records confirmed publishes in the store, in batches, off the request path.
+    pub published: PublishedMarks,
+}
+
+/// Records that the broker confirmed jobs' messages. The record only spares a job the
+/// sweeper's re-publish, so it need not hold up the 202: a background task writes every
+/// mark that is waiting in one statement.
+#[derive(Debug, Clone)]
+pub struct PublishedMarks(tokio::sync::mpsc::UnboundedSender<Uuid>);
+
+impl PublishedMarks {
+    /// Most marks in one statement.
+    const BATCH: usize = 256;
+
+    /// Starts the writer; it stops once every handle is dropped.
+    pub fn start(store: Store) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(Self::BATCH);
+            while rx.recv_many(&mut ids, Self::BATCH).await > 0 {
+                if let Err(e) = store.mark_published(&ids).await {
+                    warn!(jobs = ids.len(), error = %e, "could not record confirmed publishes; the sweeper will repeat them");
+                }
+                ids.clear();
+            }
+        });
+        Self(tx)
+    }
+
+    fn mark(&self, id: Uuid) {
+        if self.0.send(id).is_err() {
+            warn!(job_id = %id, "the publish recorder has stopped; the sweeper will repeat this publish");
+        }
+    }
 }
 
 /// What `submit` did.
@@ -131,12 +165,10 @@ impl Jobs {
             let _ = self.blobs.delete(&request.input).await;
             return Err(publish_error(&e));
         }
-        // The broker has the job now, so the answer is 202 whatever happens next. If this
-        // write fails (or the gateway dies first), the sweeper finds the job unconfirmed
-        // and publishes it again; a duplicate message is harmless.
-        if let Err(e) = self.store.mark_published(id).await {
-            warn!(job_id = %id, error = %e, "could not record the publish; the sweeper will repeat it");
-        }
+        // The broker has the job now, so the answer is 202 whatever happens next. If the
+        // record of the publish fails (or the gateway dies first), the sweeper finds the
+        // job unconfirmed and publishes it again; a duplicate message is harmless.
+        self.published.mark(id);
         Event::JobSubmitted {
             job_id: id,
             upload_bytes: submission.image.len() as u64,
@@ -208,9 +240,13 @@ impl Jobs {
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return self.get(raw_id).await,
-                more = watch.next() => {
-                    let now = self.get(raw_id).await?;
-                    if now.state.is_terminal() || !more {
+                seen = watch.next() => {
+                    let (now, closed) = match seen {
+                        Seen::Job(job) => (Arc::unwrap_or_clone(job), false),
+                        Seen::Reread => (self.get(raw_id).await?, false),
+                        Seen::Closed => (self.get(raw_id).await?, true),
+                    };
+                    if now.state.is_terminal() || closed {
                         return Ok(now);
                     }
                 }
@@ -256,21 +292,41 @@ impl Jobs {
     /// Applies `change` to job `id` and, when it applied, tells every listener.
     /// Returns the job as it is now, or None when the change did not apply.
     pub async fn record(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError> {
+        // A quick job's final reply also says when it started: no `started` came.
+        let unreported_start = matches!(
+            &change,
+            Change::Succeeded {
+                started_at: Some(_),
+                ..
+            }
+        );
         let changed = self.store.apply(id, change).await?;
         if let Some(job) = &changed {
             self.notifier.changed(job);
-            observe(job);
+            observe(job, unreported_start);
         }
         Ok(changed)
     }
 }
 
 /// Counts a change that applied: a first start (its queue wait) or a terminal state.
-fn observe(job: &Job) {
+/// `unreported_start`: the job went from `queued` straight to its end, so this change
+/// carries its first start too.
+fn observe(job: &Job, unreported_start: bool) {
     let since_created = |at: Option<i64>| {
         at.and_then(|at| u64::try_from(at - job.created_at).ok())
             .map(Duration::from_millis)
     };
+    if unreported_start
+        && job.attempts <= 1
+        && let Some(queue_wait) = since_created(job.started_at)
+    {
+        Event::JobStarted {
+            job_id: job.id,
+            queue_wait,
+        }
+        .emit();
+    }
     match job.state {
         State::Running if job.attempts <= 1 => {
             if let Some(queue_wait) = since_created(job.started_at) {

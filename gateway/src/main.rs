@@ -3,8 +3,11 @@
 use pixmill_gateway::{Application, Settings};
 use pixmill_shared::{config::EXIT_CONFIG, shutdown, telemetry};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    pixmill_shared::runtime::build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     telemetry::init("info,lapin=warn,tower_http=warn");
     let settings = match Settings::from_env() {
         Ok(s) => s,

@@ -43,7 +43,7 @@ impl Publisher {
         let mut pools = Vec::new();
         for url in amqp::urls(list) {
             let manager = Manager::new(
-                url,
+                amqp::tuned(url),
                 || {
                     ConnectionProperties::default()
                         .with_connection_name("pixmill-gateway-publish".into())
@@ -137,6 +137,7 @@ impl Publisher {
     pub async fn publish_notice(
         &self,
         event: &JobEvent,
+        origin: &str,
         timeout: Duration,
     ) -> Result<(), PublishError> {
         let channel = tokio::time::timeout(timeout, self.channel())
@@ -147,6 +148,7 @@ impl Publisher {
             &self.topology.events,
             &event.routing_key(),
             event,
+            origin,
             timeout,
         )
         .await;

@@ -117,6 +117,7 @@ pub fn change_for(reply: Reply) -> Change {
             worker: reply.worker,
             attempt: reply.attempt,
             result,
+            started_at: reply.started_ms,
         },
         Outcome::Failed { code, message } => Change::Failed {
             worker: Some(reply.worker),

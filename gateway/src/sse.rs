@@ -10,7 +10,7 @@
 //! and never an event it already has; the terminal event is never missed. Changes
 //! applied by any gateway arrive through the change-notice exchange.
 
-use std::{convert::Infallible, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     extract::{Path, State},
@@ -22,7 +22,12 @@ use futures_util::{Stream, stream};
 use uuid::Uuid;
 
 use crate::{
-    error::ApiError, events::Watch, jobs::Jobs, routes::AppState, routes::view, store::Job,
+    error::ApiError,
+    events::{Seen, Watch},
+    jobs::Jobs,
+    routes::AppState,
+    routes::view,
+    store::Job,
 };
 
 /// Comment lines keep proxies and clients from timing the stream out.
@@ -86,12 +91,15 @@ pub async fn job_events(
 
 /// Waits for a notice about this job (or the periodic re-read) and reads it again.
 async fn next_change(c: &mut Cursor) -> Option<Job> {
-    if !c.watch.next().await {
-        c.done = true;
-        return None;
+    match c.watch.next().await {
+        Seen::Job(job) => Some(Arc::unwrap_or_clone(job)),
+        // A store that is briefly away costs a re-read later, not the stream.
+        Seen::Reread => c.jobs.store.get(c.id).await.ok().flatten(),
+        Seen::Closed => {
+            c.done = true;
+            None
+        }
     }
-    // A store that is briefly away costs a re-read later, not the stream.
-    c.jobs.store.get(c.id).await.ok().flatten()
 }
 
 fn event(job: &Job) -> Event {

@@ -67,9 +67,10 @@ async fn router() -> (axum::Router, Scratch) {
         .expect("publisher"),
     );
     let jobs = Jobs {
+        published: pixmill_gateway::jobs::PublishedMarks::start(store.clone()),
         store,
         blobs,
-        notifier: Notifier::new(JobEvents::default(), publisher.clone()),
+        notifier: Notifier::new(JobEvents::default(), publisher.clone(), "test".into()),
         publisher,
         limits: Limits::default(),
         webhooks: Default::default(),

@@ -126,10 +126,13 @@ async fn a_job_moves_forward_only() {
             .expect("applied");
         assert_eq!((job.state, job.attempts), (State::Running, 1));
         assert!(job.started_at.is_some());
+        let started_at = job.started_at;
+        // The start was reported, so a start time on the final change is ignored.
         let succeeded = Change::Succeeded {
             worker: "w1".into(),
             attempt: 1,
             result: result(),
+            started_at: Some(1),
         };
         let job = store
             .apply(id, succeeded.clone())
@@ -138,6 +141,7 @@ async fn a_job_moves_forward_only() {
             .expect("applied");
         assert_eq!(job.state, State::Succeeded);
         assert_eq!(job.result, Some(result()));
+        assert_eq!(job.started_at, started_at);
 
         // A late `started`, a duplicate terminal reply, a late failure and a cancel
         // change nothing.
@@ -270,7 +274,7 @@ async fn publish_and_deletion_marks_are_recorded() {
                 .and_then(|j| j.published_at),
             None
         );
-        store.mark_published(id).await.expect("published");
+        store.mark_published(&[id]).await.expect("published");
         store.mark_republished(id).await.expect("republished");
         store.mark_result_deleted(id).await.expect("deleted");
         let job = store.get(id).await.expect("get").expect("exists");
@@ -297,9 +301,9 @@ async fn each_sweep_claims_its_jobs_once_per_lease() {
             for id in [unpublished, published, stale, finished] {
                 store.insert(new_job(id)).await.expect("insert");
             }
-            store.mark_published(published).await.expect("published");
+            store.mark_published(&[published]).await.expect("published");
             for id in [stale, finished] {
-                store.mark_published(id).await.expect("published");
+                store.mark_published(&[id]).await.expect("published");
                 store.apply(id, running("w", 1)).await.expect("running");
             }
             store
@@ -309,6 +313,7 @@ async fn each_sweep_claims_its_jobs_once_per_lease() {
                         worker: "w".into(),
                         attempt: 1,
                         result: result(),
+                        started_at: None,
                     },
                 )
                 .await
@@ -403,12 +408,19 @@ async fn recently_finished_jobs_feed_the_stats() {
         for id in [ok, bad, open_job] {
             store.insert(new_job(id)).await.expect("insert");
         }
+        // Straight from queued, as a quick job goes: the worker's start time is kept.
         let succeeded = Change::Succeeded {
             worker: "w".into(),
             attempt: 1,
             result: result(),
+            started_at: Some(since - 5),
         };
-        store.apply(ok, succeeded).await.expect("succeeded");
+        let done = store
+            .apply(ok, succeeded)
+            .await
+            .expect("succeeded")
+            .expect("applied");
+        assert_eq!(done.started_at, Some(since - 5));
         let failed = Change::Failed {
             worker: None,
             attempt: 1,

@@ -8,7 +8,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     message::Delivery,
     options::{BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
-    types::AMQPValue,
+    types::{AMQPValue, FieldTable},
 };
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -139,13 +139,33 @@ pub async fn publish_json<T: Serialize>(
     .await
 }
 
+/// The header naming who published a change notice.
+pub const ORIGIN_HEADER: &str = "pixmill-origin";
+
+/// Who published a notice ([`ORIGIN_HEADER`]), if it says.
+pub fn notice_origin(delivery: &Delivery) -> Option<&str> {
+    match delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(ORIGIN_HEADER)?
+    {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
 /// Publishes a notice: JSON, transient and not mandatory (no listener is not an error),
-/// waiting at most `timeout` for the broker's confirm.
+/// naming `origin` in [`ORIGIN_HEADER`], waiting at most `timeout` for the broker's
+/// confirm.
 pub async fn publish_notice<T: Serialize>(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
     message: &T,
+    origin: &str,
     timeout: Duration,
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec(message)?;
@@ -156,7 +176,12 @@ pub async fn publish_notice<T: Serialize>(
                 routing_key.into(),
                 BasicPublishOptions::default(),
                 &body,
-                BasicProperties::default().with_content_type("application/json".into()),
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_headers(FieldTable::from(std::collections::BTreeMap::from([(
+                        ORIGIN_HEADER.into(),
+                        AMQPValue::LongString(origin.into()),
+                    )]))),
             )
             .await?
             .await?;
@@ -168,6 +193,21 @@ pub async fn publish_notice<T: Serialize>(
     tokio::time::timeout(timeout, publish)
         .await
         .map_err(|_| PublishError::Timeout(timeout))?
+}
+
+/// The AMQP frame size pixmill asks for, unless the URL sets `frame_max` itself.
+/// lapin keeps send and receive buffers of 32 frames per connection, so RabbitMQ's
+/// default of 128 KiB costs 8 MiB per connection; pixmill's messages are a few hundred
+/// bytes of JSON, and a larger one is simply split into more frames.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
+/// `url` with `frame_max` set to [`FRAME_MAX`] when it names none.
+pub fn tuned(url: &str) -> String {
+    if url.contains("frame_max=") {
+        return url.to_string();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}frame_max={FRAME_MAX}")
 }
 
 /// The broker URLs of a `PIXMILL_AMQP_URL`: one URL, or several separated by commas
@@ -212,7 +252,8 @@ pub async fn connect_with_node(list: &str, name: &str) -> lapin::Result<(Connect
     for offset in 0..all.len() {
         let index = (start + offset) % all.len();
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(all[index], props));
+        let url = tuned(all[index]);
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props));
         match attempt.await {
             Ok(Ok(conn)) => {
                 let node = node_of(all[index]);
@@ -304,6 +345,24 @@ pub async fn publish_confirmed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_ask_for_small_frames_unless_told_otherwise() {
+        assert_eq!(
+            tuned("amqp://a:5672/%2f"),
+            "amqp://a:5672/%2f?frame_max=16384"
+        );
+        assert_eq!(
+            tuned("amqp://a:5672/%2f?heartbeat=10"),
+            "amqp://a:5672/%2f?heartbeat=10&frame_max=16384"
+        );
+        assert_eq!(
+            tuned("amqp://a:5672/%2f?frame_max=131072"),
+            "amqp://a:5672/%2f?frame_max=131072"
+        );
+        let uri: lapin::uri::AMQPUri = tuned("amqp://a:5672/%2f").parse().expect("uri");
+        assert_eq!(uri.query.frame_max, Some(16_384));
+    }
 
     #[test]
     fn url_lists_split_and_name_their_nodes() {

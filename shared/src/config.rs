@@ -147,7 +147,7 @@ pub struct Common {
     pub blob_url: crate::BlobUrl,
     /// `PIXMILL_QUEUE_PREFIX`, `PIXMILL_DELIVERY_LIMIT`, `PIXMILL_MAX_QUEUED`.
     pub topology: crate::Topology,
-    /// `PIXMILL_MAX_PIXELS`, `PIXMILL_MAX_SIDE`, `PIXMILL_MAX_STEPS`.
+    /// `PIXMILL_MAX_PIXELS`, `PIXMILL_MAX_SIDE`, `PIXMILL_MAX_STEPS`, `PIXMILL_MAX_SCANS`.
     pub limits: crate::Limits,
 }
 
@@ -214,6 +214,13 @@ impl Common {
                         Ok(())
                     } else {
                         Err("must be between 1 and 1000".into())
+                    }
+                })?,
+                max_scans: env_checked("PIXMILL_MAX_SCANS", defaults.max_scans, |v| {
+                    if (1..=100_000).contains(v) {
+                        Ok(())
+                    } else {
+                        Err("must be between 1 and 100000".into())
                     }
                 })?,
             },

@@ -23,6 +23,7 @@ pub mod events;
 pub mod limits;
 pub mod messages;
 pub mod metrics;
+pub mod runtime;
 pub mod shutdown;
 pub mod state;
 pub mod telemetry;

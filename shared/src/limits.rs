@@ -23,6 +23,10 @@ pub struct Limits {
     pub max_side: u32,
     /// Most steps in one pipeline.
     pub max_steps: usize,
+    /// Most scans in one JPEG. Each scan of a progressive JPEG is another pass over
+    /// every coefficient of the image, so a small file of thousands of tiny scans costs
+    /// the decoder as much as thousands of images. Encoders write about 10.
+    pub max_scans: u32,
 }
 
 impl Default for Limits {
@@ -31,6 +35,7 @@ impl Default for Limits {
             max_pixels: 50_000_000,
             max_side: 10_000,
             max_steps: 20,
+            max_scans: 100,
         }
     }
 }
@@ -42,6 +47,83 @@ impl Default for Limits {
 pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
     let tail = &bytes[bytes.len().saturating_sub(4096)..];
     tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// A JPEG's scans: its start-of-scan segments, counted by walking the marker segments
+/// and skipping over the entropy-coded data between them. Linear in the file's size and
+/// allocation-free, so both sides can afford it before any decoding. A broken marker
+/// structure ends the count early; the decoder then reports the damage.
+pub fn jpeg_scans(bytes: &[u8]) -> u32 {
+    let mut scans = 0u32;
+    walk_scans(bytes, |_| scans = scans.saturating_add(1));
+    scans
+}
+
+/// Where each start-of-scan marker of a JPEG begins (see [`jpeg_scans`]).
+pub fn jpeg_scan_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    walk_scans(bytes, |at| starts.push(at));
+    starts
+}
+
+/// Calls `on_scan` with the offset of each start-of-scan marker.
+fn walk_scans(bytes: &[u8], mut on_scan: impl FnMut(usize)) {
+    let mut i = 2; // after SOI
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            return;
+        }
+        let marker = bytes[i + 1];
+        match marker {
+            // Fill bytes before a marker.
+            0xFF => {
+                i += 1;
+                continue;
+            }
+            // Stand-alone markers: TEM, RSTn, SOI.
+            0x01 | 0xD0..=0xD8 => {
+                i += 2;
+                continue;
+            }
+            0xD9 => return,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(i + 2..i + 4)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return;
+        };
+        if marker == 0xDA {
+            on_scan(i);
+        }
+        i += 2 + len;
+        if marker == 0xDA {
+            // Entropy-coded data runs to the next marker that is neither a stuffed
+            // 0xFF00 nor a restart marker.
+            while let Some(at) = bytes.get(i..).and_then(|rest| memchr::memchr(0xFF, rest)) {
+                i += at;
+                match bytes.get(i + 1) {
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(_) => break,
+                    None => return,
+                }
+            }
+        }
+    }
+}
+
+/// Refuses a JPEG with more scans than `limits.max_scans`, naming the limit.
+pub fn check_scans(bytes: &[u8], limits: &Limits) -> Result<(), String> {
+    let scans = jpeg_scans(bytes);
+    if scans > limits.max_scans {
+        return Err(format!(
+            "the JPEG has {scans} scans; the limit is {} scans (PIXMILL_MAX_SCANS): each \
+             scan is another pass over the whole image, and encoders write about 10",
+            limits.max_scans
+        ));
+    }
+    Ok(())
 }
 
 /// Why a pipeline was refused. The message names the step, the field and the limit.
@@ -256,6 +338,33 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::default()
+    }
+
+    /// A JPEG-shaped byte string: SOI, an APP0, `scans` scans of entropy data that
+    /// holds stuffed bytes and restart markers, EOI.
+    fn jpeg_with_scans(scans: usize) -> Vec<u8> {
+        let mut out = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, b'J', b'F'];
+        for _ in 0..scans {
+            out.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, 0x01]);
+            out.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD0, 0x56]);
+        }
+        out.extend_from_slice(&[0xFF, 0xD9]);
+        out
+    }
+
+    #[test]
+    fn scans_are_counted_past_stuffing_and_restarts() {
+        assert_eq!(jpeg_scans(&jpeg_with_scans(1)), 1);
+        assert_eq!(jpeg_scans(&jpeg_with_scans(250)), 250);
+        assert!(check_scans(&jpeg_with_scans(100), &limits()).is_ok());
+        let err = check_scans(&jpeg_with_scans(101), &limits()).expect_err("over");
+        assert!(
+            err.contains("101 scans") && err.contains("PIXMILL_MAX_SCANS"),
+            "{err}"
+        );
+        // Garbage ends the count instead of looping or panicking.
+        assert_eq!(jpeg_scans(&[0xFF, 0xD8, 0x00, 0xFF]), 0);
+        assert_eq!(jpeg_scans(&[0xFF, 0xD8, 0xFF, 0xDA]), 0);
     }
 
     #[test]

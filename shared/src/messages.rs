@@ -217,6 +217,10 @@ pub struct Reply {
     pub worker: String,
     /// 1 for the first delivery of the job, more for redeliveries.
     pub attempt: u32,
+    /// When the worker started the job (ms since the Unix epoch), on a final reply
+    /// whose start was not reported: quick jobs skip the `started` reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<i64>,
     /// What happened.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -257,6 +261,8 @@ pub enum ErrorCode {
     UndecodableImage,
     /// The image is larger than the configured pixel limit.
     TooManyPixels,
+    /// A JPEG has more scans than the configured limit.
+    TooManyScans,
     /// A step cannot apply to this image (e.g. a crop outside it).
     InvalidStep,
     /// The job message itself could not be understood.
@@ -283,6 +289,7 @@ impl ErrorCode {
         match self {
             ErrorCode::UndecodableImage => "undecodable_image",
             ErrorCode::TooManyPixels => "too_many_pixels",
+            ErrorCode::TooManyScans => "too_many_scans",
             ErrorCode::InvalidStep => "invalid_step",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::InputMissing => "input_missing",
@@ -416,6 +423,7 @@ mod tests {
             job_id: id(),
             worker: "w1".into(),
             attempt: 1,
+            started_ms: None,
             outcome: Outcome::Started,
         };
         assert_eq!(
@@ -426,6 +434,7 @@ mod tests {
             job_id: id(),
             worker: "w1".into(),
             attempt: 2,
+            started_ms: None,
             outcome: Outcome::Succeeded(JobResult {
                 key: "results/x.jpg".into(),
                 content_type: "image/jpeg".into(),
@@ -442,13 +451,32 @@ mod tests {
         });
         assert_eq!(serde_json::to_value(&succeeded).expect("serialize"), golden);
         assert_eq!(
-            serde_json::from_value::<Reply>(golden).expect("deserialize"),
+            serde_json::from_value::<Reply>(golden.clone()).expect("deserialize"),
             succeeded
+        );
+        // A quick job's final reply says when it started, since no `started` was sent.
+        let mut quick = golden;
+        quick["started_ms"] = json!(1_764_583_200_123_i64);
+        assert_eq!(
+            serde_json::from_value::<Reply>(quick.clone()).expect("deserialize"),
+            Reply {
+                started_ms: Some(1_764_583_200_123),
+                ..succeeded.clone()
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(Reply {
+                started_ms: Some(1_764_583_200_123),
+                ..succeeded
+            })
+            .expect("serialize"),
+            quick
         );
         let failed = Reply {
             job_id: id(),
             worker: "w1".into(),
             attempt: 1,
+            started_ms: None,
             outcome: Outcome::Failed {
                 code: ErrorCode::UndecodableImage,
                 message: "bad".into(),
@@ -466,6 +494,7 @@ mod tests {
         for code in [
             ErrorCode::UndecodableImage,
             ErrorCode::TooManyPixels,
+            ErrorCode::TooManyScans,
             ErrorCode::InvalidStep,
             ErrorCode::InvalidRequest,
             ErrorCode::InputMissing,

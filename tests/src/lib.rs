@@ -11,10 +11,12 @@
 //! - [`photos`]: the real photographs the tests use, and image measurements.
 //! - [`broker`]: RabbitMQ nodes a test owns (for tests that restart the broker).
 //! - [`backends`]: PostgreSQL and S3 for the scale-out tests.
+//! - [`hostile`]: small files that are expensive to decode.
 
 pub mod backends;
 pub mod broker;
 mod client;
+pub mod hostile;
 pub mod photos;
 
 pub use client::{Client, Reply};
@@ -209,6 +211,7 @@ impl Stack {
             job_timeout: Duration::from_secs(30),
             max_retries: 5,
             retry_base: Duration::from_millis(100),
+            start_report_after: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(10),
             metrics_addr: "127.0.0.1:0".parse().expect("address"),
         };

@@ -190,6 +190,19 @@ async fn the_bad_input_catalogue() {
             phrase: "RIFF",
         },
         Row {
+            what: "a 370 KB progressive JPEG with 20000 scans",
+            reply: send(
+                c.submit(
+                    &pixmill_tests::hostile::progressive_jpeg_with_scans(2048, 20_000),
+                    &[("op", "grayscale")],
+                )
+                .await,
+            ),
+            status: 422,
+            code: "too_many_scans",
+            phrase: "the JPEG has 20000 scans; the limit is 100 scans (PIXMILL_MAX_SCANS)",
+        },
+        Row {
             what: "PNG bomb: header claims 100000×100000",
             reply: send(
                 c.submit(&png_claiming(100_000, 100_000), &[("op", "grayscale")])
@@ -550,6 +563,28 @@ async fn the_bad_input_catalogue() {
     let (_, result) = c.result_of(&id).await.expect("result");
     assert!(!result.body.is_empty());
     stack.stop().await.expect("stop");
+}
+
+/// A job that never passed a gateway meets the same scan limit in the worker, before
+/// any decoding: without it, this file holds a worker for about 30 s.
+#[test]
+fn the_worker_counts_scans_again() {
+    let job = pixmill_shared::JobRequest {
+        id: uuid::Uuid::new_v4(),
+        input: "inputs/x".into(),
+        steps: vec![pixmill_shared::Step::Grayscale],
+        format: pixmill_shared::OutputFormat::Png,
+        quality: 85,
+    };
+    let bytes = pixmill_tests::hostile::progressive_jpeg_with_scans(2048, 20_000);
+    let err = pixmill_workers::pipeline::process(&job, &bytes, &pixmill_shared::Limits::default())
+        .expect_err("refused");
+    assert_eq!(err.code(), Some(pixmill_shared::ErrorCode::TooManyScans));
+    assert!(err.to_string().contains("PIXMILL_MAX_SCANS"), "{err}");
+    // And a progressive photo, with its ordinary ten scans, still decodes.
+    let fine = pixmill_tests::photos::photo("FreshFlower.jpg");
+    pixmill_workers::pipeline::process(&job, &fine, &pixmill_shared::Limits::default())
+        .expect("a progressive photo");
 }
 
 /// Accepted on purpose: the bytes decide the format, and GIFs use their first frame.

@@ -11,7 +11,7 @@ pub struct Settings {
     pub common: Common,
     /// `PIXMILL_WORKER_NAME`: shown in replies and logs, so operators see who ran what.
     pub name: String,
-    /// `PIXMILL_WORKER_CONCURRENCY`: jobs in flight at once, and the consumer's prefetch.
+    /// `PIXMILL_WORKER_CONCURRENCY`: job slots; the consumer's prefetch is one more.
     /// Each job uses one core, so the default is the number of CPUs.
     pub concurrency: u16,
     /// `PIXMILL_JOB_TIMEOUT_SECS` (fractions allowed): a job running longer fails with
@@ -22,6 +22,10 @@ pub struct Settings {
     /// `PIXMILL_RETRY_BASE_MS`: first back-off; each retry doubles it (capped at 60 s),
     /// with ±50 % jitter so retries from many jobs do not arrive together.
     pub retry_base: Duration,
+    /// `PIXMILL_START_REPORT_MS`: a job still running after this long is reported as
+    /// `running`; one that ends sooner goes from `queued` straight to its end state.
+    /// 0 reports every start.
+    pub start_report_after: Duration,
     /// `PIXMILL_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for jobs in hand.
     pub shutdown_grace: Duration,
     /// `PIXMILL_METRICS_ADDR`: where `/metrics` and `/healthz` listen (default
@@ -73,6 +77,17 @@ impl Settings {
                     Err("must be between 1 and 60000".into())
                 }
             })?),
+            start_report_after: Duration::from_millis(env_checked(
+                "PIXMILL_START_REPORT_MS",
+                50u64,
+                |v| {
+                    if *v <= 3_600_000 {
+                        Ok(())
+                    } else {
+                        Err("must be at most 3600000 ms".into())
+                    }
+                },
+            )?),
             shutdown_grace: Duration::from_secs(env_or("PIXMILL_SHUTDOWN_GRACE_SECS", 30u64)?),
             metrics_addr: env_or(
                 "PIXMILL_METRICS_ADDR",

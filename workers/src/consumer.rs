@@ -86,8 +86,14 @@ async fn session(
     let publish_conn = amqp::connect(url, &format!("{}-publish", settings.name)).await?;
     let channel = consume_conn.create_channel().await?;
     topology.declare(&channel).await?;
+    // One job in hand beyond the slots: its input is fetched while the slots work, so
+    // a slot that frees up starts the next job at once instead of waiting on the blob
+    // store. Just one, so no worker hoards jobs that others could run.
     channel
-        .basic_qos(settings.concurrency, BasicQosOptions::default())
+        .basic_qos(
+            settings.concurrency.saturating_add(1),
+            BasicQosOptions::default(),
+        )
         .await?;
     let ctx = Arc::new(Context {
         settings: settings.clone(),
@@ -221,7 +227,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                     code: ErrorCode::InvalidRequest,
                     message: format!("the job message could not be read: {e}"),
                 };
-                if let Err(e) = reply(ctx, &reply_to, id, attempt, outcome).await {
+                if let Err(e) = reply(ctx, &reply_to, id, attempt, outcome, None).await {
                     warn!(error = %e, "reply failed; handing the message back");
                     reply_failed(ctx, &e);
                     nack(&delivery).await;
@@ -253,11 +259,33 @@ async fn handle(ctx: &Context, delivery: Delivery) {
             }
             .emit();
         };
-        let started = reply(ctx, &reply_to, job.id, attempt, Outcome::Started);
-        let (started, result) = tokio::join!(started, run_job(ctx, &job));
-        if let Err(e) = started {
-            warn!(error = %e, "could not report the start");
-        }
+        // The start is reported only for a job still running after
+        // `PIXMILL_START_REPORT_MS`: a quick job goes from queued straight to its end,
+        // which saves a quorum-queue write, a store write and a change notice per job.
+        // A job's second or later attempt is reported at once, and so is a job about to
+        // be retried, so its record shows every attempt while it waits.
+        let started_ms = pixmill_shared::now_ms();
+        let mut start_reported = false;
+        let report_after = if attempt > 1 {
+            Duration::ZERO
+        } else {
+            ctx.settings.start_report_after
+        };
+        let run = run_job(ctx, &job);
+        tokio::pin!(run);
+        let result = tokio::select! {
+            biased;
+            result = &mut run => result,
+            () = tokio::time::sleep(report_after) => {
+                start_reported = true;
+                let started = reply(ctx, &reply_to, job.id, attempt, Outcome::Started, None);
+                let (started, result) = tokio::join!(started, &mut run);
+                if let Err(e) = started {
+                    warn!(error = %e, "could not report the start");
+                }
+                result
+            }
+        };
         let outcome = match result {
             Ok(result) => {
                 info!(
@@ -276,6 +304,12 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                 Outcome::Failed { code, message }
             }
             Err(JobError::Transient(message)) if retries < ctx.settings.max_retries => {
+                if !start_reported
+                    && let Err(e) =
+                        reply(ctx, &reply_to, job.id, attempt, Outcome::Started, None).await
+                {
+                    warn!(error = %e, "could not report the start");
+                }
                 let delay = backoff(ctx.settings.retry_base, retries);
                 Event::Retry {
                     worker,
@@ -303,7 +337,8 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                 }
             }
         };
-        match reply(ctx, &reply_to, job.id, attempt, outcome).await {
+        let started_ms = (!start_reported).then_some(started_ms);
+        match reply(ctx, &reply_to, job.id, attempt, outcome, started_ms).await {
             Ok(()) => ack(&delivery).await,
             Err(e) => {
                 warn!(error = %e, "reply not confirmed; handing the job back");
@@ -397,11 +432,13 @@ async fn reply(
     id: Uuid,
     attempt: u32,
     outcome: Outcome,
+    started_ms: Option<i64>,
 ) -> Result<(), PublishError> {
     let reply = Reply {
         job_id: id,
         worker: ctx.settings.name.clone(),
         attempt,
+        started_ms,
         outcome,
     };
     let id = id.to_string();

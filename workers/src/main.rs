@@ -4,8 +4,11 @@ use pixmill_shared::{config::EXIT_CONFIG, telemetry};
 use pixmill_workers::Settings;
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    pixmill_shared::runtime::build()?.block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     telemetry::init("info,lapin=warn");
     let settings = match Settings::from_env() {
         Ok(s) => s,

@@ -23,6 +23,16 @@ pub struct Processed {
 /// Runs `job` on the image in `input`.
 pub fn process(job: &JobRequest, input: &[u8], limits: &Limits) -> Result<Processed, JobError> {
     let started = Instant::now();
+    if job.format == OutputFormat::Jpeg
+        && let Some((bytes, width, height)) = lossless(&job.steps, input, limits)?
+    {
+        return Ok(Processed {
+            bytes,
+            width,
+            height,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
     let image = render(&job.steps, input, limits)?;
     let bytes = codec::encode(&image, job.format, job.quality)?;
     Ok(Processed {
@@ -33,17 +43,43 @@ pub fn process(job: &JobRequest, input: &[u8], limits: &Limits) -> Result<Proces
     })
 }
 
+/// A JPEG job of rotations, flips, grayscale and a block-aligned crop, done on the DCT
+/// coefficients: no decode, no re-encode, no generation loss.
+fn lossless(
+    steps: &[Step],
+    input: &[u8],
+    limits: &Limits,
+) -> Result<Option<(Vec<u8>, u32, u32)>, JobError> {
+    let lossless_ops = steps.iter().all(|s| {
+        matches!(
+            s,
+            Step::Rotate { .. } | Step::Flip { .. } | Step::Grayscale | Step::Crop { .. }
+        )
+    });
+    if steps.is_empty() || !lossless_ops {
+        return Ok(None);
+    }
+    codec::transform_losslessly(input, steps, limits, |w, h| {
+        // The same geometry check as the normal path, on the upright size.
+        plan(steps, w, h, limits).map(|_| ()).map_err(plan_error)
+    })
+}
+
+fn plan_error(e: pixmill_shared::PlanError) -> JobError {
+    match e {
+        pixmill_shared::PlanError::TooManyPixels { .. } => {
+            JobError::permanent(ErrorCode::TooManyPixels, e.to_string())
+        }
+        _ => JobError::permanent(ErrorCode::InvalidStep, e.to_string()),
+    }
+}
+
 /// Decodes `input` and runs `steps` on it: everything but the encoding.
 pub fn render(steps: &[Step], input: &[u8], limits: &Limits) -> Result<DynamicImage, JobError> {
     let decoded = codec::decode_with(input, limits, hint(steps))?;
     let (full_w, full_h) = decoded.full_size;
     // Re-check here: the worker must not trust that the message passed the gateway.
-    plan(steps, full_w, full_h, limits).map_err(|e| match e {
-        pixmill_shared::PlanError::TooManyPixels { .. } => {
-            JobError::permanent(ErrorCode::TooManyPixels, e.to_string())
-        }
-        _ => JobError::permanent(ErrorCode::InvalidStep, e.to_string()),
-    })?;
+    plan(steps, full_w, full_h, limits).map_err(plan_error)?;
     let mut image = decoded.image;
     let mut steps = steps.iter();
     if decoded.swapped_red_blue {

@@ -66,6 +66,9 @@ pub fn example_message(code: ApiCode) -> &'static str {
         TooManyPixels => {
             "the image is 100000×100000 pixels; at most 50000000 are allowed (PIXMILL_MAX_PIXELS)"
         }
+        TooManyScans => {
+            "the JPEG has 20000 scans; the limit is 100 scans (PIXMILL_MAX_SCANS): each scan is another pass over the whole image, and encoders write about 10"
+        }
         TruncatedImage => "the JPEG is truncated: it has no end-of-image marker",
         InvalidImage => "the PNG header could not be read",
         IdempotencyKeyReused => {
@@ -181,7 +184,7 @@ errors! {
     SubmitErrors: [
         MissingImage, EmptyImage, MalformedMultipart, DuplicateField, BodyReadFailed,
         InvalidIdempotencyKey, RequestTimeout, UploadTooLarge, UnsupportedMediaType,
-        InvalidParameter, UnknownOp, TooManySteps, TooManyPixels, TruncatedImage,
+        InvalidParameter, UnknownOp, TooManySteps, TooManyPixels, TooManyScans, TruncatedImage,
         InvalidImage, IdempotencyKeyReused, CallbackNotAllowed, QueueFull,
         BrokerUnavailable, StoreUnavailable, BlobStoreUnavailable,
     ];

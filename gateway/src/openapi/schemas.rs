@@ -242,6 +242,7 @@ pub enum Op {
 pub enum JobErrorCode {
     UndecodableImage,
     TooManyPixels,
+    TooManyScans,
     InvalidStep,
     InvalidRequest,
     InputMissing,
@@ -267,6 +268,7 @@ impl From<shared::ErrorCode> for JobErrorCode {
         match code {
             E::UndecodableImage => JobErrorCode::UndecodableImage,
             E::TooManyPixels => JobErrorCode::TooManyPixels,
+            E::TooManyScans => JobErrorCode::TooManyScans,
             E::InvalidStep => JobErrorCode::InvalidStep,
             E::InvalidRequest => JobErrorCode::InvalidRequest,
             E::InputMissing => JobErrorCode::InputMissing,
@@ -491,6 +493,7 @@ mod tests {
         for code in [
             shared::ErrorCode::UndecodableImage,
             shared::ErrorCode::TooManyPixels,
+            shared::ErrorCode::TooManyScans,
             shared::ErrorCode::InvalidStep,
             shared::ErrorCode::InvalidRequest,
             shared::ErrorCode::InputMissing,

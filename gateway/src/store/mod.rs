@@ -100,10 +100,13 @@ pub enum Change {
     /// A worker started the job (or started it again after a redelivery).
     Running { worker: String, attempt: u32 },
     /// The result is stored.
+    /// `started_at` is when the worker started it, for a job whose start was not
+    /// reported (it stays `queued` until this change).
     Succeeded {
         worker: String,
         attempt: u32,
         result: JobResult,
+        started_at: Option<i64>,
     },
     /// The job failed for good. `worker` is None when no worker reported it (the
     /// dead-letter queue, the sweeper).
@@ -210,8 +213,8 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// it changed, None when the change did not apply (late, duplicate, unknown id).
     async fn apply(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError>;
 
-    /// The broker confirmed the job's message.
-    async fn mark_published(&self, id: Uuid) -> Result<(), StoreError>;
+    /// The broker confirmed these jobs' messages (one statement for all of them).
+    async fn mark_published(&self, ids: &[Uuid]) -> Result<(), StoreError>;
 
     /// The sweeper published the job again.
     async fn mark_republished(&self, id: Uuid) -> Result<(), StoreError>;

@@ -271,15 +271,16 @@ impl TaskStore for PgStore {
                 worker,
                 attempt,
                 result,
+                started_at,
             } => {
                 let sql = format!(
                     "UPDATE jobs SET state = 'succeeded', worker = $2, attempts = GREATEST(attempts, $3),
-                            started_at = COALESCE(started_at, $4), finished_at = $4, updated_at = $4,
+                            started_at = COALESCE(started_at, $11, $4), finished_at = $4, updated_at = $4,
                             result_key = $5, result_content_type = $6, result_width = $7,
                             result_height = $8, result_bytes = $9, processing_ms = $10
                      WHERE id = $1 AND state IN ({sources}) RETURNING *"
                 );
-                let params: [&(dyn ToSql + Sync); 10] = [
+                let params: [&(dyn ToSql + Sync); 11] = [
                     &id,
                     &worker,
                     &int(attempt),
@@ -290,6 +291,7 @@ impl TaskStore for PgStore {
                     &int(result.height),
                     &big(result.bytes),
                     &big(result.processing_ms),
+                    &started_at,
                 ];
                 self.rows(&sql, &params).await?
             }
@@ -328,11 +330,15 @@ impl TaskStore for PgStore {
         Ok(rows.into_iter().next())
     }
 
-    async fn mark_published(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn mark_published(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let now = pixmill_shared::now_ms();
+        let ids = ids.to_vec();
         self.execute(
-            "UPDATE jobs SET published_at = $2 WHERE id = $1",
-            &[&id, &now],
+            "UPDATE jobs SET published_at = $2 WHERE id = ANY($1)",
+            &[&ids, &now],
         )
         .await?;
         Ok(())

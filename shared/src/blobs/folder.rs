@@ -54,6 +54,15 @@ impl FolderStore {
     }
 }
 
+/// Files up to this size are read in one go by [`FolderStore::stream`].
+const WHOLE_READ_MAX: u64 = 16 << 20;
+
+/// A file opened for streaming: read whole, or left open to stream.
+enum Opened {
+    Whole(Bytes),
+    Large(std::fs::File, u64),
+}
+
 /// Maps an I/O error on `key` to the store's error.
 fn io_error(key: &str, e: io::Error) -> BlobError {
     if e.kind() == io::ErrorKind::NotFound {
@@ -86,15 +95,39 @@ impl BlobStore for FolderStore {
     }
 
     async fn stream(&self, key: &str) -> Result<BlobStream, BlobError> {
-        let file = tokio::fs::File::open(self.path(key)?)
-            .await
-            .map_err(|e| io_error(key, e))?;
-        let len = file.metadata().await.map_err(|e| io_error(key, e))?.len();
-        let owned = key.to_string();
-        let body = ReaderStream::new(file).map_err(move |e| io_error(&owned, e));
-        Ok(BlobStream {
-            len,
-            body: Box::pin(body),
+        let path = self.path(key)?;
+        // Results are a few MB at most: one blocking call opens, sizes and reads a
+        // small file whole, where a streamed read would hop to the blocking pool once
+        // per chunk. Larger files are streamed in large chunks.
+        let opened = tokio::task::spawn_blocking(move || -> io::Result<Opened> {
+            use std::io::Read;
+            let mut file = std::fs::File::open(path)?;
+            let len = file.metadata()?.len();
+            if len <= WHOLE_READ_MAX {
+                let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                file.read_to_end(&mut bytes)?;
+                Ok(Opened::Whole(Bytes::from(bytes)))
+            } else {
+                Ok(Opened::Large(file, len))
+            }
+        })
+        .await
+        .map_err(|e| BlobError::Unavailable(e.to_string()))?
+        .map_err(|e| io_error(key, e))?;
+        Ok(match opened {
+            Opened::Whole(bytes) => BlobStream {
+                len: bytes.len() as u64,
+                body: Box::pin(futures_util::stream::once(async move { Ok(bytes) })),
+            },
+            Opened::Large(file, len) => {
+                let owned = key.to_string();
+                let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20)
+                    .map_err(move |e| io_error(&owned, e));
+                BlobStream {
+                    len,
+                    body: Box::pin(body),
+                }
+            }
         })
     }
 

@@ -6,6 +6,7 @@
 use std::io::Cursor;
 
 mod jpeg;
+mod lossless;
 
 use image::{
     DynamicImage, ImageDecoder, ImageFormat, ImageReader,
@@ -66,6 +67,28 @@ pub struct Decoded {
     pub swapped_red_blue: bool,
 }
 
+/// Runs `steps` on a JPEG without decoding it, when they allow that (see [`lossless`]):
+/// the encoded result and its size, or `None` when the job needs the normal path.
+pub fn transform_losslessly(
+    bytes: &[u8],
+    steps: &[pixmill_shared::Step],
+    limits: &Limits,
+    check: impl FnOnce(u32, u32) -> Result<(), JobError>,
+) -> Result<Option<(Vec<u8>, u32, u32)>, JobError> {
+    if image::guess_format(bytes).ok() != Some(ImageFormat::Jpeg)
+        || !pixmill_shared::limits::jpeg_is_complete(bytes)
+    {
+        return Ok(None);
+    }
+    pixmill_shared::limits::check_scans(bytes, limits)
+        .map_err(|message| JobError::permanent(ErrorCode::TooManyScans, message))?;
+    let Some(plan) = lossless::plan(bytes, steps) else {
+        return Ok(None);
+    };
+    check(plan.upright.0, plan.upright.1)?;
+    Ok(lossless::run(&plan, bytes).map(|out| (out, plan.size.0, plan.size.1)))
+}
+
 /// Decodes `bytes`, refusing images over the pixel limit before any pixel buffer is
 /// allocated, and applies the EXIF orientation so the result is upright.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(DynamicImage, ImageFormat), JobError> {
@@ -96,6 +119,9 @@ pub fn decode_with(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Decoded,
                 "the JPEG data ends early (no end-of-image marker); the file looks truncated",
             ));
         }
+        // Checked again here: the message may not have come through a gateway.
+        pixmill_shared::limits::check_scans(bytes, limits)
+            .map_err(|message| JobError::permanent(ErrorCode::TooManyScans, message))?;
         if let Some(decoded) = decode_turbo(bytes, limits, hint)? {
             return Ok(decoded);
         }

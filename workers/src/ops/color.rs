@@ -33,12 +33,37 @@ pub fn swap(image: DynamicImage, order: ChannelOrder) -> DynamicImage {
     }
 }
 
-/// Luminance (Rec. 709 weights, as `image` computes it), keeping alpha.
+/// Luma with the BT.601 weights that JPEG's YCbCr uses (and Pillow's `convert("L")`),
+/// keeping alpha. A JPEG's own luma plane is therefore exactly what this computes, so
+/// the lossless path (which keeps that plane) and this one agree.
 pub fn grayscale(image: &DynamicImage) -> DynamicImage {
-    if image.color().has_alpha() {
-        DynamicImage::ImageLumaA8(image.to_luma_alpha8())
-    } else {
-        DynamicImage::ImageLuma8(image.to_luma8())
+    // libjpeg's fixed-point weights: 0.299, 0.587, 0.114 in 16 bits, rounded.
+    fn luma(p: &[u8]) -> u8 {
+        let y = 19_595 * u32::from(p[0]) + 38_470 * u32::from(p[1]) + 7_471 * u32::from(p[2]);
+        ((y + 32_768) >> 16) as u8
+    }
+    match image {
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageLumaA8(_) => image.clone(),
+        _ if image.color().has_alpha() => {
+            let rgba = image.to_rgba8();
+            let (w, h) = rgba.dimensions();
+            let mut out = Vec::with_capacity(rgba.as_raw().len() / 2);
+            for p in rgba.as_raw().chunks_exact(4) {
+                out.extend_from_slice(&[luma(p), p[3]]);
+            }
+            image::GrayAlphaImage::from_raw(w, h, out)
+                .map_or_else(|| image.grayscale(), DynamicImage::ImageLumaA8)
+        }
+        _ => {
+            let rgb = match image {
+                DynamicImage::ImageRgb8(img) => std::borrow::Cow::Borrowed(img),
+                other => std::borrow::Cow::Owned(other.to_rgb8()),
+            };
+            let (w, h) = rgb.dimensions();
+            let out: Vec<u8> = rgb.as_raw().chunks_exact(3).map(luma).collect();
+            image::GrayImage::from_raw(w, h, out)
+                .map_or_else(|| image.grayscale(), DynamicImage::ImageLuma8)
+        }
     }
 }
 
@@ -76,5 +101,18 @@ mod tests {
         let out = grayscale(&img);
         assert_eq!(out.color(), image::ColorType::L8);
         assert_eq!(out.get_pixel(0, 0).0[0], 255);
+        // BT.601: pure green is 150, pure blue 29.
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(2, 1, |x, _| {
+            if x == 0 {
+                Rgb([0, 255, 0])
+            } else {
+                Rgb([0, 0, 255])
+            }
+        }));
+        let out = grayscale(&img);
+        assert_eq!(
+            (out.get_pixel(0, 0).0[0], out.get_pixel(1, 0).0[0]),
+            (150, 29)
+        );
     }
 }

@@ -133,9 +133,10 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
             worker,
             attempt,
             result,
+            started_at,
         } => (
             "state = 'succeeded', worker = ?2, attempts = MAX(attempts, ?3),
-             started_at = COALESCE(started_at, ?4), finished_at = ?4, updated_at = ?4,
+             started_at = COALESCE(started_at, ?11, ?4), finished_at = ?4, updated_at = ?4,
              result_key = ?5, result_content_type = ?6, result_width = ?7,
              result_height = ?8, result_bytes = ?9, processing_ms = ?10",
             vec![
@@ -148,6 +149,7 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
                 int(result.height.into()),
                 int(i64::try_from(result.bytes).unwrap_or(i64::MAX)),
                 int(i64::try_from(result.processing_ms).unwrap_or(i64::MAX)),
+                started_at.map_or(Value::Null, int),
             ],
         ),
         Change::Failed {
@@ -257,13 +259,18 @@ impl TaskStore for SqliteStore {
         Ok(self.returning(sql, values).await?.pop())
     }
 
-    async fn mark_published(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn mark_published(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let now = pixmill_shared::now_ms();
+        let marks = vec!["?"; ids.len()].join(", ");
+        let sql = format!("UPDATE jobs SET published_at = ? WHERE id IN ({marks})");
+        let values: Vec<rusqlite::types::Value> = std::iter::once(now.into())
+            .chain(ids.iter().map(|id| id.to_string().into()))
+            .collect();
         self.with(move |c| {
-            c.execute(
-                "UPDATE jobs SET published_at = ?2 WHERE id = ?1",
-                params![id.to_string(), now],
-            )?;
+            c.execute(&sql, rusqlite::params_from_iter(values))?;
             Ok(())
         })
         .await
