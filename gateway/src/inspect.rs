@@ -61,24 +61,49 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
         })?;
     }
     // Only the header is read here; the decoder's own allocation limit would refuse a
-    // huge header with a vaguer message than the pixel limit below gives.
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.no_limits();
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| ApiError::Unprocessable {
-            code: "invalid_image",
-            message: format!("the {} header could not be read: {e}", name(format)),
-        })?;
+    // huge header with a vaguer message than the pixel limit below gives. A PNG's size
+    // is read from its IHDR directly: the PNG decoder reads every chunk before the
+    // image data, and would inflate a compressed ICC profile (a 1 MB upload can hold
+    // 1 GB of zeros) just to find the size.
+    let header = match (format, png_size(bytes)) {
+        (ImageFormat::Png, Some(size)) => Ok(size),
+        _ => {
+            let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+            reader.no_limits();
+            reader.into_dimensions()
+        }
+    };
+    let (width, height) = header.map_err(|e| ApiError::Unprocessable {
+        code: "invalid_image",
+        message: format!("the {} header could not be read: {e}", name(format)),
+    })?;
     check_pixels(width, height, limits).map_err(|e| ApiError::Unprocessable {
         code: "too_many_pixels",
         message: format!("{e} (PIXMILL_MAX_PIXELS)"),
     })?;
+    if format == ImageFormat::Gif
+        && let Some((w, h)) = pixmill_shared::limits::gif_first_frame(bytes)
+    {
+        // Decoding costs the first frame's pixels, which may exceed the screen's.
+        check_pixels(w, h, limits).map_err(|e| ApiError::Unprocessable {
+            code: "too_many_pixels",
+            message: format!("the first frame: {e} (PIXMILL_MAX_PIXELS)"),
+        })?;
+    }
     Ok(Inspected {
         format,
         width,
         height,
     })
+}
+
+/// Width and height from a PNG's IHDR, the chunk that must come first.
+fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let be = |at: usize| Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    Some((be(16)?, be(20)?))
 }
 
 fn name(format: ImageFormat) -> &'static str {

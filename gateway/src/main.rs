@@ -4,6 +4,7 @@ use pixmill_gateway::{Application, Settings};
 use pixmill_shared::{config::EXIT_CONFIG, shutdown, telemetry};
 
 fn main() -> anyhow::Result<()> {
+    pixmill_shared::runtime::tune_malloc();
     pixmill_shared::runtime::build()?.block_on(run())
 }
 

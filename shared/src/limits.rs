@@ -113,6 +113,47 @@ fn walk_scans(bytes: &[u8], mut on_scan: impl FnMut(usize)) {
     }
 }
 
+/// The size of a GIF's first frame, from its image descriptor. A frame may be larger
+/// than the logical screen the header gives, and decoding costs the frame's pixels, so
+/// both sides hold the frame to the pixel limit too. `None` when the file has no frame
+/// or its blocks are broken (the decoder then reports it).
+pub fn gif_first_frame(bytes: &[u8]) -> Option<(u32, u32)> {
+    let u16_at = |i: usize| {
+        bytes
+            .get(i..i + 2)
+            .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let at = gif_first_descriptor(bytes)?;
+    Some((u16_at(at + 5)?, u16_at(at + 7)?))
+}
+
+/// Where a GIF's first image descriptor starts (see [`gif_first_frame`]).
+pub fn gif_first_descriptor(bytes: &[u8]) -> Option<usize> {
+    let packed = *bytes.get(10)?;
+    let mut i = 13;
+    if packed & 0x80 != 0 {
+        i += 3 << ((packed & 7) + 1); // the global colour table
+    }
+    loop {
+        match *bytes.get(i)? {
+            // An image descriptor: left, top, width, height.
+            0x2C if i + 9 <= bytes.len() => return Some(i),
+            // An extension: its label, then sub-blocks up to an empty one.
+            0x21 => {
+                i += 2;
+                loop {
+                    let len = usize::from(*bytes.get(i)?);
+                    i += 1 + len;
+                    if len == 0 {
+                        break;
+                    }
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
 /// Refuses a JPEG with more scans than `limits.max_scans`, naming the limit.
 pub fn check_scans(bytes: &[u8], limits: &Limits) -> Result<(), String> {
     let scans = jpeg_scans(bytes);
@@ -350,6 +391,18 @@ mod tests {
         }
         out.extend_from_slice(&[0xFF, 0xD9]);
         out
+    }
+
+    #[test]
+    fn a_gif_first_frame_is_found_past_extensions() {
+        let mut gif = b"GIF89a".to_vec();
+        gif.extend_from_slice(&[16, 0, 16, 0, 0x80, 0, 0]); // 16×16, 2-colour table
+        gif.extend_from_slice(&[0; 6]);
+        gif.extend_from_slice(&[0x21, 0xF9, 4, 0, 0, 0, 0, 0]); // graphic control
+        gif.extend_from_slice(&[0x21, 0xFE, 3, b'h', b'i', b'!', 0]); // comment
+        gif.extend_from_slice(&[0x2C, 0, 0, 0, 0, 0x60, 0xEA, 0x60, 0xEA, 0]);
+        assert_eq!(gif_first_frame(&gif), Some((60_000, 60_000)));
+        assert_eq!(gif_first_frame(&gif[..20]), None);
     }
 
     #[test]

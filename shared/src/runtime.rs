@@ -5,6 +5,40 @@
 //! gets a malloc arena of its own that keeps what it freed, so a burst of uploads left
 //! a gateway with dozens of threads and a resident size several times its live data.
 //! A small pool whose threads stay alive serves the same load with a flat footprint.
+//!
+//! glibc's malloc adds to that: every thread that allocates may get an arena of its
+//! own (up to 8 per core), and buffers freed there stay resident; after the first
+//! multi-megabyte image buffer is freed it raises its mmap threshold, so later ones come
+//! from those arenas too. [`tune_malloc`] caps the arenas at 2 and keeps buffers of
+//! 512 KiB and more in their own mappings, which go back to the system when freed: a
+//! worker's resident size then follows the job in hand, not the largest jobs it has
+//! seen.
+
+/// glibc malloc tunables (see the module comment).
+pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=524288";
+
+/// Applies [`MALLOC_TUNABLES`]. glibc reads its tunables only when a process starts, so
+/// a process started without `GLIBC_TUNABLES` executes itself again, once, with them
+/// (same pid, arguments and environment otherwise). An operator's own
+/// `GLIBC_TUNABLES` is left alone. Call it first thing in `main`, before any thread.
+pub fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let error = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
+            .exec();
+        // Only a failed exec returns; run on with glibc's defaults.
+        eprintln!("could not restart with GLIBC_TUNABLES={MALLOC_TUNABLES}: {error}");
+    }
+}
 
 /// Blocking-pool threads: file writes and fsyncs, SQLite calls, file reads.
 pub const BLOCKING_THREADS: usize = 8;

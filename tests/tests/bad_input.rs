@@ -203,6 +203,19 @@ async fn the_bad_input_catalogue() {
             phrase: "the JPEG has 20000 scans; the limit is 100 scans (PIXMILL_MAX_SCANS)",
         },
         Row {
+            what: "a GIF whose first frame claims 60000×60000 in a 16×16 screen",
+            reply: send(
+                c.submit(
+                    &pixmill_tests::hostile::gif_with_oversized_frame(60_000),
+                    &[("op", "grayscale")],
+                )
+                .await,
+            ),
+            status: 422,
+            code: "too_many_pixels",
+            phrase: "the first frame: the image is 60000×60000",
+        },
+        Row {
             what: "PNG bomb: header claims 100000×100000",
             reply: send(
                 c.submit(&png_claiming(100_000, 100_000), &[("op", "grayscale")])
@@ -625,6 +638,24 @@ async fn odd_but_valid_uploads_are_accepted() {
         first.get_pixel(0, 0).0,
         [255, 0, 0, 255],
         "frame 0 (blue) swapped to red"
+    );
+
+    // A 1 MB PNG whose ICC profile inflates to 1 GiB: neither the gateway (which reads
+    // the size from IHDR) nor the worker (which drops compressed metadata unread)
+    // inflates it, and the job runs as any 64×64 PNG would.
+    let bomb = pixmill_tests::hostile::png_with_inflating_icc(1024);
+    assert!(bomb.len() < 1_200_000, "{} bytes", bomb.len());
+    let id = c
+        .submit_ok(&bomb, &[("op", "grayscale")])
+        .await
+        .expect("png with an inflating profile");
+    let (job, _) = c.result_of(&id).await.expect("result");
+    assert_eq!(
+        (
+            job["result"]["width"].as_u64(),
+            job["result"]["height"].as_u64()
+        ),
+        (Some(64), Some(64))
     );
     stack.stop().await.expect("stop");
 }

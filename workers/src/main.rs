@@ -5,6 +5,7 @@ use pixmill_workers::Settings;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> anyhow::Result<()> {
+    pixmill_shared::runtime::tune_malloc();
     pixmill_shared::runtime::build()?.block_on(run())
 }
 

@@ -126,6 +126,19 @@ pub fn decode_with(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Decoded,
             return Ok(decoded);
         }
     }
+    if format == ImageFormat::Gif
+        && let Some((w, h)) = pixmill_shared::limits::gif_first_frame(bytes)
+    {
+        check_pixels(w, h, limits).map_err(|e| {
+            JobError::permanent(ErrorCode::TooManyPixels, format!("the first frame: {e}"))
+        })?;
+    }
+    // PNG metadata pixmill does not use may be compressed, and inflates without bound
+    // (a 1 MB iCCP profile can hold 1 GB of zeros): those chunks are dropped unread.
+    let stripped = (format == ImageFormat::Png)
+        .then(|| png_without_compressed_metadata(bytes))
+        .flatten();
+    let bytes = stripped.as_deref().unwrap_or(bytes);
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side.max(65_535));
@@ -153,6 +166,44 @@ pub fn decode_with(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Decoded,
         scale: 1.0,
         swapped_red_blue: false,
     })
+}
+
+/// PNG chunks holding zlib-compressed metadata: an ICC profile and compressed text.
+/// pixmill's results carry no metadata, so they are never needed.
+const COMPRESSED_METADATA: [&[u8; 4]; 3] = [b"iCCP", b"zTXt", b"iTXt"];
+
+/// `png` without its [`COMPRESSED_METADATA`] chunks, or `None` when it has none (or its
+/// chunks cannot be walked, which the decoder will report).
+fn png_without_compressed_metadata(png: &[u8]) -> Option<Vec<u8>> {
+    let mut chunks = Vec::new();
+    let mut at = 8; // after the signature
+    let mut found = false;
+    while at + 12 <= png.len() {
+        let len = usize::try_from(u32::from_be_bytes(png[at..at + 4].try_into().ok()?)).ok()?;
+        let end = at.checked_add(12)?.checked_add(len)?;
+        if end > png.len() {
+            return None;
+        }
+        let kind = &png[at + 4..at + 8];
+        let drop = COMPRESSED_METADATA.iter().any(|k| k.as_slice() == kind);
+        found |= drop;
+        chunks.push((at, end, drop));
+        at = end;
+        if kind == b"IEND" {
+            break;
+        }
+    }
+    if !found {
+        return None;
+    }
+    let mut out = Vec::with_capacity(png.len());
+    out.extend_from_slice(&png[..8]);
+    for (start, end, drop) in chunks {
+        if !drop {
+            out.extend_from_slice(&png[start..end]);
+        }
+    }
+    Some(out)
 }
 
 /// The libjpeg-turbo path. `None` sends the file to the general decoder: CMYK and
