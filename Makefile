@@ -46,7 +46,7 @@ deps: ## Install the build tools the JPEG codec needs (cmake, nasm) when missing
 	@deploy/deps.sh
 
 .PHONY: bench
-bench: deps broker photos ## Benchmark the engine (with quality guards) and the whole stack; writes bench/results/latest.md
+bench: deps broker photos ## Benchmark the engine (with quality guards) and the whole stack against the Celery peer; writes bench/results/latest.md
 	@bench/baseline/setup.sh
 	cargo build --release --bins
 	cargo bench -p pixmill-tests --bench pixmill

@@ -55,7 +55,9 @@ impl FolderStore {
 }
 
 /// Files up to this size are read in one go by [`FolderStore::stream`].
-const WHOLE_READ_MAX: u64 = 16 << 20;
+const WHOLE_READ_MAX: u64 = 1 << 20;
+/// The chunk size [`FolderStore::stream`] streams larger files in.
+const STREAM_CHUNK: usize = 256 << 10;
 
 /// A file opened for streaming: read whole, or left open to stream.
 enum Opened {
@@ -96,9 +98,10 @@ impl BlobStore for FolderStore {
 
     async fn stream(&self, key: &str) -> Result<BlobStream, BlobError> {
         let path = self.path(key)?;
-        // Results are a few MB at most: one blocking call opens, sizes and reads a
-        // small file whole, where a streamed read would hop to the blocking pool once
-        // per chunk. Larger files are streamed in large chunks.
+        // Most results are well under 1 MiB: one blocking call opens, sizes and reads
+        // such a file whole, where a streamed read would hop to the blocking pool once
+        // per 4 KiB chunk. Larger files are streamed in 256 KiB chunks, so a download
+        // never holds more than that.
         let opened = tokio::task::spawn_blocking(move || -> io::Result<Opened> {
             use std::io::Read;
             let mut file = std::fs::File::open(path)?;
@@ -121,8 +124,9 @@ impl BlobStore for FolderStore {
             },
             Opened::Large(file, len) => {
                 let owned = key.to_string();
-                let body = ReaderStream::with_capacity(tokio::fs::File::from_std(file), 1 << 20)
-                    .map_err(move |e| io_error(&owned, e));
+                let body =
+                    ReaderStream::with_capacity(tokio::fs::File::from_std(file), STREAM_CHUNK)
+                        .map_err(move |e| io_error(&owned, e));
                 BlobStream {
                     len,
                     body: Box::pin(body),

@@ -172,14 +172,11 @@ async fn start_pixmill(load: &Load) -> anyhow::Result<(Running, String)> {
     std::fs::create_dir_all(&dir)?;
     let common = common(&format!("bench-{}", Uuid::new_v4().simple()), &dir);
     let port = free_port()?;
-    let gateway = GatewayProcess::start_with(&common, port, &[("RUST_LOG", "warn")]).await?;
+    // Logging as shipped: a line per job at info, to a file.
+    let gateway = GatewayProcess::start_with(&common, port, &[]).await?;
     let mut stack = Stack::workers_only(common.clone())?;
     for i in 0..load.workers {
-        stack.spawn_worker_process_with(
-            &format!("bench-w{i}"),
-            load.slots,
-            &[("RUST_LOG", "warn")],
-        )?;
+        stack.spawn_worker_process_with(&format!("bench-w{i}"), load.slots, &[])?;
     }
     let layout = format!(
         "RabbitMQ (quorum queues), one gateway process (SQLite, blob folder), {} worker \

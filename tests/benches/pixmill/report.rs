@@ -210,23 +210,30 @@ pub fn render(runs: &[Run], cores: usize) -> String {
     );
     let _ = writeln!(
         o,
-        "| steps | lossless | decode + steps + q85 encode | speed-up |\n|---|---:|---:|---:|"
+        "| photos | steps | lossless | decode + steps + q85 encode | speed-up |\n|---|---|---:|---:|---:|"
     );
     let mut lossless_worst = f64::INFINITY;
-    for (i, (what, _, _)) in first.engine.lossless.iter().enumerate() {
-        let fast = med(runs, |r| r.engine.lossless[i].1);
-        let normal = med(runs, |r| r.engine.lossless[i].2);
-        let ratio = med(runs, |r| r.engine.lossless[i].2 / r.engine.lossless[i].1);
+    let mut lossless_worst_web = f64::INFINITY;
+    for (i, (set, what, _, _)) in first.engine.lossless.iter().enumerate() {
+        let fast = med(runs, |r| r.engine.lossless[i].2);
+        let normal = med(runs, |r| r.engine.lossless[i].3);
+        let ratio = med(runs, |r| r.engine.lossless[i].3 / r.engine.lossless[i].2);
         lossless_worst = lossless_worst.min(ratio);
+        if *set != "as shot" {
+            lossless_worst_web = lossless_worst_web.min(ratio);
+        }
         let _ = writeln!(
             o,
-            "| {what} | {fast:.2} ms | {normal:.2} ms | {ratio:.1}× |"
+            "| {set} | {what} | {fast:.2} ms | {normal:.2} ms | {ratio:.1}× |"
         );
     }
     let _ = writeln!(
         o,
         "\nThe same ~1600 px photos, each first cut (losslessly) to whole 16 px blocks so every \
-         transform is perfect."
+         transform is perfect; then the same pixels re-encoded at q80 4:2:0. A transform \
+         still reads and writes every coefficient's Huffman code, so its cost follows the \
+         file's bits per pixel; decode + encode also pays the IDCT, colour conversion and \
+         FDCT, whatever the bit rate."
     );
     let (scan_bytes, refuse_ms, unbounded_ms) = first.engine.many_scans;
     let _ = writeln!(
@@ -532,9 +539,9 @@ pub fn render(runs: &[Run], cores: usize) -> String {
     row(
         &mut o,
         "lossless transforms ≥ 5× faster than decode + encode",
-        format!("{lossless_worst:.1}× (the slowest)"),
+        format!("{lossless_worst:.1}× as shot, {lossless_worst_web:.1}× at q80 (the slowest op)"),
         lossless_worst >= 5.0,
-        format!("{lossless_worst:.1}×"),
+        format!("{lossless_worst:.1}× as shot, {lossless_worst_web:.1}× at q80"),
     );
     row(
         &mut o,
