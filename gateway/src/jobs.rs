@@ -298,6 +298,9 @@ impl Jobs {
             Change::Succeeded {
                 started_at: Some(_),
                 ..
+            } | Change::Failed {
+                started_at: Some(_),
+                ..
             }
         );
         let changed = self.store.apply(id, change).await?;

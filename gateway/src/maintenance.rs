@@ -152,6 +152,7 @@ async fn fail_lost(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> 
             attempt: job.attempts,
             code: ErrorCode::Lost.as_str().into(),
             message,
+            started_at: None,
         },
     )
     .await?;

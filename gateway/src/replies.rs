@@ -108,6 +108,9 @@ async fn settle(delivery: Delivery, outcome: Result<(), StoreError>) {
 
 /// What a reply asks the store to do.
 pub fn change_for(reply: Reply) -> Change {
+    let started_at = reply
+        .started_ago_ms
+        .map(|ago| pixmill_shared::now_ms() - i64::try_from(ago).unwrap_or(0));
     match reply.outcome {
         Outcome::Started => Change::Running {
             worker: reply.worker,
@@ -117,13 +120,14 @@ pub fn change_for(reply: Reply) -> Change {
             worker: reply.worker,
             attempt: reply.attempt,
             result,
-            started_at: reply.started_ms,
+            started_at,
         },
         Outcome::Failed { code, message } => Change::Failed {
             worker: Some(reply.worker),
             attempt: reply.attempt,
             code: code.as_str().into(),
             message,
+            started_at,
         },
     }
 }
@@ -166,6 +170,7 @@ async fn apply_dead(jobs: &Jobs, delivery: &Delivery) -> Result<(), StoreError> 
             attempt: 0,
             code: ErrorCode::WorkerCrashed.as_str().into(),
             message: message.into(),
+            started_at: None,
         },
     )
     .await?;

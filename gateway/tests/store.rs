@@ -150,6 +150,7 @@ async fn a_job_moves_forward_only() {
             attempt: 2,
             code: "internal".into(),
             message: "x".into(),
+            started_at: None,
         };
         for late in [running("w2", 2), succeeded, failed, Change::Cancelled] {
             assert_eq!(
@@ -189,6 +190,7 @@ async fn failures_keep_the_worker_and_cancels_need_a_queued_job() {
                     attempt: 3,
                     code: "timeout".into(),
                     message: "too slow".into(),
+                    started_at: None,
                 },
             )
             .await
@@ -426,6 +428,7 @@ async fn recently_finished_jobs_feed_the_stats() {
             attempt: 1,
             code: "timeout".into(),
             message: "slow".into(),
+            started_at: None,
         };
         store.apply(bad, failed).await.expect("failed");
         let mut rows = store.recently_finished(since, 10).await.expect("recent");

@@ -66,12 +66,21 @@ pub fn jpeg_scan_starts(bytes: &[u8]) -> Vec<usize> {
     starts
 }
 
-/// Calls `on_scan` with the offset of each start-of-scan marker.
+/// Calls `on_scan` with the offset of each start-of-scan marker. Where the structure is
+/// broken (junk between segments, a stuffed byte where a marker belongs, a length too
+/// short to be one) it skips ahead to the next 0xFF, as libjpeg does, rather than stop:
+/// a decoder that resynchronises would still run every scan after the junk.
 fn walk_scans(bytes: &[u8], mut on_scan: impl FnMut(usize)) {
     let mut i = 2; // after SOI
     while i + 1 < bytes.len() {
         if bytes[i] != 0xFF {
-            return;
+            match bytes.get(i..).and_then(|rest| memchr::memchr(0xFF, rest)) {
+                Some(at) => {
+                    i += at;
+                    continue;
+                }
+                None => return,
+            }
         }
         let marker = bytes[i + 1];
         match marker {
@@ -80,8 +89,8 @@ fn walk_scans(bytes: &[u8], mut on_scan: impl FnMut(usize)) {
                 i += 1;
                 continue;
             }
-            // Stand-alone markers: TEM, RSTn, SOI.
-            0x01 | 0xD0..=0xD8 => {
+            // Stand-alone markers (TEM, RSTn, SOI), and a stuffed zero out of place.
+            0x00 | 0x01 | 0xD0..=0xD8 => {
                 i += 2;
                 continue;
             }
@@ -94,6 +103,10 @@ fn walk_scans(bytes: &[u8], mut on_scan: impl FnMut(usize)) {
         else {
             return;
         };
+        if len < 2 {
+            i += 2;
+            continue;
+        }
         if marker == 0xDA {
             on_scan(i);
         }
@@ -418,6 +431,15 @@ mod tests {
         // Garbage ends the count instead of looping or panicking.
         assert_eq!(jpeg_scans(&[0xFF, 0xD8, 0x00, 0xFF]), 0);
         assert_eq!(jpeg_scans(&[0xFF, 0xD8, 0xFF, 0xDA]), 0);
+        // Junk between segments, a stuffed byte where a marker belongs and a bogus
+        // length do not hide the scans after them: decoders skip such bytes and go on.
+        let scans = jpeg_with_scans(250);
+        for junk in [&[0x00][..], &[0xFF, 0x00], &[0xFF, 0xE1, 0x00, 0x01]] {
+            let mut hidden = scans[..8].to_vec();
+            hidden.extend_from_slice(junk);
+            hidden.extend_from_slice(&scans[8..]);
+            assert_eq!(jpeg_scans(&hidden), 250, "junk {junk:x?}");
+        }
     }
 
     #[test]

@@ -217,10 +217,11 @@ pub struct Reply {
     pub worker: String,
     /// 1 for the first delivery of the job, more for redeliveries.
     pub attempt: u32,
-    /// When the worker started the job (ms since the Unix epoch), on a final reply
-    /// whose start was not reported: quick jobs skip the `started` reply.
+    /// How long before this reply the worker started the job (ms), on a final reply
+    /// whose start was not reported: quick jobs skip the `started` reply. A duration,
+    /// not a time, so the worker's clock need not agree with the gateway's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_ms: Option<i64>,
+    pub started_ago_ms: Option<u64>,
     /// What happened.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -423,7 +424,7 @@ mod tests {
             job_id: id(),
             worker: "w1".into(),
             attempt: 1,
-            started_ms: None,
+            started_ago_ms: None,
             outcome: Outcome::Started,
         };
         assert_eq!(
@@ -434,7 +435,7 @@ mod tests {
             job_id: id(),
             worker: "w1".into(),
             attempt: 2,
-            started_ms: None,
+            started_ago_ms: None,
             outcome: Outcome::Succeeded(JobResult {
                 key: "results/x.jpg".into(),
                 content_type: "image/jpeg".into(),
@@ -456,17 +457,17 @@ mod tests {
         );
         // A quick job's final reply says when it started, since no `started` was sent.
         let mut quick = golden;
-        quick["started_ms"] = json!(1_764_583_200_123_i64);
+        quick["started_ago_ms"] = json!(21);
         assert_eq!(
             serde_json::from_value::<Reply>(quick.clone()).expect("deserialize"),
             Reply {
-                started_ms: Some(1_764_583_200_123),
+                started_ago_ms: Some(21),
                 ..succeeded.clone()
             }
         );
         assert_eq!(
             serde_json::to_value(Reply {
-                started_ms: Some(1_764_583_200_123),
+                started_ago_ms: Some(21),
                 ..succeeded
             })
             .expect("serialize"),
@@ -476,7 +477,7 @@ mod tests {
             job_id: id(),
             worker: "w1".into(),
             attempt: 1,
-            started_ms: None,
+            started_ago_ms: None,
             outcome: Outcome::Failed {
                 code: ErrorCode::UndecodableImage,
                 message: "bad".into(),

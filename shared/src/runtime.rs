@@ -25,15 +25,24 @@ pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::process::CommandExt;
-        if std::env::var_os("GLIBC_TUNABLES").is_some() {
+        // The marker keeps this to one exec even where the loader drops GLIBC_TUNABLES
+        // (a setuid or file-capability binary).
+        const MARKER: &str = "PIXMILL_MALLOC_TUNED";
+        if std::env::var_os("GLIBC_TUNABLES").is_some() || std::env::var_os(MARKER).is_some() {
             return;
         }
         let Ok(exe) = std::env::current_exe() else {
             return;
         };
-        let error = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
+        let mut args = std::env::args_os();
+        let mut command = std::process::Command::new(exe);
+        if let Some(arg0) = args.next() {
+            command.arg0(arg0);
+        }
+        let error = command
+            .args(args)
             .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
+            .env(MARKER, "1")
             .exec();
         // Only a failed exec returns; run on with glibc's defaults.
         eprintln!("could not restart with GLIBC_TUNABLES={MALLOC_TUNABLES}: {error}");

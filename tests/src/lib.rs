@@ -177,6 +177,11 @@ impl Stack {
         Ok(client)
     }
 
+    /// The stack's data folder (its processes' logs are there).
+    pub fn data_dir(&self) -> PathBuf {
+        self.common.data_dir.clone()
+    }
+
     /// The blob folder of a stack on the default (folder) blob store.
     pub fn blob_dir(&self) -> PathBuf {
         match &self.common.blob_url {

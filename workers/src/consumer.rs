@@ -264,28 +264,35 @@ async fn handle(ctx: &Context, delivery: Delivery) {
         // which saves a quorum-queue write, a store write and a change notice per job.
         // A job's second or later attempt is reported at once, and so is a job about to
         // be retried, so its record shows every attempt while it waits.
-        let started_ms = pixmill_shared::now_ms();
+        // The clock starts when a slot starts the job, not while it waits for one.
+        let (slot_tx, slot_rx) = tokio::sync::watch::channel(None::<i64>);
         let mut start_reported = false;
         let report_after = if attempt > 1 {
             Duration::ZERO
         } else {
             ctx.settings.start_report_after
         };
-        let run = run_job(ctx, &job);
+        let run = run_job(ctx, &job, slot_tx);
         tokio::pin!(run);
+        let mut slot_seen = slot_rx.clone();
+        let report_due = async move {
+            let _ = slot_seen.wait_for(Option::is_some).await;
+            tokio::time::sleep(report_after).await;
+        };
         let result = tokio::select! {
             biased;
             result = &mut run => result,
-            () = tokio::time::sleep(report_after) => {
-                start_reported = true;
+            () = report_due => {
                 let started = reply(ctx, &reply_to, job.id, attempt, Outcome::Started, None);
                 let (started, result) = tokio::join!(started, &mut run);
-                if let Err(e) = started {
-                    warn!(error = %e, "could not report the start");
+                match started {
+                    Ok(()) => start_reported = true,
+                    Err(e) => warn!(error = %e, "could not report the start"),
                 }
                 result
             }
         };
+        let started_ms = slot_rx.borrow().unwrap_or_else(pixmill_shared::now_ms);
         let outcome = match result {
             Ok(result) => {
                 info!(
@@ -355,11 +362,16 @@ async fn handle(ctx: &Context, delivery: Delivery) {
 /// Reads the input, processes it on a job slot's thread (off the async executor), and
 /// stores the result. The slot does only CPU work, so a slow blob store never holds
 /// one; the time limit covers the whole job, I/O included.
-async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError> {
+async fn run_job(
+    ctx: &Context,
+    job: &JobRequest,
+    slot_started: tokio::sync::watch::Sender<Option<i64>>,
+) -> Result<JobResult, JobError> {
     let limits = ctx.settings.common.limits;
     let key = keys::result(job.id, job.format);
     let timeout = ctx.settings.job_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let begun = tokio::time::Instant::now();
+    let deadline = begun + timeout;
     let timed_out = || {
         JobError::permanent(
             ErrorCode::Timeout,
@@ -383,10 +395,15 @@ async fn run_job(ctx: &Context, job: &JobRequest) -> Result<JobResult, JobError>
         let job = job.clone();
         move || pipeline::process(&job, &input, &limits)
     };
+    // The limit covers reading, processing and storing, not the wait for a free slot
+    // (a worker holds one job more than it has slots).
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let worker = ctx.settings.name.as_str();
-    let processed = match ctx.slots.run(left, work).await {
-        Ok(result) => result?,
+    let started = ctx.slots.run_then(left, work, || {
+        slot_started.send_replace(Some(pixmill_shared::now_ms()));
+    });
+    let (processed, deadline) = match started.await {
+        Ok((result, at)) => (result?, at + left),
         Err(SlotError::TimedOut) => {
             Event::Timeout {
                 worker,
@@ -434,11 +451,13 @@ async fn reply(
     outcome: Outcome,
     started_ms: Option<i64>,
 ) -> Result<(), PublishError> {
+    let started_ago_ms =
+        started_ms.map(|at| u64::try_from(pixmill_shared::now_ms() - at).unwrap_or(0));
     let reply = Reply {
         job_id: id,
         worker: ctx.settings.name.clone(),
         attempt,
-        started_ms,
+        started_ago_ms,
         outcome,
     };
     let id = id.to_string();

@@ -78,6 +78,24 @@ impl Slots {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
+        self.run_then(limit, work, || {})
+            .await
+            .map(|(value, _)| value)
+    }
+
+    /// Like [`Slots::run`], calling `on_start` when a slot starts the work, and
+    /// returning when that was along with the value.
+    pub async fn run_then<T, F, S>(
+        &self,
+        limit: Duration,
+        work: F,
+        on_start: S,
+    ) -> Result<(T, tokio::time::Instant), SlotError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+        S: FnOnce(),
+    {
         let (started_tx, started) = oneshot::channel::<()>();
         let (done_tx, done) = oneshot::channel();
         let task: Task = Box::new(move || {
@@ -86,6 +104,8 @@ impl Slots {
         });
         self.queue.send(task).map_err(|_| SlotError::Closed)?;
         started.await.map_err(|_| SlotError::Closed)?;
+        let at = tokio::time::Instant::now();
+        on_start();
         match tokio::time::timeout(limit, done).await {
             Err(_) => Err(SlotError::TimedOut),
             Ok(Err(_)) => Err(SlotError::Closed),
@@ -96,7 +116,7 @@ impl Slots {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "no message".into()),
             )),
-            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Ok(value))) => Ok((value, at)),
         }
     }
 }

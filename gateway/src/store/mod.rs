@@ -110,11 +110,13 @@ pub enum Change {
     },
     /// The job failed for good. `worker` is None when no worker reported it (the
     /// dead-letter queue, the sweeper).
+    /// `started_at` as for `Succeeded`.
     Failed {
         worker: Option<String>,
         attempt: u32,
         code: String,
         message: String,
+        started_at: Option<i64>,
     },
     /// Cancelled while still queued.
     Cancelled,

@@ -300,15 +300,27 @@ impl TaskStore for PgStore {
                 attempt,
                 code,
                 message,
+                started_at,
             } => {
                 let sql = format!(
                     "UPDATE jobs SET state = 'failed', worker = COALESCE($2, worker),
-                            attempts = GREATEST(attempts, $3), finished_at = $4, updated_at = $4,
-                            error_code = $5, error_message = $6
+                            attempts = GREATEST(attempts, $3), started_at = COALESCE(started_at, $7),
+                            finished_at = $4, updated_at = $4, error_code = $5, error_message = $6
                      WHERE id = $1 AND state IN ({sources}) RETURNING *"
                 );
-                self.rows(&sql, &[&id, &worker, &int(attempt), &now, &code, &message])
-                    .await?
+                self.rows(
+                    &sql,
+                    &[
+                        &id,
+                        &worker,
+                        &int(attempt),
+                        &now,
+                        &code,
+                        &message,
+                        &started_at,
+                    ],
+                )
+                .await?
             }
             Change::Cancelled => {
                 let sql = format!(

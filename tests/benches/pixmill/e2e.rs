@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use crate::{engine::ms, procfs};
 
+/// GETs sent again after the connection failed under them (see [`get_once_more`]).
+static RETRIED_GETS: AtomicUsize = AtomicUsize::new(0);
+
 /// How the load is shaped.
 pub struct Load {
     /// Concurrent clients in each throughput phase.
@@ -79,6 +82,8 @@ pub struct System {
     pub phases: Vec<Phase>,
     /// Peak resident memory (VmHWM) summed over each group's processes, KiB.
     pub peak_kib: Vec<(&'static str, u64)>,
+    /// GETs the client had to send twice because a pooled connection failed.
+    pub retried_gets: usize,
 }
 
 /// A running system: its client, and who its processes are.
@@ -124,6 +129,28 @@ impl Running {
                     ("broker", brokers),
                     ("load generator", vec![std::process::id()]),
                 ]
+            }
+        }
+    }
+
+    /// Prints the end of each process's log, to explain a failed run.
+    fn show_logs(&self) {
+        let dir = match self {
+            Running::Pixmill { stack, .. } => stack.data_dir(),
+            Running::Peer { dir, .. } => dir.clone(),
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("bench: --- {} (last lines)", path.display());
+                for line in &lines[lines.len().saturating_sub(15)..] {
+                    eprintln!("{line}");
+                }
             }
         }
     }
@@ -239,6 +266,9 @@ pub async fn run(
         _ => start_peer().await?,
     };
     let result = phases(name, layout, &system, load, photos, ops, resize).await;
+    if result.is_err() {
+        system.show_logs();
+    }
     system.stop().await?;
     result
 }
@@ -253,6 +283,7 @@ async fn phases(
     resize: &'static str,
 ) -> anyhow::Result<System> {
     let client = Arc::new(system.client());
+    let retried_before = RETRIED_GETS.load(Ordering::Relaxed);
     let mixed: Arc<Vec<(Vec<u8>, &'static str)>> = Arc::new(
         photos
             .iter()
@@ -332,6 +363,7 @@ async fn phases(
         lone_jobs: load.latency_jobs,
         phases,
         peak_kib,
+        retried_gets: RETRIED_GETS.load(Ordering::Relaxed) - retried_before,
     })
 }
 
@@ -386,7 +418,9 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Ti
         .to_string();
     let deadline = Instant::now() + Duration::from_secs(120);
     let job = loop {
-        let job = client.get(&format!("/v1/jobs/{id}?wait=10")).await?.json();
+        let job = get_once_more(client, &format!("/v1/jobs/{id}?wait=10"))
+            .await?
+            .json();
         let state = job["state"].as_str().unwrap_or_default();
         if matches!(state, "succeeded" | "failed" | "cancelled") {
             break job;
@@ -394,7 +428,7 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Ti
         ensure!(Instant::now() < deadline, "job {id} still {state}");
     };
     ensure!(job["state"] == "succeeded", "job {id} ended {job}");
-    let result = client.get(&format!("/v1/jobs/{id}/result")).await?;
+    let result = get_once_more(client, &format!("/v1/jobs/{id}/result")).await?;
     let total = ms(started);
     ensure!(result.status == 200, "result of {id}: {}", result.status);
     let (w, h) = (
@@ -415,6 +449,19 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Ti
         total,
         processing: job["result"]["processing_ms"].as_f64().unwrap_or(f64::NAN),
     })
+}
+
+/// A GET, sent once more if the connection fails under it, as HTTP clients do for
+/// idempotent requests on a reused connection; each retry is counted and reported.
+async fn get_once_more(client: &Client, path: &str) -> anyhow::Result<pixmill_tests::Reply> {
+    match client.get(path).await {
+        Ok(reply) => Ok(reply),
+        Err(e) => {
+            RETRIED_GETS.fetch_add(1, Ordering::Relaxed);
+            eprintln!("bench: GET {path} failed ({e:#}); sending it again");
+            client.get(path).await
+        }
+    }
 }
 
 /// The `p` quantile (0–1) by nearest rank.

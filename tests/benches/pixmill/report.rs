@@ -356,6 +356,21 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         ours.lone_jobs,
         cell(stalls(true), "", 0)
     );
+    let retried = |peer: bool| {
+        if runs.iter().any(|r| sys(r, peer).is_none()) {
+            return f64::NAN;
+        }
+        runs.iter()
+            .filter_map(|r| sys(r, peer))
+            .map(|s| s.retried_gets)
+            .sum::<usize>() as f64
+    };
+    let _ = writeln!(
+        o,
+        "| GETs sent again after a failed connection, all runs | {} | {} | |",
+        cell(retried(false), "", 0),
+        cell(retried(true), "", 0)
+    );
     let peak = |peer: bool, group: &'static str| {
         m(peer, &move |s: &System| {
             s.peak_kib

@@ -196,9 +196,6 @@ pub fn plan(bytes: &[u8], steps: &[Step]) -> Option<Plan> {
     if !perfect(d, (width, height), mcu) {
         return None;
     }
-    if !perfect(d, (width, height), mcu) {
-        return None;
-    }
     // The transformer crops in output coordinates: carry the crop through the steps
     // that came after it. Its rect lives in the frame it was given in, the full image
     // under `at`, and its origin must land on a block boundary of the output.
@@ -255,7 +252,10 @@ fn perfect(d: Dihedral, (w, h): (u32, u32), (mw, mh): (u32, u32)) -> bool {
 fn header(bytes: &[u8]) -> Option<(u32, u32, (u32, u32))> {
     with(&HEADER, Decompressor::new, |d| {
         let h = d.read_header(bytes).ok()?;
+        // Arithmetic coding would be kept, and browsers cannot decode it; the normal
+        // path writes Huffman.
         let supported = !h.is_lossless
+            && !h.is_arithmetic
             && matches!(
                 h.colorspace,
                 turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::Gray
@@ -281,8 +281,7 @@ pub fn run(plan: &Plan, bytes: &[u8]) -> Option<Vec<u8>> {
     let out = with(&TRANSFORMER, Transformer::new, |t| {
         t.transform_to_vec(&plan.transform, bytes).ok()
     })?;
-    let mut d = Decompressor::new().ok()?;
-    let h = d.read_header(&out).ok()?;
+    let h = with(&HEADER, Decompressor::new, |d| d.read_header(&out).ok())?;
     let size = (u32::try_from(h.width).ok()?, u32::try_from(h.height).ok()?);
     (size == plan.size).then_some(out)
 }

@@ -179,11 +179,16 @@ fn png_without_compressed_metadata(png: &[u8]) -> Option<Vec<u8>> {
     let mut at = 8; // after the signature
     let mut found = false;
     while at + 12 <= png.len() {
-        let len = usize::try_from(u32::from_be_bytes(png[at..at + 4].try_into().ok()?)).ok()?;
-        let end = at.checked_add(12)?.checked_add(len)?;
-        if end > png.len() {
-            return None;
-        }
+        let len = u32::from_be_bytes(png[at..at + 4].try_into().ok()?);
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|len| at.checked_add(12)?.checked_add(len))
+            .filter(|&end| end <= png.len());
+        // A chunk that runs past the end: the rest goes to the decoder as it is, to
+        // report; what came before it is still filtered.
+        let Some(end) = end else {
+            break;
+        };
         let kind = &png[at + 4..at + 8];
         let drop = COMPRESSED_METADATA.iter().any(|k| k.as_slice() == kind);
         found |= drop;
@@ -203,6 +208,7 @@ fn png_without_compressed_metadata(png: &[u8]) -> Option<Vec<u8>> {
             out.extend_from_slice(&png[start..end]);
         }
     }
+    out.extend_from_slice(&png[at..]);
     Some(out)
 }
 

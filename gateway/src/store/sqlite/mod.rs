@@ -157,15 +157,18 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
             attempt,
             code,
             message,
+            started_at,
         } => (
             "state = 'failed', worker = COALESCE(?2, worker), attempts = MAX(attempts, ?3),
-             finished_at = ?4, updated_at = ?4, error_code = ?5, error_message = ?6",
+             started_at = COALESCE(started_at, ?7), finished_at = ?4, updated_at = ?4,
+             error_code = ?5, error_message = ?6",
             vec![
                 worker.map_or(Value::Null, text),
                 int(attempt.into()),
                 int(now),
                 text(code),
                 text(message),
+                started_at.map_or(Value::Null, int),
             ],
         ),
         Change::Cancelled => (
