@@ -11,7 +11,7 @@ pub struct Settings {
     pub common: Common,
     /// `PIXMILL_WORKER_NAME`: shown in replies and logs, so operators see who ran what.
     pub name: String,
-    /// `PIXMILL_WORKER_CONCURRENCY`: job slots; the consumer's prefetch is one more.
+    /// `PIXMILL_WORKER_CONCURRENCY`: jobs in flight at once, and the consumer's prefetch.
     /// Each job uses one core, so the default is the number of CPUs.
     pub concurrency: u16,
     /// `PIXMILL_JOB_TIMEOUT_SECS` (fractions allowed): a job running longer fails with

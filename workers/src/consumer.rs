@@ -86,14 +86,12 @@ async fn session(
     let publish_conn = amqp::connect(url, &format!("{}-publish", settings.name)).await?;
     let channel = consume_conn.create_channel().await?;
     topology.declare(&channel).await?;
-    // One job in hand beyond the slots: its input is fetched while the slots work, so
-    // a slot that frees up starts the next job at once instead of waiting on the blob
-    // store. Just one, so no worker hoards jobs that others could run.
+    // One message per slot. Holding one more would overlap the next job's input read
+    // with the work, but a worker that dies hands back every message it holds, and
+    // each return counts a delivery: a job waiting behind a poison job would be
+    // dead-lettered with it.
     channel
-        .basic_qos(
-            settings.concurrency.saturating_add(1),
-            BasicQosOptions::default(),
-        )
+        .basic_qos(settings.concurrency, BasicQosOptions::default())
         .await?;
     let ctx = Arc::new(Context {
         settings: settings.clone(),
@@ -395,8 +393,7 @@ async fn run_job(
         let job = job.clone();
         move || pipeline::process(&job, &input, &limits)
     };
-    // The limit covers reading, processing and storing, not the wait for a free slot
-    // (a worker holds one job more than it has slots).
+    // The limit covers reading, processing and storing, not a wait for a free slot.
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     let worker = ctx.settings.name.as_str();
     let started = ctx.slots.run_then(left, work, || {
