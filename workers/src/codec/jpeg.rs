@@ -147,7 +147,7 @@ pub fn encode(image: &DynamicImage, quality: u8) -> Result<Vec<u8>, String> {
     })
 }
 
-fn with_decompressor<T>(
+pub(super) fn with_decompressor<T>(
     f: impl FnOnce(&mut Decompressor) -> Result<T, String>,
 ) -> Result<T, String> {
     with_handle(&DECOMPRESSOR, Decompressor::new, f)
@@ -158,7 +158,7 @@ fn with_compressor<T>(f: impl FnOnce(&mut Compressor) -> Result<T, String>) -> R
 }
 
 /// Runs `f` with this thread's handle in `slot`, creating it on first use.
-fn with_handle<H, T>(
+pub(super) fn with_handle<H, T>(
     slot: &'static std::thread::LocalKey<RefCell<Option<H>>>,
     create: fn() -> turbojpeg::Result<H>,
     f: impl FnOnce(&mut H) -> Result<T, String>,

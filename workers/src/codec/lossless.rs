@@ -20,11 +20,12 @@ use std::cell::RefCell;
 
 use image::metadata::Orientation;
 use pixmill_shared::{FlipDirection, Step};
-use turbojpeg::{Decompressor, Transform, TransformCrop, TransformOp, Transformer};
+use turbojpeg::{Transform, TransformCrop, TransformOp, Transformer};
+
+use super::jpeg::{with_decompressor, with_handle};
 
 thread_local! {
     static TRANSFORMER: RefCell<Option<Transformer>> = const { RefCell::new(None) };
-    static HEADER: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
 }
 
 /// One of the eight symmetries of the square, as the matrix that maps a point's
@@ -250,52 +251,38 @@ fn perfect(d: Dihedral, (w, h): (u32, u32), (mw, mh): (u32, u32)) -> bool {
 /// Width, height and MCU size of a JPEG the transformer handles: 8-bit YCbCr or gray,
 /// not lossless or CMYK.
 fn header(bytes: &[u8]) -> Option<(u32, u32, (u32, u32))> {
-    with(&HEADER, Decompressor::new, |d| {
-        let h = d.read_header(bytes).ok()?;
-        // Arithmetic coding would be kept, and browsers cannot decode it; the normal
-        // path writes Huffman.
-        let supported = !h.is_lossless
-            && !h.is_arithmetic
-            && matches!(
-                h.colorspace,
-                turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::Gray
-            );
-        if !supported {
-            return None;
-        }
-        let mcu = (
-            u32::try_from(h.subsamp.mcu_width()).ok()?,
-            u32::try_from(h.subsamp.mcu_height()).ok()?,
+    let h = with_decompressor(|d| d.read_header(bytes).map_err(|e| e.to_string())).ok()?;
+    // Arithmetic coding would be kept, and browsers cannot decode it; the normal
+    // path writes Huffman.
+    let supported = !h.is_lossless
+        && !h.is_arithmetic
+        && matches!(
+            h.colorspace,
+            turbojpeg::Colorspace::YCbCr | turbojpeg::Colorspace::Gray
         );
-        Some((
-            u32::try_from(h.width).ok()?,
-            u32::try_from(h.height).ok()?,
-            mcu,
-        ))
-    })
+    if !supported {
+        return None;
+    }
+    let mcu = (
+        u32::try_from(h.subsamp.mcu_width()).ok()?,
+        u32::try_from(h.subsamp.mcu_height()).ok()?,
+    );
+    Some((
+        u32::try_from(h.width).ok()?,
+        u32::try_from(h.height).ok()?,
+        mcu,
+    ))
 }
 
 /// Runs `plan` on `bytes`. `None` (the normal path takes over) when libjpeg-turbo
 /// refuses it or its output is not the planned size.
 pub fn run(plan: &Plan, bytes: &[u8]) -> Option<Vec<u8>> {
-    let out = with(&TRANSFORMER, Transformer::new, |t| {
-        t.transform_to_vec(&plan.transform, bytes).ok()
-    })?;
-    let h = with(&HEADER, Decompressor::new, |d| d.read_header(&out).ok())?;
+    let out = with_handle(&TRANSFORMER, Transformer::new, |t| {
+        t.transform_to_vec(&plan.transform, bytes)
+            .map_err(|e| e.to_string())
+    })
+    .ok()?;
+    let h = with_decompressor(|d| d.read_header(&out).map_err(|e| e.to_string())).ok()?;
     let size = (u32::try_from(h.width).ok()?, u32::try_from(h.height).ok()?);
     (size == plan.size).then_some(out)
-}
-
-fn with<H, T>(
-    slot: &'static std::thread::LocalKey<RefCell<Option<H>>>,
-    create: fn() -> turbojpeg::Result<H>,
-    f: impl FnOnce(&mut H) -> Option<T>,
-) -> Option<T> {
-    slot.with(|cell| {
-        let mut handle = cell.borrow_mut();
-        if handle.is_none() {
-            *handle = Some(create().ok()?);
-        }
-        f(handle.as_mut()?)
-    })
 }
