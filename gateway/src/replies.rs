@@ -15,7 +15,7 @@ use lapin::{
 };
 use pixmill_shared::{ErrorCode, JobRequest, Outcome, Reply, Topology, amqp, metrics::Event};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     jobs::Jobs,
@@ -141,13 +141,18 @@ pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
             return Ok(());
         }
     };
+    // The span is attached to the future, never entered across an await: a guard held
+    // over an await leaks the span into whatever else the thread polls meanwhile.
     let span = info_span!("reply", job_id = %reply.job_id, worker = %reply.worker, attempt = reply.attempt);
-    let _guard = span.enter();
     let id = reply.job_id;
-    if jobs.record(id, change_for(reply)).await?.is_none() {
-        debug!("reply changed nothing (late or duplicate)");
+    async move {
+        if jobs.record(id, change_for(reply)).await?.is_none() {
+            debug!("reply changed nothing (late or duplicate)");
+        }
+        Ok(())
     }
-    Ok(())
+    .instrument(span)
+    .await
 }
 
 /// A job exhausted its delivery limit: every worker that took it died before replying.
