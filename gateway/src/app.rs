@@ -67,39 +67,53 @@ impl Application {
         let queue = queue_depth::Latest::default();
         let stop = &stop_consumer;
         let tasks = vec![
-            health.spawn(
-                "reply_consumer",
-                stop.clone(),
-                replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone()),
-            ),
-            health.spawn(
-                "event_listener",
-                stop.clone(),
-                events::listen(url, topology.clone(), events, origin, stop.clone()),
-            ),
-            health.spawn(
-                "sweeper",
-                stop.clone(),
-                crate::maintenance::run(jobs.clone(), settings.upkeep, stop.clone()),
-            ),
-            health.spawn(
-                "webhooks",
-                stop.clone(),
-                crate::webhooks::run(jobs.clone(), settings.webhooks.clone(), stop.clone()),
-            ),
-            health.spawn(
-                "queue_depth",
-                stop.clone(),
-                queue_depth::run(
-                    settings.queue_depth_every,
-                    settings.management_url.clone(),
-                    queue_depth::vhost_of(&settings.common.amqp_url),
+            health.spawn("reply_consumer", stop.clone(), {
+                let (url, topology, jobs, stop) =
+                    (url.clone(), topology.clone(), jobs.clone(), stop.clone());
+                move || replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone())
+            }),
+            health.spawn("event_listener", stop.clone(), {
+                let (topology, stop) = (topology.clone(), stop.clone());
+                move || {
+                    events::listen(
+                        url.clone(),
+                        topology.clone(),
+                        events.clone(),
+                        origin.clone(),
+                        stop.clone(),
+                    )
+                }
+            }),
+            health.spawn("sweeper", stop.clone(), {
+                let (jobs, upkeep, stop) = (jobs.clone(), settings.upkeep, stop.clone());
+                move || crate::maintenance::run(jobs.clone(), upkeep, stop.clone())
+            }),
+            health.spawn("webhooks", stop.clone(), {
+                let (jobs, hooks, stop) = (jobs.clone(), settings.webhooks.clone(), stop.clone());
+                move || crate::webhooks::run(jobs.clone(), hooks.clone(), stop.clone())
+            }),
+            health.spawn("queue_depth", stop.clone(), {
+                let every = settings.queue_depth_every;
+                let management = settings.management_url.clone();
+                let vhost = queue_depth::vhost_of(&settings.common.amqp_url);
+                let (publisher, queue_name, latest, stop) = (
                     jobs.publisher.clone(),
                     topology.jobs.clone(),
                     queue.clone(),
                     stop.clone(),
-                ),
-            ),
+                );
+                move || {
+                    queue_depth::run(
+                        every,
+                        management.clone(),
+                        vhost.clone(),
+                        publisher.clone(),
+                        queue_name.clone(),
+                        latest.clone(),
+                        stop.clone(),
+                    )
+                }
+            }),
         ];
         let state = AppState {
             jobs: jobs.clone(),

@@ -31,6 +31,7 @@ pub mod names {
     pub const QUEUE_UNACKED: &str = "pixmill_queue_messages_unacked";
     pub const QUEUE_CONSUMERS: &str = "pixmill_queue_consumers";
     pub const TASK_UP: &str = "pixmill_background_task_up";
+    pub const TASK_RESTARTS: &str = "pixmill_background_task_restarts_total";
     pub const WORKER_IN_FLIGHT: &str = "pixmill_worker_jobs_in_flight";
     pub const WORKER_SLOTS: &str = "pixmill_worker_slots";
     pub const WORKER_SLOTS_BUSY: &str = "pixmill_worker_slots_busy";
@@ -140,7 +141,11 @@ pub fn register_gateway() {
     );
     describe_gauge!(
         TASK_UP,
-        "1 while a gateway background task runs, 0 once it has exited."
+        "1 while a gateway background task runs, 0 while it waits to be restarted."
+    );
+    describe_counter!(
+        TASK_RESTARTS,
+        "Gateway background tasks restarted after a panic or an exit of their own."
     );
     for name in [QUEUE_WAIT, PROCESSING, END_TO_END] {
         let _ = histogram!(name);
