@@ -103,7 +103,7 @@ impl LocalRun {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}; log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
+                self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -162,13 +162,14 @@ fn metric(text: &str, family: &str, labels: &str) -> Option<f64> {
 }
 
 /// Submits `jobs` jobs from `clients` clients, each waiting for its job before the
-/// next; returns every job record. Counts finished jobs in `done` as it goes.
+/// next; returns every job record, or the first request that failed. Counts finished
+/// jobs in `done` as it goes.
 async fn load(
     client: &Client,
     jobs: usize,
     clients: usize,
     done: Arc<AtomicUsize>,
-) -> Vec<serde_json::Value> {
+) -> Result<Vec<serde_json::Value>, String> {
     let image = photo("china.jpg");
     let tasks = (0..clients).map(|c| {
         let (client, image, done) = (client.clone(), image.clone(), done.clone());
@@ -181,26 +182,55 @@ async fn load(
                         &[("op", "resize"), ("width", "160"), ("height", "100")],
                     )
                     .await
-                    .expect("every submit is answered 202");
-                records.push(client.wait_terminal(&id).await.expect("every job ends"));
+                    .map_err(|e| format!("a submit was not answered 202: {e:#}"))?;
+                let record = client
+                    .wait_terminal(&id)
+                    .await
+                    .map_err(|e| format!("job {id} did not end: {e:#}"))?;
+                records.push(record);
                 done.fetch_add(1, Ordering::Relaxed);
             }
-            records
+            Ok::<_, String>(records)
         })
     });
     let mut all = Vec::new();
     for task in futures_util::future::join_all(tasks).await {
-        all.extend(task.expect("client"));
+        all.extend(task.map_err(|e| format!("client task: {e}"))??);
     }
-    all
+    Ok(all)
 }
 
-async fn wait_until(what: &str, done: &AtomicUsize, at_least: usize) {
+impl LocalRun {
+    /// What the supervisor and its processes have logged so far.
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The load's records; a failed load fails the test with the processes' log.
+    async fn finish(
+        &self,
+        load: tokio::task::JoinHandle<Result<Vec<serde_json::Value>, String>>,
+        limit: Duration,
+    ) -> Vec<serde_json::Value> {
+        match tokio::time::timeout(limit, load).await {
+            Ok(Ok(Ok(records))) => records,
+            Ok(Ok(Err(e))) => panic!("the load failed: {e}\nlog:\n{}", self.log_text()),
+            Ok(Err(e)) => panic!("the load task: {e}"),
+            Err(_) => panic!(
+                "the load did not finish in {limit:?}; log:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+}
+
+async fn wait_until(run: &LocalRun, what: &str, done: &AtomicUsize, at_least: usize) {
     let deadline = tokio::time::Instant::now() + TIMEOUT * 3;
     while done.load(Ordering::Relaxed) < at_least {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the load stalled before {what}"
+            "the load stalled before {what}; log:\n{}",
+            run.log_text()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -215,7 +245,7 @@ async fn a_worker_killed_mid_load_comes_back_and_nothing_is_lost() {
         let (client, done) = (run.client.clone(), done.clone());
         async move { load(&client, JOBS, 8, done).await }
     });
-    wait_until("the kill", &done, JOBS / 3).await;
+    wait_until(&run, "the kill", &done, JOBS / 3).await;
     let (name, pid, _) = run.workers().into_iter().nth(1).expect("worker-2");
     let killed = Command::new("kill")
         .arg("-9")
@@ -238,10 +268,7 @@ async fn a_worker_killed_mid_load_comes_back_and_nothing_is_lost() {
         }
     })
     .await;
-    let records = tokio::time::timeout(TIMEOUT * 10, load)
-        .await
-        .expect("the load finished")
-        .expect("load");
+    let records = run.finish(load, TIMEOUT * 10).await;
     let succeeded = records.iter().filter(|r| r["state"] == "succeeded").count();
     let log = run.stop().await;
     println!("run-local: {succeeded} of {JOBS} jobs succeeded after a kill -9");
@@ -275,7 +302,7 @@ async fn make_scale_adds_and_removes_a_worker_mid_load() {
         async move { load(&client, JOBS, 6, done).await }
     });
 
-    wait_until("scaling up", &done, 50).await;
+    wait_until(&run, "scaling up", &done, 50).await;
     run.scale(2).await;
     run.wait_for("two consumers", |r| async move {
         r.gateway_metric("pixmill_queue_consumers").await == Some(2.0)
@@ -305,7 +332,7 @@ async fn make_scale_adds_and_removes_a_worker_mid_load() {
     println!("run-local: worker-2's metrics show {taken} jobs");
 
     let at = done.load(Ordering::Relaxed);
-    wait_until("scaling down", &done, (at + 60).min(JOBS - 40)).await;
+    wait_until(&run, "scaling down", &done, (at + 60).min(JOBS - 40)).await;
     run.scale(1).await;
     run.wait_for("one consumer again", |r| async move {
         r.gateway_metric("pixmill_queue_consumers").await == Some(1.0)
@@ -316,10 +343,7 @@ async fn make_scale_adds_and_removes_a_worker_mid_load() {
         done.load(Ordering::Relaxed)
     );
 
-    let records = tokio::time::timeout(TIMEOUT * 5, load)
-        .await
-        .expect("the load finished")
-        .expect("load");
+    let records = run.finish(load, TIMEOUT * 5).await;
     let succeeded = records.iter().filter(|r| r["state"] == "succeeded").count();
     let by_worker2 = records.iter().filter(|r| r["worker"] == "worker-2").count();
     let log = run.stop().await;
