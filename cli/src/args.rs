@@ -366,7 +366,7 @@ mod tests {
             vec![
                 Step::Swap,
                 Step::Rotate { degrees: 90 },
-                Step::Grayscale,
+                Step::Grayscale {},
                 Step::Swap,
                 resize,
                 Step::Edges,
@@ -400,7 +400,7 @@ mod tests {
         assert_eq!(submit.args.files, ["a.jpg", "b.jpg"]);
         assert_eq!(
             submit.pipeline,
-            Pipeline::Flags(vec![Step::Grayscale, Step::Swap])
+            Pipeline::Flags(vec![Step::Grayscale {}, Step::Swap])
         );
     }
 

@@ -217,7 +217,7 @@ pub fn ordered(matches: &ArgMatches, fit: Option<&str>) -> Vec<Step> {
     for (id, step) in [
         ("edges", Step::Edges),
         ("swap", Step::Swap),
-        ("grayscale", Step::Grayscale),
+        ("grayscale", Step::Grayscale {}),
     ] {
         for (i, _) in positioned::<bool>(matches, id) {
             steps.push((i, step.clone()));
@@ -359,7 +359,7 @@ mod tests {
             Step::Blur { sigma: 2.5 },
             Step::Edges,
             Step::Swap,
-            Step::Grayscale,
+            Step::Grayscale {},
             Step::Rotate { degrees: 90 },
             Step::Flip {
                 direction: "vertical".into(),

@@ -376,6 +376,10 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("op", "sharpen")], "unknown op \"sharpen\""),
             (&[("op", "blur"), ("sigmaa", "1")], "sigmaa"),
+            (
+                &[("op", "grayscale"), ("width", "10")],
+                "unknown field `width`",
+            ),
             (&[("op", "blur"), ("sigma", "abc")], "blur"),
             (&[("steps", "[{\"op\":")], "steps is not valid JSON"),
             (&[("steps", "{\"op\":\"blur\"}")], "JSON array"),

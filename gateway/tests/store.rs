@@ -82,7 +82,7 @@ where
 fn new_job(id: Uuid) -> NewJob {
     NewJob {
         id,
-        steps: vec![Step::Grayscale, Step::Blur { sigma: 2.5 }],
+        steps: vec![Step::Grayscale {}, Step::Blur { sigma: 2.5 }],
         format: OutputFormat::Png,
         quality: 85,
         input_key: format!("inputs/{id}"),
@@ -117,7 +117,10 @@ async fn a_job_moves_forward_only() {
         store.insert(new_job(id)).await.expect("insert");
         let job = store.get(id).await.expect("get").expect("exists");
         assert_eq!(job.state, State::Queued);
-        assert_eq!(job.steps, vec![Step::Grayscale, Step::Blur { sigma: 2.5 }]);
+        assert_eq!(
+            job.steps,
+            vec![Step::Grayscale {}, Step::Blur { sigma: 2.5 }]
+        );
 
         let job = store
             .apply(id, running("w1", 1))

@@ -307,7 +307,7 @@ pub fn plan(
                 }
                 (w, h)
             }
-            Step::Swap { .. } | Step::Grayscale | Step::Flip { .. } => (w, h),
+            Step::Swap { .. } | Step::Grayscale {} | Step::Flip { .. } => (w, h),
             Step::Rotate { degrees } => match degrees {
                 90 | 270 => (h, w),
                 180 => (w, h),
@@ -542,7 +542,7 @@ mod tests {
     fn pixel_and_step_limits() {
         let err = plan(&[], 100_000, 100_000, &limits()).expect_err("too big");
         assert!(err.to_string().contains("50000000 pixels"), "{err}");
-        let many = vec![Step::Grayscale; 21];
+        let many = vec![Step::Grayscale {}; 21];
         let err = plan(&many, 10, 10, &limits()).expect_err("too many");
         assert_eq!(
             err,

@@ -63,8 +63,10 @@ pub enum Step {
         #[serde(default)]
         order: ChannelOrder,
     },
-    /// Convert to one luminance channel (alpha is kept).
-    Grayscale,
+    /// Convert to one luminance channel (alpha is kept). An empty struct rather than a
+    /// unit variant: serde's `deny_unknown_fields` ignores unit variants of a tagged
+    /// enum, so `{"op":"grayscale","sigma":3}` would pass silently.
+    Grayscale {},
     /// Rotate clockwise by 90, 180 or 270 degrees.
     Rotate { degrees: u16 },
     /// Mirror the image.
@@ -100,7 +102,7 @@ impl Step {
             Step::Blur { .. } => "blur",
             Step::Edges { .. } => "edges",
             Step::Swap { .. } => "swap",
-            Step::Grayscale => "grayscale",
+            Step::Grayscale {} => "grayscale",
             Step::Rotate { .. } => "rotate",
             Step::Flip { .. } => "flip",
         }
@@ -339,7 +341,7 @@ mod tests {
                 Step::Swap {
                     order: ChannelOrder::Bgr,
                 },
-                Step::Grayscale,
+                Step::Grayscale {},
                 Step::Rotate { degrees: 270 },
                 Step::Flip {
                     direction: FlipDirection::Vertical,
@@ -403,6 +405,13 @@ mod tests {
         let unknown_field = serde_json::from_value::<Step>(json!({"op": "blur", "sigmaa": 1}));
         let message = unknown_field.expect_err("must fail").to_string();
         assert!(message.contains("sigmaa"), "{message}");
+        let no_params = serde_json::from_value::<Step>(json!({"op": "grayscale", "sigma": 3}));
+        let message = no_params
+            .expect_err("grayscale takes no parameters")
+            .to_string();
+        assert!(message.contains("sigma"), "{message}");
+        let wire = serde_json::to_value(Step::Grayscale {}).expect("serialize");
+        assert_eq!(wire, json!({"op": "grayscale"}));
     }
 
     #[test]

@@ -385,8 +385,11 @@ mod tests {
     #[test]
     fn op_labels_stay_bounded() {
         use crate::Step;
-        assert_eq!(op_label(&[Step::Grayscale]), "grayscale");
-        assert_eq!(op_label(&[Step::Grayscale, Step::Grayscale]), "pipeline");
+        assert_eq!(op_label(&[Step::Grayscale {}]), "grayscale");
+        assert_eq!(
+            op_label(&[Step::Grayscale {}, Step::Grayscale {}]),
+            "pipeline"
+        );
         assert_eq!(op_label(&[]), "pipeline");
     }
 }

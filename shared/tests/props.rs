@@ -25,7 +25,7 @@ fn step() -> impl Strategy<Value = Step> {
         Just(Step::Swap {
             order: ChannelOrder::Gbr
         }),
-        Just(Step::Grayscale),
+        Just(Step::Grayscale {}),
         any::<u16>().prop_map(|degrees| Step::Rotate { degrees }),
         Just(Step::Flip {
             direction: FlipDirection::Vertical

@@ -585,7 +585,7 @@ fn the_worker_counts_scans_again() {
     let job = pixmill_shared::JobRequest {
         id: uuid::Uuid::new_v4(),
         input: "inputs/x".into(),
-        steps: vec![pixmill_shared::Step::Grayscale],
+        steps: vec![pixmill_shared::Step::Grayscale {}],
         format: pixmill_shared::OutputFormat::Png,
         quality: 85,
     };

@@ -108,7 +108,7 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
     let (store, blobs) = (&stack.jobs().store, &stack.jobs().blobs);
     let orphan = |id: Uuid| NewJob {
         id,
-        steps: vec![Step::Grayscale],
+        steps: vec![Step::Grayscale {}],
         format: OutputFormat::Png,
         quality: 85,
         input_key: keys::input(id),

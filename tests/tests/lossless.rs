@@ -97,7 +97,7 @@ fn cases(w: u32, h: u32) -> Vec<(Vec<Step>, Vec<String>)> {
             args("-flip horizontal"),
         ),
         (vec![flip(FlipDirection::Vertical)], args("-flip vertical")),
-        (vec![Step::Grayscale], args("-grayscale")),
+        (vec![Step::Grayscale {}], args("-grayscale")),
         (vec![crop(64, 32, 400, 300)], args("-crop 400x300+64+32")),
         // Rotate 90 then mirror left–right is the transpose.
         (
@@ -111,7 +111,7 @@ fn cases(w: u32, h: u32) -> Vec<(Vec<Step>, Vec<String>)> {
             args(&format!("-rotate 90 -crop 608x{}+{}+0", w / 2, h - 608)),
         ),
         (
-            vec![Step::Grayscale, rotate(270), crop(16, 32, 320, 240)],
+            vec![Step::Grayscale {}, rotate(270), crop(16, 32, 320, 240)],
             args("-grayscale -rotate 270 -crop 320x240+16+32"),
         ),
     ]

@@ -53,7 +53,7 @@ fn lossless(
     let lossless_ops = steps.iter().all(|s| {
         matches!(
             s,
-            Step::Rotate { .. } | Step::Flip { .. } | Step::Grayscale | Step::Crop { .. }
+            Step::Rotate { .. } | Step::Flip { .. } | Step::Grayscale {} | Step::Crop { .. }
         )
     });
     if steps.is_empty() || !lossless_ops {
@@ -167,7 +167,7 @@ mod tests {
                 height: None,
                 fit: Fit::Cover,
             },
-            Step::Grayscale,
+            Step::Grayscale {},
         ];
         let out = process(
             &job(steps, OutputFormat::Png),

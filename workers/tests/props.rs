@@ -10,13 +10,13 @@ use proptest::prelude::*;
 use uuid::Uuid;
 
 fn job() -> JobRequest {
-    job_with(Step::Grayscale)
+    job_with(Step::Grayscale {})
 }
 
 /// A first step that changes how a JPEG is decoded (scaled, gray or BGR), or not.
 fn first_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        Just(Step::Grayscale),
+        Just(Step::Grayscale {}),
         Just(Step::Resize {
             width: Some(5),
             height: Some(4),

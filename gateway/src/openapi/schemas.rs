@@ -213,7 +213,7 @@ impl From<&shared::Step> for Step {
             shared::Step::Swap { order } => Step::Swap {
                 order: order.into(),
             },
-            shared::Step::Grayscale => Step::Grayscale,
+            shared::Step::Grayscale {} => Step::Grayscale {},
             shared::Step::Rotate { degrees } => Step::Rotate { degrees },
             shared::Step::Flip { direction } => Step::Flip {
                 direction: direction.into(),
@@ -464,7 +464,7 @@ mod tests {
             shared::Step::Swap {
                 order: shared::ChannelOrder::Gbr,
             },
-            shared::Step::Grayscale,
+            shared::Step::Grayscale {},
             shared::Step::Rotate { degrees: 270 },
             shared::Step::Flip {
                 direction: shared::FlipDirection::Vertical,

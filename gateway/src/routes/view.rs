@@ -254,7 +254,7 @@ mod tests {
                     height: None,
                     fit: Fit::Cover,
                 },
-                Step::Grayscale,
+                Step::Grayscale {},
             ],
             format: OutputFormat::Jpeg,
             quality: 85,

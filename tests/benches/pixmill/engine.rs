@@ -207,7 +207,7 @@ fn lossless(
                 direction: FlipDirection::Horizontal,
             }],
         ),
-        ("grayscale", vec![Step::Grayscale]),
+        ("grayscale", vec![Step::Grayscale {}]),
         (
             "crop 800×480 at (64, 48)",
             vec![Step::Crop {
@@ -261,7 +261,7 @@ fn lossless_case(
 /// it would cost without the limit.
 fn many_scans(unbounded: bool) -> anyhow::Result<(usize, f64, f64)> {
     let bytes = pixmill_tests::hostile::progressive_jpeg_with_scans(2048, 2000);
-    let job = jpeg_job(vec![Step::Grayscale]);
+    let job = jpeg_job(vec![Step::Grayscale {}]);
     let started = Instant::now();
     let refused = pipeline::process(&job, &bytes, &Limits::default());
     let refuse_ms = ms(started);

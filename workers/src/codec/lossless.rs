@@ -160,7 +160,7 @@ pub fn plan(bytes: &[u8], steps: &[Step]) -> Option<Plan> {
             Step::Flip {
                 direction: FlipDirection::Vertical,
             } => Dihedral::VFLIP,
-            Step::Grayscale => {
+            Step::Grayscale {} => {
                 gray = true;
                 continue;
             }

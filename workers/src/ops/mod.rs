@@ -32,7 +32,7 @@ pub fn apply(image: DynamicImage, step: &Step) -> DynamicImage {
         Step::Blur { sigma } => filters::blur(&image, sigma),
         Step::Edges { low, high } => filters::edges(&image, low, high),
         Step::Swap { order } => color::swap(image, order),
-        Step::Grayscale => color::grayscale(&image),
+        Step::Grayscale {} => color::grayscale(&image),
         Step::Rotate { degrees } => geometry::rotate(&image, degrees),
         Step::Flip { direction } => geometry::flip(image, direction),
     }
