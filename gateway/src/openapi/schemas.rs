@@ -178,8 +178,8 @@ pub enum Step {
         #[serde(default)]
         order: ChannelOrder,
     },
-    /// One luminance channel (alpha is kept).
-    Grayscale,
+    /// One luminance channel (alpha is kept). Takes no parameters.
+    Grayscale {},
     /// Clockwise, by 90, 180 or 270 degrees.
     Rotate {
         #[schema(minimum = 90, maximum = 270, multiple_of = 90)]
