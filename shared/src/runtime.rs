@@ -7,18 +7,19 @@
 //! A small pool whose threads stay alive serves the same load with a flat footprint.
 //!
 //! glibc's malloc adds to that: every thread that allocates may get an arena of its
-//! own (up to 8 per core), and memory freed in an arena stays resident there.
-//! [`tune_malloc`] caps them at one arena per process. glibc's adaptive mmap threshold
-//! stays on: after the first multi-megabyte image buffer is freed, buffers of that size
-//! come from the heap and are reused job after job, instead of being mapped fresh and
-//! page-faulted in every time. Page faults and unmaps of fresh mappings took about a
-//! fifth of a worker's CPU when buffers of 512 KiB and more had their own mappings;
-//! glibc still bounds what is kept: buffers over 32 MiB always get their own mappings
-//! and go back when freed, and free heap beyond the trim threshold (twice the largest
-//! buffer freed so far, at most 64 MiB) is returned.
+//! own (up to 8 per core), and buffers freed there stay resident; after the first
+//! multi-megabyte image buffer is freed it raises its mmap threshold, so later ones come
+//! from those arenas too. [`tune_malloc`] caps the arenas at 2 and keeps buffers of
+//! 512 KiB and more in their own mappings, which go back to the system when freed: a
+//! worker's resident size then follows the job in hand, not the largest jobs it has
+//! seen. The price is CPU: each such buffer is mapped fresh and page-faulted in for
+//! every job. One arena with glibc's adaptive threshold (`GLIBC_TUNABLES=
+//! glibc.malloc.arena_max=1`) reuses them from the heap instead, for about 15 % less
+//! worker CPU per job and 10 MiB more per worker; the README's Performance section
+//! has the side-by-side figures.
 
 /// glibc malloc tunables (see the module comment).
-pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=1";
+pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=524288";
 
 /// Applies [`MALLOC_TUNABLES`]. glibc reads its tunables only when a process starts, so
 /// a process started without `GLIBC_TUNABLES` executes itself again, once, with them
