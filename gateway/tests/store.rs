@@ -6,7 +6,7 @@
 //! variable only SQLite runs, unless `PIXMILL_TEST_REQUIRE_BACKENDS=1` (as `make test`
 //! sets), which turns the missing server into a failure.
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, path::PathBuf, sync::Arc};
 
 use pixmill_gateway::store::{
     Change, DatabaseUrl, NewJob, State, Store, StoreError, Sweep, open, postgres::PgStore,
@@ -74,8 +74,22 @@ where
 {
     for backend in backends().await {
         let name = backend.name;
+        let file = match &backend.url {
+            DatabaseUrl::Sqlite(path) => Some(path.clone()),
+            DatabaseUrl::Postgres(_) => None,
+        };
         check(backend).await;
         println!("store suite [{name}] {check_name}: ok");
+        // The SQLite file and its companions go once the check has passed.
+        for path in file.iter().flat_map(|db| {
+            ["", "-wal", "-shm", ".lock"].map(|suffix| {
+                let mut name = db.as_os_str().to_owned();
+                name.push(suffix);
+                PathBuf::from(name)
+            })
+        }) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

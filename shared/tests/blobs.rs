@@ -5,20 +5,37 @@
 //! variables; each check works under a fresh prefix. Without the variable only the
 //! folder runs, unless `PIXMILL_TEST_REQUIRE_BACKENDS=1` (as `make test` sets).
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use pixmill_shared::{BlobError, BlobUrl, Blobs, OutputFormat, keys};
 use uuid::Uuid;
 
-/// A fresh, empty store on every configured backend, with its name.
-fn backends() -> Vec<(&'static str, Blobs)> {
+/// A folder removed when the suite's backend is dropped.
+struct TempFolder(PathBuf);
+
+impl Drop for TempFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One backend of the suite; a folder backend's folder goes with it.
+struct Backend {
+    name: &'static str,
+    blobs: Blobs,
+    _folder: Option<TempFolder>,
+}
+
+/// A fresh, empty store on every configured backend.
+fn backends() -> Vec<Backend> {
     let folder = std::env::temp_dir().join(format!("pixmill-blobs-{}", Uuid::new_v4()));
-    let mut all = vec![(
-        "folder",
-        Blobs::open(&BlobUrl::Folder(folder)).expect("open folder"),
-    )];
+    let mut all = vec![Backend {
+        name: "folder",
+        blobs: Blobs::open(&BlobUrl::Folder(folder.clone())).expect("open folder"),
+        _folder: Some(TempFolder(folder)),
+    }];
     match std::env::var("PIXMILL_TEST_BLOB_URL") {
         Ok(url) if url.starts_with("s3://") => {
             let url = format!(
@@ -27,7 +44,11 @@ fn backends() -> Vec<(&'static str, Blobs)> {
                 Uuid::new_v4().simple()
             );
             let parsed: BlobUrl = url.parse().expect("PIXMILL_TEST_BLOB_URL");
-            all.push(("s3", Blobs::open(&parsed).expect("open s3")));
+            all.push(Backend {
+                name: "s3",
+                blobs: Blobs::open(&parsed).expect("open s3"),
+                _folder: None,
+            });
         }
         _ if std::env::var("PIXMILL_TEST_REQUIRE_BACKENDS").as_deref() == Ok("1") => {
             panic!("PIXMILL_TEST_BLOB_URL is not set; run `make test`, which starts SeaweedFS")
@@ -39,7 +60,12 @@ fn backends() -> Vec<(&'static str, Blobs)> {
 
 #[tokio::test]
 async fn put_get_stream_delete_round_trip() {
-    for (name, blobs) in backends() {
+    for Backend {
+        name,
+        blobs,
+        _folder,
+    } in backends()
+    {
         let key = keys::input(Uuid::new_v4());
         assert!(!blobs.exists(&key).await.expect("exists"), "{name}");
         blobs
@@ -73,7 +99,12 @@ async fn put_get_stream_delete_round_trip() {
 
 #[tokio::test]
 async fn cancel_markers_live_in_the_store() {
-    for (name, blobs) in backends() {
+    for Backend {
+        name,
+        blobs,
+        _folder,
+    } in backends()
+    {
         let id = Uuid::new_v4();
         assert!(!blobs.is_cancelled(id).await.expect("check"), "{name}");
         blobs.mark_cancelled(id).await.expect("mark");
@@ -86,7 +117,12 @@ async fn cancel_markers_live_in_the_store() {
 
 #[tokio::test]
 async fn keys_that_could_escape_are_refused() {
-    for (name, blobs) in backends() {
+    for Backend {
+        name,
+        blobs,
+        _folder,
+    } in backends()
+    {
         for key in ["../etc/passwd", "/etc/passwd", "inputs/../../x", "", "a//b"] {
             let err = blobs.get(key).await.expect_err(key);
             assert!(
@@ -105,7 +141,12 @@ async fn keys_that_could_escape_are_refused() {
 
 #[tokio::test]
 async fn presigned_urls_serve_the_blob_where_the_backend_can_sign() {
-    for (name, blobs) in backends() {
+    for Backend {
+        name,
+        blobs,
+        _folder,
+    } in backends()
+    {
         let key = keys::result(Uuid::new_v4(), OutputFormat::Png);
         blobs
             .put(&key, Bytes::from_static(b"\x89PNG..."))

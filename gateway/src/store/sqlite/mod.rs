@@ -439,6 +439,12 @@ mod tests {
             "{message}"
         );
         drop(first);
-        SqliteStore::open(&path).expect("free again once the first has closed");
+        let again = SqliteStore::open(&path).expect("free again once the first has closed");
+        drop(again);
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(name));
+        }
     }
 }
