@@ -173,12 +173,33 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(url, "pixmill-gateway-events").await?;
-    let channel = conn.create_channel().await?;
-    topology.declare(&channel).await?;
-    let queue = topology.declare_event_listener(&channel).await?;
-    channel.basic_qos(512, BasicQosOptions::default()).await?;
-    let mut notices = channel
-        .basic_consume(
+    let result = consume(&conn, topology, events, origin, shutdown).await;
+    amqp::close(&conn, "gateway shutting down").await;
+    result
+}
+
+async fn consume(
+    conn: &lapin::Connection,
+    topology: &Topology,
+    events: &JobEvents,
+    origin: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = amqp::bounded("open a channel", conn.create_channel()).await?;
+    amqp::bounded("declare the topology", topology.declare(&channel)).await?;
+    let queue = amqp::bounded(
+        "declare the notice queue",
+        topology.declare_event_listener(&channel),
+    )
+    .await?;
+    amqp::bounded(
+        "set the prefetch",
+        channel.basic_qos(512, BasicQosOptions::default()),
+    )
+    .await?;
+    let mut notices = amqp::bounded(
+        "consume the notices",
+        channel.basic_consume(
             queue.as_str().into(),
             "".into(),
             BasicConsumeOptions {
@@ -187,26 +208,26 @@ async fn session(
                 ..BasicConsumeOptions::default()
             },
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     info!(exchange = %topology.events, %queue, "listening for change notices");
     // Notices published while this listener was away are gone with its old queue: wake
     // every waiter once so each re-reads the store.
     events.notify(Uuid::nil());
-    let result = loop {
+    loop {
         tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
+            () = amqp::lost(conn) => anyhow::bail!("the broker connection closed"),
             next = notices.next() => match next {
                 Some(Ok(delivery)) if amqp::notice_origin(&delivery) == Some(origin) => {}
                 Some(Ok(delivery)) => match serde_json::from_slice::<JobEvent>(&delivery.data) {
                     Ok(event) => events.notify(event.job_id),
                     Err(e) => warn!(error = %e, "ignoring an unreadable change notice"),
                 },
-                Some(Err(e)) => break Err(e.into()),
-                None => break Err(anyhow::anyhow!("the notice consumer was cancelled")),
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("the notice consumer was cancelled"),
             },
         }
-    };
-    let _ = conn.close(200, "gateway shutting down".into()).await;
-    result
+    }
 }

@@ -41,9 +41,24 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let conn = amqp::connect(url, "pixmill-gateway-replies").await?;
-    let channel = conn.create_channel().await?;
-    topology.declare(&channel).await?;
-    channel.basic_qos(256, BasicQosOptions::default()).await?;
+    let result = consume(&conn, topology, jobs, shutdown).await;
+    amqp::close(&conn, "gateway shutting down").await;
+    result
+}
+
+async fn consume(
+    conn: &lapin::Connection,
+    topology: &Topology,
+    jobs: &Jobs,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let channel = amqp::bounded("open a channel", conn.create_channel()).await?;
+    amqp::bounded("declare the topology", topology.declare(&channel)).await?;
+    amqp::bounded(
+        "set the prefetch",
+        channel.basic_qos(256, BasicQosOptions::default()),
+    )
+    .await?;
     let consume = |queue: &str| {
         channel.basic_consume(
             queue.into(),
@@ -52,56 +67,71 @@ async fn session(
             FieldTable::default(),
         )
     };
-    let mut replies = consume(&topology.replies).await?;
-    let mut dead = consume(&topology.dead_queue).await?;
+    let mut replies = amqp::bounded("consume the replies", consume(&topology.replies)).await?;
+    let mut dead = amqp::bounded("consume the dead letters", consume(&topology.dead_queue)).await?;
     info!(replies = %topology.replies, dead = %topology.dead_queue, "applying replies");
-    let result = loop {
+    loop {
         tokio::select! {
-            () = shutdown.cancelled() => break Ok(()),
+            () = shutdown.cancelled() => return Ok(()),
+            () = amqp::lost(conn) => anyhow::bail!("the broker connection closed"),
             next = replies.next() => match next {
                 Some(Ok(delivery)) => {
                     let outcome = apply_reply(jobs, &delivery.data).await;
-                    settle(delivery, outcome).await;
+                    settle(delivery, outcome).await?;
                 }
-                Some(Err(e)) => break Err(e.into()),
-                None => break Err(anyhow::anyhow!("the replies consumer was cancelled")),
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("the replies consumer was cancelled"),
             },
             next = dead.next() => match next {
                 Some(Ok(delivery)) => {
                     let outcome = apply_dead(jobs, &delivery).await;
-                    settle(delivery, outcome).await;
+                    settle(delivery, outcome).await?;
                 }
-                Some(Err(e)) => break Err(e.into()),
-                None => break Err(anyhow::anyhow!("the dead-letter consumer was cancelled")),
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("the dead-letter consumer was cancelled"),
             },
         }
-    };
-    let _ = conn.close(200, "gateway shutting down".into()).await;
-    result
+    }
 }
 
-/// Acks an applied message; a store failure hands it back to be applied later.
-async fn settle(delivery: Delivery, outcome: Result<(), StoreError>) {
-    match outcome {
-        Ok(()) => {
-            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-                Event::SettleFailed {
-                    action: "ack",
-                    error: &e.to_string(),
-                }
-                .emit();
-            }
-        }
+/// Acks an applied message; a store failure hands it back to be applied later. An ack
+/// the broker does not take within [`amqp::RPC_TIMEOUT`] ends the session: the message
+/// comes back on the next one, and applying it again changes nothing.
+async fn settle(delivery: Delivery, outcome: Result<(), StoreError>) -> anyhow::Result<()> {
+    let (action, result) = match outcome {
+        Ok(()) => (
+            "ack",
+            tokio::time::timeout(amqp::RPC_TIMEOUT, delivery.ack(BasicAckOptions::default())).await,
+        ),
         Err(e) => {
             warn!(error = %e, "could not apply a reply; it stays queued");
             tokio::time::sleep(STORE_RETRY_PAUSE).await;
-            if let Err(e) = delivery.nack(amqp::requeue()).await {
-                Event::SettleFailed {
-                    action: "nack",
-                    error: &e.to_string(),
-                }
-                .emit();
+            (
+                "nack",
+                tokio::time::timeout(amqp::RPC_TIMEOUT, delivery.nack(amqp::requeue())).await,
+            )
+        }
+    };
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            Event::SettleFailed {
+                action,
+                error: &e.to_string(),
             }
+            .emit();
+            Ok(())
+        }
+        Err(_) => {
+            Event::SettleFailed {
+                action,
+                error: "no answer from the broker",
+            }
+            .emit();
+            anyhow::bail!(
+                "an {action} got no answer from the broker within {:?}",
+                amqp::RPC_TIMEOUT
+            )
         }
     }
 }

@@ -37,6 +37,42 @@ pub enum PublishError {
     Encode(#[from] serde_json::Error),
 }
 
+/// How long a session's setup (channel, declarations, qos, consume) or one ack may
+/// take. A node that is stopping can leave an RPC unanswered; past this the session
+/// counts as lost and starts over, instead of waiting forever.
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a consuming session checks that its connection is still up.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// `rpc`, or an error naming `what` once [`RPC_TIMEOUT`] has passed.
+pub async fn bounded<T, E>(what: &str, rpc: impl Future<Output = Result<T, E>>) -> anyhow::Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(RPC_TIMEOUT, rpc).await {
+        Ok(result) => Ok(result?),
+        Err(_) => anyhow::bail!("{what}: no answer from the broker within {RPC_TIMEOUT:?}"),
+    }
+}
+
+/// Resolves once `conn` is no longer connected. A consuming session selects on it
+/// beside its consumers, so a connection that dies without ending the consumer
+/// streams still ends the session.
+pub async fn lost(conn: &Connection) {
+    while conn.status().connected() {
+        tokio::time::sleep(WATCH_EVERY).await;
+    }
+}
+
+/// Closes `conn` if it is still open, waiting at most a few seconds: a connection whose
+/// socket is gone never answers the close.
+pub async fn close(conn: &Connection, text: &str) {
+    if conn.status().connected() {
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, conn.close(200, text.into())).await;
+    }
+}
+
 /// First pause after a lost session; it doubles up to the loop's maximum.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// A session that lasted this long was healthy: the next failure starts the back-off

@@ -84,15 +84,17 @@ async fn session(
     let topology = &settings.common.topology;
     let consume_conn = amqp::connect(url, &format!("{}-consume", settings.name)).await?;
     let publish_conn = amqp::connect(url, &format!("{}-publish", settings.name)).await?;
-    let channel = consume_conn.create_channel().await?;
-    topology.declare(&channel).await?;
+    let channel = amqp::bounded("open a channel", consume_conn.create_channel()).await?;
+    amqp::bounded("declare the topology", topology.declare(&channel)).await?;
     // One message per slot. Holding one more would overlap the next job's input read
     // with the work, but a worker that dies hands back every message it holds, and
     // each return counts a delivery: a job waiting behind a poison job would be
     // dead-lettered with it.
-    channel
-        .basic_qos(settings.concurrency, BasicQosOptions::default())
-        .await?;
+    amqp::bounded(
+        "set the prefetch",
+        channel.basic_qos(settings.concurrency, BasicQosOptions::default()),
+    )
+    .await?;
     let ctx = Arc::new(Context {
         settings: settings.clone(),
         blobs: blobs.clone(),
@@ -101,14 +103,16 @@ async fn session(
         replies_broken: CancellationToken::new(),
     });
     let tag = format!("{}-{}", settings.name, Uuid::new_v4().simple());
-    let mut consumer = channel
-        .basic_consume(
+    let mut consumer = amqp::bounded(
+        "consume the jobs",
+        channel.basic_consume(
             topology.jobs.as_str().into(),
             tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await?;
+        ),
+    )
+    .await?;
     info!(queue = %topology.jobs, "consuming");
 
     let mut jobs = JoinSet::new();
@@ -117,6 +121,9 @@ async fn session(
             () = shutdown.cancelled() => break Ok(()),
             () = ctx.replies_broken.cancelled() => {
                 break Err(anyhow::anyhow!("replies could not be published; reconnecting"))
+            }
+            () = amqp::lost(&consume_conn) => {
+                break Err(anyhow::anyhow!("the broker connection closed"))
             }
             Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             next = consumer.next() => match next {
@@ -156,8 +163,8 @@ async fn session(
             );
             jobs.abort_all();
         }
-        let _ = consume_conn.close(200, "worker shutting down".into()).await;
-        let _ = publish_conn.close(200, "worker shutting down".into()).await;
+        amqp::close(&consume_conn, "worker shutting down").await;
+        amqp::close(&publish_conn, "worker shutting down").await;
     }
     outcome
 }
