@@ -11,10 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
-};
+use lapin::{options::BasicConsumeOptions, types::FieldTable};
 use pixmill_shared::{JobEvent, Topology, amqp};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -185,16 +182,10 @@ async fn consume(
     origin: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let channel = amqp::bounded("open a channel", conn.create_channel()).await?;
-    amqp::bounded("declare the topology", topology.declare(&channel)).await?;
+    let channel = amqp::consuming_channel(conn, topology, 512).await?;
     let queue = amqp::bounded(
         "declare the notice queue",
         topology.declare_event_listener(&channel),
-    )
-    .await?;
-    amqp::bounded(
-        "set the prefetch",
-        channel.basic_qos(512, BasicQosOptions::default()),
     )
     .await?;
     let mut notices = amqp::bounded(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions},
     types::FieldTable,
 };
 use pixmill_shared::{ErrorCode, JobRequest, Outcome, Reply, Topology, amqp, metrics::Event};
@@ -52,13 +52,7 @@ async fn consume(
     jobs: &Jobs,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let channel = amqp::bounded("open a channel", conn.create_channel()).await?;
-    amqp::bounded("declare the topology", topology.declare(&channel)).await?;
-    amqp::bounded(
-        "set the prefetch",
-        channel.basic_qos(256, BasicQosOptions::default()),
-    )
-    .await?;
+    let channel = amqp::consuming_channel(conn, topology, 256).await?;
     let consume = |queue: &str| {
         channel.basic_consume(
             queue.into(),

@@ -56,6 +56,24 @@ where
     }
 }
 
+/// A channel on `conn` with `topology` declared and at most `prefetch` unacked
+/// deliveries, each step bounded by [`RPC_TIMEOUT`]: the start of every consuming
+/// session.
+pub async fn consuming_channel(
+    conn: &Connection,
+    topology: &crate::Topology,
+    prefetch: u16,
+) -> anyhow::Result<Channel> {
+    let channel = bounded("open a channel", conn.create_channel()).await?;
+    bounded("declare the topology", topology.declare(&channel)).await?;
+    bounded(
+        "set the prefetch",
+        channel.basic_qos(prefetch, lapin::options::BasicQosOptions::default()),
+    )
+    .await?;
+    Ok(channel)
+}
+
 /// Resolves once `conn` is no longer connected. A consuming session selects on it
 /// beside its consumers, so a connection that dies without ending the consumer
 /// streams still ends the session.

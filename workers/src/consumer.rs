@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel,
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions},
     types::{AMQPValue, FieldTable},
 };
 use metrics::gauge;
@@ -84,17 +84,11 @@ async fn session(
     let topology = &settings.common.topology;
     let consume_conn = amqp::connect(url, &format!("{}-consume", settings.name)).await?;
     let publish_conn = amqp::connect(url, &format!("{}-publish", settings.name)).await?;
-    let channel = amqp::bounded("open a channel", consume_conn.create_channel()).await?;
-    amqp::bounded("declare the topology", topology.declare(&channel)).await?;
     // One message per slot. Holding one more would overlap the next job's input read
     // with the work, but a worker that dies hands back every message it holds, and
     // each return counts a delivery: a job waiting behind a poison job would be
     // dead-lettered with it.
-    amqp::bounded(
-        "set the prefetch",
-        channel.basic_qos(settings.concurrency, BasicQosOptions::default()),
-    )
-    .await?;
+    let channel = amqp::consuming_channel(&consume_conn, topology, settings.concurrency).await?;
     let ctx = Arc::new(Context {
         settings: settings.clone(),
         blobs: blobs.clone(),
