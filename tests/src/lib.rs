@@ -361,7 +361,7 @@ impl Stack {
         for gateway in self.more_gateways.drain(..) {
             tokio::time::timeout(TIMEOUT, gateway).await???;
         }
-        delete_topology(&self.common.topology).await?;
+        delete_topology(&self.common.amqp_url, &self.common.topology).await?;
         let _ = std::fs::remove_dir_all(&self.common.data_dir);
         Ok(())
     }
@@ -474,9 +474,9 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-async fn delete_topology(t: &Topology) -> anyhow::Result<()> {
+async fn delete_topology(url: &str, t: &Topology) -> anyhow::Result<()> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let conn = pixmill_shared::amqp::connect(&amqp_url(), "pixmill-test-cleanup").await?;
+    let conn = pixmill_shared::amqp::connect(url, "pixmill-test-cleanup").await?;
     let channel = conn.create_channel().await?;
     for queue in [&t.jobs, &t.dead_queue, &t.replies, &t.retry] {
         channel
