@@ -13,8 +13,6 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::routes::JobView;
-
 /// Every `error.code` the gateway answers with. Clients branch on these, so a code, once
 /// shipped, is never renamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -213,9 +211,6 @@ pub enum ApiError {
     /// 410: the job or its result existed but has been removed.
     #[error("{message}")]
     Gone { code: &'static str, message: String },
-    /// 410 with the expired job's record (its `error` says `expired`).
-    #[error("gone")]
-    GoneWith(Box<JobView>),
     /// 408: the request ran past the request time limit (a stalled upload, say).
     #[error("the request took longer than the {limit_secs} s limit (PIXMILL_REQUEST_TIMEOUT_SECS)")]
     Timeout { limit_secs: u64 },
@@ -285,7 +280,6 @@ impl ApiError {
             ),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::Gone { code, .. } => (StatusCode::GONE, code),
-            ApiError::GoneWith(_) => (StatusCode::GONE, ApiCode::Expired.as_str()),
             ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             ApiError::TooLarge { .. } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -322,9 +316,6 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::GoneWith(body) = self {
-            return (StatusCode::GONE, Json(body)).into_response();
-        }
         let (status, code) = self.status_and_code();
         debug_assert_eq!(
             ApiCode::parse(code).map(ApiCode::status),

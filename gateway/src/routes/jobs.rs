@@ -176,7 +176,7 @@ pub(super) async fn status(
     State(state): State<AppState>,
     Segment(id): Segment,
     ApiQuery(q): ApiQuery<WaitQuery>,
-) -> Result<Json<JobView>, ApiError> {
+) -> Result<Response, ApiError> {
     let wait = match q.wait.as_deref().map(str::trim).filter(|w| !w.is_empty()) {
         None => 0.0,
         Some(w) => w
@@ -198,9 +198,9 @@ pub(super) async fn status(
             code: ApiCode::Expired.as_str().into(),
             message: crate::jobs::expired(job.id).to_string(),
         });
-        return Err(ApiError::GoneWith(Box::new(body)));
+        return Ok((StatusCode::GONE, Json(body)).into_response());
     }
-    Ok(Json(view(&job)))
+    Ok(Json(view(&job)).into_response())
 }
 
 /// The result image.
