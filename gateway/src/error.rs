@@ -2,8 +2,11 @@
 //!
 //! The body is always `{"error": {"code": "...", "message": "..."}}`, and the message
 //! names the limit or field at fault, so a client can fix its request without guessing.
-//! [`ApiCode`] is the one list of codes: the OpenAPI document's `error.code` enum is
-//! derived from it, and a test holds the README's error table to it.
+//! [`ApiCode`] is the one list of codes, each with its wire name and its status: an
+//! [`ApiError`] carries one, the OpenAPI document's `error.code` enum is derived from it,
+//! and a test holds the README's error table to it.
+
+use std::fmt;
 
 use axum::{
     Json,
@@ -13,156 +16,80 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Every `error.code` the gateway answers with. Clients branch on these, so a code, once
-/// shipped, is never renamed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ApiCode {
-    MissingImage,
-    EmptyImage,
-    MalformedMultipart,
-    DuplicateField,
-    BodyReadFailed,
-    InvalidIdempotencyKey,
-    NotFound,
-    MethodNotAllowed,
-    RequestTimeout,
-    NotReady,
-    JobFailed,
-    JobCancelled,
-    ResultMissing,
-    NotCancellable,
-    Expired,
-    ResultDeleted,
-    UploadTooLarge,
-    UnsupportedMediaType,
-    InvalidParameter,
-    UnknownOp,
-    TooManySteps,
-    TooManyPixels,
-    TooManyScans,
-    TruncatedImage,
-    InvalidImage,
-    IdempotencyKeyReused,
-    CallbackNotAllowed,
-    QueueFull,
-    Internal,
-    BrokerUnavailable,
-    StoreUnavailable,
-    BlobStoreUnavailable,
+/// Declares [`ApiCode`] from one table of `Variant = "wire_name" => STATUS`: the enum (its
+/// serde name is the wire name), `ALL` in the table's order, `as_str` and `status`.
+///
+/// The wire name is matched as a `tt`, not a `literal`: a `literal` fragment reaches the
+/// `ToSchema` derive wrapped in an invisible group, which it does not read as a rename.
+macro_rules! api_codes {
+    ($($variant:ident = $name:tt => $status:ident,)+) => {
+        /// Every `error.code` the gateway answers with. Clients branch on these, so a
+        /// code, once shipped, is never renamed.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum ApiCode {
+            $(
+                #[serde(rename = $name)]
+                $variant,
+            )+
+        }
+
+        impl ApiCode {
+            /// Every code, in the README's order.
+            pub const ALL: [ApiCode; [$($name),+].len()] = [$(ApiCode::$variant),+];
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ApiCode::$variant => $name,)+
+                }
+            }
+
+            /// The HTTP status every answer with this code has.
+            pub const fn status(self) -> StatusCode {
+                match self {
+                    $(ApiCode::$variant => StatusCode::$status,)+
+                }
+            }
+        }
+    };
+}
+
+api_codes! {
+    MissingImage = "missing_image" => BAD_REQUEST,
+    EmptyImage = "empty_image" => BAD_REQUEST,
+    MalformedMultipart = "malformed_multipart" => BAD_REQUEST,
+    DuplicateField = "duplicate_field" => BAD_REQUEST,
+    BodyReadFailed = "body_read_failed" => BAD_REQUEST,
+    InvalidIdempotencyKey = "invalid_idempotency_key" => BAD_REQUEST,
+    NotFound = "not_found" => NOT_FOUND,
+    MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
+    RequestTimeout = "request_timeout" => REQUEST_TIMEOUT,
+    NotReady = "not_ready" => CONFLICT,
+    JobFailed = "job_failed" => CONFLICT,
+    JobCancelled = "job_cancelled" => CONFLICT,
+    ResultMissing = "result_missing" => CONFLICT,
+    NotCancellable = "not_cancellable" => CONFLICT,
+    Expired = "expired" => GONE,
+    ResultDeleted = "result_deleted" => GONE,
+    UploadTooLarge = "upload_too_large" => PAYLOAD_TOO_LARGE,
+    UnsupportedMediaType = "unsupported_media_type" => UNSUPPORTED_MEDIA_TYPE,
+    InvalidParameter = "invalid_parameter" => UNPROCESSABLE_ENTITY,
+    UnknownOp = "unknown_op" => UNPROCESSABLE_ENTITY,
+    TooManySteps = "too_many_steps" => UNPROCESSABLE_ENTITY,
+    TooManyPixels = "too_many_pixels" => UNPROCESSABLE_ENTITY,
+    TooManyScans = "too_many_scans" => UNPROCESSABLE_ENTITY,
+    TruncatedImage = "truncated_image" => UNPROCESSABLE_ENTITY,
+    InvalidImage = "invalid_image" => UNPROCESSABLE_ENTITY,
+    IdempotencyKeyReused = "idempotency_key_reused" => UNPROCESSABLE_ENTITY,
+    CallbackNotAllowed = "callback_not_allowed" => UNPROCESSABLE_ENTITY,
+    QueueFull = "queue_full" => TOO_MANY_REQUESTS,
+    Internal = "internal" => INTERNAL_SERVER_ERROR,
+    BrokerUnavailable = "broker_unavailable" => SERVICE_UNAVAILABLE,
+    StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
+    BlobStoreUnavailable = "blob_store_unavailable" => SERVICE_UNAVAILABLE,
 }
 
 impl ApiCode {
-    /// Every code, in the README's order. A test checks this against the derived schema,
-    /// which lists every variant.
-    pub const ALL: [ApiCode; 32] = {
-        use ApiCode::*;
-        [
-            MissingImage,
-            EmptyImage,
-            MalformedMultipart,
-            DuplicateField,
-            BodyReadFailed,
-            InvalidIdempotencyKey,
-            NotFound,
-            MethodNotAllowed,
-            RequestTimeout,
-            NotReady,
-            JobFailed,
-            JobCancelled,
-            ResultMissing,
-            NotCancellable,
-            Expired,
-            ResultDeleted,
-            UploadTooLarge,
-            UnsupportedMediaType,
-            InvalidParameter,
-            UnknownOp,
-            TooManySteps,
-            TooManyPixels,
-            TooManyScans,
-            TruncatedImage,
-            InvalidImage,
-            IdempotencyKeyReused,
-            CallbackNotAllowed,
-            QueueFull,
-            Internal,
-            BrokerUnavailable,
-            StoreUnavailable,
-            BlobStoreUnavailable,
-        ]
-    };
-
-    /// The wire name.
-    pub const fn as_str(self) -> &'static str {
-        use ApiCode::*;
-        match self {
-            MissingImage => "missing_image",
-            EmptyImage => "empty_image",
-            MalformedMultipart => "malformed_multipart",
-            DuplicateField => "duplicate_field",
-            BodyReadFailed => "body_read_failed",
-            InvalidIdempotencyKey => "invalid_idempotency_key",
-            NotFound => "not_found",
-            MethodNotAllowed => "method_not_allowed",
-            RequestTimeout => "request_timeout",
-            NotReady => "not_ready",
-            JobFailed => "job_failed",
-            JobCancelled => "job_cancelled",
-            ResultMissing => "result_missing",
-            NotCancellable => "not_cancellable",
-            Expired => "expired",
-            ResultDeleted => "result_deleted",
-            UploadTooLarge => "upload_too_large",
-            UnsupportedMediaType => "unsupported_media_type",
-            InvalidParameter => "invalid_parameter",
-            UnknownOp => "unknown_op",
-            TooManySteps => "too_many_steps",
-            TooManyPixels => "too_many_pixels",
-            TooManyScans => "too_many_scans",
-            TruncatedImage => "truncated_image",
-            InvalidImage => "invalid_image",
-            IdempotencyKeyReused => "idempotency_key_reused",
-            CallbackNotAllowed => "callback_not_allowed",
-            QueueFull => "queue_full",
-            Internal => "internal",
-            BrokerUnavailable => "broker_unavailable",
-            StoreUnavailable => "store_unavailable",
-            BlobStoreUnavailable => "blob_store_unavailable",
-        }
-    }
-
-    /// The HTTP status every answer with this code has.
-    pub const fn status(self) -> StatusCode {
-        use ApiCode::*;
-        match self {
-            MissingImage
-            | EmptyImage
-            | MalformedMultipart
-            | DuplicateField
-            | BodyReadFailed
-            | InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
-            NotFound => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            NotReady | JobFailed | JobCancelled | ResultMissing | NotCancellable => {
-                StatusCode::CONFLICT
-            }
-            Expired | ResultDeleted => StatusCode::GONE,
-            UploadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            InvalidParameter | UnknownOp | TooManySteps | TooManyPixels | TooManyScans
-            | TruncatedImage | InvalidImage | IdempotencyKeyReused | CallbackNotAllowed => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            QueueFull => StatusCode::TOO_MANY_REQUESTS,
-            Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            BrokerUnavailable | StoreUnavailable | BlobStoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        }
-    }
-
     /// Parses a wire name.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.as_str() == name)
@@ -179,170 +106,139 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable and machine-readable; see the `ApiCode` schema for the status of each.
-    #[schema(value_type = ApiCode)]
-    pub code: &'static str,
+    pub code: ApiCode,
     /// Names the field or limit at fault. Meant for people; do not parse it.
     pub message: String,
 }
 
-/// An error answered to a client.
-///
-/// The variants carry the code as a `&'static str` so any module can name one in a struct
-/// literal; [`ApiError::api_code`] reads it back as an [`ApiCode`], and
-/// `gateway/tests/openapi.rs` checks that every code literal in the gateway's source is one.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// 400: the request is not well-formed (missing image, bad multipart, …).
-    #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
-    /// 404: no such job (or not a job id at all), or no such path.
-    #[error("no job with id {0:?}")]
-    NotFound(String),
-    /// 404 for a path that is not part of the API.
-    #[error("no such path: {0}; the API is described at /openapi.json")]
-    NoRoute(String),
-    /// 405: the path exists but not with this method. The router adds the `Allow` header
-    /// after this body is made, so it is not set here.
-    #[error("this path does not take this method; the Allow header lists the ones it does")]
-    MethodNotAllowed,
-    /// 409: the job exists but its result is not there (yet, or ever).
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
-    /// 410: the job or its result existed but has been removed.
-    #[error("{message}")]
-    Gone { code: &'static str, message: String },
-    /// 408: the request ran past the request time limit (a stalled upload, say).
-    #[error("the request took longer than the {limit_secs} s limit (PIXMILL_REQUEST_TIMEOUT_SECS)")]
-    Timeout { limit_secs: u64 },
-    /// 413: the upload is over the size limit.
-    #[error("the upload is larger than the {limit}-byte limit (PIXMILL_MAX_UPLOAD_BYTES)")]
-    TooLarge { limit: u64 },
-    /// 415: the bytes are not an image format we accept.
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// 422: well-formed, but a parameter or the image is out of bounds.
-    #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
-    /// 429: back-pressure; the job queue is full. Retry after `Retry-After`.
-    #[error("{message}")]
-    TooManyRequests {
-        code: &'static str,
-        message: String,
-        retry_after_secs: u32,
-    },
-    /// 503: the broker or the store is unavailable; retry later.
-    #[error("{message}")]
-    Unavailable {
-        code: &'static str,
-        message: String,
-        retry_after_secs: u32,
-    },
-    /// 500: a bug. Details go to the log, not to the client.
-    #[error("internal error: {0}")]
-    Internal(String),
+/// An error answered to a client: its code (which decides the status), the message the
+/// body carries, and for back-pressure and outages the `Retry-After` seconds.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ApiCode,
+    message: String,
+    retry_after_secs: Option<u32>,
+    /// For `internal` only: what went wrong, logged when answered and never sent.
+    detail: Option<String>,
 }
 
 impl ApiError {
-    /// 422 for a parameter, naming it.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        ApiError::Unprocessable {
-            code: ApiCode::InvalidParameter.as_str(),
-            message: message.into(),
-        }
-    }
-
-    /// 400 with a code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest {
+    /// An answer with `code`, whose status it decides, and `message`.
+    pub fn new(code: ApiCode, message: impl Into<String>) -> Self {
+        ApiError {
             code,
             message: message.into(),
+            retry_after_secs: None,
+            detail: None,
         }
     }
 
-    /// 409 with a code.
-    pub fn conflict(code: ApiCode, message: impl Into<String>) -> Self {
-        ApiError::Conflict {
-            code: code.as_str(),
-            message: message.into(),
+    /// Adds a `Retry-After` header of `secs` (for `queue_full` and the `…_unavailable`
+    /// codes: nothing was done, try again then).
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// 422 `invalid_parameter`, naming the parameter.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ApiCode::InvalidParameter, message)
+    }
+
+    /// 404 `not_found` for a job id (or something that is not a job id at all).
+    pub fn not_found(id: &str) -> Self {
+        Self::new(ApiCode::NotFound, format!("no job with id {id:?}"))
+    }
+
+    /// 404 `not_found` for a path that is not part of the API.
+    pub fn no_route(path: &str) -> Self {
+        Self::new(
+            ApiCode::NotFound,
+            format!("no such path: {path}; the API is described at /openapi.json"),
+        )
+    }
+
+    /// 405: the path exists but not with this method. The router adds the `Allow` header
+    /// after this body is made, so it is not set here.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            ApiCode::MethodNotAllowed,
+            "this path does not take this method; the Allow header lists the ones it does",
+        )
+    }
+
+    /// 408: the request ran past the request time limit (a stalled upload, say).
+    pub fn timeout(limit_secs: u64) -> Self {
+        Self::new(
+            ApiCode::RequestTimeout,
+            format!(
+                "the request took longer than the {limit_secs} s limit (PIXMILL_REQUEST_TIMEOUT_SECS)"
+            ),
+        )
+    }
+
+    /// 413: the upload is over the size limit.
+    pub fn too_large(limit: u64) -> Self {
+        Self::new(
+            ApiCode::UploadTooLarge,
+            format!("the upload is larger than the {limit}-byte limit (PIXMILL_MAX_UPLOAD_BYTES)"),
+        )
+    }
+
+    /// 500: a bug. `detail` goes to the log, not to the client.
+    pub fn internal(detail: impl Into<String>) -> Self {
+        ApiError {
+            detail: Some(detail.into()),
+            ..Self::new(
+                ApiCode::Internal,
+                "an internal error occurred; it has been logged",
+            )
         }
     }
 
-    /// The status and the code as sent.
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            ApiError::NotFound(_) | ApiError::NoRoute(_) => {
-                (StatusCode::NOT_FOUND, ApiCode::NotFound.as_str())
-            }
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                ApiCode::MethodNotAllowed.as_str(),
-            ),
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            ApiError::Gone { code, .. } => (StatusCode::GONE, code),
-            ApiError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
-            ApiError::TooLarge { .. } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ApiCode::UploadTooLarge.as_str(),
-            ),
-            ApiError::Timeout { .. } => (
-                StatusCode::REQUEST_TIMEOUT,
-                ApiCode::RequestTimeout.as_str(),
-            ),
-            ApiError::UnsupportedMediaType(_) => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ApiCode::UnsupportedMediaType.as_str(),
-            ),
-            ApiError::Unprocessable { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
-            ApiError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
-            ApiError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ApiCode::Internal.as_str(),
-            ),
-        }
+    /// The code sent.
+    pub fn code(&self) -> ApiCode {
+        self.code
     }
 
-    /// The code as an [`ApiCode`]; None only for a code missing from the list, which
-    /// the source scan in `gateway/tests/openapi.rs` rules out.
-    pub fn api_code(&self) -> Option<ApiCode> {
-        ApiCode::parse(self.status_and_code().1)
-    }
-
-    /// The HTTP status of the answer.
+    /// The HTTP status of the answer: the code's.
     pub fn status(&self) -> StatusCode {
-        self.status_and_code().0
+        self.code.status()
+    }
+
+    /// The message sent.
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.detail {
+            Some(detail) => write!(f, "internal error: {detail}"),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        debug_assert_eq!(
-            ApiCode::parse(code).map(ApiCode::status),
-            Some(status),
-            "{code} is not in ApiCode, or is answered with another status"
-        );
-        let message = match &self {
-            ApiError::Internal(detail) => {
-                tracing::error!(%detail, "internal error");
-                "an internal error occurred; it has been logged".to_string()
-            }
-            other => other.to_string(),
-        };
-        let body = ErrorBody {
-            error: ErrorDetail { code, message },
-        };
-        let mut response = (status, Json(body)).into_response();
-        if let ApiError::Unavailable {
-            retry_after_secs, ..
+        if let Some(detail) = &self.detail {
+            tracing::error!(%detail, "internal error");
         }
-        | ApiError::TooManyRequests {
-            retry_after_secs, ..
-        } = self
-        {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (self.code.status(), Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -351,11 +247,11 @@ impl IntoResponse for ApiError {
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         tracing::error!(error = %e, "task store failed");
-        ApiError::Unavailable {
-            code: ApiCode::StoreUnavailable.as_str(),
-            message: "the task store is unavailable; try again shortly".into(),
-            retry_after_secs: 2,
-        }
+        ApiError::new(
+            ApiCode::StoreUnavailable,
+            "the task store is unavailable; try again shortly",
+        )
+        .retry_after(2)
     }
 }
 
@@ -363,24 +259,38 @@ impl From<crate::store::StoreError> for ApiError {
 mod tests {
     use super::*;
 
+    /// The status, body and `Retry-After` of an answer.
+    async fn answer(error: ApiError) -> (StatusCode, String, Option<String>) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().expect("ascii").to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (
+            status,
+            String::from_utf8(body.to_vec()).expect("utf-8"),
+            retry_after,
+        )
+    }
+
     /// Pins the error body on the wire.
-    #[test]
-    fn error_body_golden_json() {
-        let response = ApiError::Unprocessable {
-            code: "too_many_steps",
-            message: "the pipeline has 1000 steps; at most 20 are allowed".into(),
-        };
-        let (status, code) = response.status_and_code();
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code,
-                message: response.to_string(),
-            },
-        };
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    #[tokio::test]
+    async fn error_body_golden_json() {
+        let error = ApiError::new(
+            ApiCode::TooManySteps,
+            "the pipeline has 1000 steps; at most 20 are allowed",
+        );
         assert_eq!(
-            serde_json::to_string(&body).expect("serialize"),
-            r#"{"error":{"code":"too_many_steps","message":"the pipeline has 1000 steps; at most 20 are allowed"}}"#
+            answer(error).await,
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                r#"{"error":{"code":"too_many_steps","message":"the pipeline has 1000 steps; at most 20 are allowed"}}"#.to_string(),
+                None,
+            )
         );
     }
 
@@ -391,6 +301,10 @@ mod tests {
                 serde_json::to_value(code).expect("serialize"),
                 serde_json::Value::from(code.as_str())
             );
+            assert_eq!(
+                serde_json::from_value::<ApiCode>(code.as_str().into()).expect("deserialize"),
+                code
+            );
             assert_eq!(ApiCode::parse(code.as_str()), Some(code));
         }
         let mut names: Vec<_> = ApiCode::ALL.iter().map(|c| c.as_str()).collect();
@@ -399,38 +313,133 @@ mod tests {
         assert_eq!(names.len(), ApiCode::ALL.len(), "a code is listed twice");
     }
 
-    /// Every variant is answered with its code's status.
+    /// Pins every code's wire name, status and place in `ALL`: clients branch on these.
     #[test]
-    fn variants_agree_with_their_codes() {
-        let samples = [
-            ApiError::bad_request("missing_image", "m"),
-            ApiError::NotFound("x".into()),
-            ApiError::NoRoute("/x".into()),
-            ApiError::MethodNotAllowed,
-            ApiError::conflict(ApiCode::NotReady, "m"),
-            ApiError::Gone {
-                code: "result_deleted",
-                message: "m".into(),
-            },
-            ApiError::Timeout { limit_secs: 1 },
-            ApiError::TooLarge { limit: 1 },
-            ApiError::UnsupportedMediaType("m".into()),
-            ApiError::invalid("m"),
-            ApiError::TooManyRequests {
-                code: "queue_full",
-                message: "m".into(),
-                retry_after_secs: 1,
-            },
-            ApiError::Unavailable {
-                code: "broker_unavailable",
-                message: "m".into(),
-                retry_after_secs: 1,
-            },
-            ApiError::Internal("m".into()),
+    fn every_code_has_its_status() {
+        let pinned = "\
+            400 missing_image, 400 empty_image, 400 malformed_multipart, 400 duplicate_field, \
+            400 body_read_failed, 400 invalid_idempotency_key, 404 not_found, \
+            405 method_not_allowed, 408 request_timeout, 409 not_ready, 409 job_failed, \
+            409 job_cancelled, 409 result_missing, 409 not_cancellable, 410 expired, \
+            410 result_deleted, 413 upload_too_large, 415 unsupported_media_type, \
+            422 invalid_parameter, 422 unknown_op, 422 too_many_steps, 422 too_many_pixels, \
+            422 too_many_scans, 422 truncated_image, 422 invalid_image, \
+            422 idempotency_key_reused, 422 callback_not_allowed, 429 queue_full, \
+            500 internal, 503 broker_unavailable, 503 store_unavailable, \
+            503 blob_store_unavailable";
+        let listed: Vec<String> = ApiCode::ALL
+            .iter()
+            .map(|c| format!("{} {}", c.status().as_u16(), c.as_str()))
+            .collect();
+        assert_eq!(listed.join(", "), pinned);
+    }
+
+    /// Each constructor's answer: status, body and `Retry-After`.
+    #[tokio::test]
+    async fn constructors_answer_as_pinned() {
+        let body = |code: &str, message: &str| {
+            serde_json::json!({"error": {"code": code, "message": message}}).to_string()
+        };
+        let cases = [
+            (
+                ApiError::new(ApiCode::MissingImage, "no image"),
+                400,
+                body("missing_image", "no image"),
+                None,
+            ),
+            (
+                ApiError::invalid("width must be positive"),
+                422,
+                body("invalid_parameter", "width must be positive"),
+                None,
+            ),
+            (
+                ApiError::not_found("abc"),
+                404,
+                body("not_found", "no job with id \"abc\""),
+                None,
+            ),
+            (
+                ApiError::no_route("/x"),
+                404,
+                body(
+                    "not_found",
+                    "no such path: /x; the API is described at /openapi.json",
+                ),
+                None,
+            ),
+            (
+                ApiError::method_not_allowed(),
+                405,
+                body(
+                    "method_not_allowed",
+                    "this path does not take this method; the Allow header lists the ones it does",
+                ),
+                None,
+            ),
+            (
+                ApiError::timeout(30),
+                408,
+                body(
+                    "request_timeout",
+                    "the request took longer than the 30 s limit (PIXMILL_REQUEST_TIMEOUT_SECS)",
+                ),
+                None,
+            ),
+            (
+                ApiError::too_large(1024),
+                413,
+                body(
+                    "upload_too_large",
+                    "the upload is larger than the 1024-byte limit (PIXMILL_MAX_UPLOAD_BYTES)",
+                ),
+                None,
+            ),
+            (
+                ApiError::new(ApiCode::QueueFull, "full").retry_after(5),
+                429,
+                body("queue_full", "full"),
+                Some("5".to_string()),
+            ),
+            (
+                ApiError::internal("a secret detail"),
+                500,
+                body("internal", "an internal error occurred; it has been logged"),
+                None,
+            ),
+            (
+                crate::store::StoreError::Unavailable("down".into()).into(),
+                503,
+                body(
+                    "store_unavailable",
+                    "the task store is unavailable; try again shortly",
+                ),
+                Some("2".to_string()),
+            ),
         ];
-        for error in samples {
-            let code = error.api_code().expect("listed");
-            assert_eq!(code.status(), error.status(), "{code:?}");
+        for (error, status, body, retry_after) in cases {
+            let code = error.code();
+            assert_eq!(error.status(), code.status());
+            assert_eq!(
+                answer(error).await,
+                (
+                    StatusCode::from_u16(status).expect("status"),
+                    body,
+                    retry_after
+                ),
+                "{code:?}"
+            );
         }
+    }
+
+    /// An internal error's detail is in its `Display` (for logs), never in its answer.
+    #[test]
+    fn internal_detail_is_for_the_log() {
+        let error = ApiError::internal("a secret detail");
+        assert_eq!(error.to_string(), "internal error: a secret detail");
+        assert_eq!(
+            error.message(),
+            "an internal error occurred; it has been logged"
+        );
     }
 }

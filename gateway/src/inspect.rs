@@ -6,7 +6,7 @@ use std::io::Cursor;
 use image::{ImageFormat, ImageReader};
 use pixmill_shared::{Limits, OutputFormat, limits::check_pixels};
 
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 /// What the gateway learned about an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,19 +33,23 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
     let format = match image::guess_format(bytes) {
         Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP | ImageFormat::Gif)) => f,
         Ok(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "{} images are not supported; send JPEG, PNG, WebP or GIF",
-                other
-                    .extensions_str()
-                    .first()
-                    .copied()
-                    .unwrap_or("these")
-                    .to_uppercase()
-            )));
+            return Err(ApiError::new(
+                ApiCode::UnsupportedMediaType,
+                format!(
+                    "{} images are not supported; send JPEG, PNG, WebP or GIF",
+                    other
+                        .extensions_str()
+                        .first()
+                        .copied()
+                        .unwrap_or("these")
+                        .to_uppercase()
+                ),
+            ));
         }
         Err(_) => {
-            return Err(ApiError::UnsupportedMediaType(
-                "the upload is not an image: expected JPEG, PNG, WebP or GIF bytes".into(),
+            return Err(ApiError::new(
+                ApiCode::UnsupportedMediaType,
+                "the upload is not an image: expected JPEG, PNG, WebP or GIF bytes",
             ));
         }
     };
@@ -53,12 +57,8 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
     if format == ImageFormat::Jpeg {
         // Counted before anything decodes: a progressive JPEG's cost is its pixels
         // times its scans, and a small file can hold thousands of scans.
-        pixmill_shared::limits::check_scans(bytes, limits).map_err(|message| {
-            ApiError::Unprocessable {
-                code: "too_many_scans",
-                message,
-            }
-        })?;
+        pixmill_shared::limits::check_scans(bytes, limits)
+            .map_err(|message| ApiError::new(ApiCode::TooManyScans, message))?;
     }
     // Only the header is read here; the decoder's own allocation limit would refuse a
     // huge header with a vaguer message than the pixel limit below gives. A PNG's size
@@ -73,21 +73,23 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ApiError> {
             reader.into_dimensions()
         }
     };
-    let (width, height) = header.map_err(|e| ApiError::Unprocessable {
-        code: "invalid_image",
-        message: format!("the {} header could not be read: {e}", name(format)),
+    let (width, height) = header.map_err(|e| {
+        ApiError::new(
+            ApiCode::InvalidImage,
+            format!("the {} header could not be read: {e}", name(format)),
+        )
     })?;
-    check_pixels(width, height, limits).map_err(|e| ApiError::Unprocessable {
-        code: "too_many_pixels",
-        message: format!("{e} (PIXMILL_MAX_PIXELS)"),
-    })?;
+    check_pixels(width, height, limits)
+        .map_err(|e| ApiError::new(ApiCode::TooManyPixels, format!("{e} (PIXMILL_MAX_PIXELS)")))?;
     if format == ImageFormat::Gif
         && let Some((w, h)) = pixmill_shared::limits::gif_first_frame(bytes)
     {
         // Decoding costs the first frame's pixels, which may exceed the screen's.
-        check_pixels(w, h, limits).map_err(|e| ApiError::Unprocessable {
-            code: "too_many_pixels",
-            message: format!("the first frame: {e} (PIXMILL_MAX_PIXELS)"),
+        check_pixels(w, h, limits).map_err(|e| {
+            ApiError::new(
+                ApiCode::TooManyPixels,
+                format!("the first frame: {e} (PIXMILL_MAX_PIXELS)"),
+            )
         })?;
     }
     Ok(Inspected {
@@ -119,12 +121,14 @@ fn name(format: ImageFormat) -> &'static str {
 /// Catches truncated uploads cheaply, from each format's framing, so a half-sent file is
 /// answered at once instead of failing later on a worker.
 fn check_complete(format: ImageFormat, bytes: &[u8]) -> Result<(), ApiError> {
-    let truncated = |what: &str| ApiError::Unprocessable {
-        code: "truncated_image",
-        message: format!(
-            "the {} data ends early ({what}); the file looks truncated",
-            name(format)
-        ),
+    let truncated = |what: &str| {
+        ApiError::new(
+            ApiCode::TruncatedImage,
+            format!(
+                "the {} data ends early ({what}); the file looks truncated",
+                name(format)
+            ),
+        )
     };
     match format {
         ImageFormat::Jpeg if !pixmill_shared::limits::jpeg_is_complete(bytes) => {
@@ -179,7 +183,7 @@ mod tests {
             assert_eq!((got.format, got.width, got.height), (format, 30, 20));
         }
         let err = inspect(b"just some text", &Limits::default()).expect_err("text");
-        assert!(matches!(err, ApiError::UnsupportedMediaType(_)));
+        assert_eq!(err.code(), ApiCode::UnsupportedMediaType, "{err:?}");
     }
 
     #[test]
@@ -188,16 +192,7 @@ mod tests {
             let bytes = encoded(format);
             let err =
                 inspect(&bytes[..bytes.len() * 2 / 3], &Limits::default()).expect_err("truncated");
-            assert!(
-                matches!(
-                    err,
-                    ApiError::Unprocessable {
-                        code: "truncated_image",
-                        ..
-                    }
-                ),
-                "{format:?}: {err:?}"
-            );
+            assert_eq!(err.code(), ApiCode::TruncatedImage, "{format:?}: {err:?}");
         }
     }
 
@@ -206,16 +201,7 @@ mod tests {
         // A valid PNG signature and IHDR claiming 100000×100000, then IEND.
         let bytes = crate::inspect::tests::png_claiming(100_000, 100_000);
         let err = inspect(&bytes, &Limits::default()).expect_err("too big");
-        assert!(
-            matches!(
-                err,
-                ApiError::Unprocessable {
-                    code: "too_many_pixels",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert_eq!(err.code(), ApiCode::TooManyPixels, "{err:?}");
     }
 
     /// A tiny PNG whose IHDR claims `w`×`h` (no pixel data behind it).

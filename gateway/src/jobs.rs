@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
-    error::ApiError,
+    error::{ApiCode, ApiError},
     events::{Notifier, Seen, Watch},
     inspect::inspect,
     publisher::Publisher,
@@ -114,14 +114,12 @@ impl Jobs {
             Some(url) => Some(crate::webhooks::check_url(&self.webhooks, url).await?),
         };
         plan(&spec.steps, image.width, image.height, &self.limits).map_err(|e| match e {
-            PlanError::TooManyPixels { .. } => ApiError::Unprocessable {
-                code: "too_many_pixels",
-                message: format!("{e} (PIXMILL_MAX_PIXELS)"),
-            },
-            PlanError::TooManySteps { .. } => ApiError::Unprocessable {
-                code: "too_many_steps",
-                message: format!("{e} (PIXMILL_MAX_STEPS)"),
-            },
+            PlanError::TooManyPixels { .. } => {
+                ApiError::new(ApiCode::TooManyPixels, format!("{e} (PIXMILL_MAX_PIXELS)"))
+            }
+            PlanError::TooManySteps { .. } => {
+                ApiError::new(ApiCode::TooManySteps, format!("{e} (PIXMILL_MAX_STEPS)"))
+            }
             PlanError::InvalidStep { .. } => ApiError::invalid(e.to_string()),
         })?;
 
@@ -208,23 +206,23 @@ impl Jobs {
         match self.store.find_by_key(key).await? {
             None => Ok(None),
             Some((job, stored)) if stored == hash => Ok(Some(job)),
-            Some((job, _)) => Err(ApiError::Unprocessable {
-                code: "idempotency_key_reused",
-                message: format!(
+            Some((job, _)) => Err(ApiError::new(
+                ApiCode::IdempotencyKeyReused,
+                format!(
                     "Idempotency-Key {key:?} was already used for job {} with a different request",
                     job.id
                 ),
-            }),
+            )),
         }
     }
 
     /// Looks a job up by the id as given in the URL (404 for anything malformed).
     pub async fn get(&self, raw_id: &str) -> Result<Job, ApiError> {
-        let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::NotFound(raw_id.into()))?;
+        let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::not_found(raw_id))?;
         self.store
             .get(id)
             .await?
-            .ok_or_else(|| ApiError::NotFound(raw_id.into()))
+            .ok_or_else(|| ApiError::not_found(raw_id))
     }
 
     /// Returns the job once it is terminal, or its current state when `wait` runs out.
@@ -358,30 +356,28 @@ fn observe(job: &Job, unreported_start: bool) {
 
 /// The 503 for a blob store that failed.
 fn blob_unavailable(what: &str, e: &BlobError) -> ApiError {
-    ApiError::Unavailable {
-        code: "blob_store_unavailable",
-        message: format!("{what}: {e}; retry shortly"),
-        retry_after_secs: 2,
-    }
+    ApiError::new(
+        ApiCode::BlobStoreUnavailable,
+        format!("{what}: {e}; retry shortly"),
+    )
+    .retry_after(2)
 }
 
 fn not_cancellable(id: Uuid) -> ApiError {
-    ApiError::Conflict {
-        code: "not_cancellable",
-        message: format!(
-            "job {id} is already running and will finish; only queued jobs can be cancelled"
-        ),
-    }
+    ApiError::new(
+        ApiCode::NotCancellable,
+        format!("job {id} is already running and will finish; only queued jobs can be cancelled"),
+    )
 }
 
 /// The error for a job whose blobs were removed after the retention period.
 pub fn expired(id: Uuid) -> ApiError {
-    ApiError::Gone {
-        code: "expired",
-        message: format!(
+    ApiError::new(
+        ApiCode::Expired,
+        format!(
             "job {id} finished longer ago than the retention period (PIXMILL_RETENTION_SECS); its files are gone"
         ),
-    }
+    )
 }
 
 /// Hash of everything that defines a request, for idempotency checks.
@@ -404,15 +400,15 @@ fn request_hash(submission: &Submission) -> String {
 /// Maps a failed publish to the answer the client gets.
 pub fn publish_error(e: &PublishError) -> ApiError {
     match e {
-        PublishError::Nacked => ApiError::TooManyRequests {
-            code: "queue_full",
-            message: "the job queue is full (PIXMILL_MAX_QUEUED jobs waiting); retry later".into(),
-            retry_after_secs: 5,
-        },
-        other => ApiError::Unavailable {
-            code: "broker_unavailable",
-            message: format!("the job could not be queued: {other}; retry shortly"),
-            retry_after_secs: 2,
-        },
+        PublishError::Nacked => ApiError::new(
+            ApiCode::QueueFull,
+            "the job queue is full (PIXMILL_MAX_QUEUED jobs waiting); retry later",
+        )
+        .retry_after(5),
+        other => ApiError::new(
+            ApiCode::BrokerUnavailable,
+            format!("the job could not be queued: {other}; retry shortly"),
+        )
+        .retry_after(2),
     }
 }

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use pixmill_shared::{OutputFormat, Step};
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
+use crate::error::{ApiCode, ApiError};
 
 /// Largest value of a plain (non-file) form field, e.g. a `steps` JSON array.
 const MAX_FIELD_BYTES: usize = 256 * 1024;
@@ -46,7 +46,7 @@ pub async fn read(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
         .and_then(|v| v.parse::<u64>().ok());
     // Multipart framing adds a little; the image field itself is counted exactly below.
     if declared.is_some_and(|n| n > max_bytes + MAX_FIELD_BYTES as u64 * 4) {
-        return Err(ApiError::TooLarge { limit: max_bytes });
+        return Err(ApiError::too_large(max_bytes));
     }
     let is_multipart = request
         .headers()
@@ -74,8 +74,8 @@ fn expected_len(request: &Request, max_bytes: u64) -> usize {
 async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
     let expected = expected_len(&request, max_bytes);
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
-        ApiError::bad_request(
-            "malformed_multipart",
+        ApiError::new(
+            ApiCode::MalformedMultipart,
             format!("the multipart body could not be read: {e}"),
         )
     })?;
@@ -83,10 +83,10 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
     let mut params = BTreeMap::new();
     let broken = |e: axum::extract::multipart::MultipartError| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge { limit: max_bytes }
+            ApiError::too_large(max_bytes)
         } else {
-            ApiError::bad_request(
-                "malformed_multipart",
+            ApiError::new(
+                ApiCode::MalformedMultipart,
                 format!("the multipart body could not be read: {}", e.body_text()),
             )
         }
@@ -95,15 +95,15 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
         let name = field.name().unwrap_or_default().to_string();
         if name == "image" {
             if image.is_some() {
-                return Err(ApiError::bad_request(
-                    "duplicate_field",
+                return Err(ApiError::new(
+                    ApiCode::DuplicateField,
                     "send exactly one `image` field",
                 ));
             }
             let mut buf = BytesMut::with_capacity(expected);
             while let Some(chunk) = field.chunk().await.map_err(broken)? {
                 if (buf.len() + chunk.len()) as u64 > max_bytes {
-                    return Err(ApiError::TooLarge { limit: max_bytes });
+                    return Err(ApiError::too_large(max_bytes));
                 }
                 buf.extend_from_slice(&chunk);
             }
@@ -124,14 +124,14 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
         }
     }
     let image = image.ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_image",
+        ApiError::new(
+            ApiCode::MissingImage,
             "no `image` field: attach the file as form field `image`",
         )
     })?;
     if image.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_image",
+        return Err(ApiError::new(
+            ApiCode::EmptyImage,
             "the `image` field is empty",
         ));
     }
@@ -152,16 +152,19 @@ async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
     let mut stream = Body::into_data_stream(request.into_body());
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("body_read_failed", format!("reading the body failed: {e}"))
+            ApiError::new(
+                ApiCode::BodyReadFailed,
+                format!("reading the body failed: {e}"),
+            )
         })?;
         if (buf.len() + chunk.len()) as u64 > max_bytes {
-            return Err(ApiError::TooLarge { limit: max_bytes });
+            return Err(ApiError::too_large(max_bytes));
         }
         buf.extend_from_slice(&chunk);
     }
     if buf.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_image",
+        return Err(ApiError::new(
+            ApiCode::MissingImage,
             "the body is empty: send the image as multipart field `image`, or as the raw body",
         ));
     }
@@ -317,13 +320,13 @@ fn scalar(value: &str) -> Value {
 }
 
 fn unknown_op(op: &str) -> ApiError {
-    ApiError::Unprocessable {
-        code: "unknown_op",
-        message: format!(
+    ApiError::new(
+        ApiCode::UnknownOp,
+        format!(
             "unknown op {op:?}; expected one of {}",
             Step::OPS.join(", ")
         ),
-    }
+    )
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    error::ApiError,
+    error::{ApiCode, ApiError},
     jobs::Jobs,
     routes::view,
     store::{Job, StoreError, Sweep},
@@ -79,9 +79,11 @@ pub struct Attempt {
 
 /// Checks a `callback_url` at submit time: the answer is a 422 naming the rule broken.
 pub async fn check_url(settings: &WebhookSettings, raw: &str) -> Result<String, ApiError> {
-    let refused = |why: String| ApiError::Unprocessable {
-        code: "callback_not_allowed",
-        message: format!("callback_url {raw:?} is refused: {why}"),
+    let refused = |why: String| {
+        ApiError::new(
+            ApiCode::CallbackNotAllowed,
+            format!("callback_url {raw:?} is refused: {why}"),
+        )
     };
     if settings.secret.is_none() {
         return Err(refused(

@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, io::Cursor};
 
+use axum::http::StatusCode;
 use image::{DynamicImage, ImageFormat, RgbImage};
 use pixmill_gateway::{error::ApiError, inspect::inspect, upload::job_spec};
 use pixmill_shared::{Limits, plan};
@@ -47,11 +48,11 @@ fn encoded(format: ImageFormat) -> Vec<u8> {
 
 fn is_client_error(e: &ApiError) -> bool {
     matches!(
-        e,
-        ApiError::BadRequest { .. }
-            | ApiError::Unprocessable { .. }
-            | ApiError::UnsupportedMediaType(_)
-            | ApiError::TooLarge { .. }
+        e.status(),
+        StatusCode::BAD_REQUEST
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::PAYLOAD_TOO_LARGE
     )
 }
 

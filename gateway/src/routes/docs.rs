@@ -85,7 +85,7 @@ fn serve(file: &str) -> Response {
             found.bytes.into_owned(),
         )
             .into_response(),
-        Ok(None) => ApiError::NoRoute(format!("/docs/{file}")).into_response(),
-        Err(e) => ApiError::Internal(format!("Swagger UI file {file}: {e}")).into_response(),
+        Ok(None) => ApiError::no_route(&format!("/docs/{file}")).into_response(),
+        Err(e) => ApiError::internal(format!("Swagger UI file {file}: {e}")).into_response(),
     }
 }

@@ -109,8 +109,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .map(|k| Some(k.to_string()))
         .ok_or_else(|| {
-            ApiError::bad_request(
-                ApiCode::InvalidIdempotencyKey.as_str(),
+            ApiError::new(
+                ApiCode::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             )
         })
@@ -244,16 +244,16 @@ pub(super) async fn result(
 ) -> Result<Response, ApiError> {
     let job = state.jobs.get(&id).await?;
     if job.result_deleted_at.is_some() {
-        return Err(ApiError::Gone {
-            code: ApiCode::ResultDeleted.as_str(),
-            message: format!("the result of job {} was deleted on request", job.id),
-        });
+        return Err(ApiError::new(
+            ApiCode::ResultDeleted,
+            format!("the result of job {} was deleted on request", job.id),
+        ));
     }
     let meta = match (&job.state, &job.result) {
         (JobState::Expired, _) => return Err(crate::jobs::expired(job.id)),
         (JobState::Succeeded, Some(meta)) => meta,
         (JobState::Cancelled, _) => {
-            return Err(ApiError::conflict(
+            return Err(ApiError::new(
                 ApiCode::JobCancelled,
                 format!(
                     "job {} was cancelled before it ran; there is no result",
@@ -263,13 +263,13 @@ pub(super) async fn result(
         }
         (JobState::Failed, _) => {
             let (code, message) = job.error.clone().unwrap_or_default();
-            return Err(ApiError::conflict(
+            return Err(ApiError::new(
                 ApiCode::JobFailed,
                 format!("the job failed ({code}): {message}; there is no result"),
             ));
         }
         (state, _) => {
-            return Err(ApiError::conflict(
+            return Err(ApiError::new(
                 ApiCode::NotReady,
                 format!(
                     "the job is {}; poll /v1/jobs/{} until it has succeeded",
@@ -281,13 +281,13 @@ pub(super) async fn result(
     };
     let missing = |e: pixmill_shared::BlobError| {
         if e.is_not_found() {
-            ApiError::conflict(ApiCode::ResultMissing, "the result is no longer stored")
+            ApiError::new(ApiCode::ResultMissing, "the result is no longer stored")
         } else {
-            ApiError::Unavailable {
-                code: ApiCode::BlobStoreUnavailable.as_str(),
-                message: format!("the result could not be read: {e}; retry shortly"),
-                retry_after_secs: 2,
-            }
+            ApiError::new(
+                ApiCode::BlobStoreUnavailable,
+                format!("the result could not be read: {e}; retry shortly"),
+            )
+            .retry_after(2)
         }
     };
     if let Some(ttl) = state.result_redirect

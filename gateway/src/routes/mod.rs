@@ -113,7 +113,7 @@ async fn page() -> Html<&'static str> {
 }
 
 async fn not_found(request: Request) -> ApiError {
-    ApiError::NoRoute(request.uri().path().to_string())
+    ApiError::no_route(request.uri().path())
 }
 
 /// A query string, deserialized; a malformed one is the API's 422 (not axum's plain-text
@@ -141,7 +141,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(segment)) => Ok(Segment(segment)),
-            Err(_) => Err(ApiError::NoRoute(parts.uri.path().to_string())),
+            Err(_) => Err(ApiError::no_route(parts.uri.path())),
         }
     }
 }

@@ -203,11 +203,8 @@ pub(super) fn json_error_body(response: Response, limit: Duration) -> Response {
         return response;
     }
     match response.status() {
-        StatusCode::REQUEST_TIMEOUT => ApiError::Timeout {
-            limit_secs: limit.as_secs(),
-        }
-        .into_response(),
-        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed.into_response(),
+        StatusCode::REQUEST_TIMEOUT => ApiError::timeout(limit.as_secs()).into_response(),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed().into_response(),
         _ => response,
     }
 }
