@@ -5,10 +5,13 @@ use std::path::PathBuf;
 
 use clap::{
     ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum,
-    builder::{PossibleValuesParser, TypedValueParser},
+    builder::{PossibleValue, PossibleValuesParser, TypedValueParser},
 };
 
-use crate::steps::{self, Pipeline, RawSteps, Rect, Size};
+use crate::{
+    api::State,
+    steps::{self, Pipeline, RawSteps, Rect, Size},
+};
 
 /// Shown under `pixmill --help`; the crate doc says the same.
 const EXIT_CODES: &str = "\
@@ -200,7 +203,7 @@ pub struct GetArgs {
 pub struct ListArgs {
     /// Only jobs in this state.
     #[arg(long, value_enum)]
-    pub state: Option<JobState>,
+    pub state: Option<State>,
     /// Jobs per page (1–200).
     #[arg(long, value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=200))]
@@ -213,26 +216,19 @@ pub struct ListArgs {
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    Expired,
-}
+/// `--state` takes the states this client knows, by their wire names.
+static KNOWN_STATES: [State; 6] = State::KNOWN;
 
-impl JobState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Cancelled => "cancelled",
-            JobState::Expired => "expired",
-        }
+impl ValueEnum for State {
+    fn value_variants<'a>() -> &'a [Self] {
+        &KNOWN_STATES
+    }
+
+    /// Each known state's name (borrowed from the static list, as clap wants a
+    /// `&'static str`); none for [`State::Other`].
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let known: &'static State = KNOWN_STATES.iter().find(|known| *known == self)?;
+        Some(PossibleValue::new(known.as_str()))
     }
 }
 

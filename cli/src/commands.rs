@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::{
-    api::{Api, ApiError, Job, MAX_WAIT, Page},
+    api::{Api, ApiError, Job, MAX_WAIT, Page, State},
     args::{CancelArgs, GetArgs, ListArgs, StatusArgs},
     exit::Exit,
     report,
@@ -43,15 +43,15 @@ pub async fn status(api: &Api, json: bool, args: &StatusArgs) -> Exit {
     } else {
         println!("{}", report::job(&job));
     }
-    let ended_badly = matches!(job.state.as_str(), "failed" | "cancelled");
-    if job.state == "expired" || (args.wait.is_some() && ended_badly) {
+    let ended_badly = matches!(job.state, State::Failed | State::Cancelled);
+    if job.state == State::Expired || (args.wait.is_some() && ended_badly) {
         Exit::JobFailed
     } else {
         Exit::Ok
     }
 }
 
-/// Long-polls (30 s per request at most) until the job ends or `limit` has passed.
+/// Long-polls ([`MAX_WAIT`] per request at most) until the job ends or `limit` has passed.
 async fn wait_up_to(api: &Api, id: &str, limit: Duration) -> Result<Job, ApiError> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -91,14 +91,13 @@ pub async fn get(api: &Api, json: bool, args: &GetArgs) -> Exit {
 /// `list [--state S] [--limit N] [--all] [--cursor C]`. `--limit` is the page size;
 /// `--all` follows `next_cursor` until the gateway says there is no more.
 pub async fn list(api: &Api, json: bool, args: &ListArgs) -> Exit {
-    let state = args.state.map(|s| s.as_str());
     let mut all = Page {
         jobs: Vec::new(),
         next_cursor: args.cursor.clone(),
     };
     loop {
         let page = match api
-            .list(state, args.limit, all.next_cursor.as_deref())
+            .list(args.state.as_ref(), args.limit, all.next_cursor.as_deref())
             .await
         {
             Ok(page) => page,

@@ -60,7 +60,7 @@ fn text(value: Option<&Value>) -> Option<String> {
 
 /// A job's record as labelled lines, for `status` and `cancel`.
 pub fn job(job: &Job) -> String {
-    let mut lines = vec![("id", job.id.clone()), ("state", job.state.clone())];
+    let mut lines = vec![("id", job.id.clone()), ("state", job.state.to_string())];
     if let Some(steps) = job.rest.get("steps") {
         lines.push(("steps", steps::describe(steps)));
     }
@@ -114,7 +114,7 @@ pub fn jobs(jobs: &[Job]) -> String {
         .map(|j| {
             vec![
                 j.id.clone(),
-                j.state.clone(),
+                j.state.to_string(),
                 text(j.rest.get("created_at")).unwrap_or_else(|| "-".into()),
                 size(Some(j)),
                 j.rest.get("steps").map(steps::describe).unwrap_or_default(),

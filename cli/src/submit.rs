@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::{
-    api::{Api, ApiError, Job},
+    api::{Api, ApiError, Job, State},
     args::Submit,
     exit::Exit,
     inputs::{self, Output},
@@ -26,7 +26,7 @@ pub struct FileReport {
     pub file: PathBuf,
     /// None when the gateway did not accept the upload.
     pub id: Option<String>,
-    /// The job's last known state, or `not_submitted`.
+    /// The job's last known state (its wire name), or `not_submitted`.
     pub state: String,
     /// The job's record as the gateway last gave it.
     pub job: Option<Job>,
@@ -217,15 +217,22 @@ async fn follow(plan: &Plan, report: &mut FileReport, bar: &FileBar) -> Result<(
         .submit(&report.file, &plan.fields, &key, bar.progress_fn())
         .await?;
     record(report, &job);
-    bar.processing(&job.state);
+    bar.processing(job.state.as_str());
     if !plan.wait {
         return Ok(());
     }
-    let job = api.wait(&job.id, &|j: &Job| bar.message(&j.state)).await?;
+    let job = api
+        .wait(&job.id, &|j: &Job| bar.message(j.state.as_str()))
+        .await?;
     record(report, &job);
-    if job.state != "succeeded" {
+    if job.state != State::Succeeded {
         let (code, message) = job.error.as_ref().map_or_else(
-            || (job.state.clone(), format!("the job ended {}", job.state)),
+            || {
+                (
+                    job.state.to_string(),
+                    format!("the job ended {}", job.state),
+                )
+            },
             |e| (e.code.clone(), e.message.clone()),
         );
         return Err(Stop {
@@ -255,7 +262,7 @@ async fn follow(plan: &Plan, report: &mut FileReport, bar: &FileBar) -> Result<(
 
 fn record(report: &mut FileReport, job: &Job) {
     report.id = Some(job.id.clone());
-    report.state = job.state.clone();
+    report.state = job.state.to_string();
     report.job = Some(job.clone());
 }
 

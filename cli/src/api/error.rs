@@ -2,9 +2,8 @@
 //! maps to an exit code, and how error bodies and transport failures are read.
 
 use reqwest::Response;
-use serde_json::Value;
 
-use super::model::ErrorBody;
+use super::model::{ErrorBody, error_body};
 use crate::exit::Exit;
 
 /// Why a request did not give what was asked.
@@ -80,10 +79,7 @@ pub(super) async fn error_of(url: &str, response: Response) -> ApiError {
         Ok(text) => text,
         Err(e) => return transport(url, &e),
     };
-    let parsed: Option<ErrorBody> = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| serde_json::from_value(v.get("error")?.clone()).ok());
-    match parsed {
+    match error_body(&text) {
         Some(ErrorBody { code, message }) => ApiError::Api {
             status: status.as_u16(),
             code,

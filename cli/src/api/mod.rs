@@ -9,7 +9,7 @@ mod error;
 mod model;
 
 pub use error::ApiError;
-pub use model::{Downloaded, ErrorBody, Job, Page, ResultMeta};
+pub use model::{Downloaded, ErrorBody, Job, Page, ResultMeta, State, error_body};
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -22,7 +22,8 @@ use error::{error_of, root_cause, transport};
 pub const MAX_TRIES: u32 = 3;
 /// The longest `Retry-After` honoured; a larger one is cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
-/// The gateway caps a long-poll at 30 s.
+/// The longest long-poll the gateway grants (`?wait=`); a longer wait is asked for in
+/// several requests. The contract test checks it against the gateway's own limit.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Told about each retry (a human line), so a progress bar or stderr can show it.
@@ -49,7 +50,7 @@ impl Api {
             .user_agent(concat!("pixmill-cli/", env!("CARGO_PKG_VERSION")))
             // A gateway that does not accept in 10 s is as good as down (exit 3).
             .connect_timeout(Duration::from_secs(10))
-            // Longer than a 30 s long-poll, so only a stalled connection trips it.
+            // Longer than the longest long-poll, so only a stalled connection trips it.
             .read_timeout(MAX_WAIT + Duration::from_secs(30))
             .build()
             .map_err(|e| ApiError::Protocol {
@@ -181,8 +182,9 @@ impl Api {
     ///
     /// The gateway's long-poll answers early only when the job *ends*, so a job that
     /// goes from queued to running is not announced. While the job is queued the wait
-    /// therefore starts short and doubles (2, 4, 8, 16, 30 s), so a progress bar shows
-    /// "running" soon after a worker takes the job; once it runs, each poll waits 30 s.
+    /// therefore starts short and doubles (2, 4, 8, 16 s, then [`MAX_WAIT`]), so a progress
+    /// bar shows "running" soon after a worker takes the job; once it runs, each poll
+    /// waits [`MAX_WAIT`]. A state this client does not know is waited on like `running`.
     pub async fn wait(&self, id: &str, on_state: &dyn Fn(&Job)) -> Result<Job, ApiError> {
         let mut wait = Duration::from_secs(2);
         loop {
@@ -192,7 +194,7 @@ impl Api {
             if job.is_terminal() {
                 return Ok(job);
             }
-            wait = if job.state == "queued" {
+            wait = if job.state == State::Queued {
                 (wait * 2).min(MAX_WAIT)
             } else {
                 MAX_WAIT
@@ -270,13 +272,13 @@ impl Api {
     /// `GET /v1/jobs?state=…&limit=…&cursor=…`: one page, newest first.
     pub async fn list(
         &self,
-        state: Option<&str>,
+        state: Option<&State>,
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<Page, ApiError> {
         let mut url = self.url(&format!("/v1/jobs?limit={limit}"));
         if let Some(state) = state {
-            url.push_str(&format!("&state={}", escape(state)));
+            url.push_str(&format!("&state={}", escape(state.as_str())));
         }
         if let Some(cursor) = cursor {
             url.push_str(&format!("&cursor={}", escape(cursor)));
