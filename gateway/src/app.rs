@@ -19,20 +19,20 @@ use crate::{
     tasks::TaskHealth,
 };
 
-/// A built gateway: the socket is bound and the reply consumer is running.
+/// A built gateway: the socket is bound and the background tasks are running.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     /// Stops the background tasks once HTTP has drained.
-    stop_consumer: CancellationToken,
-    /// The reply consumer, the change-notice listener, and the sweeper with the
-    /// retention janitor.
+    stop_tasks: CancellationToken,
+    /// The background tasks: the reply consumer, the change-notice listener, the sweeper
+    /// with the retention janitor, the webhook deliveries and the queue-depth reader.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     jobs: Jobs,
 }
 
 impl Application {
-    /// Opens the stores, binds the listener and starts applying replies.
+    /// Opens the stores, starts the background tasks and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // The recorder first: everything below may already count or set a gauge.
         let metrics = pixmill_shared::metrics::install();
@@ -62,10 +62,10 @@ impl Application {
             limits: settings.common.limits,
             webhooks: settings.webhooks.clone(),
         };
-        let stop_consumer = CancellationToken::new();
+        let stop_tasks = CancellationToken::new();
         let health = TaskHealth::default();
         let queue = queue_depth::Latest::default();
-        let stop = &stop_consumer;
+        let stop = &stop_tasks;
         let tasks = vec![
             health.spawn("reply_consumer", stop.clone(), {
                 let (url, topology, jobs, stop) =
@@ -89,8 +89,9 @@ impl Application {
                 move || crate::maintenance::run(jobs.clone(), upkeep, stop.clone())
             }),
             health.spawn("webhooks", stop.clone(), {
-                let (jobs, hooks, stop) = (jobs.clone(), settings.webhooks.clone(), stop.clone());
-                move || crate::webhooks::run(jobs.clone(), hooks.clone(), stop.clone())
+                let (store, hooks, stop) =
+                    (jobs.store.clone(), settings.webhooks.clone(), stop.clone());
+                move || crate::webhooks::delivery::run(store.clone(), hooks.clone(), stop.clone())
             }),
             health.spawn("queue_depth", stop.clone(), {
                 let every = settings.queue_depth_every;
@@ -127,7 +128,7 @@ impl Application {
         Ok(Self {
             listener,
             router: app(state, settings.request_timeout),
-            stop_consumer,
+            stop_tasks,
             tasks,
             jobs,
         })
@@ -152,7 +153,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
-    /// finish, and stops the reply consumer.
+    /// finish, and stops the background tasks.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -168,7 +169,7 @@ impl Application {
         axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
-        self.stop_consumer.cancel();
+        self.stop_tasks.cancel();
         for task in self.tasks {
             let _ = task.await;
         }

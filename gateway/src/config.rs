@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
-use crate::store::DatabaseUrl;
+use crate::{jobs::MAX_WAIT_SECS, store::DatabaseUrl};
 
 /// Everything the gateway needs. Defaults work on one machine with `make run`.
 #[derive(Debug, Clone)]
@@ -41,9 +41,6 @@ pub struct Settings {
     /// `PIXMILL_UNCONFIRMED_AFTER_SECS`, `PIXMILL_STALE_RUNNING_SECS`.
     pub upkeep: crate::maintenance::Upkeep,
 }
-
-/// Longest `?wait=` a client may ask for.
-pub const MAX_WAIT_SECS: u64 = 30;
 
 impl Settings {
     /// Reads and validates the settings.

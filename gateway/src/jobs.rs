@@ -23,9 +23,12 @@ use crate::{
     events::{Notifier, Seen, Watch},
     inspect::inspect,
     publisher::Publisher,
-    store::{Change, Job, NewJob, State, Store, StoreError},
+    store::{Callback, CallbackState, Change, Job, JobState, NewJob, Store, StoreError},
     upload::{Submission, job_spec},
 };
+
+/// Longest `?wait=` a client may ask for: the long-poll's part of the API contract.
+pub const MAX_WAIT_SECS: u64 = 30;
 
 /// Shared state behind every route.
 #[derive(Debug, Clone)]
@@ -177,7 +180,7 @@ impl Jobs {
         let now = pixmill_shared::now_ms();
         let job = Job {
             id,
-            state: State::Queued,
+            state: JobState::Queued,
             steps: request.steps,
             format: request.format,
             quality: request.quality,
@@ -193,9 +196,9 @@ impl Jobs {
             published_at: Some(now),
             republished: 0,
             result_deleted_at: None,
-            callback: callback_url.map(|url| crate::webhooks::Callback {
+            callback: callback_url.map(|url| Callback {
                 url,
-                state: "pending".into(),
+                state: CallbackState::Pending,
                 attempts: Vec::new(),
             }),
         };
@@ -259,7 +262,7 @@ impl Jobs {
         let job = self.get(raw_id).await?;
         let id = job.id;
         match job.state {
-            State::Queued => {
+            JobState::Queued => {
                 // The marker first: a worker that takes the message from now on skips it.
                 self.blobs
                     .mark_cancelled(id)
@@ -274,8 +277,8 @@ impl Jobs {
                     return Err(not_cancellable(id));
                 }
             }
-            State::Running => return Err(not_cancellable(id)),
-            State::Succeeded | State::Failed => {
+            JobState::Running => return Err(not_cancellable(id)),
+            JobState::Succeeded | JobState::Failed => {
                 if let Some(result) = &job.result {
                     let _ = self.blobs.delete(&result.key).await;
                 }
@@ -283,8 +286,8 @@ impl Jobs {
                 self.store.mark_result_deleted(id).await?;
                 info!(job_id = %id, "result deleted on request");
             }
-            State::Cancelled => {}
-            State::Expired => return Err(expired(id)),
+            JobState::Cancelled => {}
+            JobState::Expired => return Err(expired(id)),
         }
         self.get(raw_id).await
     }
@@ -331,7 +334,7 @@ fn observe(job: &Job, unreported_start: bool) {
         .emit();
     }
     match job.state {
-        State::Running if job.attempts <= 1 => {
+        JobState::Running if job.attempts <= 1 => {
             if let Some(queue_wait) = since_created(job.started_at) {
                 Event::JobStarted {
                     job_id: job.id,
@@ -340,11 +343,11 @@ fn observe(job: &Job, unreported_start: bool) {
                 .emit();
             }
         }
-        State::Succeeded | State::Failed | State::Cancelled => Event::JobFinished {
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled => Event::JobFinished {
             job_id: job.id,
             op: op_label(&job.steps),
             outcome: job.state.as_str(),
-            code: job.error.as_ref().map_or("", |(code, _)| code.as_str()),
+            code: job.error.as_ref().map_or("", |e| e.code.as_str()),
             end_to_end: since_created(job.finished_at),
             processing: job
                 .result

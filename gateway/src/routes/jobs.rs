@@ -1,4 +1,4 @@
-//! The job routes: submit, status (with long-poll), cancel or delete, result, events.
+//! The job routes: submit, status (with long-poll), cancel or delete, result.
 
 use std::time::Duration;
 
@@ -14,17 +14,17 @@ use utoipa::IntoParams;
 
 use pixmill_shared::metrics::Event;
 
-use super::{ApiQuery, AppState, JobErrorView, JobView, Segment, view};
+use super::{ApiQuery, AppState, Segment};
 use crate::{
-    config::MAX_WAIT_SECS,
     error::{ApiCode, ApiError},
-    jobs::Submitted,
+    jobs::{MAX_WAIT_SECS, Submitted},
     openapi::{
-        errors::{CancelErrors, EventsErrors, ResultErrors, StatusErrors, SubmitErrors},
-        schemas::{ImageBytes, JobParams, JobStreamEvent, SubmitForm},
+        errors::{CancelErrors, ResultErrors, StatusErrors, SubmitErrors},
+        schemas::{ImageBytes, JobParams, SubmitForm},
     },
-    store::State as JobState,
+    store::{JobError, JobState},
     upload,
+    view::{JobErrorView, JobView, view},
 };
 
 /// Submits a job.
@@ -262,7 +262,7 @@ pub(super) async fn result(
             ));
         }
         (JobState::Failed, _) => {
-            let (code, message) = job.error.clone().unwrap_or_default();
+            let JobError { code, message } = job.error.clone().unwrap_or_default();
             return Err(ApiError::conflict(
                 ApiCode::JobFailed,
                 format!("the job failed ({code}): {message}; there is no result"),
@@ -324,38 +324,4 @@ pub(super) async fn result(
         ),
     ];
     Ok((headers, Body::from_stream(blob.body)).into_response())
-}
-
-/// A job's state changes as server-sent events.
-///
-/// Each event is named after the state (`queued`, `running`, `succeeded`, …), has the job
-/// record as its data and the job's `updated_at` (ms) as its id. The stream closes after
-/// a terminal state; `: keep-alive` comments go out every 15 s while nothing changes. A
-/// client that reconnects with `Last-Event-ID` gets the current state if it changed since,
-/// and never an event it already has.
-#[utoipa::path(
-    get,
-    path = "/v1/jobs/{id}/events",
-    tag = "jobs",
-    params(
-        ("id" = uuid::Uuid, Path, description = "The job id"),
-        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The id of the last event received, when reconnecting"),
-    ),
-    responses(
-        (
-            status = 200, description = "An event stream; each event's data is the job record (`JobView`)",
-            content_type = "text/event-stream", body = JobStreamEvent
-        ),
-        EventsErrors,
-    )
-)]
-pub(super) async fn events(
-    state: State<AppState>,
-    Segment(id): Segment,
-    headers: HeaderMap,
-) -> Response {
-    match crate::sse::job_events(state, axum::extract::Path(id), headers).await {
-        Ok(stream) => stream.into_response(),
-        Err(e) => e.into_response(),
-    }
 }
