@@ -11,12 +11,14 @@ use tracing::info;
 use crate::{
     config::Settings,
     events::{self, JobEvents, Notifier},
-    jobs::Jobs,
+    jobs::{Jobs, PublishedMarks},
+    maintenance,
     publisher::Publisher,
     queue_depth, replies,
     routes::{AppState, app},
     store,
     tasks::TaskHealth,
+    webhooks,
 };
 
 /// A built gateway: the socket is bound and the background tasks are running.
@@ -37,85 +39,22 @@ impl Application {
         // The recorder first: everything below may already count or set a gauge.
         let metrics = pixmill_shared::metrics::install();
         pixmill_shared::metrics::register_gateway();
-        let store = store::open(&settings.database_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("task store {}: {e}", settings.database_url))?;
-        let blobs = Blobs::open(&settings.common.blob_url)
-            .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
-        info!(store = %settings.database_url, blobs = %blobs.describe(), "stores open");
-        let topology = settings.common.topology.clone();
-        let url = settings.common.amqp_url.clone();
-        let publisher = Arc::new(Publisher::new(
-            &url,
-            topology.clone(),
-            settings.publish_timeout,
-        )?);
         let events = JobEvents::default();
         // Names this process on its change notices, so its own listener skips them.
         let origin: Arc<str> = format!("gateway-{}", uuid::Uuid::new_v4().simple()).into();
-        let jobs = Jobs {
-            published: crate::jobs::PublishedMarks::start(store.clone()),
-            store,
-            blobs,
-            notifier: Notifier::new(events.clone(), publisher.clone(), origin.clone()),
-            publisher,
-            limits: settings.common.limits,
-            webhooks: settings.webhooks.clone(),
-        };
+        let jobs = jobs_service(&settings, events.clone(), origin.clone()).await?;
         let stop_tasks = CancellationToken::new();
         let health = TaskHealth::default();
         let queue = queue_depth::Latest::default();
-        let stop = &stop_tasks;
-        let tasks = vec![
-            health.spawn("reply_consumer", stop.clone(), {
-                let (url, topology, jobs, stop) =
-                    (url.clone(), topology.clone(), jobs.clone(), stop.clone());
-                move || replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone())
-            }),
-            health.spawn("event_listener", stop.clone(), {
-                let (topology, stop) = (topology.clone(), stop.clone());
-                move || {
-                    events::listen(
-                        url.clone(),
-                        topology.clone(),
-                        events.clone(),
-                        origin.clone(),
-                        stop.clone(),
-                    )
-                }
-            }),
-            health.spawn("sweeper", stop.clone(), {
-                let (jobs, upkeep, stop) = (jobs.clone(), settings.upkeep, stop.clone());
-                move || crate::maintenance::run(jobs.clone(), upkeep, stop.clone())
-            }),
-            health.spawn("webhooks", stop.clone(), {
-                let (store, hooks, stop) =
-                    (jobs.store.clone(), settings.webhooks.clone(), stop.clone());
-                move || crate::webhooks::delivery::run(store.clone(), hooks.clone(), stop.clone())
-            }),
-            health.spawn("queue_depth", stop.clone(), {
-                let every = settings.queue_depth_every;
-                let management = settings.management_url.clone();
-                let vhost = queue_depth::vhost_of(&settings.common.amqp_url);
-                let (publisher, queue_name, latest, stop) = (
-                    jobs.publisher.clone(),
-                    topology.jobs.clone(),
-                    queue.clone(),
-                    stop.clone(),
-                );
-                move || {
-                    queue_depth::run(
-                        every,
-                        management.clone(),
-                        vhost.clone(),
-                        publisher.clone(),
-                        queue_name.clone(),
-                        latest.clone(),
-                        stop.clone(),
-                    )
-                }
-            }),
-        ];
+        let tasks = spawn_tasks(
+            &settings,
+            &jobs,
+            &health,
+            &queue,
+            events,
+            origin,
+            &stop_tasks,
+        );
         let state = AppState {
             jobs: jobs.clone(),
             max_upload_bytes: settings.max_upload_bytes,
@@ -176,4 +115,97 @@ impl Application {
         info!("gateway stopped");
         Ok(())
     }
+}
+
+/// Opens the task store, the blob store and the publisher: the jobs service.
+async fn jobs_service(
+    settings: &Settings,
+    events: JobEvents,
+    origin: Arc<str>,
+) -> anyhow::Result<Jobs> {
+    let store = store::open(&settings.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("task store {}: {e}", settings.database_url))?;
+    let blobs = Blobs::open(&settings.common.blob_url)
+        .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
+    info!(store = %settings.database_url, blobs = %blobs.describe(), "stores open");
+    let publisher = Arc::new(Publisher::new(
+        &settings.common.amqp_url,
+        settings.common.topology.clone(),
+        settings.publish_timeout,
+    )?);
+    Ok(Jobs {
+        published: PublishedMarks::start(store.clone()),
+        store,
+        blobs,
+        notifier: Notifier::new(events, publisher.clone(), origin),
+        publisher,
+        limits: settings.common.limits,
+        webhooks: settings.webhooks.clone(),
+    })
+}
+
+/// Starts the background tasks under `health`, each until `stop` is cancelled. `events`
+/// and `origin` are the change listener's: whom it wakes, and which notices it skips.
+fn spawn_tasks(
+    settings: &Settings,
+    jobs: &Jobs,
+    health: &TaskHealth,
+    queue: &queue_depth::Latest,
+    events: JobEvents,
+    origin: Arc<str>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let topology = settings.common.topology.clone();
+    let url = settings.common.amqp_url.clone();
+    vec![
+        health.spawn("reply_consumer", stop.clone(), {
+            let (url, topology, jobs, stop) =
+                (url.clone(), topology.clone(), jobs.clone(), stop.clone());
+            move || replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone())
+        }),
+        health.spawn("event_listener", stop.clone(), {
+            let (topology, stop) = (topology.clone(), stop.clone());
+            move || {
+                events::listen(
+                    url.clone(),
+                    topology.clone(),
+                    events.clone(),
+                    origin.clone(),
+                    stop.clone(),
+                )
+            }
+        }),
+        health.spawn("sweeper", stop.clone(), {
+            let (jobs, upkeep, stop) = (jobs.clone(), settings.upkeep, stop.clone());
+            move || maintenance::run(jobs.clone(), upkeep, stop.clone())
+        }),
+        health.spawn("webhooks", stop.clone(), {
+            let (store, hooks, stop) =
+                (jobs.store.clone(), settings.webhooks.clone(), stop.clone());
+            move || webhooks::delivery::run(store.clone(), hooks.clone(), stop.clone())
+        }),
+        health.spawn("queue_depth", stop.clone(), {
+            let every = settings.queue_depth_every;
+            let management = settings.management_url.clone();
+            let vhost = queue_depth::vhost_of(&settings.common.amqp_url);
+            let (publisher, queue_name, latest, stop) = (
+                jobs.publisher.clone(),
+                topology.jobs.clone(),
+                queue.clone(),
+                stop.clone(),
+            );
+            move || {
+                queue_depth::run(
+                    every,
+                    management.clone(),
+                    vhost.clone(),
+                    publisher.clone(),
+                    queue_name.clone(),
+                    latest.clone(),
+                    stop.clone(),
+                )
+            }
+        }),
+    ]
 }

@@ -12,7 +12,7 @@ use axum::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use pixmill_shared::metrics::Event;
+use pixmill_shared::{JobResult, metrics::Event};
 
 use super::{ApiQuery, AppState, Segment};
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
         errors::{CancelErrors, ResultErrors, StatusErrors, SubmitErrors},
         schemas::{ImageBytes, JobParams, SubmitForm},
     },
-    store::{JobError, JobState},
+    store::{Job, JobError, JobState},
     upload,
     view::{JobErrorView, JobView, view},
 };
@@ -243,42 +243,7 @@ pub(super) async fn result(
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let job = state.jobs.get(&id).await?;
-    if job.result_deleted_at.is_some() {
-        return Err(ApiError::Gone {
-            code: ApiCode::ResultDeleted.as_str(),
-            message: format!("the result of job {} was deleted on request", job.id),
-        });
-    }
-    let meta = match (&job.state, &job.result) {
-        (JobState::Expired, _) => return Err(crate::jobs::expired(job.id)),
-        (JobState::Succeeded, Some(meta)) => meta,
-        (JobState::Cancelled, _) => {
-            return Err(ApiError::conflict(
-                ApiCode::JobCancelled,
-                format!(
-                    "job {} was cancelled before it ran; there is no result",
-                    job.id
-                ),
-            ));
-        }
-        (JobState::Failed, _) => {
-            let JobError { code, message } = job.error.clone().unwrap_or_default();
-            return Err(ApiError::conflict(
-                ApiCode::JobFailed,
-                format!("the job failed ({code}): {message}; there is no result"),
-            ));
-        }
-        (state, _) => {
-            return Err(ApiError::conflict(
-                ApiCode::NotReady,
-                format!(
-                    "the job is {}; poll /v1/jobs/{} until it has succeeded",
-                    state.as_str(),
-                    job.id
-                ),
-            ));
-        }
-    };
+    let meta = stored_result(&job)?;
     let missing = |e: pixmill_shared::BlobError| {
         if e.is_not_found() {
             ApiError::conflict(ApiCode::ResultMissing, "the result is no longer stored")
@@ -324,4 +289,45 @@ pub(super) async fn result(
         ),
     ];
     Ok((headers, Body::from_stream(blob.body)).into_response())
+}
+
+/// The stored result of the job, or the answer that says why there is none.
+fn stored_result(job: &Job) -> Result<&JobResult, ApiError> {
+    if job.result_deleted_at.is_some() {
+        return Err(ApiError::Gone {
+            code: ApiCode::ResultDeleted.as_str(),
+            message: format!("the result of job {} was deleted on request", job.id),
+        });
+    }
+    let meta = match (&job.state, &job.result) {
+        (JobState::Expired, _) => return Err(crate::jobs::expired(job.id)),
+        (JobState::Succeeded, Some(meta)) => meta,
+        (JobState::Cancelled, _) => {
+            return Err(ApiError::conflict(
+                ApiCode::JobCancelled,
+                format!(
+                    "job {} was cancelled before it ran; there is no result",
+                    job.id
+                ),
+            ));
+        }
+        (JobState::Failed, _) => {
+            let JobError { code, message } = job.error.clone().unwrap_or_default();
+            return Err(ApiError::conflict(
+                ApiCode::JobFailed,
+                format!("the job failed ({code}): {message}; there is no result"),
+            ));
+        }
+        (state, _) => {
+            return Err(ApiError::conflict(
+                ApiCode::NotReady,
+                format!(
+                    "the job is {}; poll /v1/jobs/{} until it has succeeded",
+                    state.as_str(),
+                    job.id
+                ),
+            ));
+        }
+    };
+    Ok(meta)
 }
