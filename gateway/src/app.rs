@@ -11,110 +11,50 @@ use tracing::info;
 use crate::{
     config::Settings,
     events::{self, JobEvents, Notifier},
-    jobs::Jobs,
+    jobs::{Jobs, PublishedMarks},
+    maintenance,
     publisher::Publisher,
     queue_depth, replies,
     routes::{AppState, app},
     store,
     tasks::TaskHealth,
+    webhooks,
 };
 
-/// A built gateway: the socket is bound and the reply consumer is running.
+/// A built gateway: the socket is bound and the background tasks are running.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     /// Stops the background tasks once HTTP has drained.
-    stop_consumer: CancellationToken,
-    /// The reply consumer, the change-notice listener, and the sweeper with the
-    /// retention janitor.
+    stop_tasks: CancellationToken,
+    /// The background tasks: the reply consumer, the change-notice listener, the sweeper
+    /// with the retention janitor, the webhook deliveries and the queue-depth reader.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     jobs: Jobs,
 }
 
 impl Application {
-    /// Opens the stores, binds the listener and starts applying replies.
+    /// Opens the stores, starts the background tasks and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // The recorder first: everything below may already count or set a gauge.
         let metrics = pixmill_shared::metrics::install();
         pixmill_shared::metrics::register_gateway();
-        let store = store::open(&settings.database_url)
-            .await
-            .map_err(|e| anyhow::anyhow!("task store {}: {e}", settings.database_url))?;
-        let blobs = Blobs::open(&settings.common.blob_url)
-            .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
-        info!(store = %settings.database_url, blobs = %blobs.describe(), "stores open");
-        let topology = settings.common.topology.clone();
-        let url = settings.common.amqp_url.clone();
-        let publisher = Arc::new(Publisher::new(
-            &url,
-            topology.clone(),
-            settings.publish_timeout,
-        )?);
         let events = JobEvents::default();
         // Names this process on its change notices, so its own listener skips them.
         let origin: Arc<str> = format!("gateway-{}", uuid::Uuid::new_v4().simple()).into();
-        let jobs = Jobs {
-            published: crate::jobs::PublishedMarks::start(store.clone()),
-            store,
-            blobs,
-            notifier: Notifier::new(events.clone(), publisher.clone(), origin.clone()),
-            publisher,
-            limits: settings.common.limits,
-            webhooks: settings.webhooks.clone(),
-        };
-        let stop_consumer = CancellationToken::new();
+        let jobs = jobs_service(&settings, events.clone(), origin.clone()).await?;
+        let stop_tasks = CancellationToken::new();
         let health = TaskHealth::default();
         let queue = queue_depth::Latest::default();
-        let stop = &stop_consumer;
-        let tasks = vec![
-            health.spawn("reply_consumer", stop.clone(), {
-                let (url, topology, jobs, stop) =
-                    (url.clone(), topology.clone(), jobs.clone(), stop.clone());
-                move || replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone())
-            }),
-            health.spawn("event_listener", stop.clone(), {
-                let (topology, stop) = (topology.clone(), stop.clone());
-                move || {
-                    events::listen(
-                        url.clone(),
-                        topology.clone(),
-                        events.clone(),
-                        origin.clone(),
-                        stop.clone(),
-                    )
-                }
-            }),
-            health.spawn("sweeper", stop.clone(), {
-                let (jobs, upkeep, stop) = (jobs.clone(), settings.upkeep, stop.clone());
-                move || crate::maintenance::run(jobs.clone(), upkeep, stop.clone())
-            }),
-            health.spawn("webhooks", stop.clone(), {
-                let (jobs, hooks, stop) = (jobs.clone(), settings.webhooks.clone(), stop.clone());
-                move || crate::webhooks::run(jobs.clone(), hooks.clone(), stop.clone())
-            }),
-            health.spawn("queue_depth", stop.clone(), {
-                let every = settings.queue_depth_every;
-                let management = settings.management_url.clone();
-                let vhost = queue_depth::vhost_of(&settings.common.amqp_url);
-                let (publisher, queue_name, latest, stop) = (
-                    jobs.publisher.clone(),
-                    topology.jobs.clone(),
-                    queue.clone(),
-                    stop.clone(),
-                );
-                move || {
-                    queue_depth::run(
-                        every,
-                        management.clone(),
-                        vhost.clone(),
-                        publisher.clone(),
-                        queue_name.clone(),
-                        latest.clone(),
-                        stop.clone(),
-                    )
-                }
-            }),
-        ];
+        let tasks = spawn_tasks(
+            &settings,
+            &jobs,
+            &health,
+            &queue,
+            events,
+            origin,
+            &stop_tasks,
+        );
         let state = AppState {
             jobs: jobs.clone(),
             max_upload_bytes: settings.max_upload_bytes,
@@ -127,7 +67,7 @@ impl Application {
         Ok(Self {
             listener,
             router: app(state, settings.request_timeout),
-            stop_consumer,
+            stop_tasks,
             tasks,
             jobs,
         })
@@ -152,7 +92,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests
-    /// finish, and stops the reply consumer.
+    /// finish, and stops the background tasks.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -168,11 +108,104 @@ impl Application {
         axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
-        self.stop_consumer.cancel();
+        self.stop_tasks.cancel();
         for task in self.tasks {
             let _ = task.await;
         }
         info!("gateway stopped");
         Ok(())
     }
+}
+
+/// Opens the task store, the blob store and the publisher: the jobs service.
+async fn jobs_service(
+    settings: &Settings,
+    events: JobEvents,
+    origin: Arc<str>,
+) -> anyhow::Result<Jobs> {
+    let store = store::open(&settings.database_url)
+        .await
+        .map_err(|e| anyhow::anyhow!("task store {}: {e}", settings.database_url))?;
+    let blobs = Blobs::open(&settings.common.blob_url)
+        .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
+    info!(store = %settings.database_url, blobs = %blobs.describe(), "stores open");
+    let publisher = Arc::new(Publisher::new(
+        &settings.common.amqp_url,
+        settings.common.topology.clone(),
+        settings.publish_timeout,
+    )?);
+    Ok(Jobs {
+        published: PublishedMarks::start(store.clone()),
+        store,
+        blobs,
+        notifier: Notifier::new(events, publisher.clone(), origin),
+        publisher,
+        limits: settings.common.limits,
+        webhooks: settings.webhooks.clone(),
+    })
+}
+
+/// Starts the background tasks under `health`, each until `stop` is cancelled. `events`
+/// and `origin` are the change listener's: whom it wakes, and which notices it skips.
+fn spawn_tasks(
+    settings: &Settings,
+    jobs: &Jobs,
+    health: &TaskHealth,
+    queue: &queue_depth::Latest,
+    events: JobEvents,
+    origin: Arc<str>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let topology = settings.common.topology.clone();
+    let url = settings.common.amqp_url.clone();
+    vec![
+        health.spawn("reply_consumer", stop.clone(), {
+            let (url, topology, jobs, stop) =
+                (url.clone(), topology.clone(), jobs.clone(), stop.clone());
+            move || replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone())
+        }),
+        health.spawn("event_listener", stop.clone(), {
+            let (topology, stop) = (topology.clone(), stop.clone());
+            move || {
+                events::listen(
+                    url.clone(),
+                    topology.clone(),
+                    events.clone(),
+                    origin.clone(),
+                    stop.clone(),
+                )
+            }
+        }),
+        health.spawn("sweeper", stop.clone(), {
+            let (jobs, upkeep, stop) = (jobs.clone(), settings.upkeep, stop.clone());
+            move || maintenance::run(jobs.clone(), upkeep, stop.clone())
+        }),
+        health.spawn("webhooks", stop.clone(), {
+            let (store, hooks, stop) =
+                (jobs.store.clone(), settings.webhooks.clone(), stop.clone());
+            move || webhooks::delivery::run(store.clone(), hooks.clone(), stop.clone())
+        }),
+        health.spawn("queue_depth", stop.clone(), {
+            let every = settings.queue_depth_every;
+            let management = settings.management_url.clone();
+            let vhost = queue_depth::vhost_of(&settings.common.amqp_url);
+            let (publisher, queue_name, latest, stop) = (
+                jobs.publisher.clone(),
+                topology.jobs.clone(),
+                queue.clone(),
+                stop.clone(),
+            );
+            move || {
+                queue_depth::run(
+                    every,
+                    management.clone(),
+                    vhost.clone(),
+                    publisher.clone(),
+                    queue_name.clone(),
+                    latest.clone(),
+                    stop.clone(),
+                )
+            }
+        }),
+    ]
 }

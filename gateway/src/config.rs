@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
-use crate::store::DatabaseUrl;
+use crate::{
+    jobs::MAX_WAIT_SECS, maintenance::Upkeep, store::DatabaseUrl, webhooks::WebhookSettings,
+};
 
 /// Everything the gateway needs. Defaults work on one machine with `make run`.
 #[derive(Debug, Clone)]
@@ -30,7 +32,7 @@ pub struct Settings {
     pub queue_depth_every: Duration,
     /// `PIXMILL_WEBHOOK_SECRET`, `PIXMILL_WEBHOOK_ALLOW`, `PIXMILL_WEBHOOK_TIMEOUT_SECS`,
     /// `PIXMILL_WEBHOOK_MAX_ATTEMPTS`.
-    pub webhooks: crate::webhooks::WebhookSettings,
+    pub webhooks: WebhookSettings,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -39,11 +41,8 @@ pub struct Settings {
     pub request_timeout: Duration,
     /// `PIXMILL_RETENTION_SECS`, `PIXMILL_SWEEP_INTERVAL_SECS`,
     /// `PIXMILL_UNCONFIRMED_AFTER_SECS`, `PIXMILL_STALE_RUNNING_SECS`.
-    pub upkeep: crate::maintenance::Upkeep,
+    pub upkeep: Upkeep,
 }
-
-/// Longest `?wait=` a client may ask for.
-pub const MAX_WAIT_SECS: u64 = 30;
 
 impl Settings {
     /// Reads and validates the settings.
@@ -51,59 +50,14 @@ impl Settings {
         let common = Common::from_env()?;
         let db_path: PathBuf = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
         let database_url = env_or("PIXMILL_DATABASE_URL", DatabaseUrl::Sqlite(db_path))?;
-        let redirect_secs = env_checked("PIXMILL_RESULT_REDIRECT_SECS", 0u64, |v| {
-            if *v <= 7 * 86_400 {
-                Ok(())
-            } else {
-                Err("must be at most 604800 (7 days, the S3 presigning limit)".into())
-            }
-        })?;
-        if redirect_secs > 0 && !matches!(common.blob_url, pixmill_shared::BlobUrl::S3 { .. }) {
-            return Err(ConfigError {
-                var: "PIXMILL_RESULT_REDIRECT_SECS".into(),
-                value: redirect_secs.to_string(),
-                reason: format!(
-                    "presigned redirects need an S3 blob store (PIXMILL_BLOB_URL=s3://…), not {}",
-                    common.blob_url
-                ),
-            });
-        }
-        let management: String = env_or("PIXMILL_MANAGEMENT_URL", String::new())?;
-        let management_url = match management.as_str() {
-            "" => crate::queue_depth::management_url_for(&common.amqp_url),
-            "off" => None,
-            url if url.starts_with("http://") || url.starts_with("https://") => Some(url.into()),
-            other => {
-                return Err(ConfigError {
-                    var: "PIXMILL_MANAGEMENT_URL".into(),
-                    value: other.into(),
-                    reason: "expected http(s)://user:password@host:port/api, or off".into(),
-                });
-            }
-        };
+        let result_redirect = result_redirect(&common)?;
+        let management_url = management_url(&common)?;
         Ok(Self {
             database_url,
             management_url,
             queue_depth_every: secs("PIXMILL_QUEUE_DEPTH_SECS", 5.0)?,
-            webhooks: crate::webhooks::WebhookSettings {
-                secret: Some(env_or("PIXMILL_WEBHOOK_SECRET", String::new())?)
-                    .filter(|s| !s.is_empty()),
-                allow: env_or("PIXMILL_WEBHOOK_ALLOW", String::new())?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                timeout: secs("PIXMILL_WEBHOOK_TIMEOUT_SECS", 5.0)?,
-                max_attempts: env_checked("PIXMILL_WEBHOOK_MAX_ATTEMPTS", 8u32, |v| {
-                    if (1..=50).contains(v) {
-                        Ok(())
-                    } else {
-                        Err("must be between 1 and 50".into())
-                    }
-                })?,
-            },
-            result_redirect: (redirect_secs > 0).then(|| Duration::from_secs(redirect_secs)),
+            webhooks: webhook_settings()?,
+            result_redirect,
             http_addr: env_or(
                 "PIXMILL_HTTP_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -137,7 +91,7 @@ impl Settings {
                     }
                 },
             )?),
-            upkeep: crate::maintenance::Upkeep {
+            upkeep: Upkeep {
                 retention: secs("PIXMILL_RETENTION_SECS", 86_400.0)?,
                 interval: secs("PIXMILL_SWEEP_INTERVAL_SECS", 30.0)?,
                 unconfirmed_after: secs("PIXMILL_UNCONFIRMED_AFTER_SECS", 60.0)?,
@@ -146,6 +100,66 @@ impl Settings {
             common,
         })
     }
+}
+
+/// `PIXMILL_RESULT_REDIRECT_SECS`: presigned redirects, which need an S3 blob store.
+fn result_redirect(common: &Common) -> Result<Option<Duration>, ConfigError> {
+    let redirect_secs = env_checked("PIXMILL_RESULT_REDIRECT_SECS", 0u64, |v| {
+        if *v <= 7 * 86_400 {
+            Ok(())
+        } else {
+            Err("must be at most 604800 (7 days, the S3 presigning limit)".into())
+        }
+    })?;
+    if redirect_secs > 0 && !matches!(common.blob_url, pixmill_shared::BlobUrl::S3 { .. }) {
+        return Err(ConfigError {
+            var: "PIXMILL_RESULT_REDIRECT_SECS".into(),
+            value: redirect_secs.to_string(),
+            reason: format!(
+                "presigned redirects need an S3 blob store (PIXMILL_BLOB_URL=s3://…), not {}",
+                common.blob_url
+            ),
+        });
+    }
+    Ok((redirect_secs > 0).then(|| Duration::from_secs(redirect_secs)))
+}
+
+/// `PIXMILL_MANAGEMENT_URL`: given, derived from the AMQP URL, or `off`.
+fn management_url(common: &Common) -> Result<Option<String>, ConfigError> {
+    let management: String = env_or("PIXMILL_MANAGEMENT_URL", String::new())?;
+    Ok(match management.as_str() {
+        "" => crate::queue_depth::management_url_for(&common.amqp_url),
+        "off" => None,
+        url if url.starts_with("http://") || url.starts_with("https://") => Some(url.into()),
+        other => {
+            return Err(ConfigError {
+                var: "PIXMILL_MANAGEMENT_URL".into(),
+                value: other.into(),
+                reason: "expected http(s)://user:password@host:port/api, or off".into(),
+            });
+        }
+    })
+}
+
+/// `PIXMILL_WEBHOOK_*`.
+fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
+    Ok(WebhookSettings {
+        secret: Some(env_or("PIXMILL_WEBHOOK_SECRET", String::new())?).filter(|s| !s.is_empty()),
+        allow: env_or("PIXMILL_WEBHOOK_ALLOW", String::new())?
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+            .collect(),
+        timeout: secs("PIXMILL_WEBHOOK_TIMEOUT_SECS", 5.0)?,
+        max_attempts: env_checked("PIXMILL_WEBHOOK_MAX_ATTEMPTS", 8u32, |v| {
+            if (1..=50).contains(v) {
+                Ok(())
+            } else {
+                Err("must be between 1 and 50".into())
+            }
+        })?,
+    })
 }
 
 /// A positive number of seconds (fractions allowed).

@@ -23,9 +23,12 @@ use crate::{
     events::{Notifier, Seen, Watch},
     inspect::inspect,
     publisher::Publisher,
-    store::{Change, Job, NewJob, State, Store, StoreError},
-    upload::{Submission, job_spec},
+    store::{Callback, CallbackState, Change, Job, JobState, NewJob, Store, StoreError},
+    upload::{JobSpec, Submission, job_spec},
 };
+
+/// Longest `?wait=` a client may ask for: the long-poll's part of the API contract.
+pub const MAX_WAIT_SECS: u64 = 30;
 
 /// Shared state behind every route.
 #[derive(Debug, Clone)]
@@ -103,6 +106,34 @@ impl Jobs {
                 Some((key, hash))
             }
         };
+        let (request, callback_url) = self.check(&submission, spec).await?;
+        if let Some(job) = self
+            .enqueue(&submission, &request, idempotency, callback_url.clone())
+            .await?
+        {
+            return Ok(Submitted::Replayed(job));
+        }
+        // The broker has the job now, so the answer is 202 whatever happens next. If the
+        // record of the publish fails (or the gateway dies first), the sweeper finds the
+        // job unconfirmed and publishes it again; a duplicate message is harmless.
+        self.published.mark(request.id);
+        Event::JobSubmitted {
+            job_id: request.id,
+            upload_bytes: submission.image.len() as u64,
+        }
+        .emit();
+        let job = accepted(request, callback_url);
+        self.notifier.changed(&job);
+        Ok(Submitted::Created(job))
+    }
+
+    /// Checks the image, the callback URL and the pipeline against the limits; returns
+    /// the job's request, under a new id, and its callback URL.
+    async fn check(
+        &self,
+        submission: &Submission,
+        spec: JobSpec,
+    ) -> Result<(JobRequest, Option<String>), ApiError> {
         let image = inspect(&submission.image, &self.limits)?;
         let callback_url = match submission
             .params
@@ -131,6 +162,20 @@ impl Jobs {
             format: spec.format.unwrap_or_else(|| image.default_output()),
             quality: spec.quality,
         };
+        Ok((request, callback_url))
+    }
+
+    /// Stores the upload and the `queued` record, then publishes with a confirm; a step
+    /// that fails undoes the ones before it. Returns the job that an identical request
+    /// with the same idempotency key created first, when that request won a race.
+    async fn enqueue(
+        &self,
+        submission: &Submission,
+        request: &JobRequest,
+        idempotency: Option<(String, String)>,
+        callback_url: Option<String>,
+    ) -> Result<Option<Job>, ApiError> {
+        let id = request.id;
         self.blobs
             .put(&request.input, submission.image.clone())
             .await
@@ -144,7 +189,7 @@ impl Jobs {
                 quality: request.quality,
                 input_key: request.input.clone(),
                 idempotency: idempotency.clone(),
-                callback_url: callback_url.clone(),
+                callback_url,
             })
             .await;
         if let Err(e) = stored {
@@ -153,52 +198,17 @@ impl Jobs {
             if let (StoreError::DuplicateKey, Some((key, hash))) = (&e, &idempotency)
                 && let Some(job) = self.replay(key, hash).await?
             {
-                return Ok(Submitted::Replayed(job));
+                return Ok(Some(job));
             }
             return Err(e.into());
         }
-        if let Err(e) = self.publisher.publish(&request).await {
+        if let Err(e) = self.publisher.publish(request).await {
             warn!(job_id = %id, error = %e, "publish failed; the job is withdrawn");
             let _ = self.store.delete(id).await;
             let _ = self.blobs.delete(&request.input).await;
             return Err(publish_error(&e));
         }
-        // The broker has the job now, so the answer is 202 whatever happens next. If the
-        // record of the publish fails (or the gateway dies first), the sweeper finds the
-        // job unconfirmed and publishes it again; a duplicate message is harmless.
-        self.published.mark(id);
-        Event::JobSubmitted {
-            job_id: id,
-            upload_bytes: submission.image.len() as u64,
-        }
-        .emit();
-        let now = pixmill_shared::now_ms();
-        let job = Job {
-            id,
-            state: State::Queued,
-            steps: request.steps,
-            format: request.format,
-            quality: request.quality,
-            input_key: request.input,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            finished_at: None,
-            attempts: 0,
-            worker: None,
-            error: None,
-            result: None,
-            published_at: Some(now),
-            republished: 0,
-            result_deleted_at: None,
-            callback: callback_url.map(|url| crate::webhooks::Callback {
-                url,
-                state: "pending".into(),
-                attempts: Vec::new(),
-            }),
-        };
-        self.notifier.changed(&job);
-        Ok(Submitted::Created(job))
+        Ok(None)
     }
 
     /// The job an idempotency key already names, if its request matches.
@@ -257,7 +267,7 @@ impl Jobs {
         let job = self.get(raw_id).await?;
         let id = job.id;
         match job.state {
-            State::Queued => {
+            JobState::Queued => {
                 // The marker first: a worker that takes the message from now on skips it.
                 self.blobs
                     .mark_cancelled(id)
@@ -272,8 +282,8 @@ impl Jobs {
                     return Err(not_cancellable(id));
                 }
             }
-            State::Running => return Err(not_cancellable(id)),
-            State::Succeeded | State::Failed => {
+            JobState::Running => return Err(not_cancellable(id)),
+            JobState::Succeeded | JobState::Failed => {
                 if let Some(result) = &job.result {
                     let _ = self.blobs.delete(&result.key).await;
                 }
@@ -281,8 +291,8 @@ impl Jobs {
                 self.store.mark_result_deleted(id).await?;
                 info!(job_id = %id, "result deleted on request");
             }
-            State::Cancelled => {}
-            State::Expired => return Err(expired(id)),
+            JobState::Cancelled => {}
+            JobState::Expired => return Err(expired(id)),
         }
         self.get(raw_id).await
     }
@@ -310,6 +320,35 @@ impl Jobs {
     }
 }
 
+/// The record of a job the broker just confirmed, as the store holds it (not read back).
+fn accepted(request: JobRequest, callback_url: Option<String>) -> Job {
+    let now = pixmill_shared::now_ms();
+    Job {
+        id: request.id,
+        state: JobState::Queued,
+        steps: request.steps,
+        format: request.format,
+        quality: request.quality,
+        input_key: request.input,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        worker: None,
+        error: None,
+        result: None,
+        published_at: Some(now),
+        republished: 0,
+        result_deleted_at: None,
+        callback: callback_url.map(|url| Callback {
+            url,
+            state: CallbackState::Pending,
+            attempts: Vec::new(),
+        }),
+    }
+}
+
 /// Counts a change that applied: a first start (its queue wait) or a terminal state.
 /// `unreported_start`: the job went from `queued` straight to its end, so this change
 /// carries its first start too.
@@ -329,7 +368,7 @@ fn observe(job: &Job, unreported_start: bool) {
         .emit();
     }
     match job.state {
-        State::Running if job.attempts <= 1 => {
+        JobState::Running if job.attempts <= 1 => {
             if let Some(queue_wait) = since_created(job.started_at) {
                 Event::JobStarted {
                     job_id: job.id,
@@ -338,11 +377,11 @@ fn observe(job: &Job, unreported_start: bool) {
                 .emit();
             }
         }
-        State::Succeeded | State::Failed | State::Cancelled => Event::JobFinished {
+        JobState::Succeeded | JobState::Failed | JobState::Cancelled => Event::JobFinished {
             job_id: job.id,
             op: op_label(&job.steps),
             outcome: job.state.as_str(),
-            code: job.error.as_ref().map_or("", |(code, _)| code.as_str()),
+            code: job.error.as_ref().map_or("", |e| e.code.as_str()),
             end_to_end: since_created(job.finished_at),
             processing: job
                 .result

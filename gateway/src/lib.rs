@@ -1,24 +1,42 @@
 //! pixmill's gateway: accepts uploads, queues jobs, applies replies, serves results.
 //!
-//! # Layout
+//! # Layers
+//!
+//! The modules stack in layers, and a module imports only modules below it (or before
+//! it in its own layer), so the gateway reads bottom-up. From the bottom:
+//!
+//! 1. **Data, domain types and plumbing**, which call no service: [`store`] (the job as
+//!    stored), [`publisher`], [`tasks`], [`error`], [`view`] (the job as the API shows
+//!    it, over `store`), the request checks [`upload`] and [`inspect`], and the callback
+//!    rules [`webhooks::guard`] and [`webhooks::sign`].
+//! 2. **Services**, the work: [`events`] (change notices), [`jobs`] (accepting, waiting,
+//!    cancelling), then what runs beside the requests: [`replies`], [`maintenance`],
+//!    [`webhooks::delivery`], [`queue_depth`] and [`stats`].
+//! 3. **HTTP**: [`routes`], with the contract it serves, [`openapi`]. They name each
+//!    other, the one import loop, because the router serves the document that is built
+//!    from its own list of routes.
+//! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them.
+//!
+//! # Modules
 //!
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
 //! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
 //! - [`openapi`]: the API contract (OpenAPI 3.1 at `/openapi.json`, Swagger UI at `/docs/`).
+//! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
+//! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
+//! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
+//! - [`webhooks`]: signed, durable, guarded callbacks when a job ends: the URL guard and
+//!   signing used at submit, and the delivery task.
+//! - [`events`]: change notices, published for every gateway and heard from all of them.
+//! - [`queue_depth`]: the jobs queue's depth and consumers, read from the broker.
+//! - [`stats`]: the figures of `GET /v1/stats`, the operations panel.
+//! - [`view`]: `JobView`, the JSON a job is shown as (HTTP, event stream, webhooks).
+//! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
+//! - [`publisher`]: confirmed publishes over a long-lived channel.
 //! - [`upload`]: reading multipart or raw uploads under the size limit; parsing steps.
 //! - [`inspect`]: sniffing the format, catching truncation, reading the header size.
-//! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
-//! - [`publisher`]: confirmed publishes over a long-lived channel.
-//! - [`queue_depth`]: the jobs queue's depth and consumers, read from the broker.
-//! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
-//! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
-//! - [`events`]: change notices, published for every gateway and heard from all of them.
-//! - [`sse`]: `GET /v1/jobs/{id}/events`, a job's changes as server-sent events.
-//! - [`stats`]: `GET /v1/stats`, the operations panel's figures.
-//! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
 //! - [`tasks`]: background tasks that report when they exit.
-//! - [`webhooks`]: signed, durable, guarded callbacks when a job ends.
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
 
 pub mod app;
@@ -33,11 +51,11 @@ pub mod publisher;
 pub mod queue_depth;
 pub mod replies;
 pub mod routes;
-pub mod sse;
 pub mod stats;
 pub mod store;
 pub mod tasks;
 pub mod upload;
+pub mod view;
 pub mod webhooks;
 
 pub use app::Application;

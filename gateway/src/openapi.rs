@@ -4,10 +4,13 @@
 //! Most of it is derived: each handler's `#[utoipa::path]` gives its path, parameters,
 //! bodies and answers, and the view types derive their schemas from the structs that are
 //! serialized. The router and the document are built from one list of routes
-//! ([`crate::routes::api`]), so they cannot disagree. This module adds what annotations
-//! cannot say well:
+//! ([`crate::routes::api`]), so they cannot disagree. That is why this module and
+//! [`crate::routes`] name each other, the gateway's one import loop: the document is
+//! built from the router's list of routes, and the router serves the document. This
+//! module adds what annotations cannot say well:
 //!
-//! - [`schemas`]: schemas for the shared wire types and the submit parameters;
+//! - [`schemas`]: schemas for the submit parameters (the shared wire types a job shows
+//!   are described in [`crate::view::schemas`]);
 //! - [`errors`]: each operation's error answers, one example per [`ApiCode`];
 //! - [`examples`]: the README's curl commands (as `x-codeSamples`) and example bodies.
 
@@ -15,7 +18,10 @@ use std::sync::OnceLock;
 
 use utoipa::{OpenApi, openapi::OpenApi as Document};
 
-use crate::error::{ApiCode, ErrorBody, ErrorDetail};
+use crate::{
+    error::{ApiCode, ErrorBody, ErrorDetail},
+    view::schemas::{JobErrorCode, Op, Step},
+};
 
 pub mod errors;
 pub mod examples;
@@ -41,9 +47,9 @@ pub mod schemas;
         ErrorBody,
         ErrorDetail,
         ApiCode,
-        schemas::JobErrorCode,
-        schemas::Step,
-        schemas::Op,
+        JobErrorCode,
+        Step,
+        Op,
     ))
 )]
 pub struct ApiDoc;

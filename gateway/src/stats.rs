@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     queue_depth::QueueDepth,
-    store::{State, Store, StoreError},
+    store::{JobState, Store, StoreError},
 };
 
 /// Most finished jobs one stats request reads.
@@ -57,11 +57,11 @@ pub async fn compute(
 ) -> Result<Stats, StoreError> {
     let since = pixmill_shared::now_ms() - i64::try_from(window_secs * 1000).unwrap_or(i64::MAX);
     let rows = store.recently_finished(since, SAMPLE).await?;
-    let failed = rows.iter().filter(|(s, _)| *s == State::Failed).count() as u64;
+    let failed = rows.iter().filter(|(s, _)| *s == JobState::Failed).count() as u64;
     let finished = rows.len() as u64;
     let mut processing: Vec<u64> = rows
         .iter()
-        .filter(|(s, _)| *s == State::Succeeded)
+        .filter(|(s, _)| *s == JobState::Succeeded)
         .filter_map(|(_, ms)| *ms)
         .collect();
     processing.sort_unstable();

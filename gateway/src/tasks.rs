@@ -99,11 +99,6 @@ impl TaskHealth {
             .clone()
     }
 
-    /// True when every task is running.
-    pub fn all_up(&self) -> bool {
-        self.snapshot().values().all(|up| *up)
-    }
-
     fn set(&self, name: &'static str, up: bool) {
         gauge!(names::TASK_UP, "task" => name).set(if up { 1.0 } else { 0.0 });
         self.0

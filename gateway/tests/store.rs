@@ -9,7 +9,8 @@
 use std::{future::Future, path::PathBuf, sync::Arc};
 
 use pixmill_gateway::store::{
-    Change, DatabaseUrl, NewJob, State, Store, StoreError, Sweep, open, postgres::PgStore,
+    Change, DatabaseUrl, JobError, JobState, NewJob, Store, StoreError, Sweep, open,
+    postgres::PgStore,
 };
 use pixmill_shared::{JobResult, OutputFormat, Step};
 use uuid::Uuid;
@@ -130,7 +131,7 @@ async fn a_job_moves_forward_only() {
         let id = Uuid::new_v4();
         store.insert(new_job(id)).await.expect("insert");
         let job = store.get(id).await.expect("get").expect("exists");
-        assert_eq!(job.state, State::Queued);
+        assert_eq!(job.state, JobState::Queued);
         assert_eq!(
             job.steps,
             vec![Step::Grayscale {}, Step::Blur { sigma: 2.5 }]
@@ -141,7 +142,7 @@ async fn a_job_moves_forward_only() {
             .await
             .expect("running")
             .expect("applied");
-        assert_eq!((job.state, job.attempts), (State::Running, 1));
+        assert_eq!((job.state, job.attempts), (JobState::Running, 1));
         assert!(job.started_at.is_some());
         let started_at = job.started_at;
         // The start was reported, so a start time on the final change is ignored.
@@ -156,7 +157,7 @@ async fn a_job_moves_forward_only() {
             .await
             .expect("succeeded")
             .expect("applied");
-        assert_eq!(job.state, State::Succeeded);
+        assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.result, Some(result()));
         assert_eq!(job.started_at, started_at);
 
@@ -177,14 +178,14 @@ async fn a_job_moves_forward_only() {
             );
         }
         let job = store.get(id).await.expect("get").expect("exists");
-        assert_eq!(job.state, State::Succeeded);
+        assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.worker.as_deref(), Some("w1"));
         assert_eq!(job.attempts, 1);
         assert!(job.finished_at.is_some());
 
         // Expiry is the one move left from a finished job.
         let job = store.apply(id, Change::Expired).await.expect("expire");
-        assert_eq!(job.map(|j| j.state), Some(State::Expired));
+        assert_eq!(job.map(|j| j.state), Some(JobState::Expired));
         assert_eq!(store.apply(id, Change::Expired).await.expect("again"), None);
     })
     .await;
@@ -213,13 +214,19 @@ async fn failures_keep_the_worker_and_cancels_need_a_queued_job() {
             .await
             .expect("fail")
             .expect("applied");
-        assert_eq!(job.state, State::Failed);
+        assert_eq!(job.state, JobState::Failed);
         assert_eq!(
             job.worker.as_deref(),
             Some("w1"),
             "a dead-letter keeps the last worker"
         );
-        assert_eq!(job.error, Some(("timeout".into(), "too slow".into())));
+        assert_eq!(
+            job.error,
+            Some(JobError {
+                code: "timeout".into(),
+                message: "too slow".into()
+            })
+        );
         assert_eq!(
             job.event().error.map(|e| e.code).as_deref(),
             Some("timeout")
@@ -230,8 +237,8 @@ async fn failures_keep_the_worker_and_cancels_need_a_queued_job() {
             .await
             .expect("cancel")
             .expect("applied");
-        assert_eq!(job.state, State::Cancelled);
-        assert_eq!(job.error.map(|e| e.0).as_deref(), Some("cancelled"));
+        assert_eq!(job.state, JobState::Cancelled);
+        assert_eq!(job.error.map(|e| e.code).as_deref(), Some("cancelled"));
         assert_eq!(
             store
                 .apply(cancelled, running("w1", 1))
@@ -452,7 +459,7 @@ async fn recently_finished_jobs_feed_the_stats() {
         rows.sort_by_key(|(state, _)| state.as_str());
         assert_eq!(
             rows,
-            vec![(State::Failed, None), (State::Succeeded, Some(4))]
+            vec![(JobState::Failed, None), (JobState::Succeeded, Some(4))]
         );
         let future = pixmill_shared::now_ms() + 60_000;
         assert_eq!(
@@ -498,13 +505,13 @@ async fn listing_pages_newest_first_by_state() {
         assert_eq!(seen, newest_first);
 
         let cancelled = store
-            .list(Some(State::Cancelled), None, 10)
+            .list(Some(JobState::Cancelled), None, 10)
             .await
             .expect("list");
         let cancelled: Vec<Uuid> = cancelled.into_iter().map(|j| j.id).collect();
         assert_eq!(cancelled, vec![ids[4], ids[1]]);
         let failed = store
-            .list(Some(State::Failed), None, 10)
+            .list(Some(JobState::Failed), None, 10)
             .await
             .expect("list");
         assert!(failed.is_empty());
@@ -517,7 +524,7 @@ async fn webhook_deliveries_are_claimed_and_recorded() {
     on_every_backend(
         "webhook_deliveries_are_claimed_and_recorded",
         |b| async move {
-            use pixmill_gateway::webhooks::{Attempt, Callback};
+            use pixmill_gateway::store::{Attempt, Callback, CallbackState};
             let store = b.store;
             let (hooked, plain) = (Uuid::new_v4(), Uuid::new_v4());
             store
@@ -547,8 +554,8 @@ async fn webhook_deliveries_are_claimed_and_recorded() {
             assert_eq!(due.iter().map(|j| j.id).collect::<Vec<_>>(), vec![hooked]);
             let mut callback = due[0].callback.clone().expect("callback");
             assert_eq!(
-                (callback.url.as_str(), callback.state.as_str()),
-                ("https://example.com/hook", "pending")
+                (callback.url.as_str(), callback.state),
+                ("https://example.com/hook", CallbackState::Pending)
             );
             callback.attempts.push(Attempt {
                 at_ms: now,
@@ -566,7 +573,7 @@ async fn webhook_deliveries_are_claimed_and_recorded() {
                 .expect("claim");
             assert_eq!(again.len(), 1, "due again after its back-off");
             let delivered = Callback {
-                state: "delivered".into(),
+                state: CallbackState::Delivered,
                 ..callback.clone()
             };
             store

@@ -17,11 +17,9 @@ use uuid::Uuid;
 use super::errors::{example_body, example_message};
 use crate::{
     error::ApiCode,
-    routes::{
-        JobErrorView, JobList, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up, view,
-    },
-    store::{Job, State},
-    webhooks::{Attempt, Callback},
+    routes::{QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up},
+    store::{Attempt, Callback, CallbackState, Job, JobError, JobState},
+    view::{JobErrorView, JobList, view},
 };
 
 /// The job id the README's examples abbreviate as `4f40a890-…`.
@@ -83,19 +81,19 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
 ];
 
 /// A job as it would be stored, in `state`.
-pub fn sample_job(state: State) -> Job {
+pub fn sample_job(state: JobState) -> Job {
     let created_at = 1_764_583_200_123;
-    let started = !matches!(state, State::Queued | State::Cancelled);
-    let finished = !matches!(state, State::Queued | State::Running);
+    let started = !matches!(state, JobState::Queued | JobState::Cancelled);
+    let finished = !matches!(state, JobState::Queued | JobState::Running);
+    let error = |code: &str, message: &str| {
+        Some(JobError {
+            code: code.into(),
+            message: message.into(),
+        })
+    };
     let error = match state {
-        State::Failed => Some((
-            "undecodable_image".to_string(),
-            "the image could not be decoded".to_string(),
-        )),
-        State::Cancelled => Some((
-            "cancelled".to_string(),
-            "the job was cancelled before it ran".to_string(),
-        )),
+        JobState::Failed => error("undecodable_image", "the image could not be decoded"),
+        JobState::Cancelled => error("cancelled", "the job was cancelled before it ran"),
         _ => None,
     };
     Job {
@@ -116,7 +114,7 @@ pub fn sample_job(state: State) -> Job {
         attempts: u32::from(started),
         worker: started.then(|| "worker-1".to_string()),
         error,
-        result: (state == State::Succeeded || state == State::Expired).then(|| JobResult {
+        result: (state == JobState::Succeeded || state == JobState::Expired).then(|| JobResult {
             key: String::new(),
             content_type: "image/jpeg".into(),
             width: 640,
@@ -149,21 +147,21 @@ type Named = Vec<(&'static str, &'static str, Value)>;
 
 /// Example answers: (method, path, status, examples).
 fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
-    let queued = sample_job(State::Queued);
-    let succeeded = sample_job(State::Succeeded);
-    let mut with_callback = sample_job(State::Succeeded);
+    let queued = sample_job(JobState::Queued);
+    let succeeded = sample_job(JobState::Succeeded);
+    let mut with_callback = sample_job(JobState::Succeeded);
     with_callback.callback = Some(Callback {
         url: "https://hooks.example.com/pixmill".into(),
-        state: "delivered".into(),
+        state: CallbackState::Delivered,
         attempts: vec![Attempt {
             at_ms: 1_764_583_200_160,
             status: Some(204),
             error: None,
         }],
     });
-    let mut deleted = sample_job(State::Succeeded);
+    let mut deleted = sample_job(JobState::Succeeded);
     deleted.result_deleted_at = Some(1_764_583_300_000);
-    let mut expired = view(&sample_job(State::Expired));
+    let mut expired = view(&sample_job(JobState::Expired));
     expired.error = Some(JobErrorView {
         code: ApiCode::Expired.as_str().into(),
         message: example_message(ApiCode::Expired).into(),
@@ -234,7 +232,7 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
             vec![
                 ("queued", "Waiting for a worker", job_json(&queued)),
                 ("succeeded", "Done, with its result", job_json(&succeeded)),
-                ("failed", "Failed", job_json(&sample_job(State::Failed))),
+                ("failed", "Failed", job_json(&sample_job(JobState::Failed))),
                 (
                     "callback",
                     "Done, its webhook delivered",
@@ -256,7 +254,7 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
                 (
                     "cancelled",
                     "A queued job, cancelled",
-                    job_json(&sample_job(State::Cancelled)),
+                    job_json(&sample_job(JobState::Cancelled)),
                 ),
                 (
                     "deleted",

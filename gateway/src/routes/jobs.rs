@@ -1,4 +1,4 @@
-//! The job routes: submit, status (with long-poll), cancel or delete, result, events.
+//! The job routes: submit, status (with long-poll), cancel or delete, result.
 
 use std::time::Duration;
 
@@ -12,19 +12,19 @@ use axum::{
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use pixmill_shared::metrics::Event;
+use pixmill_shared::{JobResult, metrics::Event};
 
-use super::{ApiQuery, AppState, JobErrorView, JobView, Segment, view};
+use super::{ApiQuery, AppState, Segment};
 use crate::{
-    config::MAX_WAIT_SECS,
     error::{ApiCode, ApiError},
-    jobs::Submitted,
+    jobs::{MAX_WAIT_SECS, Submitted},
     openapi::{
-        errors::{CancelErrors, EventsErrors, ResultErrors, StatusErrors, SubmitErrors},
-        schemas::{ImageBytes, JobParams, JobStreamEvent, SubmitForm},
+        errors::{CancelErrors, ResultErrors, StatusErrors, SubmitErrors},
+        schemas::{ImageBytes, JobParams, SubmitForm},
     },
-    store::State as JobState,
+    store::{Job, JobError, JobState},
     upload,
+    view::{JobErrorView, JobView, view},
 };
 
 /// Submits a job.
@@ -243,42 +243,7 @@ pub(super) async fn result(
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
     let job = state.jobs.get(&id).await?;
-    if job.result_deleted_at.is_some() {
-        return Err(ApiError::new(
-            ApiCode::ResultDeleted,
-            format!("the result of job {} was deleted on request", job.id),
-        ));
-    }
-    let meta = match (&job.state, &job.result) {
-        (JobState::Expired, _) => return Err(crate::jobs::expired(job.id)),
-        (JobState::Succeeded, Some(meta)) => meta,
-        (JobState::Cancelled, _) => {
-            return Err(ApiError::new(
-                ApiCode::JobCancelled,
-                format!(
-                    "job {} was cancelled before it ran; there is no result",
-                    job.id
-                ),
-            ));
-        }
-        (JobState::Failed, _) => {
-            let (code, message) = job.error.clone().unwrap_or_default();
-            return Err(ApiError::new(
-                ApiCode::JobFailed,
-                format!("the job failed ({code}): {message}; there is no result"),
-            ));
-        }
-        (state, _) => {
-            return Err(ApiError::new(
-                ApiCode::NotReady,
-                format!(
-                    "the job is {}; poll /v1/jobs/{} until it has succeeded",
-                    state.as_str(),
-                    job.id
-                ),
-            ));
-        }
-    };
+    let meta = stored_result(&job)?;
     let missing = |e: pixmill_shared::BlobError| {
         if e.is_not_found() {
             ApiError::new(ApiCode::ResultMissing, "the result is no longer stored")
@@ -326,36 +291,43 @@ pub(super) async fn result(
     Ok((headers, Body::from_stream(blob.body)).into_response())
 }
 
-/// A job's state changes as server-sent events.
-///
-/// Each event is named after the state (`queued`, `running`, `succeeded`, …), has the job
-/// record as its data and the job's `updated_at` (ms) as its id. The stream closes after
-/// a terminal state; `: keep-alive` comments go out every 15 s while nothing changes. A
-/// client that reconnects with `Last-Event-ID` gets the current state if it changed since,
-/// and never an event it already has.
-#[utoipa::path(
-    get,
-    path = "/v1/jobs/{id}/events",
-    tag = "jobs",
-    params(
-        ("id" = uuid::Uuid, Path, description = "The job id"),
-        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The id of the last event received, when reconnecting"),
-    ),
-    responses(
-        (
-            status = 200, description = "An event stream; each event's data is the job record (`JobView`)",
-            content_type = "text/event-stream", body = JobStreamEvent
-        ),
-        EventsErrors,
-    )
-)]
-pub(super) async fn events(
-    state: State<AppState>,
-    Segment(id): Segment,
-    headers: HeaderMap,
-) -> Response {
-    match crate::sse::job_events(state, axum::extract::Path(id), headers).await {
-        Ok(stream) => stream.into_response(),
-        Err(e) => e.into_response(),
+/// The stored result of the job, or the answer that says why there is none.
+fn stored_result(job: &Job) -> Result<&JobResult, ApiError> {
+    if job.result_deleted_at.is_some() {
+        return Err(ApiError::new(
+            ApiCode::ResultDeleted,
+            format!("the result of job {} was deleted on request", job.id),
+        ));
     }
+    let meta = match (&job.state, &job.result) {
+        (JobState::Expired, _) => return Err(crate::jobs::expired(job.id)),
+        (JobState::Succeeded, Some(meta)) => meta,
+        (JobState::Cancelled, _) => {
+            return Err(ApiError::new(
+                ApiCode::JobCancelled,
+                format!(
+                    "job {} was cancelled before it ran; there is no result",
+                    job.id
+                ),
+            ));
+        }
+        (JobState::Failed, _) => {
+            let JobError { code, message } = job.error.clone().unwrap_or_default();
+            return Err(ApiError::new(
+                ApiCode::JobFailed,
+                format!("the job failed ({code}): {message}; there is no result"),
+            ));
+        }
+        (state, _) => {
+            return Err(ApiError::new(
+                ApiCode::NotReady,
+                format!(
+                    "the job is {}; poll /v1/jobs/{} until it has succeeded",
+                    state.as_str(),
+                    job.id
+                ),
+            ));
+        }
+    };
+    Ok(meta)
 }

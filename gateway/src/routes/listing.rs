@@ -4,8 +4,13 @@ use axum::{Json, extract::State};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{ApiQuery, AppState, JobList, view};
-use crate::{error::ApiError, openapi::errors::QueryErrors, store::State as JobState};
+use super::{ApiQuery, AppState};
+use crate::{
+    error::ApiError,
+    openapi::errors::QueryErrors,
+    store::JobState,
+    view::{JobList, schemas::JobStateSchema, view},
+};
 
 /// Largest page `GET /v1/jobs` returns.
 pub const MAX_PAGE: u32 = 200;
@@ -14,7 +19,7 @@ pub const MAX_PAGE: u32 = 200;
 #[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     /// Only jobs in this state.
-    #[param(value_type = Option<crate::openapi::schemas::JobState>, inline)]
+    #[param(value_type = Option<JobStateSchema>, inline)]
     state: Option<String>,
     /// Jobs per page: 1–200, default 50.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200, example = 50)]

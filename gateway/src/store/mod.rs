@@ -18,16 +18,19 @@ use pixmill_shared::{
 };
 use uuid::Uuid;
 
+mod callback;
 pub mod postgres;
 pub mod sqlite;
 
-pub use pixmill_shared::JobState as State;
+pub use callback::{Attempt, Callback, CallbackState};
+pub use pixmill_shared::JobState;
 
-/// A job as the API shows it.
+/// A job as it is stored: one row of the task store, blob keys and bookkeeping included.
+/// What clients see of it is [`crate::view::JobView`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: Uuid,
-    pub state: State,
+    pub state: JobState,
     pub steps: Vec<Step>,
     pub format: OutputFormat,
     pub quality: u8,
@@ -39,7 +42,8 @@ pub struct Job {
     pub attempts: u32,
     /// The worker that last reported on the job.
     pub worker: Option<String>,
-    pub error: Option<(String, String)>,
+    /// Why the job failed, was cancelled, or expired.
+    pub error: Option<JobError>,
     pub result: Option<JobResult>,
     /// When the broker confirmed the job's message (None: not yet, or the gateway died
     /// before it heard back; the sweeper re-publishes such jobs).
@@ -49,7 +53,15 @@ pub struct Job {
     /// When the result was deleted on request (`DELETE` on a finished job).
     pub result_deleted_at: Option<i64>,
     /// The webhook to call when the job ends, and how its deliveries went.
-    pub callback: Option<crate::webhooks::Callback>,
+    pub callback: Option<Callback>,
+}
+
+/// Why a job failed or was cancelled (`error_code`, `error_message`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobError {
+    /// A worker's failure code, `cancelled` or `expired`.
+    pub code: String,
+    pub message: String,
 }
 
 impl Job {
@@ -64,11 +76,11 @@ impl Job {
             error: self
                 .error
                 .clone()
-                .map(|(code, message)| EventError { code, message }),
+                .map(|JobError { code, message }| EventError { code, message }),
             result: self
                 .result
                 .as_ref()
-                .filter(|_| self.state == State::Succeeded)
+                .filter(|_| self.state == JobState::Succeeded)
                 .map(|r| EventResult {
                     content_type: r.content_type.clone(),
                     width: r.width,
@@ -90,7 +102,7 @@ pub struct NewJob {
     pub input_key: String,
     /// `Idempotency-Key` header and a hash of the request it came with.
     pub idempotency: Option<(String, String)>,
-    /// Where to POST the job record when it ends (checked by [`crate::webhooks`]).
+    /// Where to POST the job record when it ends (checked by [`crate::webhooks::guard`]).
     pub callback_url: Option<String>,
 }
 
@@ -126,13 +138,13 @@ pub enum Change {
 
 impl Change {
     /// The state the job is in after the change.
-    pub fn target(&self) -> State {
+    pub fn target(&self) -> JobState {
         match self {
-            Change::Running { .. } => State::Running,
-            Change::Succeeded { .. } => State::Succeeded,
-            Change::Failed { .. } => State::Failed,
-            Change::Cancelled => State::Cancelled,
-            Change::Expired => State::Expired,
+            Change::Running { .. } => JobState::Running,
+            Change::Succeeded { .. } => JobState::Succeeded,
+            Change::Failed { .. } => JobState::Failed,
+            Change::Cancelled => JobState::Cancelled,
+            Change::Expired => JobState::Expired,
         }
     }
 }
@@ -161,13 +173,13 @@ impl Sweep {
             Sweep::StaleRunning => format!("state = 'running' AND updated_at < {cutoff}"),
             Sweep::Expiry => format!(
                 "state IN ({}) AND finished_at < {cutoff}",
-                State::Expired.sources_sql()
+                JobState::Expired.sources_sql()
             ),
             Sweep::Webhooks => format!(
                 "callback_url IS NOT NULL AND state IN ({}) \
                  AND COALESCE(webhook_state, 'pending') = 'pending' \
                  AND COALESCE(webhook_next_at, 0) <= {cutoff}",
-                State::Expired.sources_sql()
+                JobState::Expired.sources_sql()
             ),
         }
     }
@@ -239,7 +251,7 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// older than `before` (the last job of the previous page), at most `limit`.
     async fn list(
         &self,
-        state: Option<State>,
+        state: Option<JobState>,
         before: Option<(i64, Uuid)>,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError>;
@@ -250,14 +262,14 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         &self,
         since: i64,
         limit: u32,
-    ) -> Result<Vec<(State, Option<u64>)>, StoreError>;
+    ) -> Result<Vec<(JobState, Option<u64>)>, StoreError>;
 
     /// Records a webhook's progress (the pass that claimed the job is the only writer)
     /// and releases the claim; `next_at` (ms) schedules the next attempt, None ends it.
     async fn record_callback(
         &self,
         id: Uuid,
-        callback: &crate::webhooks::Callback,
+        callback: &Callback,
         next_at: Option<i64>,
     ) -> Result<(), StoreError>;
 
@@ -326,25 +338,6 @@ impl std::str::FromStr for DatabaseUrl {
     }
 }
 
-/// The callback columns of a row, as the job shows them.
-fn callback(
-    url: Option<String>,
-    state: Option<String>,
-    log: Option<&str>,
-) -> Result<Option<crate::webhooks::Callback>, StoreError> {
-    let Some(url) = url else {
-        return Ok(None);
-    };
-    Ok(Some(crate::webhooks::Callback {
-        url,
-        state: state.unwrap_or_else(|| "pending".into()),
-        attempts: log
-            .map(serde_json::from_str)
-            .transpose()?
-            .unwrap_or_default(),
-    }))
-}
-
 /// Opens (creating and migrating as needed) the store a URL names.
 pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
     Ok(match url {
@@ -373,14 +366,14 @@ mod tests {
 
     #[test]
     fn changes_name_their_target_state() {
-        assert_eq!(Change::Cancelled.target(), State::Cancelled);
+        assert_eq!(Change::Cancelled.target(), JobState::Cancelled);
         assert_eq!(
             Change::Running {
                 worker: "w".into(),
                 attempt: 1
             }
             .target(),
-            State::Running
+            JobState::Running
         );
     }
 }

@@ -12,7 +12,7 @@ use pixmill_shared::JobResult;
 use tokio_postgres::{NoTls, Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
-use super::{Change, Job, NewJob, State, StoreError, Sweep, TaskStore};
+use super::{Callback, Change, Job, JobError, JobState, NewJob, StoreError, Sweep, TaskStore};
 
 /// Connections per gateway. Each request holds one only for its queries.
 const POOL_SIZE: usize = 16;
@@ -399,7 +399,7 @@ impl TaskStore for PgStore {
 
     async fn list(
         &self,
-        state: Option<State>,
+        state: Option<JobState>,
         before: Option<(i64, Uuid)>,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
@@ -419,7 +419,7 @@ impl TaskStore for PgStore {
         &self,
         since: i64,
         limit: u32,
-    ) -> Result<Vec<(State, Option<u64>)>, StoreError> {
+    ) -> Result<Vec<(JobState, Option<u64>)>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
@@ -435,7 +435,7 @@ impl TaskStore for PgStore {
             .map(|row| {
                 let state: String = row.try_get(0)?;
                 let ms: Option<i64> = row.try_get(1)?;
-                let state = State::parse(&state)
+                let state = JobState::parse(&state)
                     .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
                 Ok((state, ms.and_then(|v| u64::try_from(v).ok())))
             })
@@ -445,7 +445,7 @@ impl TaskStore for PgStore {
     async fn record_callback(
         &self,
         id: Uuid,
-        callback: &crate::webhooks::Callback,
+        callback: &Callback,
         next_at: Option<i64>,
     ) -> Result<(), StoreError> {
         let log = serde_json::to_value(&callback.attempts)?;
@@ -453,7 +453,7 @@ impl TaskStore for PgStore {
             "UPDATE jobs SET webhook_state = $2, webhook_log = $3, webhook_next_at = $4,
                     lease_until = NULL
              WHERE id = $1",
-            &[&id, &callback.state, &log, &next_at],
+            &[&id, &callback.state.as_str(), &log, &next_at],
         )
         .await?;
         Ok(())
@@ -512,7 +512,7 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
     let webhook_log = webhook_log.map(|v| v.to_string());
     Ok(Job {
         id: row.try_get("id").map_err(corrupt)?,
-        state: State::parse(&state)
+        state: JobState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?,
         steps: serde_json::from_value(steps)?,
         format: pixmill_shared::OutputFormat::parse(&format)
@@ -525,11 +525,17 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
         finished_at: row.try_get("finished_at").map_err(corrupt)?,
         attempts: get_u32("attempts")?,
         worker: row.try_get("worker").map_err(corrupt)?,
-        error: error_code.zip(error_message),
+        error: error_code
+            .zip(error_message)
+            .map(|(code, message)| JobError { code, message }),
         result,
         published_at: row.try_get("published_at").map_err(corrupt)?,
         republished: get_u32("republished")?,
         result_deleted_at: row.try_get("result_deleted_at").map_err(corrupt)?,
-        callback: super::callback(callback_url, webhook_state, webhook_log.as_deref())?,
+        callback: super::callback::from_columns(
+            callback_url,
+            webhook_state,
+            webhook_log.as_deref(),
+        )?,
     })
 }

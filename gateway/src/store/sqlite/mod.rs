@@ -14,7 +14,7 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{Change, Job, NewJob, State, StoreError, Sweep, TaskStore};
+use super::{Callback, Change, Job, JobState, NewJob, StoreError, Sweep, TaskStore};
 
 mod schema;
 
@@ -325,7 +325,7 @@ impl TaskStore for SqliteStore {
 
     async fn list(
         &self,
-        state: Option<State>,
+        state: Option<JobState>,
         before: Option<(i64, Uuid)>,
         limit: u32,
     ) -> Result<Vec<Job>, StoreError> {
@@ -357,7 +357,7 @@ impl TaskStore for SqliteStore {
         &self,
         since: i64,
         limit: u32,
-    ) -> Result<Vec<(State, Option<u64>)>, StoreError> {
+    ) -> Result<Vec<(JobState, Option<u64>)>, StoreError> {
         self.with(move |c| {
             let mut statement = c.prepare_cached(
                 "SELECT state, processing_ms FROM jobs
@@ -379,11 +379,11 @@ impl TaskStore for SqliteStore {
     async fn record_callback(
         &self,
         id: Uuid,
-        callback: &crate::webhooks::Callback,
+        callback: &Callback,
         next_at: Option<i64>,
     ) -> Result<(), StoreError> {
         let (state, log) = (
-            callback.state.clone(),
+            callback.state.as_str(),
             serde_json::to_string(&callback.attempts)?,
         );
         self.with(move |c| {
@@ -419,8 +419,8 @@ impl TaskStore for SqliteStore {
 }
 
 /// Parses a stored state name.
-pub(super) fn parse_state(name: &str) -> Result<State, StoreError> {
-    State::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown state {name:?}")))
+pub(super) fn parse_state(name: &str) -> Result<JobState, StoreError> {
+    JobState::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown state {name:?}")))
 }
 
 #[cfg(test)]

@@ -4,7 +4,10 @@ use pixmill_shared::JobResult;
 use rusqlite::Connection;
 use uuid::Uuid;
 
-use super::{super::Job, StoreError, parse_state};
+use super::{
+    super::{Job, JobError, callback},
+    StoreError, parse_state,
+};
 
 /// Version 1: the jobs table.
 const SCHEMA_V1: &str = "
@@ -131,12 +134,14 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
             finished_at,
             attempts,
             worker,
-            error: error_code.zip(error_message),
+            error: error_code
+                .zip(error_message)
+                .map(|(code, message)| JobError { code, message }),
             result,
             published_at,
             republished,
             result_deleted_at,
-            callback: super::super::callback(callback_url, webhook_state, webhook_log.as_deref())?,
+            callback: callback::from_columns(callback_url, webhook_state, webhook_log.as_deref())?,
         })
     })())
 }

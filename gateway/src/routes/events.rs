@@ -13,21 +13,21 @@
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
-    extract::{Path, State},
+    extract::State,
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures_util::{Stream, stream};
-
 use uuid::Uuid;
 
+use super::{AppState, Segment};
 use crate::{
     error::ApiError,
     events::{Seen, Watch},
     jobs::Jobs,
-    routes::AppState,
-    routes::view,
+    openapi::errors::EventsErrors,
     store::Job,
+    view::{JobStreamEvent, view},
 };
 
 /// Comment lines keep proxies and clients from timing the stream out.
@@ -45,9 +45,32 @@ struct Cursor {
     done: bool,
 }
 
-pub async fn job_events(
+/// A job's state changes as server-sent events.
+///
+/// Each event is named after the state (`queued`, `running`, `succeeded`, …), has the job
+/// record as its data and the job's `updated_at` (ms) as its id. The stream closes after
+/// a terminal state; `: keep-alive` comments go out every 15 s while nothing changes. A
+/// client that reconnects with `Last-Event-ID` gets the current state if it changed since,
+/// and never an event it already has.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The job id"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, description = "The id of the last event received, when reconnecting"),
+    ),
+    responses(
+        (
+            status = 200, description = "An event stream; each event's data is the job record (`JobView`)",
+            content_type = "text/event-stream", body = JobStreamEvent
+        ),
+        EventsErrors,
+    )
+)]
+pub(super) async fn events(
     State(state): State<AppState>,
-    Path(raw_id): Path<String>,
+    Segment(raw_id): Segment,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let jobs = state.jobs.clone();

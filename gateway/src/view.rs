@@ -1,30 +1,39 @@
 //! The JSON a job is shown as: typed, so the OpenAPI schema is derived from the very
-//! structs that are serialized, and pinned by golden JSON like the wire messages.
+//! structs that are serialized, and pinned by golden JSON like the wire messages. The
+//! HTTP answers, the event stream and the webhook bodies all send this one shape.
 //!
 //! Each conversion destructures its source completely, so a field added to a job, a
 //! result or a callback does not compile until the view decides what to show of it.
 
 use pixmill_shared::{OutputFormat, Step};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{
+        RefOr, Schema,
+        extensions::Extensions,
+        schema::{ObjectBuilder, Ref, Type},
+    },
+};
 use uuid::Uuid;
 
-use crate::{
-    store::{Job, State as JobState},
-    webhooks::{Attempt, Callback},
-};
+use crate::store::{Attempt, Callback, CallbackState, Job, JobError, JobState};
+
+pub mod schemas;
+
+use schemas::JobStateSchema;
 
 /// A job, as every route that answers with one shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct JobView {
     pub id: Uuid,
-    #[schema(value_type = crate::openapi::schemas::JobState)]
+    #[schema(value_type = JobStateSchema)]
     pub state: JobState,
     /// The pipeline, in order.
-    #[schema(value_type = Vec<crate::openapi::schemas::Step>)]
+    #[schema(value_type = Vec<schemas::Step>)]
     pub steps: Vec<Step>,
     /// The output encoding.
-    #[schema(value_type = crate::openapi::schemas::OutputFormat)]
+    #[schema(value_type = schemas::OutputFormat)]
     pub format: OutputFormat,
     /// JPEG quality, 1–100.
     #[schema(minimum = 1, maximum = 100, example = 85)]
@@ -63,7 +72,7 @@ pub struct JobView {
 /// A job's `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct JobErrorView {
-    #[schema(value_type = crate::openapi::schemas::JobErrorCode)]
+    #[schema(value_type = schemas::JobErrorCode)]
     pub code: String,
     pub message: String,
 }
@@ -91,8 +100,8 @@ pub struct CallbackView {
     #[schema(format = "uri")]
     pub url: String,
     /// `pending` (until delivered or given up), `delivered` or `failed`.
-    #[schema(example = "pending")]
-    pub state: String,
+    #[schema(value_type = String, example = "pending")]
+    pub state: CallbackState,
     /// Every delivery attempt so far, oldest first.
     pub attempts: Vec<AttemptView>,
 }
@@ -133,6 +142,53 @@ pub struct JobList {
     pub next_cursor: Option<String>,
 }
 
+/// One server-sent event of `GET /v1/jobs/{id}/events`: named after the job's state, with
+/// the job's `updated_at` (ms) as its id and the job record (a `JobView`, as JSON) as its
+/// data. Described the OpenAPI 3.2 way, which Schemathesis follows for 3.1 documents too:
+/// the schema is one event, and `contentSchema` describes its data.
+pub struct JobStreamEvent;
+
+impl utoipa::PartialSchema for JobStreamEvent {
+    fn schema() -> RefOr<Schema> {
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some("The job record, a `JobView`, as JSON"))
+            .extensions(Some(Extensions::from_iter([(
+                "contentSchema",
+                serde_json::json!({"$ref": "#/components/schemas/JobView"}),
+            )])));
+        ObjectBuilder::new()
+            .property("event", Ref::from_schema_name("JobState"))
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]+$"))
+                    .description(Some(
+                        "The job's `updated_at`, in milliseconds since the Unix epoch",
+                    )),
+            )
+            .property("data", data)
+            .required("event")
+            .required("id")
+            .required("data")
+            .description(Some(
+                "One event: named after the job's state, the job's `updated_at` as its id, \
+                 the job record as its data",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for JobStreamEvent {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((JobStateSchema::name().into(), JobStateSchema::schema()));
+        schemas.push((JobView::name().into(), JobView::schema()));
+        JobView::schemas(schemas);
+    }
+}
+
 /// The JSON shape of a job, as documented in the README.
 pub fn view(job: &Job) -> JobView {
     let Job {
@@ -168,10 +224,12 @@ pub fn view(job: &Job) -> JobView {
         finished_at: finished_at.map(rfc3339),
         attempts: *attempts,
         worker: worker.clone(),
-        error: error.as_ref().map(|(code, message)| JobErrorView {
-            code: code.clone(),
-            message: message.clone(),
-        }),
+        error: error
+            .as_ref()
+            .map(|JobError { code, message }| JobErrorView {
+                code: code.clone(),
+                message: message.clone(),
+            }),
         result_deleted: result_deleted_at.is_some(),
         result: result.as_ref().filter(|_| shown).map(result_view),
         callback: callback.as_ref().map(callback_view),
@@ -208,7 +266,7 @@ fn callback_view(callback: &Callback) -> CallbackView {
     } = callback;
     CallbackView {
         url: url.clone(),
-        state: state.clone(),
+        state: *state,
         attempts: attempts
             .iter()
             .map(|attempt| {
@@ -279,7 +337,7 @@ mod tests {
             result_deleted_at: None,
             callback: Some(Callback {
                 url: "https://hooks.example.com/pixmill".into(),
-                state: "delivered".into(),
+                state: CallbackState::Delivered,
                 attempts: vec![
                     Attempt {
                         at_ms: 1_764_583_200_500,
