@@ -3,7 +3,7 @@
 //! The body is always `{"error": {"code": "...", "message": "..."}}`, and the message
 //! names the limit or field at fault, so a client can fix its request without guessing.
 //! [`ApiCode`] is the one list of codes: the OpenAPI document's `error.code` enum is
-//! derived from it, and a test holds the README's error table to it.
+//! derived from it, and a test holds the error table of docs/api.md to it.
 
 use axum::{
     Json,
@@ -55,7 +55,7 @@ pub enum ApiCode {
 }
 
 impl ApiCode {
-    /// Every code, in the README's order. A test checks this against the derived schema,
+    /// Every code, in the order of docs/api.md. A test checks this against the derived schema,
     /// which lists every variant.
     pub const ALL: [ApiCode; 32] = {
         use ApiCode::*;

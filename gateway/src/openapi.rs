@@ -9,7 +9,7 @@
 //!
 //! - [`schemas`]: schemas for the shared wire types and the submit parameters;
 //! - [`errors`]: each operation's error answers, one example per [`ApiCode`];
-//! - [`examples`]: the README's curl commands (as `x-codeSamples`) and example bodies.
+//! - [`examples`]: the docs' curl commands (as `x-codeSamples`) and example bodies.
 
 use std::sync::OnceLock;
 

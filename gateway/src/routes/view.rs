@@ -133,7 +133,7 @@ pub struct JobList {
     pub next_cursor: Option<String>,
 }
 
-/// The JSON shape of a job, as documented in the README.
+/// The JSON shape of a job, as documented in docs/api.md.
 pub fn view(job: &Job) -> JobView {
     let Job {
         id,
