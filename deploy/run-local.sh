@@ -14,7 +14,7 @@
 # the jobs in hand first (a second Ctrl-C stops them at once; their jobs go back to the
 # queue).
 #
-# Every PIXMILL_* variable in the README applies to the processes started here, and:
+# Every PIXMILL_* variable in docs/configuration.md applies to the processes started here, and:
 #   PIXMILL_BIN_DIR=target/debug     use the binaries in that folder and skip the build
 #                                    (a relative path is taken from the current folder,
 #                                    else from the project root)

@@ -571,8 +571,11 @@ def check_alert_policy(deploy: Path) -> None:
             for key in ("summary", "description", "runbook"):
                 if not ann.get(key):
                     problems.append(f"{name}: no {key} annotation")
-            if ann.get("runbook") and not re.fullmatch(r"README\.md#[a-z0-9-]+", ann["runbook"]):
-                problems.append(f"{name}: runbook {ann['runbook']!r} is not a README.md#anchor")
+            runbook = ann.get("runbook")
+            if runbook and not re.fullmatch(r"[a-z0-9_/-]+\.md#[a-z0-9-]+", runbook, re.I):
+                problems.append(f"{name}: runbook {runbook!r} is not a file.md#anchor")
+            elif runbook and not (deploy.parent / runbook.split("#")[0]).is_file():
+                problems.append(f"{name}: runbook {runbook!r} names no file of the repository")
     if count == 0:
         problems.append("no alerting rules")
     if problems:

@@ -4,7 +4,7 @@
 //! names the limit or field at fault, so a client can fix its request without guessing.
 //! [`ApiCode`] is the one list of codes, each with its wire name and its status: an
 //! [`ApiError`] carries one, the OpenAPI document's `error.code` enum is derived from it,
-//! and a test holds the README's error table to it.
+//! and a test holds the error table of docs/api.md to it.
 
 use std::fmt;
 
@@ -34,7 +34,7 @@ macro_rules! api_codes {
         }
 
         impl ApiCode {
-            /// Every code, in the README's order.
+            /// Every code, in the order of the error table in docs/api.md.
             pub const ALL: [ApiCode; [$($name),+].len()] = [$(ApiCode::$variant),+];
 
             /// The wire name.

@@ -12,7 +12,7 @@
 //! - [`schemas`]: schemas for the submit parameters (the shared wire types a job shows
 //!   are described in [`crate::view::schemas`]);
 //! - [`errors`]: each operation's error answers, one example per [`ApiCode`];
-//! - [`examples`]: the README's curl commands (as `x-codeSamples`) and example bodies.
+//! - [`examples`]: the docs' curl commands (as `x-codeSamples`) and example bodies.
 
 use std::sync::OnceLock;
 

@@ -189,7 +189,7 @@ impl ToSchema for JobStreamEvent {
     }
 }
 
-/// The JSON shape of a job, as documented in the README.
+/// The JSON shape of a job, as documented in docs/api.md.
 pub fn view(job: &Job) -> JobView {
     let Job {
         id,

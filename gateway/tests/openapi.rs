@@ -1,12 +1,13 @@
-//! The contract, held to the router, the code and the README.
+//! The contract, held to the router, the code and the docs.
 //!
 //! - every (method, path) in `/openapi.json` is routed (no fallback 404, no 405), and
-//!   that set is the README's route table;
+//!   that set is the route table of docs/api.md;
 //! - each route's answer to a plain request is documented for its status, with its
 //!   content type, and its JSON body matches the documented schema;
-//! - the error codes of the README's table, of `ApiCode` and of the document agree, every
+//! - the error codes of docs/api.md's table, of `ApiCode` and of the document agree, every
 //!   code is answered with its status, and every code has an example;
-//! - every curl command and JSON example in the README's API section is in the document.
+//! - every curl command and JSON example in the API sections of the README and docs/api.md
+//!   (and in any section titled by a route) is in the document.
 //!
 //! The app is built without a broker: nothing here publishes (the broker URL points at a
 //! closed port, so `/readyz` answers 503, which is documented too).
@@ -36,6 +37,10 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 const README: &str = include_str!("../../README.md");
+/// The API reference: the route table, the error table and every example.
+const API: &str = include_str!("../../docs/api.md");
+/// Operations, where `GET /v1/stats` is described under Metrics.
+const OPERATIONS: &str = include_str!("../../docs/operations.md");
 
 fn spec() -> Value {
     serde_json::from_str(openapi::spec_json()).expect("the document is JSON")
@@ -289,10 +294,10 @@ async fn every_documented_route_is_served_as_documented() {
     }
 }
 
-/// The spec's routes are exactly the README's route table.
+/// The spec's routes are exactly the route table of docs/api.md.
 #[test]
-fn the_documented_routes_are_the_readme_table() {
-    let section = section(README, "### The contract");
+fn the_documented_routes_are_the_api_reference_table() {
+    let section = section(API, "### The contract");
     let listed: BTreeSet<(String, String)> = section
         .lines()
         .filter_map(|line| {
@@ -305,11 +310,11 @@ fn the_documented_routes_are_the_readme_table() {
                 .then(|| (method.to_string(), path.to_string()))
         })
         .collect();
-    assert!(!listed.is_empty(), "no route table in the README");
+    assert!(!listed.is_empty(), "no route table in docs/api.md");
     assert_eq!(
         operations(&spec()),
         listed,
-        "document (left) vs README (right)"
+        "document (left) vs docs/api.md (right)"
     );
 }
 
@@ -477,11 +482,11 @@ fn every_code_has_an_example_and_examples_match_their_schemas() {
     );
 }
 
-/// The README's error table lists exactly `ApiCode::ALL`, each under its status.
+/// The error table of docs/api.md lists exactly `ApiCode::ALL`, each under its status.
 #[test]
-fn the_readme_error_table_is_the_code_list() {
-    let table = section(README, "### Errors");
-    let mut readme = BTreeMap::new();
+fn the_api_reference_error_table_is_the_code_list() {
+    let table = section(API, "### Errors");
+    let mut documented = BTreeMap::new();
     for line in table.lines().filter(|l| l.starts_with("| ")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
         let Ok(status) = cells[1].parse::<u16>() else {
@@ -489,7 +494,7 @@ fn the_readme_error_table_is_the_code_list() {
         };
         for code in cells[2].split(',').map(|c| c.trim().trim_matches('`')) {
             assert!(
-                readme.insert(code.to_string(), status).is_none(),
+                documented.insert(code.to_string(), status).is_none(),
                 "{code} is listed twice"
             );
         }
@@ -498,7 +503,7 @@ fn the_readme_error_table_is_the_code_list() {
         .iter()
         .map(|c| (c.as_str().to_string(), c.status().as_u16()))
         .collect();
-    assert_eq!(readme, code, "README (left) vs ApiCode (right)");
+    assert_eq!(documented, code, "docs/api.md (left) vs ApiCode (right)");
 }
 
 /// Every code in `ApiCode::ALL` is answered with its status and its wire name. An
@@ -517,22 +522,27 @@ async fn every_code_is_answered_with_its_status() {
     }
 }
 
-/// Every curl command and JSON example in the README's API section (and in any section
-/// titled by a route) is in the document: commands verbatim among the `x-codeSamples`,
-/// JSON bodies as (part of) an example.
+/// Every curl command and JSON example in the API sections of README.md and docs/api.md
+/// (and in any section titled by a route) is in the document: commands verbatim among
+/// the `x-codeSamples`, JSON bodies as (part of) an example.
 #[test]
-fn every_readme_example_is_in_the_document() {
+fn every_documented_example_is_in_the_document() {
     let spec = spec();
-    // The API section, and any other section titled by a route (`### \`GET /v1/stats\``).
-    let mut text = section(README, "## The API").to_string();
-    for line in README.lines().filter(|l| l.starts_with("### `")) {
-        let title = line.trim_start_matches("### `");
-        if ["GET /", "POST /", "DELETE /"]
-            .iter()
-            .any(|m| title.starts_with(m))
-            && !text.contains(line)
-        {
-            text.push_str(section(README, line));
+    // The API sections, and any other section titled by a route (`### \`GET /v1/stats\``).
+    let mut text = String::new();
+    for doc in [README, API] {
+        text.push_str(section(doc, "## The API"));
+    }
+    for doc in [README, API, OPERATIONS] {
+        for line in doc.lines().filter(|l| l.starts_with("### `")) {
+            let title = line.trim_start_matches("### `");
+            if ["GET /", "POST /", "DELETE /"]
+                .iter()
+                .any(|m| title.starts_with(m))
+                && !text.contains(line)
+            {
+                text.push_str(section(doc, line));
+            }
         }
     }
     let mut samples = BTreeSet::new();
@@ -599,7 +609,7 @@ fn collect_examples(spec: &Value, samples: &mut BTreeSet<String>, examples: &mut
 fn section<'a>(text: &'a str, heading: &str) -> &'a str {
     let start = text
         .find(&format!("\n{heading}"))
-        .unwrap_or_else(|| panic!("README has no {heading}"))
+        .unwrap_or_else(|| panic!("the docs have no {heading}"))
         + 1;
     let level = heading.chars().take_while(|&c| c == '#').count();
     let rest = &text[start + heading.len()..];

@@ -15,8 +15,8 @@
 //! seen. The price is CPU: each such buffer is mapped fresh and page-faulted in for
 //! every job. One arena with glibc's adaptive threshold (`GLIBC_TUNABLES=
 //! glibc.malloc.arena_max=1`) reuses them from the heap instead, for about 15 % less
-//! worker CPU per job and 10 MiB more per worker; the README's Performance section
-//! has the side-by-side figures.
+//! worker CPU per job and 10 MiB more per worker; docs/performance.md (Memory) has
+//! the side-by-side figures.
 
 /// glibc malloc tunables (see the module comment).
 pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=524288";

@@ -1,4 +1,4 @@
-//! The bad-input catalogue (README, "Bad input"): every hostile or malformed request gets
+//! The bad-input catalogue (docs/api.md, "Bad input"): every hostile or malformed request gets
 //! a clear JSON answer naming the problem, and the system stays healthy afterwards.
 
 use std::{io::Cursor, time::Duration};

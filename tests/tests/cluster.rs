@@ -169,7 +169,7 @@ async fn scenario(name: &str, fault: impl FnOnce(&str, &str) + Send + 'static) {
     common.amqp_url = urls;
     // Every failover hands the deliveries in flight back to the queue, and the quorum
     // queue counts each return against the delivery limit: a cluster wants a higher
-    // limit than one node (the README says so), or a job caught in two or three
+    // limit than one node (docs/scaling.md says so), or a job caught in two or three
     // failovers is dead-lettered as if it had crashed workers.
     common.topology.delivery_limit = 20;
     let mut stack = Stack::start_configured(common, |s| {

@@ -214,7 +214,7 @@ async fn metrics_move_under_load_and_dashboards_query_real_metrics() {
         Some(1.0)
     );
 
-    // Every family the README promises, on one side or the other.
+    // Every family docs/operations.md promises, on one side or the other.
     let all: BTreeSet<String> = families(&gateway)
         .union(&families(&worker))
         .cloned()

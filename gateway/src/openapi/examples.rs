@@ -1,4 +1,4 @@
-//! Examples in the document: the README's curl commands as each operation's
+//! Examples in the document: the curl commands of the docs as each operation's
 //! `x-codeSamples`, request examples for a submit, and example answers.
 //!
 //! Example jobs are real [`view`]s of real [`Job`]s, so they have exactly the shape the
@@ -22,11 +22,11 @@ use crate::{
     view::{JobErrorView, JobList, view},
 };
 
-/// The job id the README's examples abbreviate as `4f40a890-…`.
+/// The job id the docs' examples abbreviate as `4f40a890-…`.
 pub const EXAMPLE_ID: &str = "4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27";
 
-/// The README's curl commands, verbatim, by operation. A test checks that every command
-/// in the README's API section is here.
+/// The docs' curl commands, verbatim, by operation. A test checks that every command
+/// in the API sections of README.md and docs/api.md is here.
 pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
     (
         "post",
@@ -192,7 +192,7 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
     let mut not_ready = ready.clone();
     not_ready.status = ReadyStatus::NotReady;
     not_ready.broker = Up::Unavailable;
-    // The README's example under Metrics.
+    // The example under Metrics in docs/operations.md.
     let stats = StatsView {
         window_secs: 300,
         queue: Some(QueueView {
@@ -292,7 +292,7 @@ fn json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-/// Request examples of a multipart submit, matching the README's curl commands.
+/// Request examples of a multipart submit, matching the curl commands of docs/api.md.
 fn submit_examples() -> Named {
     let image = "(the bytes of photo.jpg)";
     vec![
