@@ -8,7 +8,7 @@
 //!   how to settle it — with no I/O.
 //! - [`pipeline`]: one job's CPU work: decode → steps → encode (run on a blocking thread).
 //! - [`codec`]: decoding under limits with EXIF orientation; encoding.
-//! - [`ops`]: the steps, one file per family (geometry, filters, color).
+//! - [`ops`]: the steps, one file per family (geometry, filters, edges, color).
 //! - [`error`]: `JobError`, whose kind decides ack or retry.
 //! - [`slots`]: the threads that run jobs' CPU work, one per slot.
 //! - [`metrics_http`]: `/metrics` and `/healthz` on `PIXMILL_METRICS_ADDR`.
