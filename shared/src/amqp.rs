@@ -399,11 +399,6 @@ pub async fn connect_with_node(list: &str, name: &str) -> lapin::Result<(Connect
         .unwrap_or_else(|| lapin::Error::from(std::io::Error::other("no broker node answered"))))
 }
 
-/// Marks the node at `index` of the list as the one to try first next time.
-pub fn prefer(index: usize) {
-    LAST_GOOD.store(index, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// The index [`connect`] will try first.
 pub fn preferred() -> usize {
     LAST_GOOD.load(std::sync::atomic::Ordering::Relaxed)
