@@ -108,7 +108,8 @@ pub enum Decision {
 /// How a delivery is settled once its decision has been carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
-    /// The job is answered or waits on the retry queue: the broker forgets the delivery.
+    /// Done with the delivery: the job is answered, waits on the retry queue, or needs
+    /// no answer. The broker forgets it.
     Ack,
     /// Handed back to the jobs queue after `pause`, to run again.
     Requeue { pause: Duration },
