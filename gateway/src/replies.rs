@@ -8,12 +8,12 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::{
-    message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions},
-    types::FieldTable,
+use lapin::{message::Delivery, options::BasicConsumeOptions, types::FieldTable};
+use pixmill_shared::{
+    ErrorCode, JobRequest, Outcome, Reply, Topology,
+    amqp::{self, Settle, SettleError},
+    metrics::Event,
 };
-use pixmill_shared::{ErrorCode, JobRequest, Outcome, Reply, Topology, amqp, metrics::Event};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -92,41 +92,17 @@ async fn consume(
 /// the broker does not take within [`amqp::RPC_TIMEOUT`] ends the session: the message
 /// comes back on the next one, and applying it again changes nothing.
 async fn settle(delivery: Delivery, outcome: Result<(), StoreError>) -> anyhow::Result<()> {
-    let (action, result) = match outcome {
-        Ok(()) => (
-            "ack",
-            tokio::time::timeout(amqp::RPC_TIMEOUT, delivery.ack(BasicAckOptions::default())).await,
-        ),
+    let how = match outcome {
+        Ok(()) => Settle::Ack,
         Err(e) => {
             warn!(error = %e, "could not apply a reply; it stays queued");
             tokio::time::sleep(STORE_RETRY_PAUSE).await;
-            (
-                "nack",
-                tokio::time::timeout(amqp::RPC_TIMEOUT, delivery.nack(amqp::requeue())).await,
-            )
+            Settle::Requeue
         }
     };
-    match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => {
-            Event::SettleFailed {
-                action,
-                error: &e.to_string(),
-            }
-            .emit();
-            Ok(())
-        }
-        Err(_) => {
-            Event::SettleFailed {
-                action,
-                error: "no answer from the broker",
-            }
-            .emit();
-            anyhow::bail!(
-                "an {action} got no answer from the broker within {:?}",
-                amqp::RPC_TIMEOUT
-            )
-        }
+    match amqp::settle(&delivery, how, amqp::RPC_TIMEOUT).await {
+        Ok(()) | Err(SettleError::Failed { .. }) => Ok(()),
+        Err(e @ SettleError::Timeout { .. }) => Err(e.into()),
     }
 }
 

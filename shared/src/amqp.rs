@@ -1,13 +1,13 @@
 //! The AMQP plumbing every process shares, written once: connecting, the reconnect
-//! loop with back-off, publishing with confirms (JSON or raw), and reading a delivery's
-//! job id and headers.
+//! loop with back-off, publishing with confirms (JSON or raw), settling a delivery, and
+//! reading a delivery's job id and headers.
 
 use std::{future::Future, time::Duration};
 
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     message::Delivery,
-    options::{BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable},
 };
 use serde::Serialize;
@@ -168,6 +168,69 @@ pub fn requeue() -> BasicNackOptions {
     BasicNackOptions {
         requeue: true,
         ..BasicNackOptions::default()
+    }
+}
+
+/// How a consumer settles a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done with it: the broker forgets the delivery.
+    Ack,
+    /// Handed back to its queue for another consumer (a nack with requeue).
+    Requeue,
+}
+
+impl Settle {
+    /// The `action` label of the settle-failure metric: `ack` or `nack`.
+    pub fn action(self) -> &'static str {
+        match self {
+            Settle::Ack => "ack",
+            Settle::Requeue => "nack",
+        }
+    }
+}
+
+/// Why a delivery was not settled. Either way the broker hands the delivery out again
+/// once its channel closes.
+#[derive(Debug, thiserror::Error)]
+pub enum SettleError {
+    /// The channel refused it (it is closing, or already closed).
+    #[error("an {action} failed: {error}")]
+    Failed {
+        action: &'static str,
+        error: lapin::Error,
+    },
+    /// No answer in time: the channel is stuck, and its session should start over.
+    #[error("an {action} got no answer from the broker within {timeout:?}")]
+    Timeout {
+        action: &'static str,
+        timeout: Duration,
+    },
+}
+
+/// Settles a delivery (`&delivery` will do), waiting at most `timeout`. A failure is
+/// logged and counted ([`crate::metrics::Event::SettleFailed`]) before it is returned.
+pub async fn settle(acker: &Acker, how: Settle, timeout: Duration) -> Result<(), SettleError> {
+    let action = how.action();
+    let rpc = async {
+        match how {
+            Settle::Ack => acker.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => acker.nack(requeue()).await,
+        }
+    };
+    let failed = |error: &str| {
+        crate::metrics::Event::SettleFailed { action, error }.emit();
+    };
+    match tokio::time::timeout(timeout, rpc).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => {
+            failed(&error.to_string());
+            Err(SettleError::Failed { action, error })
+        }
+        Err(_) => {
+            failed("no answer from the broker");
+            Err(SettleError::Timeout { action, timeout })
+        }
     }
 }
 
@@ -334,11 +397,6 @@ pub async fn connect_with_node(list: &str, name: &str) -> lapin::Result<(Connect
     }
     Err(last_error
         .unwrap_or_else(|| lapin::Error::from(std::io::Error::other("no broker node answered"))))
-}
-
-/// Marks the node at `index` of the list as the one to try first next time.
-pub fn prefer(index: usize) {
-    LAST_GOOD.store(index, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The index [`connect`] will try first.

@@ -7,11 +7,13 @@
 //! - [`state`]: job states and the forward-only rule every task store applies.
 //! - [`events`]: the change notices gateways publish on `pixmill.events`.
 //! - [`topology`]: exchange and queue names, and the idempotent declaration.
-//! - [`amqp`]: connecting with fail-over and back-off, publishing with confirms, and the
-//!   delivery helpers both consumers use.
+//! - [`amqp`]: connecting with fail-over and back-off, publishing with confirms,
+//!   settling a delivery within a time limit, and the delivery helpers both consumers use.
 //! - [`blobs`]: the claim-check blob store (image bytes never travel through the broker):
 //!   one interface, a folder or an S3 backend, and the keys module.
 //! - [`config`]: typed `PIXMILL_*` settings with errors that name the variable.
+//! - [`runtime`]: the async runtime both binaries run on, and the malloc tuning that
+//!   keeps their resident size flat.
 //! - [`telemetry`]: logging set-up.
 //! - [`metrics`]: the Prometheus recorder and the events that are logged and counted.
 //! - [`shutdown`]: the stop signal (Ctrl-C or SIGTERM).

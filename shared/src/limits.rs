@@ -217,111 +217,139 @@ pub fn plan(
             limit: limits.max_steps,
         });
     }
-    let (mut w, mut h) = (width, height);
+    let mut size = (width, height);
     for (i, step) in steps.iter().enumerate() {
-        let index = i + 1;
-        let fail = |field: Option<&'static str>, message: String| PlanError::InvalidStep {
-            index,
+        size = step_size(step, size, limits).map_err(|refusal| PlanError::InvalidStep {
+            index: i + 1,
             op: step.op(),
-            field,
-            message,
-        };
-        (w, h) = match *step {
-            Step::Resize {
-                width: tw,
-                height: th,
-                fit,
-            } => {
-                for (name, value) in [("width", tw), ("height", th)] {
-                    if let Some(v) = value
-                        && (v == 0 || v > limits.max_side)
-                    {
-                        return Err(fail(
-                            Some(name),
-                            format!("{name} must be between 1 and {} (got {v})", limits.max_side),
-                        ));
-                    }
-                }
-                let size = resize_target(w, h, tw, th, fit)
-                    .ok_or_else(|| fail(Some("width"), "give width, height or both".into()))?;
-                if size.0 > limits.max_side || size.1 > limits.max_side {
-                    return Err(fail(
-                        None,
-                        format!(
-                            "the result would be {}×{}; the limit is {} pixels per side",
-                            size.0, size.1, limits.max_side
-                        ),
-                    ));
-                }
-                size
-            }
-            Step::Crop {
-                x,
-                y,
-                width: cw,
-                height: ch,
-            } => {
-                if cw == 0 || ch == 0 {
-                    return Err(fail(
-                        Some(if cw == 0 { "width" } else { "height" }),
-                        "width and height must be at least 1".into(),
-                    ));
-                }
-                let (right, bottom) = (u64::from(x) + u64::from(cw), u64::from(y) + u64::from(ch));
-                if right > u64::from(w) || bottom > u64::from(h) {
-                    return Err(fail(
-                        None,
-                        format!(
-                            "the rectangle x={x} y={y} width={cw} height={ch} reaches ({right}, {bottom}), \
-                             outside the {w}×{h} image at this step"
-                        ),
-                    ));
-                }
-                (cw, ch)
-            }
-            Step::Blur { sigma } => {
-                if !(MIN_SIGMA..=MAX_SIGMA).contains(&sigma) {
-                    return Err(fail(
-                        Some("sigma"),
-                        format!("sigma must be between {MIN_SIGMA} and {MAX_SIGMA} (got {sigma})"),
-                    ));
-                }
-                (w, h)
-            }
-            Step::Edges { low, high } => {
-                for (name, value) in [("low", low), ("high", high)] {
-                    if !(0.0..=MAX_EDGE_THRESHOLD).contains(&value) {
-                        return Err(fail(
-                            Some(name),
-                            format!(
-                                "{name} must be between 0 and {MAX_EDGE_THRESHOLD} (got {value})"
-                            ),
-                        ));
-                    }
-                }
-                if low > high {
-                    return Err(fail(
-                        Some("low"),
-                        format!("low ({low}) must not exceed high ({high})"),
-                    ));
-                }
-                (w, h)
-            }
-            Step::Swap { .. } | Step::Grayscale {} | Step::Flip { .. } => (w, h),
-            Step::Rotate { degrees } => match degrees {
-                90 | 270 => (h, w),
-                180 => (w, h),
-                other => {
-                    return Err(fail(
-                        Some("degrees"),
-                        format!("degrees must be 90, 180 or 270 (got {other})"),
-                    ));
-                }
-            },
-        };
-        check_pixels(w, h, limits)?;
+            field: refusal.field,
+            message: refusal.message,
+        })?;
+        check_pixels(size.0, size.1, limits)?;
+    }
+    Ok(size)
+}
+
+/// Why one step cannot apply: the field to blame, when one is, and what is wrong.
+struct Refusal {
+    field: Option<&'static str>,
+    message: String,
+}
+
+fn refuse<T>(field: Option<&'static str>, message: String) -> Result<T, Refusal> {
+    Err(Refusal { field, message })
+}
+
+/// The size `step` turns a `w`×`h` image into, or why it cannot apply to it.
+fn step_size(step: &Step, (w, h): (u32, u32), limits: &Limits) -> Result<(u32, u32), Refusal> {
+    match *step {
+        Step::Resize { width, height, fit } => resize_size((w, h), (width, height), fit, limits),
+        Step::Crop {
+            x,
+            y,
+            width,
+            height,
+        } => crop_size((w, h), (x, y), (width, height)),
+        Step::Blur { sigma } => check_sigma(sigma).map(|()| (w, h)),
+        Step::Edges { low, high } => check_thresholds(low, high).map(|()| (w, h)),
+        Step::Swap { .. } | Step::Grayscale {} | Step::Flip { .. } => Ok((w, h)),
+        Step::Rotate { degrees } => match degrees {
+            90 | 270 => Ok((h, w)),
+            180 => Ok((w, h)),
+            other => refuse(
+                Some("degrees"),
+                format!("degrees must be 90, 180 or 270 (got {other})"),
+            ),
+        },
+    }
+}
+
+/// A resize of a `size` image to `target` (either side may be left to the aspect
+/// ratio): each given side, and the result, within the per-side limit.
+fn resize_size(
+    size: (u32, u32),
+    (tw, th): (Option<u32>, Option<u32>),
+    fit: Fit,
+    limits: &Limits,
+) -> Result<(u32, u32), Refusal> {
+    for (name, value) in [("width", tw), ("height", th)] {
+        if let Some(v) = value
+            && (v == 0 || v > limits.max_side)
+        {
+            return refuse(
+                Some(name),
+                format!("{name} must be between 1 and {} (got {v})", limits.max_side),
+            );
+        }
+    }
+    let Some((w, h)) = resize_target(size.0, size.1, tw, th, fit) else {
+        return refuse(Some("width"), "give width, height or both".into());
+    };
+    if w > limits.max_side || h > limits.max_side {
+        return refuse(
+            None,
+            format!(
+                "the result would be {w}×{h}; the limit is {} pixels per side",
+                limits.max_side
+            ),
+        );
     }
     Ok((w, h))
+}
+
+/// A crop of the `cw`×`ch` rectangle at `x`,`y`: not empty, and inside the image.
+fn crop_size(
+    (w, h): (u32, u32),
+    (x, y): (u32, u32),
+    (cw, ch): (u32, u32),
+) -> Result<(u32, u32), Refusal> {
+    if cw == 0 || ch == 0 {
+        return refuse(
+            Some(if cw == 0 { "width" } else { "height" }),
+            "width and height must be at least 1".into(),
+        );
+    }
+    let (right, bottom) = (u64::from(x) + u64::from(cw), u64::from(y) + u64::from(ch));
+    if right > u64::from(w) || bottom > u64::from(h) {
+        return refuse(
+            None,
+            format!(
+                "the rectangle x={x} y={y} width={cw} height={ch} reaches ({right}, {bottom}), \
+                 outside the {w}×{h} image at this step"
+            ),
+        );
+    }
+    Ok((cw, ch))
+}
+
+/// A blur's sigma within [`MIN_SIGMA`] and [`MAX_SIGMA`] (NaN is not).
+fn check_sigma(sigma: f32) -> Result<(), Refusal> {
+    if !(MIN_SIGMA..=MAX_SIGMA).contains(&sigma) {
+        return refuse(
+            Some("sigma"),
+            format!("sigma must be between {MIN_SIGMA} and {MAX_SIGMA} (got {sigma})"),
+        );
+    }
+    Ok(())
+}
+
+/// Canny thresholds within 0 and [`MAX_EDGE_THRESHOLD`], the low one not above the high.
+fn check_thresholds(low: f32, high: f32) -> Result<(), Refusal> {
+    for (name, value) in [("low", low), ("high", high)] {
+        if !(0.0..=MAX_EDGE_THRESHOLD).contains(&value) {
+            return refuse(
+                Some(name),
+                format!("{name} must be between 0 and {MAX_EDGE_THRESHOLD} (got {value})"),
+            );
+        }
+    }
+    if low > high {
+        return refuse(
+            Some("low"),
+            format!("low ({low}) must not exceed high ({high})"),
+        );
+    }
+    Ok(())
 }
 
 /// Fails when `width`×`height` is over the pixel limit.

@@ -135,20 +135,6 @@ pub enum ChannelOrder {
     Bgr,
 }
 
-impl ChannelOrder {
-    /// For each output channel, the index of the input channel it takes.
-    pub fn source_indices(self) -> [usize; 3] {
-        match self {
-            ChannelOrder::Rgb => [0, 1, 2],
-            ChannelOrder::Rbg => [0, 2, 1],
-            ChannelOrder::Grb => [1, 0, 2],
-            ChannelOrder::Gbr => [1, 2, 0],
-            ChannelOrder::Brg => [2, 0, 1],
-            ChannelOrder::Bgr => [2, 1, 0],
-        }
-    }
-}
-
 /// Mirror axis for `flip`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

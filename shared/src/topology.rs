@@ -17,7 +17,7 @@
 //! and after each reconnect; nobody has to run a setup step first.
 
 use lapin::{
-    Channel,
+    Channel, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -102,114 +102,81 @@ impl Topology {
     /// with other arguments, e.g. after changing the delivery limit: delete the queue or
     /// use a new prefix.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        let durable_queue = QueueDeclareOptions {
+        self.declare_exchanges(channel).await?;
+        let durable = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
         };
         channel
-            .exchange_declare(
-                self.jobs.as_str().into(),
-                lapin::ExchangeKind::Direct,
-                durable_exchange,
-                FieldTable::default(),
-            )
+            .queue_declare(self.jobs.as_str().into(), durable, self.jobs_arguments())
+            .await?;
+        bind(channel, &self.jobs, &self.jobs, &self.jobs).await?;
+        channel
+            .queue_declare(self.dead_queue.as_str().into(), durable, quorum())
+            .await?;
+        bind(channel, &self.dead_queue, &self.dead_exchange, "").await?;
+        channel
+            .queue_declare(self.replies.as_str().into(), durable, quorum())
             .await?;
         channel
-            .exchange_declare(
-                self.dead_exchange.as_str().into(),
-                lapin::ExchangeKind::Fanout,
-                durable_exchange,
-                FieldTable::default(),
-            )
+            .queue_declare(self.retry.as_str().into(), durable, self.retry_arguments())
             .await?;
-        channel
-            .exchange_declare(
-                self.events.as_str().into(),
-                lapin::ExchangeKind::Topic,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await?;
+        Ok(())
+    }
 
-        let mut jobs_args = quorum();
+    /// The durable exchanges: jobs (direct), dead letters (fanout), events (topic).
+    async fn declare_exchanges(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        for (name, kind) in [
+            (&self.jobs, ExchangeKind::Direct),
+            (&self.dead_exchange, ExchangeKind::Fanout),
+            (&self.events, ExchangeKind::Topic),
+        ] {
+            channel
+                .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The jobs queue's arguments: a quorum queue with a delivery limit past which a job
+    /// is dead-lettered, and a length limit past which publishes are refused.
+    fn jobs_arguments(&self) -> FieldTable {
+        let mut args = quorum();
         insert(
-            &mut jobs_args,
+            &mut args,
             "x-delivery-limit",
             AMQPValue::LongUInt(self.delivery_limit),
         );
         insert(
-            &mut jobs_args,
+            &mut args,
             "x-max-length",
             AMQPValue::LongUInt(self.max_queued),
         );
-        insert(&mut jobs_args, "x-overflow", string("reject-publish"));
+        insert(&mut args, "x-overflow", string("reject-publish"));
         insert(
-            &mut jobs_args,
+            &mut args,
             "x-dead-letter-exchange",
             string(&self.dead_exchange),
         );
         // At-least-once dead-lettering: a dead-lettered job is not lost if the dead
         // queue is briefly unavailable. It requires reject-publish overflow (set above).
-        insert(
-            &mut jobs_args,
-            "x-dead-letter-strategy",
-            string("at-least-once"),
-        );
-        channel
-            .queue_declare(self.jobs.as_str().into(), durable_queue, jobs_args)
-            .await?;
-        channel
-            .queue_bind(
-                self.jobs.as_str().into(),
-                self.jobs.as_str().into(),
-                self.jobs.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        insert(&mut args, "x-dead-letter-strategy", string("at-least-once"));
+        args
+    }
 
-        channel
-            .queue_declare(self.dead_queue.as_str().into(), durable_queue, quorum())
-            .await?;
-        channel
-            .queue_bind(
-                self.dead_queue.as_str().into(),
-                self.dead_exchange.as_str().into(),
-                ShortString::from(""),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-
-        channel
-            .queue_declare(self.replies.as_str().into(), durable_queue, quorum())
-            .await?;
-
-        let mut retry_args = quorum();
-        insert(
-            &mut retry_args,
-            "x-dead-letter-exchange",
-            string(&self.jobs),
-        );
-        insert(
-            &mut retry_args,
-            "x-dead-letter-routing-key",
-            string(&self.jobs),
-        );
-        insert(&mut retry_args, "x-overflow", string("reject-publish"));
-        insert(
-            &mut retry_args,
-            "x-dead-letter-strategy",
-            string("at-least-once"),
-        );
-        channel
-            .queue_declare(self.retry.as_str().into(), durable_queue, retry_args)
-            .await?;
-        Ok(())
+    /// The retry queue's arguments: expired messages are dead-lettered back to the jobs
+    /// exchange, at least once.
+    fn retry_arguments(&self) -> FieldTable {
+        let mut args = quorum();
+        insert(&mut args, "x-dead-letter-exchange", string(&self.jobs));
+        insert(&mut args, "x-dead-letter-routing-key", string(&self.jobs));
+        insert(&mut args, "x-overflow", string("reject-publish"));
+        insert(&mut args, "x-dead-letter-strategy", string("at-least-once"));
+        args
     }
 
     /// Declares a private queue for this process's change notices: server-named,
@@ -241,6 +208,19 @@ impl Topology {
     }
 }
 
+/// Binds `queue` to `exchange` with `key`.
+async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}
+
 fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
     insert(&mut args, "x-queue-type", string("quorum"));
@@ -268,5 +248,55 @@ mod tests {
         assert_eq!(t.retry, "test-1234.jobs.retry");
         assert_eq!(t.events, "test-1234.events");
         assert_eq!(Topology::with_prefix(DEFAULT_PREFIX), Topology::default());
+    }
+
+    fn get<'a>(args: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
+        args.inner().get(key)
+    }
+
+    #[test]
+    fn the_jobs_queue_dead_letters_and_refuses_past_its_limits() {
+        let t = Topology::with_prefix("test-1234");
+        let args = t.jobs_arguments();
+        assert_eq!(get(&args, "x-queue-type"), Some(&string("quorum")));
+        assert_eq!(
+            get(&args, "x-delivery-limit"),
+            Some(&AMQPValue::LongUInt(DEFAULT_DELIVERY_LIMIT))
+        );
+        assert_eq!(
+            get(&args, "x-max-length"),
+            Some(&AMQPValue::LongUInt(DEFAULT_MAX_QUEUED))
+        );
+        assert_eq!(get(&args, "x-overflow"), Some(&string("reject-publish")));
+        assert_eq!(
+            get(&args, "x-dead-letter-exchange"),
+            Some(&string("test-1234.dead"))
+        );
+        assert_eq!(
+            get(&args, "x-dead-letter-strategy"),
+            Some(&string("at-least-once"))
+        );
+        assert_eq!(args.inner().len(), 6);
+    }
+
+    #[test]
+    fn the_retry_queue_expires_back_to_the_jobs_exchange() {
+        let t = Topology::with_prefix("test-1234");
+        let args = t.retry_arguments();
+        assert_eq!(get(&args, "x-queue-type"), Some(&string("quorum")));
+        assert_eq!(
+            get(&args, "x-dead-letter-exchange"),
+            Some(&string("test-1234.jobs"))
+        );
+        assert_eq!(
+            get(&args, "x-dead-letter-routing-key"),
+            Some(&string("test-1234.jobs"))
+        );
+        assert_eq!(get(&args, "x-overflow"), Some(&string("reject-publish")));
+        assert_eq!(
+            get(&args, "x-dead-letter-strategy"),
+            Some(&string("at-least-once"))
+        );
+        assert_eq!(args.inner().len(), 5);
     }
 }

@@ -11,13 +11,13 @@ use futures_util::StreamExt;
 use lapin::{
     BasicProperties, Channel,
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions},
+    options::{BasicCancelOptions, BasicConsumeOptions},
     types::{AMQPValue, FieldTable},
 };
 use metrics::gauge;
 use pixmill_shared::{
     BlobError, Blobs, ErrorCode, JobRequest, JobResult, Outcome, Reply,
-    amqp::{self, PublishError, header_u32, requeue},
+    amqp::{self, PublishError, Settle, SettleError, header_u32},
     keys,
     metrics::{Event, names, op_label},
 };
@@ -27,7 +27,9 @@ use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::{
-    JobError, Settings, pipeline,
+    JobError, Settings,
+    decision::{Attempt, Decision, Facts, RetryPolicy, Settlement, decide},
+    pipeline,
     slots::{SlotError, Slots},
 };
 
@@ -51,6 +53,10 @@ struct Context {
     /// opened again, instead of taking deliveries it cannot answer and burning their
     /// delivery limit in a loop of nacks.
     replies_broken: CancellationToken,
+    /// Cancelled when an ack or nack got no answer within [`amqp::RPC_TIMEOUT`]: the
+    /// consuming channel is stuck, so the session ends and its unsettled deliveries go
+    /// back to the queue.
+    settle_stuck: CancellationToken,
 }
 
 /// Runs a worker until `shutdown` is cancelled, reconnecting whenever the broker goes away.
@@ -95,6 +101,7 @@ async fn session(
         slots: slots.clone(),
         replies: amqp::confirm_channel(&publish_conn).await?,
         replies_broken: CancellationToken::new(),
+        settle_stuck: CancellationToken::new(),
     });
     let tag = format!("{}-{}", settings.name, Uuid::new_v4().simple());
     let mut consumer = amqp::bounded(
@@ -115,6 +122,9 @@ async fn session(
             () = shutdown.cancelled() => break Ok(()),
             () = ctx.replies_broken.cancelled() => {
                 break Err(anyhow::anyhow!("replies could not be published; reconnecting"))
+            }
+            () = ctx.settle_stuck.cancelled() => {
+                break Err(anyhow::anyhow!("an ack or nack got no answer; reconnecting"))
             }
             () = amqp::lost(&consume_conn) => {
                 break Err(anyhow::anyhow!("the broker connection closed"))
@@ -137,37 +147,33 @@ async fn session(
     };
 
     if outcome.is_ok() {
-        // Stop taking work, then finish what is in hand within the grace period. Jobs cut
-        // off are never acked, so the broker redelivers them to another worker.
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
-        let in_hand = jobs.len();
-        if in_hand > 0 {
-            info!(in_hand, grace = ?settings.shutdown_grace, "finishing jobs in hand");
-        }
-        let drained = tokio::time::timeout(settings.shutdown_grace, async {
-            while jobs.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            warn!(
-                cut_off = jobs.len(),
-                "grace period over; unfinished jobs go back to the queue"
-            );
-            jobs.abort_all();
-        }
+        wind_down(&channel, &tag, jobs, settings.shutdown_grace).await;
         amqp::close(&consume_conn, "worker shutting down").await;
         amqp::close(&publish_conn, "worker shutting down").await;
     }
     outcome
 }
 
-/// How long a job whose reply the broker would not take waits before it is handed
-/// back. A replies queue without a leader (a node failing over) refuses every reply
-/// for seconds; handing the job back at once would redeliver it in a hot loop that
-/// burns its delivery limit in milliseconds.
-const REFUSED_REPLY_PAUSE: Duration = Duration::from_secs(1);
+/// Stops taking work, then finishes the jobs in hand within `grace`. Jobs cut off are
+/// never acked, so the broker redelivers them to another worker.
+async fn wind_down(channel: &Channel, tag: &str, mut jobs: JoinSet<()>, grace: Duration) {
+    let _ = channel
+        .basic_cancel(tag.into(), BasicCancelOptions::default())
+        .await;
+    let in_hand = jobs.len();
+    if in_hand > 0 {
+        info!(in_hand, grace = ?grace, "finishing jobs in hand");
+    }
+    let drained =
+        tokio::time::timeout(grace, async { while jobs.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(
+            cut_off = jobs.len(),
+            "grace period over; unfinished jobs go back to the queue"
+        );
+        jobs.abort_all();
+    }
+}
 
 /// A reply that failed on the connection (not a refusal of this one message) ends the
 /// session; see [`Context::replies_broken`].
@@ -179,183 +185,224 @@ fn reply_failed(ctx: &Context, e: &PublishError) {
     }
 }
 
-/// Acks a delivery; a failure is counted and logged (the broker redelivers the job
-/// when the channel closes, and a duplicate run is harmless).
-async fn ack(delivery: &Delivery) {
-    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
-        Event::SettleFailed {
-            action: "ack",
-            error: &e.to_string(),
-        }
-        .emit();
-    }
-}
-
-/// Hands a delivery back to the queue for another consumer.
-async fn nack(delivery: &Delivery) {
-    if let Err(e) = delivery.nack(requeue()).await {
-        Event::SettleFailed {
-            action: "nack",
-            error: &e.to_string(),
-        }
-        .emit();
-    }
-}
-
 /// Runs one delivery to its ack (or hands it back). Never panics the consume loop.
 async fn handle(ctx: &Context, delivery: Delivery) {
-    let retries = header_u32(&delivery, RETRIES_HEADER);
-    let redeliveries = header_u32(&delivery, "x-delivery-count");
-    let attempt = retries + redeliveries + 1;
-    let worker = ctx.settings.name.as_str();
-    if redeliveries > 0 {
-        Event::Redelivery { worker, attempt }.emit();
+    let attempt = Attempt {
+        retries: header_u32(&delivery, RETRIES_HEADER),
+        redeliveries: header_u32(&delivery, "x-delivery-count"),
+    };
+    if attempt.is_redelivery() {
+        Event::Redelivery {
+            worker: &ctx.settings.name,
+            attempt: attempt.number(),
+        }
+        .emit();
     }
     let reply_to = delivery.properties.reply_to().as_ref().map_or_else(
         || ctx.settings.common.topology.replies.clone(),
         |r| r.to_string(),
     );
-    let job: JobRequest = match serde_json::from_slice(&delivery.data) {
-        Ok(job) => job,
+    let to = Answer {
+        delivery: &delivery,
+        reply_to: &reply_to,
+        attempt,
+    };
+    match serde_json::from_slice::<JobRequest>(&delivery.data) {
+        Ok(job) => {
+            let span = info_span!("job", job_id = %job.id, attempt = attempt.number());
+            process(ctx, &to, &job).instrument(span).await;
+        }
         Err(e) => {
-            // Without a parseable job there is nothing to run; answer if we know its id.
             let id = amqp::job_id(&delivery);
             warn!(error = %e, ?id, "unreadable job message");
-            if let Some(id) = id {
-                let outcome = Outcome::Failed {
-                    code: ErrorCode::InvalidRequest,
-                    message: format!("the job message could not be read: {e}"),
-                };
-                if let Err(e) = reply(ctx, &reply_to, id, attempt, outcome, None).await {
-                    warn!(error = %e, "reply failed; handing the message back");
-                    reply_failed(ctx, &e);
-                    nack(&delivery).await;
-                    return;
-                }
+            let facts = Facts::Unreadable {
+                id,
+                error: e.to_string(),
+            };
+            carry_out(ctx, &to, decide_on(ctx, facts, attempt), None).await;
+        }
+    }
+}
+
+/// Where a delivery's answer goes: the delivery to settle, the queue its replies go to,
+/// and which attempt at the job it is.
+struct Answer<'a> {
+    delivery: &'a Delivery,
+    reply_to: &'a str,
+    attempt: Attempt,
+}
+
+/// [`decide`] with this worker's retry policy and a fresh jitter.
+fn decide_on(ctx: &Context, facts: Facts, attempt: Attempt) -> Decision {
+    let policy = RetryPolicy {
+        max_retries: ctx.settings.max_retries,
+        base: ctx.settings.retry_base,
+    };
+    decide(facts, attempt, policy, jitter())
+}
+
+/// Runs a readable job, unless it was cancelled, and carries out what its result decides.
+async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
+    if ctx.blobs.is_cancelled(job.id).await.unwrap_or(false) {
+        info!("skipping a cancelled job");
+        carry_out(ctx, to, decide_on(ctx, Facts::Cancelled, to.attempt), None).await;
+        return;
+    }
+    #[cfg(feature = "fault-injection")]
+    crate::fault::maybe_crash(job);
+    let clock = std::time::Instant::now();
+    let (result, start) = run_reporting_start(ctx, to, job).await;
+    let decision = decide_on(ctx, Facts::Ran { id: job.id, result }, to.attempt);
+    // A job about to be retried is reported as started, so its record shows every
+    // attempt while it waits.
+    if matches!(decision, Decision::Retry { .. })
+        && !start.reported
+        && let Err(e) = reply(ctx, to, job.id, Outcome::Started, None).await
+    {
+        warn!(error = %e, "could not report the start");
+    }
+    record(
+        &ctx.settings.name,
+        op_label(&job.steps),
+        &decision,
+        clock.elapsed(),
+    );
+    let started_ms = (!start.reported).then_some(start.at_ms);
+    carry_out(ctx, to, decision, started_ms).await;
+}
+
+/// How a job's start went: whether its `started` reply went out, and when a slot began it.
+struct Start {
+    reported: bool,
+    at_ms: i64,
+}
+
+/// Runs the job, reporting its start only if it is still running after
+/// [`Attempt::report_start_after`]. The clock starts when a slot starts the job, not
+/// while it waits for one.
+async fn run_reporting_start(
+    ctx: &Context,
+    to: &Answer<'_>,
+    job: &JobRequest,
+) -> (Result<JobResult, JobError>, Start) {
+    let (slot_tx, slot_rx) = tokio::sync::watch::channel(None::<i64>);
+    let mut reported = false;
+    let report_after = to
+        .attempt
+        .report_start_after(ctx.settings.start_report_after);
+    let run = run_job(ctx, job, slot_tx);
+    tokio::pin!(run);
+    let mut slot_seen = slot_rx.clone();
+    let report_due = async move {
+        let _ = slot_seen.wait_for(Option::is_some).await;
+        tokio::time::sleep(report_after).await;
+    };
+    let result = tokio::select! {
+        biased;
+        result = &mut run => result,
+        () = report_due => {
+            let started = reply(ctx, to, job.id, Outcome::Started, None);
+            let (started, result) = tokio::join!(started, &mut run);
+            match started {
+                Ok(()) => reported = true,
+                Err(e) => warn!(error = %e, "could not report the start"),
             }
-            ack(&delivery).await;
-            return;
+            result
         }
     };
-    let span = info_span!("job", job_id = %job.id, attempt);
-    async move {
-        if ctx.blobs.is_cancelled(job.id).await.unwrap_or(false) {
-            info!("skipping a cancelled job");
-            ack(&delivery).await;
-            return;
-        }
-        #[cfg(feature = "fault-injection")]
-        crate::fault::maybe_crash(&job);
-        let op = op_label(&job.steps);
-        let clock = std::time::Instant::now();
-        let finished = |outcome: &'static str, code: &str| {
-            Event::WorkerJob {
-                worker,
-                op,
-                outcome,
-                code,
-                seconds: clock.elapsed().as_secs_f64(),
-            }
-            .emit();
-        };
-        // The start is reported only for a job still running after
-        // `PIXMILL_START_REPORT_MS`: a quick job goes from queued straight to its end,
-        // which saves a quorum-queue write, a store write and a change notice per job.
-        // A job's second or later attempt is reported at once, and so is a job about to
-        // be retried, so its record shows every attempt while it waits.
-        // The clock starts when a slot starts the job, not while it waits for one.
-        let (slot_tx, slot_rx) = tokio::sync::watch::channel(None::<i64>);
-        let mut start_reported = false;
-        let report_after = if attempt > 1 {
-            Duration::ZERO
-        } else {
-            ctx.settings.start_report_after
-        };
-        let run = run_job(ctx, &job, slot_tx);
-        tokio::pin!(run);
-        let mut slot_seen = slot_rx.clone();
-        let report_due = async move {
-            let _ = slot_seen.wait_for(Option::is_some).await;
-            tokio::time::sleep(report_after).await;
-        };
-        let result = tokio::select! {
-            biased;
-            result = &mut run => result,
-            () = report_due => {
-                let started = reply(ctx, &reply_to, job.id, attempt, Outcome::Started, None);
-                let (started, result) = tokio::join!(started, &mut run);
-                match started {
-                    Ok(()) => start_reported = true,
-                    Err(e) => warn!(error = %e, "could not report the start"),
-                }
-                result
-            }
-        };
-        let started_ms = slot_rx.borrow().unwrap_or_else(pixmill_shared::now_ms);
-        let outcome = match result {
-            Ok(result) => {
-                info!(
-                    width = result.width,
-                    height = result.height,
-                    bytes = result.bytes,
-                    ms = result.processing_ms,
-                    "succeeded"
-                );
-                finished("succeeded", "");
-                Outcome::Succeeded(result)
-            }
-            Err(JobError::Permanent { code, message }) => {
-                info!(code = code.as_str(), %message, "failed");
-                finished("failed", code.as_str());
-                Outcome::Failed { code, message }
-            }
-            Err(JobError::Transient(message)) if retries < ctx.settings.max_retries => {
-                if !start_reported
-                    && let Err(e) =
-                        reply(ctx, &reply_to, job.id, attempt, Outcome::Started, None).await
-                {
-                    warn!(error = %e, "could not report the start");
-                }
-                let delay = backoff(ctx.settings.retry_base, retries);
-                Event::Retry {
-                    worker,
-                    message: &message,
-                    delay,
-                }
-                .emit();
-                finished("retried", "");
-                match schedule_retry(ctx, &delivery, retries + 1, delay).await {
-                    Ok(()) => ack(&delivery).await,
-                    Err(e) => {
-                        warn!(error = %e, "could not schedule the retry; handing the job back");
-                        tokio::time::sleep(delay).await;
-                        nack(&delivery).await;
-                    }
-                }
-                return;
-            }
-            Err(JobError::Transient(message)) => {
-                warn!(%message, retries, "transient failure, and no retries left");
-                finished("failed", ErrorCode::RetriesExhausted.as_str());
+    let at_ms = slot_rx.borrow().unwrap_or_else(pixmill_shared::now_ms);
+    (result, Start { reported, at_ms })
+}
+
+/// Logs and counts how a job that ran ended.
+fn record(worker: &str, op: &'static str, decision: &Decision, took: Duration) {
+    match decision {
+        Decision::Reply {
+            outcome: Outcome::Succeeded(result),
+            ..
+        } => info!(
+            width = result.width,
+            height = result.height,
+            bytes = result.bytes,
+            ms = result.processing_ms,
+            "succeeded"
+        ),
+        Decision::Reply {
+            outcome:
                 Outcome::Failed {
                     code: ErrorCode::RetriesExhausted,
-                    message: format!("still failing after {retries} retries: {message}"),
-                }
-            }
-        };
-        let started_ms = (!start_reported).then_some(started_ms);
-        match reply(ctx, &reply_to, job.id, attempt, outcome, started_ms).await {
-            Ok(()) => ack(&delivery).await,
+                    message,
+                },
+            ..
+        } => warn!(%message, "transient failure, and no retries left"),
+        Decision::Reply {
+            outcome: Outcome::Failed { code, message },
+            ..
+        } => info!(code = code.as_str(), %message, "failed"),
+        Decision::Retry { message, delay, .. } => Event::Retry {
+            worker,
+            message,
+            delay: *delay,
+        }
+        .emit(),
+        Decision::Reply { .. } | Decision::Ack => {}
+    }
+    if let Some((outcome, code)) = decision.job_labels() {
+        Event::WorkerJob {
+            worker,
+            op,
+            outcome,
+            code,
+            seconds: took.as_secs_f64(),
+        }
+        .emit();
+    }
+}
+
+/// Publishes what `decision` asks for, then settles the delivery by whether the broker
+/// confirmed it.
+async fn carry_out(ctx: &Context, to: &Answer<'_>, decision: Decision, started_ms: Option<i64>) {
+    let confirmed = match &decision {
+        Decision::Ack => true,
+        Decision::Reply {
+            job_id, outcome, ..
+        } => match reply(ctx, to, *job_id, outcome.clone(), started_ms).await {
+            Ok(()) => true,
             Err(e) => {
                 warn!(error = %e, "reply not confirmed; handing the job back");
                 reply_failed(ctx, &e);
-                tokio::time::sleep(REFUSED_REPLY_PAUSE).await;
-                nack(&delivery).await;
+                false
+            }
+        },
+        Decision::Retry { retries, delay, .. } => {
+            match schedule_retry(ctx, to.delivery, *retries, *delay).await {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "could not schedule the retry; handing the job back");
+                    false
+                }
             }
         }
+    };
+    settle(ctx, to.delivery, decision.settlement(confirmed)).await;
+}
+
+/// Settles a delivery. An ack or nack that fails is counted and logged, and the broker
+/// redelivers the job when the channel closes (a duplicate run is harmless); one that
+/// gets no answer in time ends the session (see [`Context::settle_stuck`]).
+async fn settle(ctx: &Context, delivery: &Delivery, settlement: Settlement) {
+    let how = match settlement {
+        Settlement::Ack => Settle::Ack,
+        Settlement::Requeue { pause } => {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            Settle::Requeue
+        }
+    };
+    if let Err(SettleError::Timeout { .. }) = amqp::settle(delivery, how, amqp::RPC_TIMEOUT).await {
+        ctx.settle_stuck.cancel();
     }
-    .instrument(span)
-    .await;
 }
 
 /// Reads the input, processes it on a job slot's thread (off the async executor), and
@@ -443,9 +490,8 @@ async fn run_job(
 /// Publishes a reply with confirms; `Ok` means the broker has it on the durable queue.
 async fn reply(
     ctx: &Context,
-    reply_to: &str,
+    to: &Answer<'_>,
     id: Uuid,
-    attempt: u32,
     outcome: Outcome,
     started_ms: Option<i64>,
 ) -> Result<(), PublishError> {
@@ -454,7 +500,7 @@ async fn reply(
     let reply = Reply {
         job_id: id,
         worker: ctx.settings.name.clone(),
-        attempt,
+        attempt: to.attempt.number(),
         started_ago_ms,
         outcome,
     };
@@ -463,7 +509,7 @@ async fn reply(
     amqp::publish_json(
         &ctx.replies,
         "",
-        reply_to,
+        to.reply_to,
         &reply,
         properties,
         REPLY_TIMEOUT,
@@ -474,15 +520,11 @@ async fn reply(
 /// Header carrying how many transient-failure retries a job has had.
 const RETRIES_HEADER: &str = "x-pixmill-retries";
 
-/// Exponential back-off from `base`, doubling per retry up to 60 s, with ±50 % jitter.
-fn backoff(base: Duration, retries: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << retries.min(16))
-        .min(Duration::from_secs(60));
-    // Jitter from a random UUID's bits: no extra dependency for one random number.
+/// A random factor from 0.5 to 1.5 for a retry's back-off (±50 % jitter), from a random
+/// UUID's bits: no extra dependency for one random number.
+fn jitter() -> f64 {
     let bits = Uuid::new_v4().as_u128() as u16;
-    let factor = 0.5 + f64::from(bits) / f64::from(u16::MAX);
-    exp.mul_f64(factor)
+    0.5 + f64::from(bits) / f64::from(u16::MAX)
 }
 
 /// Puts a copy of the job on the retry queue, to come back to the jobs queue after

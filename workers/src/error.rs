@@ -3,7 +3,8 @@
 use pixmill_shared::ErrorCode;
 
 /// A job failure. Permanent ones are answered with a `failed` reply and acked; transient
-/// ones hand the delivery back to the queue so the job runs again.
+/// ones send the job to the retry queue to run again after a back-off, until its retries
+/// run out (see [`crate::decision`]).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Running the same job again would fail the same way.

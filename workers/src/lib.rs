@@ -4,9 +4,11 @@
 //!
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
 //! - [`consumer`]: the consume loop — reconnects, bounded concurrency, ack after reply.
+//! - [`decision`]: what a delivery's facts call for — the reply or retry to publish, and
+//!   how to settle it — with no I/O.
 //! - [`pipeline`]: one job's CPU work: decode → steps → encode (run on a blocking thread).
 //! - [`codec`]: decoding under limits with EXIF orientation; encoding.
-//! - [`ops`]: the steps, one file per family (geometry, filters, color).
+//! - [`ops`]: the steps, one file per family (geometry, filters, edges, color).
 //! - [`error`]: `JobError`, whose kind decides ack or retry.
 //! - [`slots`]: the threads that run jobs' CPU work, one per slot.
 //! - [`metrics_http`]: `/metrics` and `/healthz` on `PIXMILL_METRICS_ADDR`.
@@ -17,6 +19,7 @@
 pub mod codec;
 pub mod config;
 pub mod consumer;
+pub mod decision;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

@@ -144,9 +144,53 @@ pub fn plan(bytes: &[u8], steps: &[Step]) -> Option<Plan> {
         return None;
     }
     let (width, height, mut mcu) = header(bytes)?;
-    let mut d = Dihedral::from_orientation(super::exif_orientation(bytes));
-    let upright = d.size(width, height);
-    let mut frame = upright;
+    let oriented = Dihedral::from_orientation(super::exif_orientation(bytes));
+    let upright = oriented.size(width, height);
+    let Composed { d, gray, crop } = compose(steps, oriented, upright)?;
+    if gray {
+        // Only the luma plane is kept, so the blocks are 8×8 whatever the chroma was.
+        mcu = (8, 8);
+    }
+    if !perfect(d, (width, height), mcu) {
+        return None;
+    }
+    let region = match crop {
+        None => None,
+        Some(crop) => Some(crop_region(crop, d, mcu)?),
+    };
+    let size = match region {
+        Some((_, _, w, h)) => (w, h),
+        None => d.size(width, height),
+    };
+    let mut transform = Transform::op(d.op());
+    transform.perfect = true;
+    transform.gray = gray;
+    transform.copy_none = true;
+    transform.crop = region.map(|(x, y, w, h)| TransformCrop {
+        x: x as usize,
+        y: y as usize,
+        width: Some(w as usize),
+        height: Some(h as usize),
+    });
+    Some(Plan {
+        transform,
+        size,
+        upright,
+    })
+}
+
+/// What a job's steps amount to on the coefficients: one transform of the square,
+/// whether only the luma plane is kept, and the crop, if any.
+struct Composed {
+    d: Dihedral,
+    gray: bool,
+    crop: Option<Crop>,
+}
+
+/// Composes `steps` after the transform `d`, starting from a `frame`-sized image.
+/// `None` when a step has no lossless form: any but rotate, flip, grayscale and one
+/// crop, or a crop that does not fit (the normal path reports it).
+fn compose(steps: &[Step], mut d: Dihedral, mut frame: (u32, u32)) -> Option<Composed> {
     let mut gray = false;
     let mut crop: Option<Crop> = None;
     for step in steps {
@@ -175,7 +219,7 @@ pub fn plan(bytes: &[u8], steps: &[Step]) -> Option<Plan> {
                     && width > 0
                     && height > 0;
                 if !fits {
-                    return None; // the normal path reports it
+                    return None;
                 }
                 crop = Some(Crop {
                     at: d,
@@ -190,46 +234,24 @@ pub fn plan(bytes: &[u8], steps: &[Step]) -> Option<Plan> {
         d = d.then(next);
         frame = next.size(frame.0, frame.1);
     }
-    if gray {
-        // Only the luma plane is kept, so the blocks are 8×8 whatever the chroma was.
-        mcu = (8, 8);
-    }
-    if !perfect(d, (width, height), mcu) {
+    Some(Composed { d, gray, crop })
+}
+
+/// The transformer crops in output coordinates: the crop carried through the steps
+/// that came after it (`d` is the whole job's transform). Its rect lives in the frame it
+/// was given in, the full image under `at`, and its origin must land on a block
+/// boundary of the output, else `None`.
+fn crop_region(
+    Crop { at, frame, rect }: Crop,
+    d: Dihedral,
+    mcu: (u32, u32),
+) -> Option<(u32, u32, u32, u32)> {
+    let [x, y, w, h] = inverse(at).then(d).rect(frame, rect);
+    let (mw, mh) = d.size(mcu.0, mcu.1);
+    if x % mw != 0 || y % mh != 0 {
         return None;
     }
-    // The transformer crops in output coordinates: carry the crop through the steps
-    // that came after it. Its rect lives in the frame it was given in, the full image
-    // under `at`, and its origin must land on a block boundary of the output.
-    let region = match crop {
-        None => None,
-        Some(Crop { at, frame, rect }) => {
-            let [x, y, w, h] = inverse(at).then(d).rect(frame, rect);
-            let (mw, mh) = d.size(mcu.0, mcu.1);
-            if x % mw != 0 || y % mh != 0 {
-                return None;
-            }
-            Some((x, y, w, h))
-        }
-    };
-    let size = match region {
-        Some((_, _, w, h)) => (w, h),
-        None => d.size(width, height),
-    };
-    let mut transform = Transform::op(d.op());
-    transform.perfect = true;
-    transform.gray = gray;
-    transform.copy_none = true;
-    transform.crop = region.map(|(x, y, w, h)| TransformCrop {
-        x: x as usize,
-        y: y as usize,
-        width: Some(w as usize),
-        height: Some(h as usize),
-    });
-    Some(Plan {
-        transform,
-        size,
-        upright,
-    })
+    Some((x, y, w, h))
 }
 
 fn inverse(d: Dihedral) -> Dihedral {

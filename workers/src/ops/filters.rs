@@ -1,12 +1,10 @@
-//! Gaussian blur and Canny edges.
+//! Gaussian blur.
 
-use image::{DynamicImage, GrayImage, ImageBuffer, Pixel};
+use image::{DynamicImage, ImageBuffer, Pixel};
 use libblur::{
     BlurImage, BlurImageMut, ConvolutionMode, EdgeMode, EdgeMode2D, FastBlurChannels,
     GaussianBlurParams, ThreadingPolicy,
 };
-
-use super::canny;
 
 /// How far the kernel reaches, in standard deviations. At 3σ the weights left out sum
 /// to 0.27 % of the total, below what 8-bit output can show (checked against an exact
@@ -63,57 +61,15 @@ where
     ImageBuffer::from_raw(w, h, out).expect("the output has the input's size")
 }
 
-/// Canny on the luminance; the result has one channel holding 0 or 255.
-pub fn edges(image: &DynamicImage, low: f32, high: f32) -> DynamicImage {
-    DynamicImage::ImageLuma8(canny::canny(&luma601(image), low, high))
-}
-
-/// Luma with the BT.601 weights, the Y' that JPEG stores, so a JPEG decoded straight
-/// to its luma plane and any other image give the same edges.
-fn luma601(image: &DynamicImage) -> GrayImage {
-    match image {
-        DynamicImage::ImageLuma8(img) => img.clone(),
-        DynamicImage::ImageRgb8(img) => weigh(img.as_raw(), 3, img.width(), img.height()),
-        DynamicImage::ImageRgba8(img) => weigh(img.as_raw(), 4, img.width(), img.height()),
-        other if !other.color().has_color() => other.to_luma8(),
-        other => {
-            let rgb = other.to_rgb8();
-            weigh(rgb.as_raw(), 3, rgb.width(), rgb.height())
-        }
-    }
-}
-
-fn weigh(raw: &[u8], step: usize, w: u32, h: u32) -> GrayImage {
-    let luma = raw
-        .chunks_exact(step)
-        .map(|p| {
-            let y = 19_595 * u32::from(p[0]) + 38_470 * u32::from(p[1]) + 7_471 * u32::from(p[2]);
-            ((y + 32_768) >> 16) as u8
-        })
-        .collect();
-    GrayImage::from_raw(w, h, luma).expect("one luma byte per pixel")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Luma;
+    use image::{GrayImage, Luma};
 
     fn step_edge() -> DynamicImage {
         DynamicImage::ImageLuma8(GrayImage::from_fn(64, 64, |x, _| {
             Luma([if x < 32 { 0 } else { 255 }])
         }))
-    }
-
-    #[test]
-    fn edges_are_binary_and_on_the_step() {
-        let out = edges(&step_edge(), 100.0, 200.0).to_luma8();
-        assert!(out.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
-        let on_edge = (0..64)
-            .filter(|&y| (30..34).any(|x| out.get_pixel(x, y).0[0] == 255))
-            .count();
-        assert!(on_edge >= 60, "edge found on {on_edge} of 64 rows");
-        assert_eq!(out.get_pixel(5, 5).0[0], 0);
     }
 
     #[test]
@@ -149,12 +105,5 @@ mod tests {
                 * t
                 * (-x * x).exp();
         y.copysign(x)
-    }
-
-    #[test]
-    fn swapped_channels_give_the_same_luma_weights_as_jpeg() {
-        let rgb =
-            DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb([255, 0, 0])));
-        assert_eq!(luma601(&rgb).get_pixel(0, 0).0[0], 76);
     }
 }

@@ -3,6 +3,7 @@
 
 mod canny;
 mod color;
+mod edges;
 mod filters;
 mod geometry;
 
@@ -30,7 +31,7 @@ pub fn apply(image: DynamicImage, step: &Step) -> DynamicImage {
             height,
         } => image.crop_imm(x, y, width, height),
         Step::Blur { sigma } => filters::blur(&image, sigma),
-        Step::Edges { low, high } => filters::edges(&image, low, high),
+        Step::Edges { low, high } => edges::edges(&image, low, high),
         Step::Swap { order } => color::swap(image, order),
         Step::Grayscale {} => color::grayscale(&image),
         Step::Rotate { degrees } => geometry::rotate(&image, degrees),
