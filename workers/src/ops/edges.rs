@@ -38,13 +38,7 @@ fn weigh(raw: &[u8], step: usize, w: u32, h: u32) -> GrayImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Luma;
-
-    fn step_edge() -> DynamicImage {
-        DynamicImage::ImageLuma8(GrayImage::from_fn(64, 64, |x, _| {
-            Luma([if x < 32 { 0 } else { 255 }])
-        }))
-    }
+    use crate::ops::test_images::step_edge;
 
     #[test]
     fn edges_are_binary_and_on_the_step() {

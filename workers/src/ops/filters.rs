@@ -64,13 +64,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{GrayImage, Luma};
-
-    fn step_edge() -> DynamicImage {
-        DynamicImage::ImageLuma8(GrayImage::from_fn(64, 64, |x, _| {
-            Luma([if x < 32 { 0 } else { 255 }])
-        }))
-    }
+    use crate::ops::test_images::step_edge;
 
     #[test]
     fn blur_softens_the_step_but_keeps_the_mean() {

@@ -38,3 +38,16 @@ pub fn apply(image: DynamicImage, step: &Step) -> DynamicImage {
         Step::Flip { direction } => geometry::flip(image, direction),
     }
 }
+
+/// Images the ops' unit tests share.
+#[cfg(test)]
+mod test_images {
+    use image::{DynamicImage, GrayImage, Luma};
+
+    /// 64×64 gray, black on the left half and white on the right: one vertical edge.
+    pub fn step_edge() -> DynamicImage {
+        DynamicImage::ImageLuma8(GrayImage::from_fn(64, 64, |x, _| {
+            Luma([if x < 32 { 0 } else { 255 }])
+        }))
+    }
+}
