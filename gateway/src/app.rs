@@ -62,6 +62,7 @@ impl Application {
             metrics,
             queue,
             health,
+            links: settings.link_keys.clone(),
         };
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {

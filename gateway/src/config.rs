@@ -5,7 +5,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
 use crate::{
-    jobs::MAX_WAIT_SECS, maintenance::Upkeep, store::DatabaseUrl, webhooks::WebhookSettings,
+    jobs::MAX_WAIT_SECS, links::LinkKeys, maintenance::Upkeep, store::DatabaseUrl,
+    webhooks::WebhookSettings,
 };
 
 /// Everything the gateway needs. Defaults work on one machine with `make run`.
@@ -33,6 +34,9 @@ pub struct Settings {
     /// `PIXMILL_WEBHOOK_SECRET`, `PIXMILL_WEBHOOK_ALLOW`, `PIXMILL_WEBHOOK_TIMEOUT_SECS`,
     /// `PIXMILL_WEBHOOK_MAX_ATTEMPTS`.
     pub webhooks: WebhookSettings,
+    /// `PIXMILL_LINK_KEYS`: `kid:secret,…` for signed result links; the first signs, all
+    /// verify. Unset: links are off.
+    pub link_keys: LinkKeys,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -57,6 +61,7 @@ impl Settings {
             management_url,
             queue_depth_every: secs("PIXMILL_QUEUE_DEPTH_SECS", 5.0)?,
             webhooks: webhook_settings()?,
+            link_keys: link_keys()?,
             result_redirect,
             http_addr: env_or(
                 "PIXMILL_HTTP_ADDR",
@@ -159,6 +164,27 @@ fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
                 Err("must be between 1 and 50".into())
             }
         })?,
+    })
+}
+
+/// `PIXMILL_LINK_KEYS`. Read here rather than with `env_or`, whose errors quote the
+/// value: these errors show the key ids only.
+fn link_keys() -> Result<LinkKeys, ConfigError> {
+    const VAR: &str = "PIXMILL_LINK_KEYS";
+    let text = std::env::var(VAR).unwrap_or_default();
+    LinkKeys::parse(&text).map_err(|reason| ConfigError {
+        var: VAR.into(),
+        value: text
+            .split(',')
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| match e.split_once(':') {
+                Some((kid, _)) => format!("{}:<secret>", kid.trim()),
+                // No key id: the whole entry may be a secret.
+                None => "<secret>".into(),
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        reason,
     })
 }
 

@@ -61,6 +61,8 @@ api_codes! {
     DuplicateField = "duplicate_field" => BAD_REQUEST,
     BodyReadFailed = "body_read_failed" => BAD_REQUEST,
     InvalidIdempotencyKey = "invalid_idempotency_key" => BAD_REQUEST,
+    LinkInvalid = "link_invalid" => FORBIDDEN,
+    LinkExpired = "link_expired" => FORBIDDEN,
     NotFound = "not_found" => NOT_FOUND,
     MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
     RequestTimeout = "request_timeout" => REQUEST_TIMEOUT,
@@ -69,6 +71,7 @@ api_codes! {
     JobCancelled = "job_cancelled" => CONFLICT,
     ResultMissing = "result_missing" => CONFLICT,
     NotCancellable = "not_cancellable" => CONFLICT,
+    LinksDisabled = "links_disabled" => CONFLICT,
     Expired = "expired" => GONE,
     ResultDeleted = "result_deleted" => GONE,
     UploadTooLarge = "upload_too_large" => PAYLOAD_TOO_LARGE,
@@ -318,9 +321,10 @@ mod tests {
     fn every_code_has_its_status() {
         let pinned = "\
             400 missing_image, 400 empty_image, 400 malformed_multipart, 400 duplicate_field, \
-            400 body_read_failed, 400 invalid_idempotency_key, 404 not_found, \
-            405 method_not_allowed, 408 request_timeout, 409 not_ready, 409 job_failed, \
-            409 job_cancelled, 409 result_missing, 409 not_cancellable, 410 expired, \
+            400 body_read_failed, 400 invalid_idempotency_key, 403 link_invalid, \
+            403 link_expired, 404 not_found, 405 method_not_allowed, 408 request_timeout, \
+            409 not_ready, 409 job_failed, 409 job_cancelled, 409 result_missing, \
+            409 not_cancellable, 409 links_disabled, 410 expired, \
             410 result_deleted, 413 upload_too_large, 415 unsupported_media_type, \
             422 invalid_parameter, 422 unknown_op, 422 too_many_steps, 422 too_many_pixels, \
             422 too_many_scans, 422 truncated_image, 422 invalid_image, \

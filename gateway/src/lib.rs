@@ -7,8 +7,9 @@
 //!
 //! 1. **Data, domain types and plumbing**, which call no service: [`store`] (the job as
 //!    stored), [`publisher`], [`tasks`], [`error`], [`view`] (the job as the API shows
-//!    it, over `store`), the request checks [`upload`] and [`inspect`], and the callback
-//!    rules [`webhooks::guard`] and [`webhooks::sign`].
+//!    it, over `store`), the request checks [`upload`] and [`inspect`], the callback
+//!    rules [`webhooks::guard`] and [`webhooks::sign`], and [`links`] (signed result
+//!    links, over `error`).
 //! 2. **Services**, the work: [`events`] (change notices), [`jobs`] (accepting, waiting,
 //!    cancelling), then what runs beside the requests: [`replies`], [`maintenance`],
 //!    [`webhooks::delivery`], [`queue_depth`] and [`stats`].
@@ -31,6 +32,7 @@
 //! - [`events`]: change notices, published for every gateway and heard from all of them.
 //! - [`queue_depth`]: the jobs queue's depth and consumers, read from the broker.
 //! - [`stats`]: the figures of `GET /v1/stats`, the operations panel.
+//! - [`links`]: signed, expiring result links that need no credential.
 //! - [`view`]: `JobView`, the JSON a job is shown as (HTTP, event stream, webhooks).
 //! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
 //! - [`publisher`]: confirmed publishes over a long-lived channel.
@@ -45,6 +47,7 @@ pub mod error;
 pub mod events;
 pub mod inspect;
 pub mod jobs;
+pub mod links;
 pub mod maintenance;
 pub mod openapi;
 pub mod publisher;

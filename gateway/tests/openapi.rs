@@ -88,6 +88,7 @@ async fn router() -> (axum::Router, Scratch) {
         metrics: pixmill_shared::metrics::install(),
         queue: Default::default(),
         health: Default::default(),
+        links: Default::default(),
     };
     (app(state, Duration::from_secs(10)), Scratch(dir))
 }

@@ -113,6 +113,7 @@ impl Stack {
                 timeout: Duration::from_secs(2),
                 max_attempts: 8,
             },
+            link_keys: Default::default(),
             max_upload_bytes: 25 * 1024 * 1024,
             publish_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(60),

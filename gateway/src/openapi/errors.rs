@@ -26,6 +26,11 @@ pub fn example_message(code: ApiCode) -> &'static str {
         DuplicateField => "send exactly one `image` field",
         BodyReadFailed => "reading the body failed: connection reset",
         InvalidIdempotencyKey => "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        LinkInvalid => {
+            "the link's signature does not match: it was changed, or made for another job"
+        }
+        LinkExpired => "the link expired at 2025-12-01T11:00:00Z; ask for a new one",
+        LinksDisabled => "signed links are off on this gateway: set PIXMILL_LINK_KEYS to make them",
         NotFound => "no job with id \"4f40a890-0000-4000-8000-000000000000\"",
         MethodNotAllowed => {
             "this path does not take this method; the Allow header lists the ones it does"
@@ -196,8 +201,13 @@ errors! {
     CancelErrors: [NotFound, NotCancellable, Expired, StoreUnavailable, BlobStoreUnavailable];
     /// `GET /v1/jobs/{id}/result`.
     ResultErrors: [
-        NotFound, NotReady, JobFailed, JobCancelled, ResultMissing, Expired, ResultDeleted,
-        StoreUnavailable, BlobStoreUnavailable,
+        LinkInvalid, LinkExpired, NotFound, NotReady, JobFailed, JobCancelled, ResultMissing,
+        Expired, ResultDeleted, StoreUnavailable, BlobStoreUnavailable,
+    ];
+    /// `POST /v1/jobs/{id}/links`.
+    LinkErrors: [
+        NotFound, JobFailed, JobCancelled, LinksDisabled, Expired, ResultDeleted,
+        InvalidParameter, StoreUnavailable,
     ];
     /// `GET /v1/jobs/{id}/events`.
     EventsErrors: [NotFound, StoreUnavailable];

@@ -55,7 +55,15 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
     (
         "get",
         "/v1/jobs/{id}/result",
-        &["curl -L -o result.jpg http://127.0.0.1:8080/v1/jobs/4f40a890-…/result"],
+        &[
+            "curl -L -o result.jpg http://127.0.0.1:8080/v1/jobs/4f40a890-…/result",
+            "curl -o result.jpg 'http://127.0.0.1:8080/v1/jobs/4f40a890-…/result?exp=1764583800&kid=k1&sig=…'",
+        ],
+    ),
+    (
+        "post",
+        "/v1/jobs/{id}/links",
+        &["curl -X POST 'http://127.0.0.1:8080/v1/jobs/4f40a890-…/links?ttl=600'"],
     ),
     (
         "delete",
@@ -212,7 +220,24 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
         processing_ms_p95: Some(41),
         sampled: false,
     };
+    // A real link, made with an example key.
+    let link = crate::links::LinkKeys::parse("k1:an-example-secret-of-at-least-32-bytes")
+        .ok()
+        .and_then(|keys| {
+            keys.sign(
+                Uuid::parse_str(EXAMPLE_ID).unwrap_or_default(),
+                1_764_583_800,
+            )
+        })
+        .map(|link| json!({"url": link.url, "expires_at": crate::links::rfc3339(link.exp)}))
+        .unwrap_or_default();
     vec![
+        (
+            "post",
+            "/v1/jobs/{id}/links",
+            "200",
+            vec![("link", "A link valid for 10 minutes", link)],
+        ),
         (
             "post",
             "/v1/jobs",

@@ -6,7 +6,7 @@ use axum::{
     Json,
     body::Body,
     extract::{Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use super::{ApiQuery, AppState, Segment};
 use crate::{
     error::{ApiCode, ApiError},
     jobs::{MAX_WAIT_SECS, Submitted},
+    links::{now_secs, result_cache_control},
     openapi::{
         errors::{CancelErrors, ResultErrors, StatusErrors, SubmitErrors},
         schemas::{ImageBytes, JobParams, SubmitForm},
@@ -209,11 +210,20 @@ pub(super) async fn status(
 ///
 /// With `PIXMILL_RESULT_REDIRECT_SECS` above 0 (S3 only) the answer is a 307 to a
 /// presigned URL valid that many seconds instead; clients must follow it (`curl -L`).
+///
+/// A signed link (`exp`, `kid` and `sig`, from `POST /v1/jobs/{id}/links`) needs no
+/// credential. A request with `sig` is refused with 403 unless its link is good; its
+/// answer is not cached past the link's expiry.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}/result",
     tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "The job id")),
+    params(
+        ("id" = uuid::Uuid, Path, description = "The job id"),
+        ("exp" = Option<u64>, Query, description = "A signed link's expiry, in Unix seconds"),
+        ("kid" = Option<String>, Query, description = "The id of the key that signed the link"),
+        ("sig" = Option<String>, Query, description = "The link's signature: unpadded base64url HMAC-SHA256"),
+    ),
     responses(
         (
             status = 200, description = "The image",
@@ -225,7 +235,7 @@ pub(super) async fn status(
             headers(
                 ("Content-Length" = u64, description = "The image's size in bytes"),
                 ("Content-Disposition" = String, description = "`inline; filename=\"pixmill-{id}.{ext}\"`"),
-                ("Cache-Control" = String, description = "`private, max-age=86400, immutable`"),
+                ("Cache-Control" = String, description = "`private, max-age=86400, immutable`; through a signed link, `max-age` is at most the seconds the link has left"),
             )
         ),
         (
@@ -241,7 +251,9 @@ pub(super) async fn status(
 pub(super) async fn result(
     State(state): State<AppState>,
     Segment(id): Segment,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
+    let link_exp = super::links::checked(&state, &id, &uri)?;
     let job = state.jobs.get(&id).await?;
     let meta = stored_result(&job)?;
     let missing = |e: pixmill_shared::BlobError| {
@@ -255,7 +267,12 @@ pub(super) async fn result(
             .retry_after(2)
         }
     };
-    if let Some(ttl) = state.result_redirect
+    // A presigned URL outlives no link it was reached through.
+    let redirect = state.result_redirect.map(|ttl| match link_exp {
+        Some(exp) => ttl.min(Duration::from_secs(exp.saturating_sub(now_secs()).max(1))),
+        None => ttl,
+    });
+    if let Some(ttl) = redirect
         && let Some(url) = state
             .jobs
             .blobs
@@ -285,14 +302,14 @@ pub(super) async fn result(
         ),
         (
             header::CACHE_CONTROL,
-            "private, max-age=86400, immutable".into(),
+            result_cache_control(link_exp, now_secs()),
         ),
     ];
     Ok((headers, Body::from_stream(blob.body)).into_response())
 }
 
 /// The stored result of the job, or the answer that says why there is none.
-fn stored_result(job: &Job) -> Result<&JobResult, ApiError> {
+pub(super) fn stored_result(job: &Job) -> Result<&JobResult, ApiError> {
     if job.result_deleted_at.is_some() {
         return Err(ApiError::new(
             ApiCode::ResultDeleted,

@@ -25,6 +25,7 @@ use crate::{error::ApiError, jobs::Jobs};
 mod docs;
 mod events;
 mod jobs;
+mod links;
 mod listing;
 mod ops;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub queue: crate::queue_depth::Latest,
     /// Which background tasks are running.
     pub health: crate::tasks::TaskHealth,
+    /// The keys of signed result links (none: links are off).
+    pub links: crate::links::LinkKeys,
 }
 
 /// Every route with its documentation. Handlers on one path share one `routes!`.
@@ -55,6 +58,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::submit, listing::list))
         .routes(routes!(jobs::status, jobs::cancel))
         .routes(routes!(jobs::result))
+        .routes(routes!(links::mint))
         .routes(routes!(events::events))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::healthz))
