@@ -127,6 +127,15 @@ pub struct JobLinks {
     pub self_: String,
     #[schema(example = "/v1/jobs/4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27/result")]
     pub result: String,
+    /// The result as a signed link that needs no credential, valid an hour: shown by
+    /// `GET /v1/jobs/{id}` once the job has succeeded, when the gateway has link keys
+    /// (`PIXMILL_LINK_KEYS`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(
+        nullable = false,
+        example = "/v1/jobs/4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27/result?exp=1764586800&kid=k1&sig=c2lnbmF0dXJl"
+    )]
+    pub signed_result: Option<String>,
 }
 
 /// One page of `GET /v1/jobs`, newest first.
@@ -236,6 +245,7 @@ pub fn view(job: &Job) -> JobView {
         links: JobLinks {
             self_: format!("/v1/jobs/{id}"),
             result: format!("/v1/jobs/{id}/result"),
+            signed_result: None,
         },
     }
 }

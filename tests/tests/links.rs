@@ -153,6 +153,22 @@ async fn a_signed_link_serves_the_result_and_nothing_else() {
         assert!(reply.body.len() < 1024, "{bad}: an error, not the image");
     }
 
+    // A succeeded job's record carries a link of its own, valid an hour.
+    let record = stack
+        .client
+        .get(&format!("/v1/jobs/{id}"))
+        .await
+        .expect("job");
+    let signed = record.json()["links"]["signed_result"]
+        .as_str()
+        .expect("links.signed_result")
+        .to_string();
+    let left = param(&signed, "exp").parse::<i64>().expect("exp")
+        - time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!((3590..=3600).contains(&left), "{left}");
+    let served = stack.client.get(&signed).await.expect("signed_result");
+    assert_eq!((served.status, &served.body), (200, &plain.body));
+
     // The ttl may come as a body; bad ones are named.
     let (status, by_body) = mint(&stack, &id, "", r#"{"ttl": 60}"#).await;
     assert_eq!(status, 200, "{by_body}");
@@ -227,6 +243,12 @@ async fn stack_without_workers(keys: &str) -> Stack {
 async fn without_keys_links_are_off() {
     let stack = stack("").await;
     let id = finished_job(&stack, "200").await;
+    let record = stack
+        .client
+        .get(&format!("/v1/jobs/{id}"))
+        .await
+        .expect("job");
+    assert_eq!(record.json()["links"].get("signed_result"), None);
     let (status, error) = mint(&stack, &id, "?ttl=60", "").await;
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "links_disabled");

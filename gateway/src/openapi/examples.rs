@@ -220,17 +220,17 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
         processing_ms_p95: Some(41),
         sampled: false,
     };
-    // A real link, made with an example key.
-    let link = crate::links::LinkKeys::parse("k1:an-example-secret-of-at-least-32-bytes")
-        .ok()
-        .and_then(|keys| {
-            keys.sign(
-                Uuid::parse_str(EXAMPLE_ID).unwrap_or_default(),
-                1_764_583_800,
-            )
-        })
+    // Real links, made with an example key.
+    let sign = |exp: u64| {
+        crate::links::LinkKeys::parse("k1:an-example-secret-of-at-least-32-bytes")
+            .ok()
+            .and_then(|keys| keys.sign(Uuid::parse_str(EXAMPLE_ID).unwrap_or_default(), exp))
+    };
+    let link = sign(1_764_583_800)
         .map(|link| json!({"url": link.url, "expires_at": crate::links::rfc3339(link.exp)}))
         .unwrap_or_default();
+    let mut signed = view(&succeeded);
+    signed.links.signed_result = sign(1_764_586_800).map(|link| link.url);
     vec![
         (
             "post",
@@ -257,6 +257,11 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
             vec![
                 ("queued", "Waiting for a worker", job_json(&queued)),
                 ("succeeded", "Done, with its result", job_json(&succeeded)),
+                (
+                    "signed",
+                    "Done, with a signed link (PIXMILL_LINK_KEYS set)",
+                    json(&signed),
+                ),
                 ("failed", "Failed", job_json(&sample_job(JobState::Failed))),
                 (
                     "callback",

@@ -18,7 +18,7 @@ use super::{ApiQuery, AppState, Segment};
 use crate::{
     error::{ApiCode, ApiError},
     jobs::{MAX_WAIT_SECS, Submitted},
-    links::{now_secs, result_cache_control},
+    links::{DEFAULT_TTL_SECS, now_secs, result_cache_control},
     openapi::{
         errors::{CancelErrors, ResultErrors, StatusErrors, SubmitErrors},
         schemas::{ImageBytes, JobParams, SubmitForm},
@@ -201,7 +201,14 @@ pub(super) async fn status(
         });
         return Ok((StatusCode::GONE, Json(body)).into_response());
     }
-    Ok(Json(view(&job)).into_response())
+    let mut body = view(&job);
+    if body.result.is_some() {
+        body.links.signed_result = state
+            .links
+            .sign(job.id, now_secs().saturating_add(DEFAULT_TTL_SECS))
+            .map(|link| link.url);
+    }
+    Ok(Json(body).into_response())
 }
 
 /// The result image.
