@@ -170,22 +170,31 @@ async fn a_signed_link_serves_the_result_and_nothing_else() {
     assert_eq!((served.status, &served.body), (200, &plain.body));
 
     // The ttl may come as a body; bad ones are named.
+    let life = |link: &Value| {
+        param(link["url"].as_str().expect("url"), "exp")
+            .parse::<i64>()
+            .expect("exp")
+            - time::OffsetDateTime::now_utc().unix_timestamp()
+    };
     let (status, by_body) = mint(&stack, &id, "", r#"{"ttl": 60}"#).await;
     assert_eq!(status, 200, "{by_body}");
+    assert!((50..=60).contains(&life(&by_body)), "{by_body}");
+    let (status, both) = mint(&stack, &id, "?ttl=120", r#"{"ttl": 60}"#).await;
+    assert_eq!(status, 200, "{both}");
+    assert!((110..=120).contains(&life(&both)), "the query wins: {both}");
     let (status, default) = mint(&stack, &id, "", "").await;
     assert_eq!(status, 200, "{default}");
-    let exp_default: i64 = param(default["url"].as_str().expect("url"), "exp")
-        .parse()
-        .expect("exp");
-    let left = exp_default - time::OffsetDateTime::now_utc().unix_timestamp();
-    assert!((3590..=3600).contains(&left), "default ttl: {left}");
+    assert!(
+        (3590..=3600).contains(&life(&default)),
+        "default ttl: {default}"
+    );
     for (query, body) in [
         ("?ttl=0", ""),
         ("?ttl=604801", ""),
         ("?ttl=soon", ""),
         ("", r#"{"ttl": -1}"#),
         ("", r#"{"tll": 60}"#),
-        ("?ttl=60", r#"{"ttl": 60}"#),
+        ("?ttl=0", r#"{"ttl": 60}"#),
     ] {
         let (status, error) = mint(&stack, &id, query, body).await;
         assert_eq!(status, 422, "{query} {body}: {error}");

@@ -19,13 +19,21 @@ const BUDGET: Duration = Duration::from_secs(300);
 #[ignore = "installs Schemathesis from PyPI on first use; run with --ignored"]
 async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     // Webhooks off: a generated `callback_url` must not make the stack call anything.
+    // Link keys on, so links are minted and checked.
     let common = pixmill_tests::common(
         &format!("test-{}", uuid::Uuid::new_v4().simple()),
         &pixmill_tests::temp_dir(),
     );
-    let mut stack = Stack::start_configured(common, |s| s.webhooks.secret = None)
-        .await
-        .expect("stack");
+    let keys = pixmill_gateway::links::LinkKeys::parse(
+        "st:a-schemathesis-link-secret-of-32-bytes-or-more",
+    )
+    .expect("link keys");
+    let mut stack = Stack::start_configured(common, |s| {
+        s.webhooks.secret = None;
+        s.link_keys = keys;
+    })
+    .await
+    .expect("stack");
     stack.add_worker("st-worker", 1);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/schemathesis/run.sh");
     let run = tokio::process::Command::new(&script)

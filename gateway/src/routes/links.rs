@@ -22,8 +22,8 @@ const MAX_BODY_BYTES: usize = 1024;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct TtlQuery {
-    /// How long the link is valid, in seconds: 1 to 604800 (7 days); 3600 when neither
-    /// this nor the body names one.
+    /// How long the link is valid, in seconds: 1 to 604800 (7 days). It wins over the
+    /// body's `ttl`; 3600 when neither names one.
     #[param(value_type = Option<u64>, minimum = 1, maximum = 604800, example = 600)]
     ttl: Option<String>,
 }
@@ -103,7 +103,7 @@ pub(super) async fn mint(
     }))
 }
 
-/// The link's life: from the query or the JSON body (not both), 1 s to 7 days.
+/// The link's life: from the query, else the JSON body, else an hour; 1 s to 7 days.
 async fn ttl(query: Option<&str>, body: Body) -> Result<u64, ApiError> {
     let shape = "the body must be empty or a JSON object like {\"ttl\": 600}";
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
@@ -124,15 +124,7 @@ async fn ttl(query: Option<&str>, body: Body) -> Result<u64, ApiError> {
             ))
         })?),
     };
-    let ttl = match (from_query, from_body) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
-                "give ttl in the query or in the body, not both",
-            ));
-        }
-        (Some(ttl), None) | (None, Some(ttl)) => ttl,
-        (None, None) => DEFAULT_TTL_SECS,
-    };
+    let ttl = from_query.or(from_body).unwrap_or(DEFAULT_TTL_SECS);
     if !(1..=MAX_TTL_SECS).contains(&ttl) {
         return Err(ApiError::invalid(format!(
             "ttl must be from 1 to {MAX_TTL_SECS} seconds (7 days); got {ttl}"
