@@ -193,6 +193,7 @@ impl ToSchema for JobStreamEvent {
 pub fn view(job: &Job) -> JobView {
     let Job {
         id,
+        tenant: _,
         state,
         steps,
         format,
@@ -305,6 +306,7 @@ mod tests {
     fn job() -> Job {
         Job {
             id: Uuid::parse_str("4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27").expect("uuid"),
+            tenant: "local".into(),
             state: JobState::Succeeded,
             steps: vec![
                 Step::Resize {

@@ -98,6 +98,7 @@ pub fn sample_job(state: JobState) -> Job {
     };
     Job {
         id: Uuid::parse_str(EXAMPLE_ID).unwrap_or_default(),
+        tenant: crate::store::LOCAL_TENANT.into(),
         state,
         steps: vec![Step::Resize {
             width: Some(640),

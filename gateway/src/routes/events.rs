@@ -36,6 +36,8 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Where a stream is.
 struct Cursor {
     jobs: Jobs,
+    /// Whose jobs the stream's re-reads may see.
+    scope: crate::store::Scope,
     id: Uuid,
     watch: Watch,
     /// The job as last read, not yet sent.
@@ -76,7 +78,8 @@ pub(super) async fn events(
     let jobs = state.jobs.clone();
     // Subscribe before the first read, so a change in between is not missed.
     let changes = jobs.notifier.events.subscribe();
-    let job = jobs.get(&raw_id).await?;
+    let scope = super::caller_scope();
+    let job = jobs.get(&scope, &raw_id).await?;
     let last_sent = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -84,6 +87,7 @@ pub(super) async fn events(
         .unwrap_or(i64::MIN);
     let cursor = Cursor {
         jobs,
+        scope,
         id: job.id,
         watch: Watch::new(changes, job.id),
         pending: Some(job),
@@ -117,7 +121,7 @@ async fn next_change(c: &mut Cursor) -> Option<Job> {
     match c.watch.next().await {
         Seen::Job(job) => Some(Arc::unwrap_or_clone(job)),
         // A store that is briefly away costs a re-read later, not the stream.
-        Seen::Reread => c.jobs.store.get(c.id).await.ok().flatten(),
+        Seen::Reread => c.jobs.store.get(&c.scope, c.id).await.ok().flatten(),
         Seen::Closed => {
             c.done = true;
             None

@@ -80,7 +80,11 @@ pub(super) async fn submit(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
     let submission = upload::read(request, state.max_upload_bytes).await?;
-    let (job, replayed) = match state.jobs.submit(submission, key).await? {
+    let (job, replayed) = match state
+        .jobs
+        .submit(super::caller_tenant(), submission, key)
+        .await?
+    {
         Submitted::Created(job) => (job, false),
         Submitted::Replayed(job) => (job, true),
     };
@@ -138,7 +142,7 @@ pub(super) async fn cancel(
     State(state): State<AppState>,
     Segment(id): Segment,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = state.jobs.cancel(&id).await?;
+    let job = state.jobs.cancel(&super::caller_scope(), &id).await?;
     Ok(Json(view(&job)))
 }
 
@@ -190,7 +194,7 @@ pub(super) async fn status(
             })?,
     };
     let wait = Duration::from_secs_f64(wait.min(MAX_WAIT_SECS as f64));
-    let job = state.jobs.wait(&id, wait).await?;
+    let job = state.jobs.wait(&super::caller_scope(), &id, wait).await?;
     if job.state == JobState::Expired {
         // 410 with the job's record, so a client sees what it was and that it is gone.
         let mut body = view(&job);
@@ -242,7 +246,7 @@ pub(super) async fn result(
     State(state): State<AppState>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.get(&id).await?;
+    let job = state.jobs.get(&super::caller_scope(), &id).await?;
     let meta = stored_result(&job)?;
     let missing = |e: pixmill_shared::BlobError| {
         if e.is_not_found() {

@@ -74,7 +74,11 @@ pub(super) async fn list(
             ApiError::invalid(format!("cursor {cursor:?} is not one this API returned"))
         })?),
     };
-    let jobs = state.jobs.store.list(filter, before, limit).await?;
+    let jobs = state
+        .jobs
+        .store
+        .list(&super::caller_scope(), filter, before, limit)
+        .await?;
     let next_cursor = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at, j.id)))
         .flatten();

@@ -115,6 +115,17 @@ async fn not_found(request: Request) -> ApiError {
     ApiError::no_route(request.uri().path())
 }
 
+/// The tenant a request acts as: every request is the tenant `local` until callers are
+/// identified at the edge.
+pub(crate) fn caller_tenant() -> &'static str {
+    crate::store::LOCAL_TENANT
+}
+
+/// Whose jobs a request may touch (see [`caller_tenant`]).
+pub(crate) fn caller_scope() -> crate::store::Scope {
+    crate::store::Scope::tenant(caller_tenant())
+}
+
 /// A query string, deserialized; a malformed one is the API's 422 (not axum's plain-text
 /// 400), naming what could not be read.
 pub(crate) struct ApiQuery<T>(pub T);
