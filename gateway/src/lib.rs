@@ -7,8 +7,9 @@
 //!
 //! 1. **Data, domain types and plumbing**, which call no service: [`store`] (the job as
 //!    stored), [`publisher`], [`tasks`], [`error`], [`view`] (the job as the API shows
-//!    it, over `store`), the request checks [`upload`] and [`inspect`], and the callback
-//!    rules [`webhooks::guard`] and [`webhooks::sign`].
+//!    it, over `store`), [`auth`] (API keys and the principal a request acts as, over
+//!    `store` and `error`), the request checks [`upload`] and [`inspect`], and the
+//!    callback rules [`webhooks::guard`] and [`webhooks::sign`].
 //! 2. **Services**, the work: [`events`] (change notices), [`jobs`] (accepting, waiting,
 //!    cancelling), then what runs beside the requests: [`replies`], [`maintenance`],
 //!    [`webhooks::delivery`], [`queue_depth`] and [`stats`].
@@ -20,6 +21,7 @@
 //! # Modules
 //!
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
+//! - [`auth`]: API keys, the `Principal` a request acts as, and the check at the edge.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
 //! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
 //! - [`openapi`]: the API contract (OpenAPI 3.1 at `/openapi.json`, Swagger UI at `/docs/`).
@@ -40,6 +42,7 @@
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
