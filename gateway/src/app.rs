@@ -62,7 +62,9 @@ impl Application {
             metrics,
             queue,
             health,
+            auth: crate::auth::AuthState::new(settings.auth, jobs.store.clone()),
         };
+        info!(mode = %settings.auth, "PIXMILL_AUTH");
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
             listener,

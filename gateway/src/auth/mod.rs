@@ -8,6 +8,8 @@
 //! - [`key`]: the key format (`pmk_<id>_<secret>`), making keys, checking them.
 //! - [`Authenticator`]: a presented key to a principal, with a short cache (so a
 //!   revocation takes effect within [`KEY_CACHE_TTL`] on every gateway).
+//! - [`layer`]: the axum middleware, which route needs which scope, and the
+//!   `PIXMILL_AUTH` modes.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -19,6 +21,9 @@ use std::{
 use crate::store::{ApiKey, LOCAL_TENANT, Scope, Store, StoreError};
 
 pub mod key;
+pub mod layer;
+
+pub use layer::{AuthMode, AuthState, authenticate};
 
 /// What a key may do. A key holds one or more; `admin` implies the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -26,6 +26,16 @@ pub fn example_message(code: ApiCode) -> &'static str {
         DuplicateField => "send exactly one `image` field",
         BodyReadFailed => "reading the body failed: connection reset",
         InvalidIdempotencyKey => "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        CredentialMissing => {
+            "this API needs a key: send `Authorization: Bearer pmk_…` (PIXMILL_AUTH=required)"
+        }
+        CredentialMalformed => {
+            "the Authorization header is not a pixmill API key: an API key reads pmk_<id>_<secret>, with a 16-hex-digit id"
+        }
+        CredentialInvalid => "the API key is not valid",
+        CredentialExpired => "the API key 4f40a8905c1e4d7b expired",
+        CredentialRevoked => "the API key 4f40a8905c1e4d7b was revoked",
+        InsufficientScope => "this needs the jobs:write scope; the key has jobs:read",
         NotFound => "no job with id \"4f40a890-0000-4000-8000-000000000000\"",
         MethodNotAllowed => {
             "this path does not take this method; the Allow header lists the ones it does"
@@ -134,6 +144,19 @@ fn response(status: u16, codes: &[ApiCode]) -> Response {
             integer_header("Seconds to wait before retrying; nothing was done."),
         );
     }
+    if matches!(status, 401 | 403) {
+        builder = builder.header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(
+                    "The bearer challenge (RFC 6750): `Bearer realm=\"pixmill\"`, with \
+                     `error` and `error_description` when a key was presented, and `scope` \
+                     when one is missing.",
+                ))
+                .build(),
+        );
+    }
     if status == 405 {
         builder = builder.header(
             "Allow",
@@ -183,24 +206,49 @@ errors! {
     /// `POST /v1/jobs`.
     SubmitErrors: [
         MissingImage, EmptyImage, MalformedMultipart, DuplicateField, BodyReadFailed,
-        InvalidIdempotencyKey, RequestTimeout, UploadTooLarge, UnsupportedMediaType,
-        InvalidParameter, UnknownOp, TooManySteps, TooManyPixels, TooManyScans, TruncatedImage,
-        InvalidImage, IdempotencyKeyReused, CallbackNotAllowed, QueueFull,
-        BrokerUnavailable, StoreUnavailable, BlobStoreUnavailable,
+        InvalidIdempotencyKey, CredentialMissing, CredentialMalformed, CredentialInvalid,
+        CredentialExpired, CredentialRevoked, InsufficientScope, RequestTimeout,
+        UploadTooLarge, UnsupportedMediaType, InvalidParameter, UnknownOp, TooManySteps,
+        TooManyPixels, TooManyScans, TruncatedImage, InvalidImage, IdempotencyKeyReused,
+        CallbackNotAllowed, QueueFull, BrokerUnavailable, StoreUnavailable,
+        BlobStoreUnavailable,
     ];
     /// `GET /v1/jobs` and `GET /v1/stats`.
-    QueryErrors: [InvalidParameter, StoreUnavailable];
+    QueryErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+    ];
     /// `GET /v1/jobs/{id}` (its 410 is the job record, declared beside it).
-    StatusErrors: [NotFound, InvalidParameter, StoreUnavailable];
+    StatusErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, InvalidParameter, StoreUnavailable,
+    ];
     /// `DELETE /v1/jobs/{id}`.
-    CancelErrors: [NotFound, NotCancellable, Expired, StoreUnavailable, BlobStoreUnavailable];
-    /// `GET /v1/jobs/{id}/result`.
-    ResultErrors: [
-        NotFound, NotReady, JobFailed, JobCancelled, ResultMissing, Expired, ResultDeleted,
+    CancelErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, NotCancellable, Expired,
         StoreUnavailable, BlobStoreUnavailable,
     ];
+    /// `GET /v1/jobs/{id}/result`.
+    ResultErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, NotReady, JobFailed, JobCancelled,
+        ResultMissing, Expired, ResultDeleted, StoreUnavailable, BlobStoreUnavailable,
+    ];
     /// `GET /v1/jobs/{id}/events`.
-    EventsErrors: [NotFound, StoreUnavailable];
+    EventsErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, StoreUnavailable,
+    ];
+    /// `GET /metrics`.
+    AdminErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, StoreUnavailable,
+    ];
+    /// `GET /readyz`, when a key is presented (it is not needed).
+    PresentedKeyErrors: [
+        CredentialMalformed, CredentialInvalid, CredentialExpired, CredentialRevoked,
+    ];
     /// The Swagger UI files.
     FileErrors: [NotFound];
 }

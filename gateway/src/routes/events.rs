@@ -72,13 +72,14 @@ struct Cursor {
 )]
 pub(super) async fn events(
     State(state): State<AppState>,
+    principal: crate::auth::Principal,
     Segment(raw_id): Segment,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let jobs = state.jobs.clone();
     // Subscribe before the first read, so a change in between is not missed.
     let changes = jobs.notifier.events.subscribe();
-    let scope = super::caller_scope();
+    let scope = principal.scope();
     let job = jobs.get(&scope, &raw_id).await?;
     let last_sent = headers
         .get("last-event-id")

@@ -16,6 +16,7 @@ use pixmill_shared::{JobResult, metrics::Event};
 
 use super::{ApiQuery, AppState, Segment};
 use crate::{
+    auth::Principal,
     error::{ApiCode, ApiError},
     jobs::{MAX_WAIT_SECS, Submitted},
     openapi::{
@@ -76,13 +77,14 @@ use crate::{
 )]
 pub(super) async fn submit(
     State(state): State<AppState>,
+    principal: Principal,
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
     let submission = upload::read(request, state.max_upload_bytes).await?;
     let (job, replayed) = match state
         .jobs
-        .submit(super::caller_tenant(), submission, key)
+        .submit(&principal.tenant, submission, key)
         .await?
     {
         Submitted::Created(job) => (job, false),
@@ -140,9 +142,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 )]
 pub(super) async fn cancel(
     State(state): State<AppState>,
+    principal: Principal,
     Segment(id): Segment,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = state.jobs.cancel(&super::caller_scope(), &id).await?;
+    let job = state.jobs.cancel(&principal.scope(), &id).await?;
     Ok(Json(view(&job)))
 }
 
@@ -178,6 +181,7 @@ pub(super) struct WaitQuery {
 )]
 pub(super) async fn status(
     State(state): State<AppState>,
+    principal: Principal,
     Segment(id): Segment,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
@@ -194,7 +198,7 @@ pub(super) async fn status(
             })?,
     };
     let wait = Duration::from_secs_f64(wait.min(MAX_WAIT_SECS as f64));
-    let job = state.jobs.wait(&super::caller_scope(), &id, wait).await?;
+    let job = state.jobs.wait(&principal.scope(), &id, wait).await?;
     if job.state == JobState::Expired {
         // 410 with the job's record, so a client sees what it was and that it is gone.
         let mut body = view(&job);
@@ -244,9 +248,15 @@ pub(super) async fn status(
 )]
 pub(super) async fn result(
     State(state): State<AppState>,
+    principal: Option<Principal>,
     Segment(id): Segment,
 ) -> Result<Response, ApiError> {
-    let job = state.jobs.get(&super::caller_scope(), &id).await?;
+    // Without a principal the request carries a signed link's `sig` and `exp`, which
+    // the edge let through unchecked; until links are checked here, it needs a key.
+    let Some(principal) = principal else {
+        return Err(crate::auth::layer::credential_missing());
+    };
+    let job = state.jobs.get(&principal.scope(), &id).await?;
     let meta = stored_result(&job)?;
     let missing = |e: pixmill_shared::BlobError| {
         if e.is_not_found() {

@@ -47,6 +47,8 @@ pub struct AppState {
     pub queue: crate::queue_depth::Latest,
     /// Which background tasks are running.
     pub health: crate::tasks::TaskHealth,
+    /// Who may call: `PIXMILL_AUTH` and the key verifier, for the edge check.
+    pub auth: crate::auth::AuthState,
 }
 
 /// Every route with its documentation. Handlers on one path share one `routes!`.
@@ -75,8 +77,14 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .unwrap_or(usize::MAX)
         .saturating_add(1 << 20);
     let (router, _) = api().split_for_parts();
+    let auth = state.auth.clone();
     router
         .fallback(not_found)
+        // Identity is decided here, once, for every route and the fallback.
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(body_cap))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -113,17 +121,6 @@ async fn page() -> Html<&'static str> {
 
 async fn not_found(request: Request) -> ApiError {
     ApiError::no_route(request.uri().path())
-}
-
-/// The tenant a request acts as: every request is the tenant `local` until callers are
-/// identified at the edge.
-pub(crate) fn caller_tenant() -> &'static str {
-    crate::store::LOCAL_TENANT
-}
-
-/// Whose jobs a request may touch (see [`caller_tenant`]).
-pub(crate) fn caller_scope() -> crate::store::Scope {
-    crate::store::Scope::tenant(caller_tenant())
 }
 
 /// A query string, deserialized; a malformed one is the API's 422 (not axum's plain-text
