@@ -53,8 +53,7 @@ impl Settings {
     /// Reads and validates the settings.
     pub fn from_env() -> Result<Self, ConfigError> {
         let common = Common::from_env()?;
-        let db_path: PathBuf = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
-        let database_url = env_or("PIXMILL_DATABASE_URL", DatabaseUrl::Sqlite(db_path))?;
+        let database_url = database_url(&common)?;
         let result_redirect = result_redirect(&common)?;
         let management_url = management_url(&common)?;
         let http_addr = env_or(
@@ -107,6 +106,17 @@ impl Settings {
             common,
         })
     }
+}
+
+/// `PIXMILL_DATABASE_URL` (or the older `PIXMILL_DB_PATH`), as the gateway reads it.
+fn database_url(common: &Common) -> Result<DatabaseUrl, ConfigError> {
+    let db_path: PathBuf = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
+    env_or("PIXMILL_DATABASE_URL", DatabaseUrl::Sqlite(db_path))
+}
+
+/// Only the task store's URL, for `pixmill-gateway keys`, which needs nothing else.
+pub fn database_url_from_env() -> Result<DatabaseUrl, ConfigError> {
+    database_url(&Common::from_env()?)
 }
 
 /// `PIXMILL_AUTH` (`value`), which must be set when the gateway listens beyond loopback.

@@ -16,13 +16,15 @@
 //! 3. **HTTP**: [`routes`], with the contract it serves, [`openapi`]. They name each
 //!    other, the one import loop, because the router serves the document that is built
 //!    from its own list of routes.
-//! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them.
+//! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them;
+//!    [`manage`] is the `pixmill-gateway keys` command.
 //!
 //! # Modules
 //!
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
 //! - [`auth`]: API keys, the `Principal` a request acts as, and the check at the edge.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
+//! - [`manage`]: `pixmill-gateway keys create|list|revoke`.
 //! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
 //! - [`openapi`]: the API contract (OpenAPI 3.1 at `/openapi.json`, Swagger UI at `/docs/`).
 //! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
@@ -49,6 +51,7 @@ pub mod events;
 pub mod inspect;
 pub mod jobs;
 pub mod maintenance;
+pub mod manage;
 pub mod openapi;
 pub mod publisher;
 pub mod queue_depth;

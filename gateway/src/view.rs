@@ -288,7 +288,7 @@ fn callback_view(callback: &Callback) -> CallbackView {
 
 /// Milliseconds since the epoch as RFC 3339 (UTC). Every stored time is in range; one
 /// that is not shows as the epoch rather than failing the whole answer.
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {

@@ -145,6 +145,97 @@ impl Principal {
     }
 }
 
+/// Checks a tenant name: 1–64 characters of `a-z`, `A-Z`, `0-9`, `-`, `_` and `.`, so
+/// it reads the same in URLs, logs and metrics labels.
+pub fn check_tenant(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant must be 1 to 64 characters of letters, digits, '-', '_' and '.' (got {name:?})"
+        ))
+    }
+}
+
+/// What a new key is for.
+#[derive(Debug, Clone)]
+pub struct KeyRequest {
+    pub tenant: String,
+    pub scopes: BTreeSet<ApiScope>,
+    /// How long it is valid; None: until revoked.
+    pub ttl: Option<Duration>,
+    pub label: Option<String>,
+}
+
+/// Why a key could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The request is not acceptable (the message says why).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the operating system has no randomness to give: {0}")]
+    Random(getrandom::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Longest label, in bytes.
+pub const MAX_LABEL: usize = 200;
+
+/// Makes a key and stores its record. Returns the key's full text, which exists only
+/// here (show it once), and the record.
+pub async fn issue(
+    store: &Store,
+    request: KeyRequest,
+    now_ms: i64,
+) -> Result<(String, ApiKey), IssueError> {
+    check_tenant(&request.tenant).map_err(IssueError::Invalid)?;
+    if request.scopes.is_empty() {
+        return Err(IssueError::Invalid(
+            "name at least one scope: jobs:write, jobs:read or admin".into(),
+        ));
+    }
+    let label = request
+        .label
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty());
+    if label.as_ref().is_some_and(|l| l.len() > MAX_LABEL) {
+        return Err(IssueError::Invalid(format!(
+            "label must be at most {MAX_LABEL} bytes"
+        )));
+    }
+    let expires_at = match request.ttl {
+        None => None,
+        Some(ttl) if ttl.is_zero() => {
+            return Err(IssueError::Invalid("ttl must be at least 1 second".into()));
+        }
+        Some(ttl) => {
+            Some(now_ms.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)))
+        }
+    };
+    let new = key::generate().map_err(IssueError::Random)?;
+    let record = ApiKey {
+        id: new.id.clone(),
+        tenant: request.tenant,
+        scopes: request
+            .scopes
+            .iter()
+            .map(|s| s.as_str().to_string())
+            .collect(),
+        secret_hash: new.secret_hash.clone(),
+        label,
+        created_at: now_ms,
+        expires_at,
+        revoked_at: None,
+    };
+    store.insert_api_key(&record).await?;
+    Ok((new.token, record))
+}
+
 /// Why a presented credential was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Refused {
@@ -243,6 +334,41 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn issued_keys_verify_and_bad_requests_are_refused() {
+        let (store, path) = store().await;
+        let request = |tenant: &str, scopes: &str| KeyRequest {
+            tenant: tenant.into(),
+            scopes: ApiScope::parse_list(scopes).unwrap_or_default(),
+            ttl: Some(Duration::from_secs(60)),
+            label: Some("  ci  ".into()),
+        };
+        let (token, record) = issue(&store, request("acme", "jobs:read"), 1_000)
+            .await
+            .expect("issued");
+        assert_eq!(record.expires_at, Some(61_000));
+        assert_eq!(record.label.as_deref(), Some("ci"));
+        assert_eq!(record.scopes, vec!["jobs:read".to_string()]);
+        let auth = Authenticator::with_ttl(store.clone(), Duration::ZERO);
+        let principal = auth.verify(&token, 2_000).await.expect("valid");
+        assert_eq!(principal.tenant, "acme");
+        assert!(matches!(
+            auth.verify(&token, 61_000).await,
+            Err(Refused::Expired)
+        ));
+        for bad in ["", "a b", "x/y", &"t".repeat(65)] {
+            assert!(matches!(
+                issue(&store, request(bad, "jobs:read"), 0).await,
+                Err(IssueError::Invalid(_))
+            ));
+        }
+        assert!(matches!(
+            issue(&store, request("acme", ""), 0).await,
+            Err(IssueError::Invalid(_))
+        ));
+        cleanup(&path);
+    }
 
     #[test]
     fn scopes_parse_and_admin_allows_everything() {

@@ -249,6 +249,21 @@ errors! {
     PresentedKeyErrors: [
         CredentialMalformed, CredentialInvalid, CredentialExpired, CredentialRevoked,
     ];
+    /// `POST /v1/keys`.
+    CreateKeyErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+    ];
+    /// `GET /v1/keys`.
+    ListKeysErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+    ];
+    /// `DELETE /v1/keys/{id}`.
+    KeyErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, StoreUnavailable,
+    ];
     /// The Swagger UI files.
     FileErrors: [NotFound];
 }

@@ -25,9 +25,11 @@ use crate::{error::ApiError, jobs::Jobs};
 mod docs;
 mod events;
 mod jobs;
+mod keys;
 mod listing;
 mod ops;
 
+pub use keys::{KeyList, KeyView, NewKeyView};
 pub use listing::MAX_PAGE;
 pub use ops::{Alive, Health, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
 
@@ -58,6 +60,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::status, jobs::cancel))
         .routes(routes!(jobs::result))
         .routes(routes!(events::events))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

@@ -90,6 +90,7 @@ impl Job {
                     bytes: r.bytes,
                     processing_ms: r.processing_ms,
                 }),
+            tenant: Some(self.tenant.clone()),
         }
     }
 }
@@ -434,6 +435,15 @@ impl std::str::FromStr for DatabaseUrl {
 pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
     Ok(match url {
         DatabaseUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path)?),
+        DatabaseUrl::Postgres(url) => Arc::new(postgres::PgStore::connect(url).await?),
+    })
+}
+
+/// Opens the store a URL names for managing API keys (`pixmill-gateway keys`), beside
+/// any gateways that use it: a SQLite file is opened without the one-gateway lock.
+pub async fn open_for_keys(url: &DatabaseUrl) -> Result<Store, StoreError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open_for_keys(path)?),
         DatabaseUrl::Postgres(url) => Arc::new(postgres::PgStore::connect(url).await?),
     })
 }

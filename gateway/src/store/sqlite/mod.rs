@@ -24,8 +24,9 @@ use schema::{migrate, row_to_api_key, row_to_job};
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    /// Held (locked) for as long as the store is open; see the module docs.
-    _lock: Arc<File>,
+    /// Held (locked) for as long as the store is open; see the module docs. None for a
+    /// handle that only manages keys beside a running gateway.
+    _lock: Option<Arc<File>>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -42,12 +43,27 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`. Fails when another
     /// gateway holds it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the file without taking the gateway's lock, for `pixmill-gateway keys`
+    /// beside a running gateway. Key records are written in their own transactions, and
+    /// WAL lets the gateway read them at once; jobs are left to the gateway.
+    pub fn open_for_keys(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, exclusive: bool) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let lock = lock_file(path)?;
+        let lock = if exclusive {
+            Some(Arc::new(lock_file(path)?))
+        } else {
+            None
+        };
         let conn = Connection::open(path)?;
         // WAL lets readers run beside the writer; NORMAL sync is durable across process
         // crashes, which is the failure that matters for a single-machine gateway.
@@ -57,7 +73,7 @@ impl SqliteStore {
         migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-            _lock: Arc::new(lock),
+            _lock: lock,
         })
     }
 
