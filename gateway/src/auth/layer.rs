@@ -256,21 +256,24 @@ fn refusal(refused: Refused) -> ApiError {
     ))
 }
 
-/// 403 `insufficient_scope`.
+/// 403 `insufficient_scope` at the edge: the route needs `scope`.
 fn insufficient(scope: ApiScope, principal: &Principal) -> ApiError {
     let held: Vec<&str> = principal.scopes.iter().map(|s| s.as_str()).collect();
-    ApiError::new(
-        ApiCode::InsufficientScope,
-        format!(
-            "this needs the {scope} scope; the key has {}",
-            if held.is_empty() {
-                "none".to_string()
-            } else {
-                held.join(", ")
-            }
-        ),
+    let held = if held.is_empty() {
+        "none".to_string()
+    } else {
+        held.join(", ")
+    };
+    scope_needed(
+        scope,
+        format!("this needs the {scope} scope; the key has {held}"),
     )
-    .challenge(format!(
+}
+
+/// 403 `insufficient_scope`, with its challenge: what was asked needs `scope` (also
+/// for a handler, when a parameter asks for more than the route).
+pub fn scope_needed(scope: ApiScope, message: impl Into<String>) -> ApiError {
+    ApiError::new(ApiCode::InsufficientScope, message).challenge(format!(
         "{REALM}, error=\"insufficient_scope\", scope=\"{scope}\""
     ))
 }

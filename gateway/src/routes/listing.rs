@@ -7,7 +7,7 @@ use utoipa::IntoParams;
 use super::{ApiQuery, AppState};
 use crate::{
     auth::Principal,
-    error::{ApiCode, ApiError},
+    error::ApiError,
     openapi::errors::QueryErrors,
     store::{JobState, Scope},
     view::{JobList, schemas::JobStateSchema, view},
@@ -84,8 +84,8 @@ pub(super) async fn list(
         None => principal.scope(),
         Some(tenant) if principal.sees(tenant) => Scope::tenant(tenant),
         Some(_) => {
-            return Err(ApiError::new(
-                ApiCode::InsufficientScope,
+            return Err(crate::auth::layer::scope_needed(
+                crate::auth::ApiScope::Admin,
                 "listing another tenant's jobs needs the admin scope",
             ));
         }
