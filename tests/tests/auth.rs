@@ -400,10 +400,15 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
 
 /// Runs `pixmill-gateway keys …` on `db`; returns exit code and stdout.
 async fn keys_command(db: &std::path::Path, args: &[&str]) -> (i32, String) {
+    keys_command_on(&format!("sqlite://{}", db.display()), args).await
+}
+
+/// Runs `pixmill-gateway keys …` on the task store `url`; returns exit code and stdout.
+async fn keys_command_on(url: &str, args: &[&str]) -> (i32, String) {
     let output = tokio::process::Command::new(binary("pixmill-gateway").expect("binary"))
         .arg("keys")
         .args(args)
-        .env("PIXMILL_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .env("PIXMILL_DATABASE_URL", url)
         .output()
         .await
         .expect("runs");
@@ -471,6 +476,82 @@ async fn the_keys_command_works_beside_a_running_gateway() {
     assert_eq!(code, 64, "a bad scope is a usage error");
     stack.stop().await.expect("stop");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Two gateways on one PostgreSQL store: keys made by the command work on both, and a
+/// key revoked through one gateway is refused by the other within 5 s.
+#[tokio::test]
+async fn a_revocation_reaches_every_gateway() {
+    let Some(database) = pixmill_tests::backends::fresh_postgres().await else {
+        return;
+    };
+    let pixmill_gateway::store::DatabaseUrl::Postgres(url) = database.clone() else {
+        unreachable!("fresh_postgres gives a PostgreSQL URL")
+    };
+    let common = common(&format!("test-{}", Uuid::new_v4().simple()), &temp_dir());
+    let mut stack = Stack::start_configured(common, |s| {
+        s.auth = AuthMode::Required;
+        s.database_url = database;
+    })
+    .await
+    .expect("gateway a");
+    let other = stack.add_gateway().await.expect("gateway b");
+
+    let (code, out) =
+        keys_command_on(&url, &["create", "--tenant", "ops", "--scopes", "admin"]).await;
+    assert_eq!(code, 0, "{out}");
+    let admin = out.lines().last().expect("key").trim().to_string();
+    let (code, out) = keys_command_on(&url, &["create", "--tenant", "alpha"]).await;
+    assert_eq!(code, 0, "{out}");
+    let tenant_key = out.lines().last().expect("key").trim().to_string();
+
+    let (here, there) = (
+        stack.client.with_key(&tenant_key),
+        other.with_key(&tenant_key),
+    );
+    assert_eq!(here.get("/v1/jobs").await.expect("list").status, 200);
+    assert_eq!(there.get("/v1/jobs").await.expect("list").status, 200);
+
+    let revoked = stack
+        .client
+        .with_key(&admin)
+        .delete(&format!("/v1/keys/{}", id_of(&tenant_key)))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        revoked.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&revoked.body)
+    );
+    let reply = here.get("/v1/jobs").await.expect("list");
+    expect(
+        &reply,
+        401,
+        "credential_revoked",
+        "on the gateway that revoked it",
+        None,
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = there.get("/v1/jobs").await.expect("list");
+        if reply.status == 401 {
+            expect(
+                &reply,
+                401,
+                "credential_revoked",
+                "on the other gateway",
+                None,
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other gateway still accepts it"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stack.stop().await.expect("stop");
 }
 
 #[tokio::test]
