@@ -4,7 +4,9 @@
 #
 #   WORKERS=4 make run                       more worker processes
 #   make scale WORKERS=3                     while it runs: grow or shrink to 3 workers
-#   PIXMILL_HTTP_ADDR=0.0.0.0:9000 make run  listen elsewhere
+#   PIXMILL_HTTP_ADDR=0.0.0.0:9000 make run  listen elsewhere: then PIXMILL_AUTH must be
+#                                            set too (`required` for API keys), or the
+#                                            gateway refuses to start
 #
 # It supervises the workers. A worker that exits on its own (a crash, `kill -9`, a
 # SIGTERM it did not get from here) is started again after a back-off of 0.5 s, doubling

@@ -443,6 +443,9 @@ def check_invariants(deploy: Path) -> None:
         if env.get("PIXMILL_HTTP_ADDR", "127.0.0.1:8080").startswith("127."):
             problems.append(f"{where}: PIXMILL_HTTP_ADDR listens on loopback only; probes and the Service "
                             "cannot reach it")
+        if env.get("PIXMILL_AUTH") not in ("required", "open"):
+            problems.append(f"{where}: PIXMILL_AUTH must be required or open; the gateway refuses "
+                            "to start on a non-loopback address without it")
         probe(where, c, "readinessProbe", "/readyz", port)
         probe(where, c, "livenessProbe", "/healthz", port)
         for sname, (spath, svc) in by_kind.get("Service", {}).items():

@@ -38,6 +38,17 @@ pub struct Cli {
     )]
     pub url: String,
 
+    /// The API key, sent as `Authorization: Bearer KEY` (a gateway with
+    /// PIXMILL_AUTH=required needs one; `pixmill-gateway keys create` makes them).
+    #[arg(
+        long,
+        global = true,
+        env = "PIXMILL_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub key: Option<String>,
+
     /// Machine-readable output: one JSON document on stdout, no progress bars.
     /// Errors still go to stderr.
     #[arg(long, global = true)]
@@ -259,6 +270,8 @@ pub enum Command {
 #[derive(Debug)]
 pub struct Invocation {
     pub url: String,
+    /// `--key` / `PIXMILL_API_KEY`, when given.
+    pub key: Option<String>,
     pub json: bool,
     pub command: Command,
 }
@@ -302,6 +315,10 @@ where
     };
     Ok(Invocation {
         url: cli.url.trim_end_matches('/').to_string(),
+        key: cli
+            .key
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty()),
         json: cli.json,
         command,
     })
@@ -311,6 +328,14 @@ where
 mod tests {
     use super::*;
     use crate::steps::Step;
+
+    #[test]
+    fn the_key_is_taken_from_the_flag_anywhere() {
+        let parsed = parse(["pixmill", "list", "--key", " pmk_abc "]).expect("parses");
+        assert_eq!(parsed.key.as_deref(), Some("pmk_abc"));
+        let parsed = parse(["pixmill", "--key", "pmk_x", "status", "id"]).expect("parses");
+        assert_eq!(parsed.key.as_deref(), Some("pmk_x"));
+    }
 
     fn steps_of(argv: &[&str]) -> Vec<Step> {
         let mut full = vec!["pixmill", "submit", "a.jpg"];

@@ -48,7 +48,7 @@ use crate::{args::Command, args::Invocation, exit::Exit};
 
 /// Runs a parsed command line to its exit code.
 pub async fn run(invocation: Invocation) -> Exit {
-    let api = match api::Api::new(&invocation.url) {
+    let api = match api::Api::new(&invocation.url, invocation.key.as_deref()) {
         Ok(api) => api,
         Err(e) => {
             eprintln!("error: {e}");

@@ -37,7 +37,9 @@ RUN apt-get update \
 COPY --from=build /out/pixmill-gateway /usr/local/bin/pixmill-gateway
 # Listen on every interface inside the container. PIXMILL_DATA_DIR only places the
 # defaults (SQLite file and blob folder); set PIXMILL_DATABASE_URL and PIXMILL_BLOB_URL
-# to run several gateways (docs/scaling.md).
+# to run several gateways (docs/scaling.md). PIXMILL_AUTH is left for whoever runs the
+# image to choose: on 0.0.0.0 the gateway will not start until it is `required` (API
+# keys) or `open` (something in front decides who may call).
 ENV PIXMILL_HTTP_ADDR=0.0.0.0:8080 \
     PIXMILL_DATA_DIR=/var/lib/pixmill
 WORKDIR /var/lib/pixmill

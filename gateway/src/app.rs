@@ -63,7 +63,9 @@ impl Application {
             queue,
             health,
             links: settings.link_keys.clone(),
+            auth: crate::auth::AuthState::new(settings.auth, jobs.store.clone()),
         };
+        info!(mode = %settings.auth, "PIXMILL_AUTH");
         let listener = TcpListener::bind(settings.http_addr).await?;
         Ok(Self {
             listener,

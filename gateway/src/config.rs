@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
 use crate::{
-    jobs::MAX_WAIT_SECS, links::LinkKeys, maintenance::Upkeep, store::DatabaseUrl,
+    auth::AuthMode, jobs::MAX_WAIT_SECS, links::LinkKeys, maintenance::Upkeep, store::DatabaseUrl,
     webhooks::WebhookSettings,
 };
 
@@ -16,6 +16,10 @@ pub struct Settings {
     pub common: Common,
     /// `PIXMILL_HTTP_ADDR`: where the API and upload page listen.
     pub http_addr: SocketAddr,
+    /// `PIXMILL_AUTH`: `required` (every API route needs a key) or `open` (a request
+    /// without a key is the tenant `local` with every scope). Default: `open` on a
+    /// loopback `PIXMILL_HTTP_ADDR`; on any other address it must be set.
+    pub auth: AuthMode,
     /// `PIXMILL_DATABASE_URL`: `sqlite://PATH` (default `<data dir>/pixmill.db`; the
     /// older `PIXMILL_DB_PATH` still names that path) or `postgres://…`.
     pub database_url: DatabaseUrl,
@@ -52,21 +56,22 @@ impl Settings {
     /// Reads and validates the settings.
     pub fn from_env() -> Result<Self, ConfigError> {
         let common = Common::from_env()?;
-        let db_path: PathBuf = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
-        let database_url = env_or("PIXMILL_DATABASE_URL", DatabaseUrl::Sqlite(db_path))?;
+        let database_url = database_url(&common)?;
         let result_redirect = result_redirect(&common)?;
         let management_url = management_url(&common)?;
+        let http_addr = env_or(
+            "PIXMILL_HTTP_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+        )?;
         Ok(Self {
+            auth: auth_mode(http_addr, std::env::var("PIXMILL_AUTH").ok())?,
+            http_addr,
             database_url,
             management_url,
             queue_depth_every: secs("PIXMILL_QUEUE_DEPTH_SECS", 5.0)?,
             webhooks: webhook_settings()?,
             link_keys: link_keys()?,
             result_redirect,
-            http_addr: env_or(
-                "PIXMILL_HTTP_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 8080)),
-            )?,
             max_upload_bytes: env_checked("PIXMILL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024u64, |v| {
                 if (1..=1 << 30).contains(v) {
                     Ok(())
@@ -104,6 +109,43 @@ impl Settings {
             },
             common,
         })
+    }
+}
+
+/// `PIXMILL_DATABASE_URL` (or the older `PIXMILL_DB_PATH`), as the gateway reads it.
+fn database_url(common: &Common) -> Result<DatabaseUrl, ConfigError> {
+    let db_path: PathBuf = env_or("PIXMILL_DB_PATH", common.data_dir.join("pixmill.db"))?;
+    env_or("PIXMILL_DATABASE_URL", DatabaseUrl::Sqlite(db_path))
+}
+
+/// Only the task store's URL, for `pixmill-gateway keys`, which needs nothing else.
+pub fn database_url_from_env() -> Result<DatabaseUrl, ConfigError> {
+    database_url(&Common::from_env()?)
+}
+
+/// `PIXMILL_AUTH` (`value`), which must be set when the gateway listens beyond loopback.
+fn auth_mode(http_addr: SocketAddr, value: Option<String>) -> Result<AuthMode, ConfigError> {
+    let value = value.unwrap_or_default();
+    if value.trim().is_empty() && !http_addr.ip().is_loopback() {
+        return Err(ConfigError {
+            var: "PIXMILL_AUTH".into(),
+            value: String::new(),
+            reason: format!(
+                "it must be set because PIXMILL_HTTP_ADDR={http_addr} is not a loopback \
+                 address: without keys anyone who reaches the gateway could read, cancel \
+                 and submit every tenant's jobs. Set PIXMILL_AUTH=required to need API keys \
+                 (create them with `pixmill-gateway keys create`), or PIXMILL_AUTH=open if \
+                 something in front of the gateway already decides who may call it"
+            ),
+        });
+    }
+    match value.trim() {
+        "" => Ok(AuthMode::Open),
+        set => set.parse().map_err(|reason| ConfigError {
+            var: "PIXMILL_AUTH".into(),
+            value: set.into(),
+            reason,
+        }),
     }
 }
 
@@ -198,4 +240,37 @@ fn secs(var: &str, default: f64) -> Result<Duration, ConfigError> {
         }
     })?;
     Ok(Duration::from_secs_f64(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_must_be_chosen_beyond_loopback() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let v6_loopback: SocketAddr = "[::1]:8080".parse().expect("addr");
+        let public: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        let set = |v: &str| Some(v.to_string());
+        assert_eq!(auth_mode(loopback, None).expect("open"), AuthMode::Open);
+        assert_eq!(
+            auth_mode(v6_loopback, set(" ")).expect("open"),
+            AuthMode::Open
+        );
+        assert_eq!(
+            auth_mode(loopback, set("required")).expect("set"),
+            AuthMode::Required
+        );
+        assert_eq!(
+            auth_mode(public, set("required")).expect("set"),
+            AuthMode::Required
+        );
+        assert_eq!(auth_mode(public, set("open")).expect("set"), AuthMode::Open);
+        let refused = auth_mode(public, None)
+            .expect_err("must be set")
+            .to_string();
+        assert!(refused.contains("PIXMILL_AUTH"), "{refused}");
+        assert!(refused.contains("not a loopback address"), "{refused}");
+        assert!(auth_mode(loopback, set("maybe")).is_err());
+    }
 }

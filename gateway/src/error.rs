@@ -61,6 +61,12 @@ api_codes! {
     DuplicateField = "duplicate_field" => BAD_REQUEST,
     BodyReadFailed = "body_read_failed" => BAD_REQUEST,
     InvalidIdempotencyKey = "invalid_idempotency_key" => BAD_REQUEST,
+    CredentialMissing = "credential_missing" => UNAUTHORIZED,
+    CredentialMalformed = "credential_malformed" => UNAUTHORIZED,
+    CredentialInvalid = "credential_invalid" => UNAUTHORIZED,
+    CredentialExpired = "credential_expired" => UNAUTHORIZED,
+    CredentialRevoked = "credential_revoked" => UNAUTHORIZED,
+    InsufficientScope = "insufficient_scope" => FORBIDDEN,
     LinkInvalid = "link_invalid" => FORBIDDEN,
     LinkExpired = "link_expired" => FORBIDDEN,
     NotFound = "not_found" => NOT_FOUND,
@@ -121,6 +127,8 @@ pub struct ApiError {
     code: ApiCode,
     message: String,
     retry_after_secs: Option<u32>,
+    /// For 401 and 403: the `WWW-Authenticate` challenge (RFC 6750).
+    challenge: Option<String>,
     /// For `internal` only: what went wrong, logged when answered and never sent.
     detail: Option<String>,
 }
@@ -132,8 +140,15 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            challenge: None,
             detail: None,
         }
+    }
+
+    /// Adds a `WWW-Authenticate` header (the bearer challenge of a 401 or 403).
+    pub fn challenge(mut self, challenge: impl Into<String>) -> Self {
+        self.challenge = Some(challenge.into());
+        self
     }
 
     /// Adds a `Retry-After` header of `secs` (for `queue_full` and the `…_unavailable`
@@ -243,6 +258,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(value) = self.challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
+        }
         response
     }
 }
@@ -321,7 +341,9 @@ mod tests {
     fn every_code_has_its_status() {
         let pinned = "\
             400 missing_image, 400 empty_image, 400 malformed_multipart, 400 duplicate_field, \
-            400 body_read_failed, 400 invalid_idempotency_key, 403 link_invalid, \
+            400 body_read_failed, 400 invalid_idempotency_key, 401 credential_missing, \
+            401 credential_malformed, 401 credential_invalid, 401 credential_expired, \
+            401 credential_revoked, 403 insufficient_scope, 403 link_invalid, \
             403 link_expired, 404 not_found, 405 method_not_allowed, 408 request_timeout, \
             409 not_ready, 409 job_failed, 409 job_cancelled, 409 result_missing, \
             409 not_cancellable, 409 links_disabled, 410 expired, \

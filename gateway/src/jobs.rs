@@ -23,7 +23,7 @@ use crate::{
     events::{Notifier, Seen, Watch},
     inspect::inspect,
     publisher::Publisher,
-    store::{Callback, CallbackState, Change, Job, JobState, NewJob, Store, StoreError},
+    store::{Callback, CallbackState, Change, Job, JobState, NewJob, Scope, Store, StoreError},
     upload::{JobSpec, Submission, job_spec},
 };
 
@@ -89,9 +89,11 @@ pub enum Submitted {
 }
 
 impl Jobs {
-    /// Validates and queues a submission; returns the job once the broker has it.
+    /// Validates and queues a submission as a job of `tenant`; returns the job once the
+    /// broker has it. Idempotency keys are per tenant.
     pub async fn submit(
         &self,
+        tenant: &str,
         submission: Submission,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, ApiError> {
@@ -100,7 +102,7 @@ impl Jobs {
             None => None,
             Some(key) => {
                 let hash = request_hash(&submission);
-                if let Some(job) = self.replay(&key, &hash).await? {
+                if let Some(job) = self.replay(tenant, &key, &hash).await? {
                     return Ok(Submitted::Replayed(job));
                 }
                 Some((key, hash))
@@ -108,7 +110,13 @@ impl Jobs {
         };
         let (request, callback_url) = self.check(&submission, spec).await?;
         if let Some(job) = self
-            .enqueue(&submission, &request, idempotency, callback_url.clone())
+            .enqueue(
+                tenant,
+                &submission,
+                &request,
+                idempotency,
+                callback_url.clone(),
+            )
             .await?
         {
             return Ok(Submitted::Replayed(job));
@@ -122,7 +130,7 @@ impl Jobs {
             upload_bytes: submission.image.len() as u64,
         }
         .emit();
-        let job = accepted(request, callback_url);
+        let job = accepted(tenant, request, callback_url);
         self.notifier.changed(&job);
         Ok(Submitted::Created(job))
     }
@@ -170,6 +178,7 @@ impl Jobs {
     /// with the same idempotency key created first, when that request won a race.
     async fn enqueue(
         &self,
+        tenant: &str,
         submission: &Submission,
         request: &JobRequest,
         idempotency: Option<(String, String)>,
@@ -184,6 +193,7 @@ impl Jobs {
             .store
             .insert(NewJob {
                 id,
+                tenant: tenant.to_string(),
                 steps: request.steps.clone(),
                 format: request.format,
                 quality: request.quality,
@@ -196,7 +206,7 @@ impl Jobs {
             let _ = self.blobs.delete(&request.input).await;
             // Two identical requests raced on one key: the other one won; answer with it.
             if let (StoreError::DuplicateKey, Some((key, hash))) = (&e, &idempotency)
-                && let Some(job) = self.replay(key, hash).await?
+                && let Some(job) = self.replay(tenant, key, hash).await?
             {
                 return Ok(Some(job));
             }
@@ -212,8 +222,8 @@ impl Jobs {
     }
 
     /// The job an idempotency key already names, if its request matches.
-    async fn replay(&self, key: &str, hash: &str) -> Result<Option<Job>, ApiError> {
-        match self.store.find_by_key(key).await? {
+    async fn replay(&self, tenant: &str, key: &str, hash: &str) -> Result<Option<Job>, ApiError> {
+        match self.store.find_by_key(tenant, key).await? {
             None => Ok(None),
             Some((job, stored)) if stored == hash => Ok(Some(job)),
             Some((job, _)) => Err(ApiError::new(
@@ -226,20 +236,21 @@ impl Jobs {
         }
     }
 
-    /// Looks a job up by the id as given in the URL (404 for anything malformed).
-    pub async fn get(&self, raw_id: &str) -> Result<Job, ApiError> {
+    /// Looks a job up by the id as given in the URL, within `scope`: 404 for anything
+    /// malformed, unknown, or another tenant's.
+    pub async fn get(&self, scope: &Scope, raw_id: &str) -> Result<Job, ApiError> {
         let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::not_found(raw_id))?;
         self.store
-            .get(id)
+            .get(scope, id)
             .await?
             .ok_or_else(|| ApiError::not_found(raw_id))
     }
 
     /// Returns the job once it is terminal, or its current state when `wait` runs out.
-    pub async fn wait(&self, raw_id: &str, wait: Duration) -> Result<Job, ApiError> {
+    pub async fn wait(&self, scope: &Scope, raw_id: &str, wait: Duration) -> Result<Job, ApiError> {
         // Subscribe before the first read, so a change in between is not missed.
         let changes = self.notifier.events.subscribe();
-        let job = self.get(raw_id).await?;
+        let job = self.get(scope, raw_id).await?;
         if job.state.is_terminal() || wait.is_zero() {
             return Ok(job);
         }
@@ -247,12 +258,12 @@ impl Jobs {
         let mut watch = Watch::new(changes, job.id);
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => return self.get(raw_id).await,
+                () = tokio::time::sleep_until(deadline) => return self.get(scope, raw_id).await,
                 seen = watch.next() => {
                     let (now, closed) = match seen {
                         Seen::Job(job) => (Arc::unwrap_or_clone(job), false),
-                        Seen::Reread => (self.get(raw_id).await?, false),
-                        Seen::Closed => (self.get(raw_id).await?, true),
+                        Seen::Reread => (self.get(scope, raw_id).await?, false),
+                        Seen::Closed => (self.get(scope, raw_id).await?, true),
                     };
                     if now.state.is_terminal() || closed {
                         return Ok(now);
@@ -263,8 +274,9 @@ impl Jobs {
     }
 
     /// `DELETE`: cancels a queued job, or deletes a finished job's result and input.
-    pub async fn cancel(&self, raw_id: &str) -> Result<Job, ApiError> {
-        let job = self.get(raw_id).await?;
+    /// Only a job within `scope` can be cancelled; any other is not found.
+    pub async fn cancel(&self, scope: &Scope, raw_id: &str) -> Result<Job, ApiError> {
+        let job = self.get(scope, raw_id).await?;
         let id = job.id;
         match job.state {
             JobState::Queued => {
@@ -294,7 +306,7 @@ impl Jobs {
             JobState::Cancelled => {}
             JobState::Expired => return Err(expired(id)),
         }
-        self.get(raw_id).await
+        self.get(scope, raw_id).await
     }
 
     /// Applies `change` to job `id` and, when it applied, tells every listener.
@@ -321,10 +333,11 @@ impl Jobs {
 }
 
 /// The record of a job the broker just confirmed, as the store holds it (not read back).
-fn accepted(request: JobRequest, callback_url: Option<String>) -> Job {
+fn accepted(tenant: &str, request: JobRequest, callback_url: Option<String>) -> Job {
     let now = pixmill_shared::now_ms();
     Job {
         id: request.id,
+        tenant: tenant.to_string(),
         state: JobState::Queued,
         steps: request.steps,
         format: request.format,

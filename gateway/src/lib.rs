@@ -7,7 +7,8 @@
 //!
 //! 1. **Data, domain types and plumbing**, which call no service: [`store`] (the job as
 //!    stored), [`publisher`], [`tasks`], [`error`], [`view`] (the job as the API shows
-//!    it, over `store`), the request checks [`upload`] and [`inspect`], the callback
+//!    it, over `store`), [`auth`] (API keys and the principal a request acts as, over
+//!    `store` and `error`), the request checks [`upload`] and [`inspect`], the callback
 //!    rules [`webhooks::guard`] and [`webhooks::sign`], and [`links`] (signed result
 //!    links, over `error`).
 //! 2. **Services**, the work: [`events`] (change notices), [`jobs`] (accepting, waiting,
@@ -16,12 +17,15 @@
 //! 3. **HTTP**: [`routes`], with the contract it serves, [`openapi`]. They name each
 //!    other, the one import loop, because the router serves the document that is built
 //!    from its own list of routes.
-//! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them.
+//! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them;
+//!    [`manage`] is the `pixmill-gateway keys` command.
 //!
 //! # Modules
 //!
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
+//! - [`auth`]: API keys, the `Principal` a request acts as, and the check at the edge.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
+//! - [`manage`]: `pixmill-gateway keys create|list|revoke`.
 //! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
 //! - [`openapi`]: the API contract (OpenAPI 3.1 at `/openapi.json`, Swagger UI at `/docs/`).
 //! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
@@ -42,6 +46,7 @@
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -49,6 +54,7 @@ pub mod inspect;
 pub mod jobs;
 pub mod links;
 pub mod maintenance;
+pub mod manage;
 pub mod openapi;
 pub mod publisher;
 pub mod queue_depth;

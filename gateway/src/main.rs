@@ -1,11 +1,36 @@
 //! `pixmill-gateway`: set up logging, read settings, serve until SIGTERM or Ctrl-C.
+//! `pixmill-gateway keys …` manages API keys instead (see `pixmill_gateway::manage`).
 
-use pixmill_gateway::{Application, Settings};
+use clap::Parser;
+use pixmill_gateway::{
+    Application, Settings,
+    manage::{Cli, Command},
+};
 use pixmill_shared::{config::EXIT_CONFIG, shutdown, telemetry};
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Keys { action }) = cli.command {
+        return pixmill_shared::runtime::build()?.block_on(keys(action));
+    }
     pixmill_shared::runtime::tune_malloc();
     pixmill_shared::runtime::build()?.block_on(run())
+}
+
+async fn keys(action: pixmill_gateway::manage::KeysAction) -> anyhow::Result<()> {
+    let url = match pixmill_gateway::config::database_url_from_env() {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("pixmill-gateway: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = pixmill_gateway::manage::keys(&url, action, &mut out).await {
+        eprintln!("pixmill-gateway keys: {e}");
+        std::process::exit(e.exit_code());
+    }
+    Ok(())
 }
 
 async fn run() -> anyhow::Result<()> {

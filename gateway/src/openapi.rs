@@ -18,7 +18,10 @@ use std::sync::OnceLock;
 
 use utoipa::{OpenApi, openapi::OpenApi as Document};
 
+use axum::http::Method;
+
 use crate::{
+    auth::layer::{Need, required_scope},
     error::{ApiCode, ErrorBody, ErrorDetail},
     view::schemas::{JobErrorCode, Op, Step},
 };
@@ -40,6 +43,7 @@ pub mod schemas;
     ),
     tags(
         (name = "jobs", description = "Submit, watch, fetch and delete jobs"),
+        (name = "keys", description = "API keys: create, list and revoke them (admin)"),
         (name = "operations", description = "Probes, metrics and the operations panel's figures"),
         (name = "docs", description = "Pages for people: the upload page, this document and Swagger UI"),
     ),
@@ -60,7 +64,53 @@ pub struct ApiDoc;
 pub fn build() -> (Document, Vec<String>) {
     let (_, mut document) = crate::routes::api().split_for_parts();
     let problems = examples::apply(&mut document);
+    secure(&mut document);
     (document, problems)
+}
+
+/// The security scheme (`Authorization: Bearer pmk_…`) and, per operation, the scope it
+/// needs: from [`required_scope`], the table the edge check itself uses.
+fn secure(document: &mut Document) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    document
+        .components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("pmk_<id>_<secret>")
+                    .description(Some(
+                        "An API key from `pixmill-gateway keys create` or `POST /v1/keys`. \
+                         Needed on every API route with PIXMILL_AUTH=required; with \
+                         PIXMILL_AUTH=open a request without one acts as the tenant `local` \
+                         with every scope. Each operation names the scope it needs \
+                         (`admin` holds them all).",
+                    ))
+                    .build(),
+            ),
+        );
+    for (path, item) in document.paths.paths.iter_mut() {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::POST, &mut item.post),
+            (Method::PUT, &mut item.put),
+            (Method::DELETE, &mut item.delete),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let bearer = |scopes: Vec<&str>| SecurityRequirement::new("bearer", scopes);
+            operation.security = match required_scope(&method, path, None) {
+                Need::Nothing => None,
+                Need::Optional => Some(vec![SecurityRequirement::default(), bearer(vec![])]),
+                Need::Identified => Some(vec![bearer(vec![])]),
+                Need::Scope(scope) => Some(vec![bearer(vec![scope.as_str()])]),
+            };
+        }
+    }
 }
 
 /// The document, built once.

@@ -202,6 +202,7 @@ impl ToSchema for JobStreamEvent {
 pub fn view(job: &Job) -> JobView {
     let Job {
         id,
+        tenant: _,
         state,
         steps,
         format,
@@ -297,7 +298,7 @@ fn callback_view(callback: &Callback) -> CallbackView {
 
 /// Milliseconds since the epoch as RFC 3339 (UTC). Every stored time is in range; one
 /// that is not shows as the epoch rather than failing the whole answer.
-fn rfc3339(ms: i64) -> String {
+pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {
@@ -315,6 +316,7 @@ mod tests {
     fn job() -> Job {
         Job {
             id: Uuid::parse_str("4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27").expect("uuid"),
+            tenant: "local".into(),
             state: JobState::Succeeded,
             steps: vec![
                 Step::Resize {

@@ -81,7 +81,12 @@ async fn router() -> (axum::Router, Scratch) {
         limits: Limits::default(),
         webhooks: Default::default(),
     };
+    let auth = pixmill_gateway::auth::AuthState::new(
+        pixmill_gateway::auth::AuthMode::Open,
+        jobs.store.clone(),
+    );
     let state = AppState {
+        auth,
         jobs,
         max_upload_bytes: 1 << 20,
         result_redirect: None,

@@ -9,8 +9,8 @@
 use std::{future::Future, path::PathBuf, sync::Arc};
 
 use pixmill_gateway::store::{
-    Change, DatabaseUrl, JobError, JobState, NewJob, Store, StoreError, Sweep, open,
-    postgres::PgStore,
+    ApiKey, Change, DatabaseUrl, JobError, JobState, LOCAL_TENANT, NewJob, Scope, Store,
+    StoreError, Sweep, open, postgres::PgStore,
 };
 use pixmill_shared::{JobResult, OutputFormat, Step};
 use uuid::Uuid;
@@ -97,6 +97,7 @@ where
 fn new_job(id: Uuid) -> NewJob {
     NewJob {
         id,
+        tenant: LOCAL_TENANT.into(),
         steps: vec![Step::Grayscale {}, Step::Blur { sigma: 2.5 }],
         format: OutputFormat::Png,
         quality: 85,
@@ -130,7 +131,11 @@ async fn a_job_moves_forward_only() {
         let store = b.store;
         let id = Uuid::new_v4();
         store.insert(new_job(id)).await.expect("insert");
-        let job = store.get(id).await.expect("get").expect("exists");
+        let job = store
+            .get(&Scope::All, id)
+            .await
+            .expect("get")
+            .expect("exists");
         assert_eq!(job.state, JobState::Queued);
         assert_eq!(
             job.steps,
@@ -177,7 +182,11 @@ async fn a_job_moves_forward_only() {
                 "{late:?}"
             );
         }
-        let job = store.get(id).await.expect("get").expect("exists");
+        let job = store
+            .get(&Scope::All, id)
+            .await
+            .expect("get")
+            .expect("exists");
         assert_eq!(job.state, JobState::Succeeded);
         assert_eq!(job.worker.as_deref(), Some("w1"));
         assert_eq!(job.attempts, 1);
@@ -255,11 +264,11 @@ async fn unknown_and_deleted_jobs_are_absent() {
     on_every_backend("unknown_and_deleted_jobs_are_absent", |b| async move {
         let store = b.store;
         let id = Uuid::new_v4();
-        assert_eq!(store.get(id).await.expect("get"), None);
+        assert_eq!(store.get(&Scope::All, id).await.expect("get"), None);
         assert_eq!(store.apply(id, running("w", 1)).await.expect("apply"), None);
         store.insert(new_job(id)).await.expect("insert");
         store.delete(id).await.expect("delete");
-        assert_eq!(store.get(id).await.expect("get"), None);
+        assert_eq!(store.get(&Scope::All, id).await.expect("get"), None);
         store.ping().await.expect("ping");
         assert_eq!(store.backend(), b.name);
     })
@@ -279,9 +288,19 @@ async fn idempotency_keys_are_unique() {
         store.insert(keyed(first)).await.expect("insert");
         let err = store.insert(keyed(second)).await.expect_err("duplicate");
         assert!(matches!(err, StoreError::DuplicateKey), "{err}");
-        let (job, hash) = store.find_by_key(&key).await.expect("find").expect("found");
+        let (job, hash) = store
+            .find_by_key(LOCAL_TENANT, &key)
+            .await
+            .expect("find")
+            .expect("found");
         assert_eq!((job.id, hash.as_str()), (first, "hash-1"));
-        assert_eq!(store.find_by_key("no-such-key").await.expect("find"), None);
+        assert_eq!(
+            store
+                .find_by_key(LOCAL_TENANT, "no-such-key")
+                .await
+                .expect("find"),
+            None
+        );
     })
     .await;
 }
@@ -294,7 +313,7 @@ async fn publish_and_deletion_marks_are_recorded() {
         store.insert(new_job(id)).await.expect("insert");
         assert_eq!(
             store
-                .get(id)
+                .get(&Scope::All, id)
                 .await
                 .expect("get")
                 .and_then(|j| j.published_at),
@@ -303,7 +322,11 @@ async fn publish_and_deletion_marks_are_recorded() {
         store.mark_published(&[id]).await.expect("published");
         store.mark_republished(id).await.expect("republished");
         store.mark_result_deleted(id).await.expect("deleted");
-        let job = store.get(id).await.expect("get").expect("exists");
+        let job = store
+            .get(&Scope::All, id)
+            .await
+            .expect("get")
+            .expect("exists");
         assert!(job.published_at.is_some());
         assert_eq!(job.republished, 1);
         assert!(job.result_deleted_at.is_some());
@@ -495,7 +518,10 @@ async fn listing_pages_newest_first_by_state() {
         let mut seen = Vec::new();
         let mut before = None;
         loop {
-            let page = store.list(None, before, 3).await.expect("list");
+            let page = store
+                .list(&Scope::All, None, before, 3)
+                .await
+                .expect("list");
             assert!(page.len() <= 3);
             let Some(last) = page.last() else { break };
             before = Some((last.created_at, last.id));
@@ -505,13 +531,13 @@ async fn listing_pages_newest_first_by_state() {
         assert_eq!(seen, newest_first);
 
         let cancelled = store
-            .list(Some(JobState::Cancelled), None, 10)
+            .list(&Scope::All, Some(JobState::Cancelled), None, 10)
             .await
             .expect("list");
         let cancelled: Vec<Uuid> = cancelled.into_iter().map(|j| j.id).collect();
         assert_eq!(cancelled, vec![ids[4], ids[1]]);
         let failed = store
-            .list(Some(JobState::Failed), None, 10)
+            .list(&Scope::All, Some(JobState::Failed), None, 10)
             .await
             .expect("list");
         assert!(failed.is_empty());
@@ -580,7 +606,11 @@ async fn webhook_deliveries_are_claimed_and_recorded() {
                 .record_callback(hooked, &delivered, None)
                 .await
                 .expect("record");
-            let job = store.get(hooked).await.expect("get").expect("exists");
+            let job = store
+                .get(&Scope::All, hooked)
+                .await
+                .expect("get")
+                .expect("exists");
             assert_eq!(job.callback, Some(delivered));
             let done = store
                 .claim(Sweep::Webhooks, later + 10_000, 10, later + 70_000)
@@ -589,5 +619,164 @@ async fn webhook_deliveries_are_claimed_and_recorded() {
             assert!(done.is_empty(), "a delivered callback is never due again");
         },
     )
+    .await;
+}
+
+#[tokio::test]
+async fn tenants_see_only_their_own_jobs() {
+    on_every_backend("tenants_see_only_their_own_jobs", |b| async move {
+        let store = b.store;
+        let (a, b_job) = (Uuid::new_v4(), Uuid::new_v4());
+        let key = format!("shared-key-{a}");
+        let of = |tenant: &str, id, hash: &str| NewJob {
+            tenant: tenant.into(),
+            idempotency: Some((key.clone(), hash.into())),
+            ..new_job(id)
+        };
+        store
+            .insert(of("alpha", a, "hash-a"))
+            .await
+            .expect("insert a");
+        // The same idempotency key is free for another tenant.
+        store
+            .insert(of("beta", b_job, "hash-b"))
+            .await
+            .expect("insert b");
+        let (alpha, beta) = (Scope::tenant("alpha"), Scope::tenant("beta"));
+
+        let job = store.get(&alpha, a).await.expect("get").expect("own job");
+        assert_eq!(job.tenant, "alpha");
+        assert_eq!(store.get(&beta, a).await.expect("get"), None);
+        assert_eq!(store.get(&alpha, b_job).await.expect("get"), None);
+        assert!(store.get(&Scope::All, a).await.expect("get").is_some());
+        assert!(store.get(&Scope::All, b_job).await.expect("get").is_some());
+
+        let (found, hash) = store
+            .find_by_key("alpha", &key)
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!((found.id, hash.as_str()), (a, "hash-a"));
+        let (found, hash) = store
+            .find_by_key("beta", &key)
+            .await
+            .expect("find")
+            .expect("found");
+        assert_eq!((found.id, hash.as_str()), (b_job, "hash-b"));
+        assert_eq!(store.find_by_key("gamma", &key).await.expect("find"), None);
+        // Within one tenant the key is still unique.
+        let err = store
+            .insert(of("alpha", Uuid::new_v4(), "hash-c"))
+            .await
+            .expect_err("duplicate");
+        assert!(matches!(err, StoreError::DuplicateKey), "{err}");
+
+        let ids = |jobs: Vec<pixmill_gateway::store::Job>| -> Vec<Uuid> {
+            jobs.into_iter().map(|j| j.id).collect()
+        };
+        let listed = store.list(&alpha, None, None, 10).await.expect("list");
+        assert_eq!(ids(listed), vec![a]);
+        let listed = store.list(&beta, None, None, 10).await.expect("list");
+        assert_eq!(ids(listed), vec![b_job]);
+        let listed = store
+            .list(&Scope::tenant("gamma"), None, None, 10)
+            .await
+            .expect("list");
+        assert!(listed.is_empty());
+        let mut all = ids(store.list(&Scope::All, None, None, 10).await.expect("list"));
+        all.sort();
+        let mut both = vec![a, b_job];
+        both.sort();
+        assert_eq!(all, both);
+        let queued = store
+            .list(&beta, Some(JobState::Queued), None, 10)
+            .await
+            .expect("list");
+        assert_eq!(ids(queued), vec![b_job]);
+    })
+    .await;
+}
+
+fn api_key(id: &str, tenant: &str, created_at: i64) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        tenant: tenant.into(),
+        scopes: vec!["jobs:write".into(), "jobs:read".into()],
+        secret_hash: vec![7; 32],
+        label: None,
+        created_at,
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn api_keys_are_created_listed_and_revoked() {
+    on_every_backend("api_keys_are_created_listed_and_revoked", |b| async move {
+        let store = b.store;
+        let now = pixmill_shared::now_ms();
+        let first = ApiKey {
+            label: Some("ci uploads".into()),
+            expires_at: Some(now + 3_600_000),
+            ..api_key("k1", "alpha", now)
+        };
+        let second = ApiKey {
+            scopes: vec!["admin".into()],
+            ..api_key("k2", "beta", now + 1)
+        };
+        store.insert_api_key(&first).await.expect("insert");
+        store.insert_api_key(&second).await.expect("insert");
+        let err = store
+            .insert_api_key(&api_key("k1", "gamma", now))
+            .await
+            .expect_err("duplicate id");
+        assert!(matches!(err, StoreError::DuplicateKey), "{err}");
+
+        assert_eq!(
+            store.get_api_key("k1").await.expect("get"),
+            Some(first.clone())
+        );
+        assert_eq!(store.get_api_key("nope").await.expect("get"), None);
+        assert_eq!(
+            store.list_api_keys(None).await.expect("list"),
+            vec![first.clone(), second.clone()]
+        );
+        assert_eq!(
+            store.list_api_keys(Some("beta")).await.expect("list"),
+            vec![second.clone()]
+        );
+        assert!(
+            store
+                .list_api_keys(Some("gamma"))
+                .await
+                .expect("list")
+                .is_empty()
+        );
+
+        let revoked = store
+            .revoke_api_key("k1", now + 5)
+            .await
+            .expect("revoke")
+            .expect("exists");
+        assert_eq!(revoked.revoked_at, Some(now + 5));
+        // Revoking again keeps the first time.
+        let again = store
+            .revoke_api_key("k1", now + 9)
+            .await
+            .expect("revoke")
+            .expect("exists");
+        assert_eq!(again.revoked_at, Some(now + 5));
+        assert_eq!(
+            store.get_api_key("k1").await.expect("get"),
+            Some(ApiKey {
+                revoked_at: Some(now + 5),
+                ..first
+            })
+        );
+        assert_eq!(
+            store.revoke_api_key("nope", now).await.expect("revoke"),
+            None
+        );
+    })
     .await;
 }

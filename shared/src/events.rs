@@ -32,6 +32,10 @@ pub struct JobEvent {
     /// For `succeeded`: what the result is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<EventResult>,
+    /// The tenant whose job it is. Absent in notices from gateways that predate
+    /// tenants; a listener that serves several tenants filters on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// A failure, as clients see it in the job record.
@@ -80,6 +84,7 @@ mod tests {
                 bytes: 51_234,
                 processing_ms: 7,
             }),
+            tenant: Some("acme".into()),
         };
         let golden = json!({
             "job_id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
@@ -89,6 +94,7 @@ mod tests {
             "worker": "worker-1",
             "result": {"content_type": "image/jpeg", "width": 640, "height": 400,
                        "bytes": 51_234, "processing_ms": 7},
+            "tenant": "acme",
         });
         assert_eq!(serde_json::to_value(&event).expect("serialize"), golden);
         assert_eq!(
@@ -102,5 +108,7 @@ mod tests {
         let parsed: JobEvent = serde_json::from_value(failed).expect("parse failed");
         assert_eq!(parsed.error.map(|e| e.code).as_deref(), Some("timeout"));
         assert_eq!(parsed.worker, None);
+        // A notice from a gateway without tenants still parses.
+        assert_eq!(parsed.tenant, None);
     }
 }

@@ -66,6 +66,39 @@ impl Client {
         }
     }
 
+    /// The same gateway, with `authorization` as the `Authorization` header of every
+    /// request (`Bearer pmk_…`, or anything malformed a test wants to send).
+    pub fn with_authorization(&self, authorization: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(value) = reqwest::header::HeaderValue::from_str(authorization) {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Self {
+            base: self.base.clone(),
+            http: reqwest::Client::builder()
+                .timeout(TIMEOUT)
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The same gateway, sending `key` as `Authorization: Bearer`.
+    pub fn with_key(&self, key: &str) -> Self {
+        self.with_authorization(&format!("Bearer {key}"))
+    }
+
+    /// `POST` a JSON body to any path.
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await?;
+        Self::collect(response).await
+    }
+
     async fn collect(response: reqwest::Response) -> anyhow::Result<Reply> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();

@@ -103,6 +103,7 @@ impl Stack {
         let mut settings = Settings {
             common: common.clone(),
             http_addr: "127.0.0.1:0".parse()?,
+            auth: pixmill_gateway::auth::AuthMode::Open,
             database_url: DatabaseUrl::Sqlite(common.data_dir.join("pixmill.db")),
             result_redirect: None,
             management_url: pixmill_gateway::queue_depth::management_url_for(&common.amqp_url),

@@ -108,6 +108,7 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
     let (store, blobs) = (&stack.jobs().store, &stack.jobs().blobs);
     let orphan = |id: Uuid| NewJob {
         id,
+        tenant: pixmill_gateway::store::LOCAL_TENANT.into(),
         steps: vec![Step::Grayscale {}],
         format: OutputFormat::Png,
         quality: 85,

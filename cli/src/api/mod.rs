@@ -44,9 +44,22 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    /// A client for the gateway at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Result<Self, ApiError> {
+    /// A client for the gateway at `base` (e.g. `http://127.0.0.1:8080`), sending `key`
+    /// (when given) as `Authorization: Bearer` on every request.
+    pub fn new(base: &str, key: Option<&str>) -> Result<Self, ApiError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| ApiError::Protocol {
+                    url: base.into(),
+                    detail: "the API key (--key, PIXMILL_API_KEY) is not visible ASCII".into(),
+                })?;
+            // Kept out of debug output and HTTP/2 header compression tables.
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .user_agent(concat!("pixmill-cli/", env!("CARGO_PKG_VERSION")))
             // A gateway that does not accept in 10 s is as good as down (exit 3).
             .connect_timeout(Duration::from_secs(10))

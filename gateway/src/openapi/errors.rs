@@ -31,6 +31,16 @@ pub fn example_message(code: ApiCode) -> &'static str {
         }
         LinkExpired => "the link expired at 2025-12-01T11:00:00Z; ask for a new one",
         LinksDisabled => "signed links are off on this gateway: set PIXMILL_LINK_KEYS to make them",
+        CredentialMissing => {
+            "this API needs a key: send `Authorization: Bearer pmk_…` (PIXMILL_AUTH=required)"
+        }
+        CredentialMalformed => {
+            "the Authorization header is not a pixmill API key: an API key reads pmk_<id>_<secret>, with a 16-hex-digit id"
+        }
+        CredentialInvalid => "the API key is not valid",
+        CredentialExpired => "the API key 4f40a8905c1e4d7b expired",
+        CredentialRevoked => "the API key 4f40a8905c1e4d7b was revoked",
+        InsufficientScope => "this needs the jobs:write scope; the key has jobs:read",
         NotFound => "no job with id \"4f40a890-0000-4000-8000-000000000000\"",
         MethodNotAllowed => {
             "this path does not take this method; the Allow header lists the ones it does"
@@ -139,6 +149,19 @@ fn response(status: u16, codes: &[ApiCode]) -> Response {
             integer_header("Seconds to wait before retrying; nothing was done."),
         );
     }
+    if matches!(status, 401 | 403) {
+        builder = builder.header(
+            "WWW-Authenticate",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(
+                    "The bearer challenge (RFC 6750): `Bearer realm=\"pixmill\"`, with \
+                     `error` and `error_description` when a key was presented, and `scope` \
+                     when one is missing.",
+                ))
+                .build(),
+        );
+    }
     if status == 405 {
         builder = builder.header(
             "Allow",
@@ -188,29 +211,71 @@ errors! {
     /// `POST /v1/jobs`.
     SubmitErrors: [
         MissingImage, EmptyImage, MalformedMultipart, DuplicateField, BodyReadFailed,
-        InvalidIdempotencyKey, RequestTimeout, UploadTooLarge, UnsupportedMediaType,
-        InvalidParameter, UnknownOp, TooManySteps, TooManyPixels, TooManyScans, TruncatedImage,
-        InvalidImage, IdempotencyKeyReused, CallbackNotAllowed, QueueFull,
-        BrokerUnavailable, StoreUnavailable, BlobStoreUnavailable,
+        InvalidIdempotencyKey, CredentialMissing, CredentialMalformed, CredentialInvalid,
+        CredentialExpired, CredentialRevoked, InsufficientScope, RequestTimeout,
+        UploadTooLarge, UnsupportedMediaType, InvalidParameter, UnknownOp, TooManySteps,
+        TooManyPixels, TooManyScans, TruncatedImage, InvalidImage, IdempotencyKeyReused,
+        CallbackNotAllowed, QueueFull, BrokerUnavailable, StoreUnavailable,
+        BlobStoreUnavailable,
     ];
     /// `GET /v1/jobs` and `GET /v1/stats`.
-    QueryErrors: [InvalidParameter, StoreUnavailable];
+    QueryErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+    ];
     /// `GET /v1/jobs/{id}` (its 410 is the job record, declared beside it).
-    StatusErrors: [NotFound, InvalidParameter, StoreUnavailable];
+    StatusErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, InvalidParameter, StoreUnavailable,
+    ];
     /// `DELETE /v1/jobs/{id}`.
-    CancelErrors: [NotFound, NotCancellable, Expired, StoreUnavailable, BlobStoreUnavailable];
-    /// `GET /v1/jobs/{id}/result`.
-    ResultErrors: [
-        LinkInvalid, LinkExpired, NotFound, NotReady, JobFailed, JobCancelled, ResultMissing,
-        Expired, ResultDeleted, StoreUnavailable, BlobStoreUnavailable,
+    CancelErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, NotCancellable, Expired,
+        StoreUnavailable, BlobStoreUnavailable,
     ];
     /// `POST /v1/jobs/{id}/links`.
     LinkErrors: [
-        NotFound, JobFailed, JobCancelled, LinksDisabled, Expired, ResultDeleted,
-        InvalidParameter, StoreUnavailable,
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, JobFailed, JobCancelled, LinksDisabled,
+        Expired, ResultDeleted, InvalidParameter, StoreUnavailable,
+    ];
+    /// `GET /v1/jobs/{id}/result`.
+    ResultErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, LinkInvalid, LinkExpired, NotFound, NotReady,
+        JobFailed, JobCancelled, ResultMissing, Expired, ResultDeleted, StoreUnavailable,
+        BlobStoreUnavailable,
     ];
     /// `GET /v1/jobs/{id}/events`.
-    EventsErrors: [NotFound, StoreUnavailable];
+    EventsErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, StoreUnavailable,
+    ];
+    /// `GET /metrics`.
+    AdminErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, StoreUnavailable,
+    ];
+    /// `GET /readyz`, when a key is presented (it is not needed).
+    PresentedKeyErrors: [
+        CredentialMalformed, CredentialInvalid, CredentialExpired, CredentialRevoked,
+    ];
+    /// `POST /v1/keys`.
+    CreateKeyErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+    ];
+    /// `GET /v1/keys`.
+    ListKeysErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+    ];
+    /// `DELETE /v1/keys/{id}`.
+    KeyErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, InsufficientScope, NotFound, StoreUnavailable,
+    ];
     /// The Swagger UI files.
     FileErrors: [NotFound];
 }

@@ -80,6 +80,25 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
         "/v1/stats",
         &["curl 'http://127.0.0.1:8080/v1/stats?window=600'"],
     ),
+    (
+        "post",
+        "/v1/keys",
+        &[
+            "curl -H 'Authorization: Bearer pmk_…' -H 'Content-Type: application/json' \\\n     -d '{\"tenant\": \"acme\", \"scopes\": [\"jobs:write\", \"jobs:read\"], \"label\": \"ci uploads\"}' \\\n     http://127.0.0.1:8080/v1/keys",
+        ],
+    ),
+    (
+        "get",
+        "/v1/keys",
+        &["curl -H 'Authorization: Bearer pmk_…' 'http://127.0.0.1:8080/v1/keys?tenant=acme'"],
+    ),
+    (
+        "delete",
+        "/v1/keys/{id}",
+        &[
+            "curl -X DELETE -H 'Authorization: Bearer pmk_…' http://127.0.0.1:8080/v1/keys/4f40a8905c1e4d7b",
+        ],
+    ),
     ("get", "/readyz", &["curl -i http://127.0.0.1:8080/readyz"]),
     (
         "get",
@@ -106,6 +125,7 @@ pub fn sample_job(state: JobState) -> Job {
     };
     Job {
         id: Uuid::parse_str(EXAMPLE_ID).unwrap_or_default(),
+        tenant: crate::store::LOCAL_TENANT.into(),
         state,
         steps: vec![Step::Resize {
             width: Some(640),

@@ -36,6 +36,8 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Where a stream is.
 struct Cursor {
     jobs: Jobs,
+    /// Whose jobs the stream's re-reads may see.
+    scope: crate::store::Scope,
     id: Uuid,
     watch: Watch,
     /// The job as last read, not yet sent.
@@ -70,13 +72,15 @@ struct Cursor {
 )]
 pub(super) async fn events(
     State(state): State<AppState>,
+    principal: crate::auth::Principal,
     Segment(raw_id): Segment,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let jobs = state.jobs.clone();
     // Subscribe before the first read, so a change in between is not missed.
     let changes = jobs.notifier.events.subscribe();
-    let job = jobs.get(&raw_id).await?;
+    let scope = principal.scope();
+    let job = jobs.get(&scope, &raw_id).await?;
     let last_sent = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -84,6 +88,7 @@ pub(super) async fn events(
         .unwrap_or(i64::MIN);
     let cursor = Cursor {
         jobs,
+        scope,
         id: job.id,
         watch: Watch::new(changes, job.id),
         pending: Some(job),
@@ -117,7 +122,7 @@ async fn next_change(c: &mut Cursor) -> Option<Job> {
     match c.watch.next().await {
         Seen::Job(job) => Some(Arc::unwrap_or_clone(job)),
         // A store that is briefly away costs a re-read later, not the stream.
-        Seen::Reread => c.jobs.store.get(c.id).await.ok().flatten(),
+        Seen::Reread => c.jobs.store.get(&c.scope, c.id).await.ok().flatten(),
         Seen::Closed => {
             c.done = true;
             None

@@ -16,6 +16,7 @@ use pixmill_shared::{JobResult, metrics::Event};
 
 use super::{ApiQuery, AppState, Segment};
 use crate::{
+    auth::Principal,
     error::{ApiCode, ApiError},
     jobs::{MAX_WAIT_SECS, Submitted},
     links::{DEFAULT_TTL_SECS, now_secs, result_cache_control},
@@ -23,7 +24,7 @@ use crate::{
         errors::{CancelErrors, ResultErrors, StatusErrors, SubmitErrors},
         schemas::{ImageBytes, JobParams, SubmitForm},
     },
-    store::{Job, JobError, JobState},
+    store::{Job, JobError, JobState, Scope},
     upload,
     view::{JobErrorView, JobView, view},
 };
@@ -77,11 +78,16 @@ use crate::{
 )]
 pub(super) async fn submit(
     State(state): State<AppState>,
+    principal: Principal,
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
     let submission = upload::read(request, state.max_upload_bytes).await?;
-    let (job, replayed) = match state.jobs.submit(submission, key).await? {
+    let (job, replayed) = match state
+        .jobs
+        .submit(&principal.tenant, submission, key)
+        .await?
+    {
         Submitted::Created(job) => (job, false),
         Submitted::Replayed(job) => (job, true),
     };
@@ -137,9 +143,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 )]
 pub(super) async fn cancel(
     State(state): State<AppState>,
+    principal: Principal,
     Segment(id): Segment,
 ) -> Result<Json<JobView>, ApiError> {
-    let job = state.jobs.cancel(&id).await?;
+    let job = state.jobs.cancel(&principal.scope(), &id).await?;
     Ok(Json(view(&job)))
 }
 
@@ -175,6 +182,7 @@ pub(super) struct WaitQuery {
 )]
 pub(super) async fn status(
     State(state): State<AppState>,
+    principal: Principal,
     Segment(id): Segment,
     ApiQuery(q): ApiQuery<WaitQuery>,
 ) -> Result<Response, ApiError> {
@@ -191,7 +199,7 @@ pub(super) async fn status(
             })?,
     };
     let wait = Duration::from_secs_f64(wait.min(MAX_WAIT_SECS as f64));
-    let job = state.jobs.wait(&id, wait).await?;
+    let job = state.jobs.wait(&principal.scope(), &id, wait).await?;
     if job.state == JobState::Expired {
         // 410 with the job's record, so a client sees what it was and that it is gone.
         let mut body = view(&job);
@@ -257,11 +265,18 @@ pub(super) async fn status(
 )]
 pub(super) async fn result(
     State(state): State<AppState>,
+    principal: Option<Principal>,
     Segment(id): Segment,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let link_exp = super::links::checked(&state, &id, &uri)?;
-    let job = state.jobs.get(&id).await?;
+    // A link that verifies names its job and opens that job's result to whoever holds
+    // it; the edge lets a request with `sig` and `exp` through without a key for this.
+    let (scope, link_exp) = match (super::links::checked(&state, &id, &uri)?, principal) {
+        (Some(exp), _) => (Scope::All, Some(exp)),
+        (None, Some(principal)) => (principal.scope(), None),
+        (None, None) => return Err(crate::auth::layer::credential_missing()),
+    };
+    let job = state.jobs.get(&scope, &id).await?;
     let meta = stored_result(&job)?;
     let missing = |e: pixmill_shared::BlobError| {
         if e.is_not_found() {

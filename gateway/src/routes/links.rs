@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiQuery, AppState, Segment, jobs::stored_result};
 use crate::{
+    auth::Principal,
     error::{ApiCode, ApiError},
     links::{DEFAULT_TTL_SECS, LinkParts, MAX_TTL_SECS, now_secs, rfc3339},
     openapi::errors::LinkErrors,
@@ -75,6 +76,7 @@ pub struct SignedLinkView {
 )]
 pub(super) async fn mint(
     State(state): State<AppState>,
+    principal: Principal,
     Segment(id): Segment,
     ApiQuery(q): ApiQuery<TtlQuery>,
     body: Body,
@@ -86,7 +88,7 @@ pub(super) async fn mint(
         ));
     }
     let ttl = ttl(q.ttl.as_deref(), body).await?;
-    let job = state.jobs.get(&id).await?;
+    let job = state.jobs.get(&principal.scope(), &id).await?;
     // A job that will never have a result gets no link; one still running does.
     if let Err(e) = stored_result(&job)
         && e.code() != ApiCode::NotReady

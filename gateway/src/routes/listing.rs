@@ -6,9 +6,10 @@ use utoipa::IntoParams;
 
 use super::{ApiQuery, AppState};
 use crate::{
+    auth::Principal,
     error::ApiError,
     openapi::errors::QueryErrors,
-    store::JobState,
+    store::{JobState, Scope},
     view::{JobList, schemas::JobStateSchema, view},
 };
 
@@ -31,6 +32,10 @@ pub(super) struct ListQuery {
         pattern = "^([0-9]{1,18}-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
     )]
     cursor: Option<String>,
+    /// Only this tenant's jobs. For `admin` keys, which see every tenant's jobs; any
+    /// other key sees only its own tenant's, and may name only that one.
+    #[param(example = "acme")]
+    tenant: Option<String>,
 }
 
 /// Jobs newest first, optionally in one state, a bounded page at a time.
@@ -46,6 +51,7 @@ pub(super) struct ListQuery {
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let filter = match q.state.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -74,7 +80,17 @@ pub(super) async fn list(
             ApiError::invalid(format!("cursor {cursor:?} is not one this API returned"))
         })?),
     };
-    let jobs = state.jobs.store.list(filter, before, limit).await?;
+    let scope = match q.tenant.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+        None => principal.scope(),
+        Some(tenant) if principal.sees(tenant) => Scope::tenant(tenant),
+        Some(_) => {
+            return Err(crate::auth::layer::scope_needed(
+                crate::auth::ApiScope::Admin,
+                "listing another tenant's jobs needs the admin scope",
+            ));
+        }
+    };
+    let jobs = state.jobs.store.list(&scope, filter, before, limit).await?;
     let next_cursor = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at, j.id)))
         .flatten();

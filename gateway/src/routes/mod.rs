@@ -25,10 +25,12 @@ use crate::{error::ApiError, jobs::Jobs};
 mod docs;
 mod events;
 mod jobs;
+mod keys;
 mod links;
 mod listing;
 mod ops;
 
+pub use keys::{KeyList, KeyView, NewKeyView};
 pub use listing::MAX_PAGE;
 pub use ops::{Alive, Health, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
 
@@ -50,6 +52,8 @@ pub struct AppState {
     pub health: crate::tasks::TaskHealth,
     /// The keys of signed result links (none: links are off).
     pub links: crate::links::LinkKeys,
+    /// Who may call: `PIXMILL_AUTH` and the key verifier, for the edge check.
+    pub auth: crate::auth::AuthState,
 }
 
 /// Every route with its documentation. Handlers on one path share one `routes!`.
@@ -60,6 +64,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::result))
         .routes(routes!(links::mint))
         .routes(routes!(events::events))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::revoke))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
@@ -79,8 +85,14 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
         .unwrap_or(usize::MAX)
         .saturating_add(1 << 20);
     let (router, _) = api().split_for_parts();
+    let auth = state.auth.clone();
     router
         .fallback(not_found)
+        // Identity is decided here, once, for every route and the fallback.
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(body_cap))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -50,7 +50,7 @@ pub(super) async fn count_request(request: Request, next: axum::middleware::Next
         content_type = "text/plain",
         body = String,
         example = "# TYPE pixmill_http_requests_total counter\npixmill_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1\n"
-    ))
+    ), crate::openapi::errors::AdminErrors)
 )]
 pub(super) async fn metrics_text(State(state): State<AppState>) -> Response {
     (
@@ -239,7 +239,8 @@ pub struct Readiness {
     pub status: ReadyStatus,
     pub broker: Up,
     /// `host:port` of the broker node the gateway publishes through (of the
-    /// `PIXMILL_AMQP_URL` list); null before the first connection.
+    /// `PIXMILL_AMQP_URL` list); null before the first connection, and for callers
+    /// without the `admin` scope.
     #[schema(example = "127.0.0.1:5672")]
     pub broker_node: Option<String>,
     /// The task store.
@@ -248,7 +249,7 @@ pub struct Readiness {
     #[schema(value_type = String, example = "postgres")]
     pub store_backend: &'static str,
     /// `folder PATH` or `s3://BUCKET[/PREFIX] at ENDPOINT`, never with credentials. Named,
-    /// not probed.
+    /// not probed. Callers without the `admin` scope see only `folder` or `s3`.
     #[schema(example = "s3://pixmill at http://127.0.0.1:58333")]
     pub blob_store: String,
     /// Each background task (reply consumer, change-notice listener, sweeper, webhooks,
@@ -280,6 +281,17 @@ pub enum TaskState {
     Exited,
 }
 
+/// The blob store as `/readyz` names it: in full for an admin, by kind otherwise.
+fn blob_store(described: String, admin: bool) -> String {
+    if admin {
+        described
+    } else if described.starts_with("s3") {
+        "s3".into()
+    } else {
+        "folder".into()
+    }
+}
+
 /// Readiness: 200 when the broker, the task store and every background task are up.
 ///
 /// Otherwise 503. The body says which is at fault and names the configured backends.
@@ -290,9 +302,15 @@ pub enum TaskState {
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Not ready: the body says what is at fault", body = Readiness),
+        crate::openapi::errors::PresentedKeyErrors,
     )
 )]
-pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+pub(super) async fn readyz(
+    State(state): State<AppState>,
+    principal: Option<crate::auth::Principal>,
+) -> Response {
+    // Internal addresses (the broker node, the blob store's location) only for admins.
+    let admin = principal.is_some_and(|p| p.is_admin());
     let (broker, store) = tokio::join!(state.jobs.publisher.ready(), state.jobs.store.ping());
     let up = |up: bool| if up { Up::Ok } else { Up::Unavailable };
     let tasks = state.health.snapshot();
@@ -304,10 +322,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
             ReadyStatus::NotReady
         },
         broker: up(broker),
-        broker_node: state.jobs.publisher.node(),
+        broker_node: state.jobs.publisher.node().filter(|_| admin),
         store: up(store.is_ok()),
         store_backend: state.jobs.store.backend(),
-        blob_store: state.jobs.blobs.describe(),
+        blob_store: blob_store(state.jobs.blobs.describe(), admin),
         tasks: tasks
             .into_iter()
             .map(|(name, up)| {

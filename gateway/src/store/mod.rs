@@ -30,6 +30,8 @@ pub use pixmill_shared::JobState;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: Uuid,
+    /// Whose job it is: every read of it names the tenant (see [`Scope`]).
+    pub tenant: String,
     pub state: JobState,
     pub steps: Vec<Step>,
     pub format: OutputFormat,
@@ -88,6 +90,7 @@ impl Job {
                     bytes: r.bytes,
                     processing_ms: r.processing_ms,
                 }),
+            tenant: Some(self.tenant.clone()),
         }
     }
 }
@@ -96,14 +99,83 @@ impl Job {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: Uuid,
+    /// Whose job it is.
+    pub tenant: String,
     pub steps: Vec<Step>,
     pub format: OutputFormat,
     pub quality: u8,
     pub input_key: String,
-    /// `Idempotency-Key` header and a hash of the request it came with.
+    /// `Idempotency-Key` header and a hash of the request it came with; unique per tenant.
     pub idempotency: Option<(String, String)>,
     /// Where to POST the job record when it ends (checked by [`crate::webhooks::guard`]).
     pub callback_url: Option<String>,
+}
+
+/// The tenant that owns jobs made before pixmill knew tenants, and every job of an
+/// anonymous caller in `PIXMILL_AUTH=open` mode.
+pub const LOCAL_TENANT: &str = "local";
+
+/// Whose jobs a read may touch. Every lookup a caller can trigger names one, and the
+/// backends put it into the query itself, so another tenant's job is simply not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One tenant's jobs only.
+    Tenant(String),
+    /// Every tenant's jobs: administrators and the gateway's own background passes.
+    All,
+}
+
+impl Scope {
+    /// One tenant's jobs.
+    pub fn tenant(name: impl Into<String>) -> Self {
+        Scope::Tenant(name.into())
+    }
+
+    /// The tenant this scope is limited to, None for [`Scope::All`].
+    pub fn only(&self) -> Option<&str> {
+        match self {
+            Scope::Tenant(name) => Some(name),
+            Scope::All => None,
+        }
+    }
+
+    /// Whether a job of `tenant` is within this scope.
+    pub fn covers(&self, tenant: &str) -> bool {
+        self.only().is_none_or(|only| only == tenant)
+    }
+}
+
+/// An API key as stored: never its secret, only the SHA-256 of it (see
+/// `crate::auth` for why a fast hash is the right one for a random secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The public id, the part of the key between `pmk_` and the secret.
+    pub id: String,
+    /// The tenant whose jobs the key acts on.
+    pub tenant: String,
+    /// What the key may do (`jobs:write`, `jobs:read`, `admin`), as named in the API.
+    pub scopes: Vec<String>,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+    /// A note for people, e.g. where the key is used.
+    pub label: Option<String>,
+    pub created_at: i64,
+    /// After this (ms) the key is refused; None: it does not expire.
+    pub expires_at: Option<i64>,
+    /// When the key was revoked; a revoked key is refused.
+    pub revoked_at: Option<i64>,
+}
+
+impl ApiKey {
+    /// The scopes as stored: space-separated, as OAuth writes them.
+    pub(crate) fn scopes_column(&self) -> String {
+        self.scopes.join(" ")
+    }
+
+    /// The scopes from their stored form.
+    pub(crate) fn parse_scopes(column: &str) -> Vec<String> {
+        column.split_whitespace().map(str::to_string).collect()
+    }
 }
 
 /// A move of a job to another state. Applied only from [`Change::target`]'s sources.
@@ -188,8 +260,9 @@ impl Sweep {
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The idempotency key is taken (two identical requests raced).
-    #[error("a job with this idempotency key already exists")]
+    /// The idempotency key is taken for this tenant (two identical requests raced), or
+    /// an API key's id is taken.
+    #[error("a record with this key already exists")]
     DuplicateKey,
     /// The database could not be reached or refused the query: a 503 to clients.
     #[error("task store unavailable: {0}")]
@@ -217,11 +290,16 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// Removes a job whose publish failed, so no job is left `queued` with no message.
     async fn delete(&self, id: Uuid) -> Result<(), StoreError>;
 
-    /// Looks a job up.
-    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError>;
+    /// Looks a job up within `scope`: another tenant's job is not found.
+    async fn get(&self, scope: &Scope, id: Uuid) -> Result<Option<Job>, StoreError>;
 
-    /// The job created earlier with this idempotency key, and its request hash.
-    async fn find_by_key(&self, key: &str) -> Result<Option<(Job, String)>, StoreError>;
+    /// The job `tenant` created earlier with this idempotency key, and its request hash.
+    /// Keys are per tenant: another tenant's use of the same key is not found.
+    async fn find_by_key(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, StoreError>;
 
     /// Applies `change` if the job's state allows it; returns the job as it is now when
     /// it changed, None when the change did not apply (late, duplicate, unknown id).
@@ -247,10 +325,12 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
         lease_until: i64,
     ) -> Result<Vec<Job>, StoreError>;
 
-    /// Jobs newest first (by creation, then id), optionally in one state, strictly
-    /// older than `before` (the last job of the previous page), at most `limit`.
+    /// Jobs within `scope`, newest first (by creation, then id), optionally in one
+    /// state, strictly older than `before` (the last job of the previous page), at most
+    /// `limit`.
     async fn list(
         &self,
+        scope: &Scope,
         state: Option<JobState>,
         before: Option<(i64, Uuid)>,
         limit: u32,
@@ -276,6 +356,19 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// Gives up a claim early (the pass could not finish the job), so the next pass, on
     /// any gateway, may claim it again at once.
     async fn release(&self, id: Uuid) -> Result<(), StoreError>;
+
+    /// Records a new API key. [`StoreError::DuplicateKey`] if its id is taken.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+
+    /// Looks an API key up by its public id.
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    /// API keys, oldest first, of one tenant or of all.
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key at `at` (ms); revoking it again keeps the first time. Returns the
+    /// key as it is now, None when there is no such key.
+    async fn revoke_api_key(&self, id: &str, at: i64) -> Result<Option<ApiKey>, StoreError>;
 
     /// Answers when the database responds.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -346,6 +439,15 @@ pub async fn open(url: &DatabaseUrl) -> Result<Store, StoreError> {
     })
 }
 
+/// Opens the store a URL names for managing API keys (`pixmill-gateway keys`), beside
+/// any gateways that use it: a SQLite file is opened without the one-gateway lock.
+pub async fn open_for_keys(url: &DatabaseUrl) -> Result<Store, StoreError> {
+    Ok(match url {
+        DatabaseUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open_for_keys(path)?),
+        DatabaseUrl::Postgres(url) => Arc::new(postgres::PgStore::connect(url).await?),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +464,27 @@ mod tests {
         for bad in ["var/data/pixmill.db", "sqlite://", "mysql://x/y"] {
             assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn scopes_cover_their_tenant_or_everyone() {
+        let alpha = Scope::tenant("alpha");
+        assert_eq!(alpha.only(), Some("alpha"));
+        assert!(alpha.covers("alpha") && !alpha.covers("beta"));
+        assert_eq!(Scope::All.only(), None);
+        assert!(Scope::All.covers("alpha") && Scope::All.covers("beta"));
+        let key = ApiKey {
+            id: "k".into(),
+            tenant: "alpha".into(),
+            scopes: vec!["jobs:read".into(), "admin".into()],
+            secret_hash: vec![],
+            label: None,
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+        };
+        assert_eq!(key.scopes_column(), "jobs:read admin");
+        assert_eq!(ApiKey::parse_scopes(" jobs:read  admin "), key.scopes);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use pixmill_shared::JobResult;
 use tokio_postgres::{NoTls, Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
-use super::{Callback, Change, Job, JobError, JobState, NewJob, StoreError, Sweep, TaskStore};
+use super::{
+    ApiKey, Callback, Change, Job, JobError, JobState, NewJob, Scope, StoreError, Sweep, TaskStore,
+};
 
 /// Connections per gateway. Each request holds one only for its queries.
 const POOL_SIZE: usize = 16;
@@ -64,6 +66,26 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN webhook_next_at BIGINT;
     ALTER TABLE jobs ADD COLUMN webhook_log JSONB;
     CREATE INDEX jobs_webhooks ON jobs (webhook_next_at) WHERE callback_url IS NOT NULL;",
+    // 4: tenants and API keys. Jobs made before belong to the tenant `local` (the
+    // default fills them, then goes, so no insert can forget the tenant); an idempotency
+    // key is unique per tenant.
+    "ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE jobs ALTER COLUMN tenant DROP DEFAULT;
+    ALTER TABLE jobs DROP CONSTRAINT IF EXISTS jobs_idempotency_key_key;
+    CREATE UNIQUE INDEX jobs_tenant_idempotency_key ON jobs (tenant, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX jobs_tenant_listing ON jobs (tenant, created_at DESC, id DESC);
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL,
+        scopes      TEXT NOT NULL,
+        secret_hash BYTEA NOT NULL,
+        label       TEXT,
+        created_at  BIGINT NOT NULL,
+        expires_at  BIGINT,
+        revoked_at  BIGINT
+    );
+    CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at);",
 ];
 
 /// Handle to the PostgreSQL task store. Cheap to clone.
@@ -159,6 +181,21 @@ impl PgStore {
             .collect()
     }
 
+    async fn api_keys(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        client
+            .query(&statement, params)
+            .await?
+            .iter()
+            .map(row_to_api_key)
+            .collect()
+    }
+
     async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql).await?;
@@ -209,8 +246,8 @@ impl TaskStore for PgStore {
         let (key, hash) = job.idempotency.unzip();
         self.execute(
             "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                               idempotency_key, request_hash, callback_url)
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8, $9)",
+                               idempotency_key, request_hash, callback_url, tenant)
+             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)",
             &[
                 &job.id,
                 &steps,
@@ -221,6 +258,7 @@ impl TaskStore for PgStore {
                 &key,
                 &hash,
                 &job.callback_url,
+                &job.tenant,
             ],
         )
         .await?;
@@ -233,19 +271,26 @@ impl TaskStore for PgStore {
         Ok(())
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+    async fn get(&self, scope: &Scope, id: Uuid) -> Result<Option<Job>, StoreError> {
         Ok(self
-            .rows("SELECT * FROM jobs WHERE id = $1", &[&id])
+            .rows(
+                "SELECT * FROM jobs WHERE id = $1 AND ($2::TEXT IS NULL OR tenant = $2)",
+                &[&id, &scope.only()],
+            )
             .await?
             .pop())
     }
 
-    async fn find_by_key(&self, key: &str) -> Result<Option<(Job, String)>, StoreError> {
+    async fn find_by_key(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
-            .prepare_cached("SELECT * FROM jobs WHERE idempotency_key = $1")
+            .prepare_cached("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
             .await?;
-        match client.query_opt(&statement, &[&key]).await? {
+        match client.query_opt(&statement, &[&tenant, &key]).await? {
             None => Ok(None),
             Some(row) => {
                 let hash: Option<String> = row.try_get("request_hash")?;
@@ -399,6 +444,7 @@ impl TaskStore for PgStore {
 
     async fn list(
         &self,
+        scope: &Scope,
         state: Option<JobState>,
         before: Option<(i64, Uuid)>,
         limit: u32,
@@ -409,8 +455,9 @@ impl TaskStore for PgStore {
             "SELECT * FROM jobs
              WHERE ($1::TEXT IS NULL OR state = $1)
                AND ($2::BIGINT IS NULL OR (created_at, id) < ($2, $3))
+               AND ($5::TEXT IS NULL OR tenant = $5)
              ORDER BY created_at DESC, id DESC LIMIT $4",
-            &[&state, &created_at, &id, &i64::from(limit)],
+            &[&state, &created_at, &id, &i64::from(limit), &scope.only()],
         )
         .await
     }
@@ -465,6 +512,53 @@ impl TaskStore for PgStore {
         Ok(())
     }
 
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        self.execute(
+            "INSERT INTO api_keys (id, tenant, scopes, secret_hash, label, created_at,
+                                   expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &key.id,
+                &key.tenant,
+                &key.scopes_column(),
+                &key.secret_hash,
+                &key.label,
+                &key.created_at,
+                &key.expires_at,
+                &key.revoked_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self
+            .api_keys("SELECT * FROM api_keys WHERE id = $1", &[&id])
+            .await?
+            .pop())
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>, StoreError> {
+        self.api_keys(
+            "SELECT * FROM api_keys WHERE $1::TEXT IS NULL OR tenant = $1
+             ORDER BY created_at, id",
+            &[&tenant],
+        )
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: i64) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self
+            .api_keys(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1
+                 RETURNING *",
+                &[&id, &at],
+            )
+            .await?
+            .pop())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client.simple_query("SELECT 1").await?;
@@ -512,6 +606,7 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
     let webhook_log = webhook_log.map(|v| v.to_string());
     Ok(Job {
         id: row.try_get("id").map_err(corrupt)?,
+        tenant: row.try_get("tenant").map_err(corrupt)?,
         state: JobState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?,
         steps: serde_json::from_value(steps)?,
@@ -537,5 +632,20 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
             webhook_state,
             webhook_log.as_deref(),
         )?,
+    })
+}
+
+fn row_to_api_key(row: &Row) -> Result<ApiKey, StoreError> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    let scopes: String = row.try_get("scopes").map_err(corrupt)?;
+    Ok(ApiKey {
+        id: row.try_get("id").map_err(corrupt)?,
+        tenant: row.try_get("tenant").map_err(corrupt)?,
+        scopes: ApiKey::parse_scopes(&scopes),
+        secret_hash: row.try_get("secret_hash").map_err(corrupt)?,
+        label: row.try_get("label").map_err(corrupt)?,
+        created_at: row.try_get("created_at").map_err(corrupt)?,
+        expires_at: row.try_get("expires_at").map_err(corrupt)?,
+        revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
     })
 }

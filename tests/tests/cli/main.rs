@@ -8,12 +8,14 @@
 //!
 //! - `submit.rs`: submit with steps, folders, patterns, `--json`, a refused job.
 //! - `commands.rs`: status, get, cancel and list on real jobs.
+//! - `keys.rs`: the API key from `--key` or `PIXMILL_API_KEY`.
 //! - `exits.rs`: exit codes 2 and 3, and a stand-in gateway (a bare TCP listener on
 //!   127.0.0.1:0) for answers the real one gives only under failure: 503 with
 //!   `Retry-After`, and a 307 to a presigned URL.
 
 mod commands;
 mod exits;
+mod keys;
 mod submit;
 
 use std::{path::Path, process::Stdio};

@@ -14,18 +14,19 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{Callback, Change, Job, JobState, NewJob, StoreError, Sweep, TaskStore};
+use super::{ApiKey, Callback, Change, Job, JobState, NewJob, Scope, StoreError, Sweep, TaskStore};
 
 mod schema;
 
-use schema::{migrate, row_to_job};
+use schema::{migrate, row_to_api_key, row_to_job};
 
 /// Handle to the SQLite task store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
-    /// Held (locked) for as long as the store is open; see the module docs.
-    _lock: Arc<File>,
+    /// Held (locked) for as long as the store is open; see the module docs. None for a
+    /// handle that only manages keys beside a running gateway.
+    _lock: Option<Arc<File>>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -42,12 +43,27 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path`. Fails when another
     /// gateway holds it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the file without taking the gateway's lock, for `pixmill-gateway keys`
+    /// beside a running gateway. Key records are written in their own transactions, and
+    /// WAL lets the gateway read them at once; jobs are left to the gateway.
+    pub fn open_for_keys(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, exclusive: bool) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let lock = lock_file(path)?;
+        let lock = if exclusive {
+            Some(Arc::new(lock_file(path)?))
+        } else {
+            None
+        };
         let conn = Connection::open(path)?;
         // WAL lets readers run beside the writer; NORMAL sync is durable across process
         // crashes, which is the failure that matters for a single-machine gateway.
@@ -57,7 +73,7 @@ impl SqliteStore {
         migrate(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
-            _lock: Arc::new(lock),
+            _lock: lock,
         })
     }
 
@@ -198,9 +214,9 @@ impl TaskStore for SqliteStore {
             let (key, hash) = job.idempotency.unzip();
             let inserted = c.execute(
                 "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                                   idempotency_key, request_hash, callback_url)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9)",
-                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash, job.callback_url],
+                                   idempotency_key, request_hash, callback_url, tenant)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
+                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash, job.callback_url, job.tenant],
             );
             match inserted {
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -222,11 +238,12 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn get(&self, id: Uuid) -> Result<Option<Job>, StoreError> {
+    async fn get(&self, scope: &Scope, id: Uuid) -> Result<Option<Job>, StoreError> {
+        let tenant = scope.only().map(str::to_string);
         self.with(move |c| {
             c.query_row(
-                "SELECT * FROM jobs WHERE id = ?1",
-                params![id.to_string()],
+                "SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
+                params![id.to_string(), tenant],
                 row_to_job,
             )
             .optional()?
@@ -235,13 +252,17 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn find_by_key(&self, key: &str) -> Result<Option<(Job, String)>, StoreError> {
-        let key = key.to_string();
+    async fn find_by_key(
+        &self,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<(Job, String)>, StoreError> {
+        let (tenant, key) = (tenant.to_string(), key.to_string());
         self.with(move |c| {
             let row = c
                 .query_row(
-                    "SELECT * FROM jobs WHERE idempotency_key = ?1",
-                    params![key],
+                    "SELECT * FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2",
+                    params![tenant, key],
                     |row| {
                         Ok((
                             row_to_job(row)?,
@@ -325,6 +346,7 @@ impl TaskStore for SqliteStore {
 
     async fn list(
         &self,
+        scope: &Scope,
         state: Option<JobState>,
         before: Option<(i64, Uuid)>,
         limit: u32,
@@ -332,6 +354,10 @@ impl TaskStore for SqliteStore {
         use rusqlite::types::Value;
         let mut sql = String::from("SELECT * FROM jobs WHERE 1 = 1");
         let mut bind = Vec::new();
+        if let Some(tenant) = scope.only() {
+            bind.push(Value::Text(tenant.into()));
+            sql.push_str(&format!(" AND tenant = ?{}", bind.len()));
+        }
         if let Some(state) = state {
             bind.push(Value::Text(state.as_str().into()));
             sql.push_str(&format!(" AND state = ?{}", bind.len()));
@@ -409,6 +435,76 @@ impl TaskStore for SqliteStore {
         .await
     }
 
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.with(move |c| {
+            let inserted = c.execute(
+                "INSERT INTO api_keys (id, tenant, scopes, secret_hash, label, created_at,
+                                       expires_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    key.id,
+                    key.tenant,
+                    key.scopes_column(),
+                    key.secret_hash,
+                    key.label,
+                    key.created_at,
+                    key.expires_at,
+                    key.revoked_at
+                ],
+            );
+            match inserted {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(StoreError::DuplicateKey)
+                }
+                other => other.map(|_| ()).map_err(StoreError::from),
+            }
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT * FROM api_keys WHERE id = ?1",
+                params![id],
+                row_to_api_key,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKey>, StoreError> {
+        let tenant = tenant.map(str::to_string);
+        self.with(move |c| {
+            let mut statement = c.prepare_cached(
+                "SELECT * FROM api_keys WHERE ?1 IS NULL OR tenant = ?1
+                 ORDER BY created_at, id",
+            )?;
+            let rows = statement.query_map(params![tenant], row_to_api_key)?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: i64) -> Result<Option<ApiKey>, StoreError> {
+        let id = id.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1
+                 RETURNING *",
+                params![id, at],
+                row_to_api_key,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
             c.query_row("SELECT 1", [], |_| Ok(()))?;
@@ -426,6 +522,52 @@ pub(super) fn parse_state(name: &str) -> Result<JobState, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn jobs_from_before_tenants_belong_to_local() {
+        let path = std::env::temp_dir().join(format!("pixmill-v5-{}.db", Uuid::new_v4()));
+        let id = Uuid::new_v4();
+        {
+            // A file as a gateway without tenants left it: schema version 5, one job.
+            let conn = Connection::open(&path).expect("open");
+            for batch in [
+                schema::SCHEMA_V1,
+                schema::SCHEMA_V2,
+                schema::SCHEMA_V3,
+                schema::SCHEMA_V4,
+                schema::SCHEMA_V5,
+            ] {
+                conn.execute_batch(batch).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", 5)
+                .expect("version");
+            conn.execute(
+                "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at,
+                                   updated_at, idempotency_key, request_hash)
+                 VALUES (?1, 'queued', '[]', 'png', 85, 'inputs/x', 1, 1, 'k', 'h')",
+                params![id.to_string()],
+            )
+            .expect("old job");
+        }
+        let store = SqliteStore::open(&path).expect("migrate");
+        let local = Scope::tenant(crate::store::LOCAL_TENANT);
+        let job = store.get(&local, id).await.expect("get").expect("kept");
+        assert_eq!(job.tenant, "local");
+        let (found, _) = store
+            .find_by_key("local", "k")
+            .await
+            .expect("find")
+            .expect("its key");
+        assert_eq!(found.id, id);
+        assert_eq!(store.find_by_key("other", "k").await.expect("find"), None);
+        assert!(store.list_api_keys(None).await.expect("keys").is_empty());
+        drop(store);
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(name));
+        }
+    }
 
     #[test]
     fn a_second_gateway_on_the_same_file_is_refused() {

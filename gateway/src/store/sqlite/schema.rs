@@ -5,12 +5,12 @@ use rusqlite::Connection;
 use uuid::Uuid;
 
 use super::{
-    super::{Job, JobError, callback},
+    super::{ApiKey, Job, JobError, callback},
     StoreError, parse_state,
 };
 
 /// Version 1: the jobs table.
-const SCHEMA_V1: &str = "
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id                  TEXT PRIMARY KEY,
     state               TEXT NOT NULL,
@@ -37,7 +37,7 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, updated_at);
 ";
 
 /// Version 2: idempotency keys, publish tracking for the sweeper, retention.
-const SCHEMA_V2: &str = "
+pub(super) const SCHEMA_V2: &str = "
 ALTER TABLE jobs ADD COLUMN idempotency_key TEXT;
 ALTER TABLE jobs ADD COLUMN request_hash TEXT;
 ALTER TABLE jobs ADD COLUMN published_at INTEGER;
@@ -49,18 +49,38 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(state, finished_at);
 ";
 
 /// Version 3: leases, so a background pass claims a job once.
-const SCHEMA_V3: &str = "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;";
+pub(super) const SCHEMA_V3: &str = "ALTER TABLE jobs ADD COLUMN lease_until INTEGER;";
 
 /// Version 4: newest-first listing.
-const SCHEMA_V4: &str = "CREATE INDEX IF NOT EXISTS jobs_listing ON jobs(created_at DESC, id DESC);
+pub(super) const SCHEMA_V4: &str =
+    "CREATE INDEX IF NOT EXISTS jobs_listing ON jobs(created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_state_listing ON jobs(state, created_at DESC, id DESC);";
 
 /// Version 5: webhooks.
-const SCHEMA_V5: &str = "ALTER TABLE jobs ADD COLUMN callback_url TEXT;
+pub(super) const SCHEMA_V5: &str = "ALTER TABLE jobs ADD COLUMN callback_url TEXT;
 ALTER TABLE jobs ADD COLUMN webhook_state TEXT;
 ALTER TABLE jobs ADD COLUMN webhook_next_at INTEGER;
 ALTER TABLE jobs ADD COLUMN webhook_log TEXT;
 CREATE INDEX IF NOT EXISTS jobs_webhooks ON jobs(webhook_next_at) WHERE callback_url IS NOT NULL;";
+
+/// Version 6: tenants and API keys. Jobs made before belong to the tenant `local`; an
+/// idempotency key is unique per tenant, so two tenants may use the same one.
+const SCHEMA_V6: &str = "ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'local';
+DROP INDEX IF EXISTS jobs_idempotency_key;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_tenant_idempotency_key ON jobs(tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_tenant_listing ON jobs(tenant, created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,
+    tenant      TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
+    label       TEXT,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+);
+CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant, created_at);";
 
 /// Brings the schema up to date. `user_version` records how far a file has come, so
 /// a database made by an older gateway keeps its jobs.
@@ -86,7 +106,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 5 && !has_column("callback_url")? {
         conn.execute_batch(SCHEMA_V5)?;
     }
-    conn.pragma_update(None, "user_version", 5)?;
+    if version < 6 && !has_column("tenant")? {
+        conn.execute_batch(SCHEMA_V6)?;
+    }
+    conn.pragma_update(None, "user_version", 6)?;
     Ok(())
 }
 
@@ -105,6 +128,7 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
         None => None,
     };
     let id: String = row.get("id")?;
+    let tenant: String = row.get("tenant")?;
     let state: String = row.get("state")?;
     let steps: String = row.get("steps")?;
     let format: String = row.get("format")?;
@@ -122,6 +146,7 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
     Ok((|| {
         Ok(Job {
             id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            tenant,
             state: parse_state(&state)?,
             steps: serde_json::from_str(&steps)?,
             format: pixmill_shared::OutputFormat::parse(&format)
@@ -144,4 +169,19 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
             callback: callback::from_columns(callback_url, webhook_state, webhook_log.as_deref())?,
         })
     })())
+}
+
+/// Reads one row of `api_keys`.
+pub(super) fn row_to_api_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKey> {
+    let scopes: String = row.get("scopes")?;
+    Ok(ApiKey {
+        id: row.get("id")?,
+        tenant: row.get("tenant")?,
+        scopes: ApiKey::parse_scopes(&scopes),
+        secret_hash: row.get("secret_hash")?,
+        label: row.get("label")?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        revoked_at: row.get("revoked_at")?,
+    })
 }

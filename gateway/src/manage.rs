@@ -1,0 +1,262 @@
+//! `pixmill-gateway keys …`: managing API keys from the command line, on the task store
+//! `PIXMILL_DATABASE_URL` names, also while gateways run on it.
+//!
+//! ```text
+//! pixmill-gateway keys create --tenant NAME [--scopes jobs:write,jobs:read] [--ttl SECONDS] [--label L]
+//! pixmill-gateway keys list [--tenant NAME]
+//! pixmill-gateway keys revoke ID
+//! ```
+//!
+//! `create` prints the record, then the key alone on the last line: it is shown once.
+//! Nothing prints a secret again.
+
+use std::{io::Write, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+use crate::{
+    auth::{self, ApiScope, KeyRequest},
+    store::{self, ApiKey, DatabaseUrl},
+    view::rfc3339,
+};
+
+/// The gateway's command line: no subcommand serves.
+#[derive(Debug, Parser)]
+#[command(name = "pixmill-gateway", version, about = "pixmill's HTTP gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list and revoke API keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key; it is printed once, alone on the last line.
+    Create {
+        /// The tenant whose jobs the key acts on.
+        #[arg(long)]
+        tenant: String,
+        /// Comma-separated: jobs:write, jobs:read, admin.
+        #[arg(long, default_value = "jobs:write,jobs:read")]
+        scopes: String,
+        /// Seconds until it expires (default: until revoked).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// A note for people, e.g. where the key is used.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by its public id; every gateway refuses it within 2 seconds.
+    Revoke {
+        /// The public id (the 16 hex digits after `pmk_`).
+        id: String,
+    },
+}
+
+/// Why the command failed, and the exit code that says so.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// Bad arguments or settings: exit 64, like every configuration error.
+    #[error("{0}")]
+    Usage(String),
+    /// The store failed, or there is no such key: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ManageError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ManageError::Usage(_) => pixmill_shared::config::EXIT_CONFIG,
+            ManageError::Failed(_) => 1,
+        }
+    }
+}
+
+/// Runs `keys <action>` against `url`, writing to `out`.
+pub async fn keys(
+    url: &DatabaseUrl,
+    action: KeysAction,
+    out: &mut impl Write,
+) -> Result<(), ManageError> {
+    let scopes = match &action {
+        KeysAction::Create { scopes, .. } => {
+            Some(ApiScope::parse_list(scopes).map_err(ManageError::Usage)?)
+        }
+        _ => None,
+    };
+    let store = store::open_for_keys(url)
+        .await
+        .map_err(|e| ManageError::Failed(format!("task store {url}: {e}")))?;
+    let failed = |e: store::StoreError| ManageError::Failed(e.to_string());
+    let write = |e: std::io::Error| ManageError::Failed(format!("writing the output: {e}"));
+    match action {
+        KeysAction::Create {
+            tenant, ttl, label, ..
+        } => {
+            let request = KeyRequest {
+                tenant,
+                scopes: scopes.unwrap_or_default(),
+                ttl: ttl.map(Duration::from_secs),
+                label,
+            };
+            let (token, record) = auth::issue(&store, request, pixmill_shared::now_ms())
+                .await
+                .map_err(|e| match e {
+                    auth::IssueError::Invalid(why) => ManageError::Usage(why),
+                    other => ManageError::Failed(other.to_string()),
+                })?;
+            describe(&record, out).map_err(write)?;
+            writeln!(
+                out,
+                "the key, shown once (only its hash is stored; revoke it and make another if it is lost):"
+            )
+            .map_err(write)?;
+            writeln!(out, "{token}").map_err(write)?;
+        }
+        KeysAction::List { tenant } => {
+            let keys = store
+                .list_api_keys(tenant.as_deref())
+                .await
+                .map_err(failed)?;
+            writeln!(
+                out,
+                "{:<16}  {:<16}  {:<28}  {:<24}  {:<24}  {:<24}  LABEL",
+                "ID", "TENANT", "SCOPES", "CREATED", "EXPIRES", "REVOKED"
+            )
+            .map_err(write)?;
+            for key in &keys {
+                writeln!(
+                    out,
+                    "{:<16}  {:<16}  {:<28}  {:<24}  {:<24}  {:<24}  {}",
+                    key.id,
+                    key.tenant,
+                    key.scopes.join(","),
+                    rfc3339(key.created_at),
+                    key.expires_at.map_or("never".into(), rfc3339),
+                    key.revoked_at.map_or("-".into(), rfc3339),
+                    key.label.as_deref().unwrap_or("")
+                )
+                .map_err(write)?;
+            }
+        }
+        KeysAction::Revoke { id } => {
+            let id = id.trim().trim_start_matches("pmk_").to_string();
+            let id = id.split('_').next().unwrap_or_default().to_string();
+            let key = if auth::key::is_id(&id) {
+                store
+                    .revoke_api_key(&id, pixmill_shared::now_ms())
+                    .await
+                    .map_err(failed)?
+            } else {
+                None
+            };
+            let key =
+                key.ok_or_else(|| ManageError::Failed(format!("no API key with id {id:?}")))?;
+            describe(&key, out).map_err(write)?;
+            writeln!(out, "revoked: every gateway refuses it within 2 seconds").map_err(write)?;
+        }
+    }
+    Ok(())
+}
+
+/// A key's record, one field a line, never its secret.
+fn describe(key: &ApiKey, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "id:       {}", key.id)?;
+    writeln!(out, "tenant:   {}", key.tenant)?;
+    writeln!(out, "scopes:   {}", key.scopes.join(","))?;
+    writeln!(out, "created:  {}", rfc3339(key.created_at))?;
+    writeln!(
+        out,
+        "expires:  {}",
+        key.expires_at.map_or("never".into(), rfc3339)
+    )?;
+    if let Some(at) = key.revoked_at {
+        writeln!(out, "revoked:  {}", rfc3339(at))?;
+    }
+    if let Some(label) = &key.label {
+        writeln!(out, "label:    {label}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_are_created_listed_and_revoked_from_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("pixmill-keys-{}", uuid::Uuid::new_v4()));
+        let url = DatabaseUrl::Sqlite(dir.join("pixmill.db"));
+        // A gateway holds the file: the command works beside it.
+        let gateway = store::open(&url).await.expect("gateway's store");
+        let mut out = Vec::new();
+        let create = KeysAction::Create {
+            tenant: "acme".into(),
+            scopes: "jobs:read".into(),
+            ttl: Some(60),
+            label: Some("ci".into()),
+        };
+        keys(&url, create, &mut out).await.expect("create");
+        let text = String::from_utf8(out).expect("utf-8");
+        let token = text.lines().last().expect("a last line").to_string();
+        let presented = auth::key::parse(&token).expect("the last line is the key");
+        let stored = gateway
+            .get_api_key(&presented.id)
+            .await
+            .expect("get")
+            .expect("the gateway sees it");
+        assert_eq!(stored.tenant, "acme");
+        assert!(stored.expires_at.is_some());
+
+        let mut out = Vec::new();
+        keys(&url, KeysAction::List { tenant: None }, &mut out)
+            .await
+            .expect("list");
+        let listing = String::from_utf8(out).expect("utf-8");
+        assert!(listing.contains(&presented.id) && listing.contains("ci"));
+        assert!(!listing.contains(&token[21..]), "no secret in the listing");
+
+        let mut out = Vec::new();
+        let revoke = KeysAction::Revoke {
+            id: presented.id.clone(),
+        };
+        keys(&url, revoke, &mut out).await.expect("revoke");
+        let stored = gateway.get_api_key(&presented.id).await.expect("get");
+        assert!(stored.and_then(|k| k.revoked_at).is_some());
+
+        let unknown = KeysAction::Revoke {
+            id: "0123456789abcdef".into(),
+        };
+        let err = keys(&url, unknown, &mut Vec::new())
+            .await
+            .expect_err("unknown");
+        assert_eq!(err.exit_code(), 1);
+        let bad = KeysAction::Create {
+            tenant: "acme".into(),
+            scopes: "root".into(),
+            ttl: None,
+            label: None,
+        };
+        let err = keys(&url, bad, &mut Vec::new())
+            .await
+            .expect_err("bad scope");
+        assert_eq!(err.exit_code(), 64);
+        drop(gateway);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
