@@ -5,7 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
 use crate::{
-    jobs::MAX_WAIT_SECS, links::LinkKeys, maintenance::Upkeep, store::DatabaseUrl,
+    jobs::MAX_WAIT_SECS,
+    jwt::{
+        DEFAULT_LEEWAY_SECS, DEFAULT_TENANT_CLAIM, JwtKeys, JwtSecret, JwtSettings, MAX_LEEWAY_SECS,
+    },
+    links::LinkKeys,
+    maintenance::Upkeep,
+    store::DatabaseUrl,
     webhooks::WebhookSettings,
 };
 
@@ -37,6 +43,10 @@ pub struct Settings {
     /// `PIXMILL_LINK_KEYS`: `kid:secret,…` for signed result links; the first signs, all
     /// verify. Unset: links are off.
     pub link_keys: LinkKeys,
+    /// `PIXMILL_JWT_HS256_SECRET` or `PIXMILL_JWT_JWKS`, with `PIXMILL_JWT_ISSUER`,
+    /// `PIXMILL_JWT_AUDIENCE`, `PIXMILL_JWT_TENANT_CLAIM` and `PIXMILL_JWT_LEEWAY_SECS`:
+    /// bearer JWTs from an identity provider. Neither key setting: JWTs are off.
+    pub jwt: Option<JwtSettings>,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -62,6 +72,7 @@ impl Settings {
             queue_depth_every: secs("PIXMILL_QUEUE_DEPTH_SECS", 5.0)?,
             webhooks: webhook_settings()?,
             link_keys: link_keys()?,
+            jwt: jwt_settings()?,
             result_redirect,
             http_addr: env_or(
                 "PIXMILL_HTTP_ADDR",
@@ -186,6 +197,80 @@ fn link_keys() -> Result<LinkKeys, ConfigError> {
             .join(","),
         reason,
     })
+}
+
+/// `PIXMILL_JWT_*`: `None` unless `PIXMILL_JWT_HS256_SECRET` or `PIXMILL_JWT_JWKS` is set
+/// (not both). The secret is read directly, so no error quotes it; a JWK set file is
+/// read and checked now, so a bad one stops the gateway at start-up.
+fn jwt_settings() -> Result<Option<JwtSettings>, ConfigError> {
+    const SECRET: &str = "PIXMILL_JWT_HS256_SECRET";
+    const JWKS: &str = "PIXMILL_JWT_JWKS";
+    let error = |var: &str, value: &str, reason: String| ConfigError {
+        var: var.into(),
+        value: value.into(),
+        reason,
+    };
+    let secret = match std::env::var(SECRET) {
+        Ok(secret) => secret,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(error(SECRET, "<secret>", "must be UTF-8 text".into()));
+        }
+    };
+    let jwks: String = env_or(JWKS, String::new())?;
+    let keys = match (secret.is_empty(), jwks.as_str()) {
+        (true, "") => None,
+        (false, "") => Some(JwtKeys::Hs256(
+            JwtSecret::new(secret.into_bytes()).map_err(|r| error(SECRET, "<secret>", r))?,
+        )),
+        (false, _) => {
+            return Err(error(
+                SECRET,
+                "<secret>",
+                format!("set either {SECRET} or {JWKS}, not both"),
+            ));
+        }
+        (true, url) if url.starts_with("https://") => Some(JwtKeys::JwksUrl(url.into())),
+        (true, url) if url.contains("://") => {
+            return Err(error(
+                JWKS,
+                url,
+                "expected an https:// URL or a file path (plain http is not accepted)".into(),
+            ));
+        }
+        (true, path) => {
+            let path = PathBuf::from(path);
+            crate::jwt::check_jwks_file(&path).map_err(|r| error(JWKS, &jwks, r))?;
+            Some(JwtKeys::JwksFile(path))
+        }
+    };
+    let issuer: String = env_or("PIXMILL_JWT_ISSUER", String::new())?;
+    let audience: String = env_or("PIXMILL_JWT_AUDIENCE", String::new())?;
+    let tenant_claim: String = env_checked(
+        "PIXMILL_JWT_TENANT_CLAIM",
+        DEFAULT_TENANT_CLAIM.to_string(),
+        |c| {
+            if c.len() <= 64 && !c.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+                Ok(())
+            } else {
+                Err("expected a claim name (at most 64 characters, no spaces)".into())
+            }
+        },
+    )?;
+    let leeway = env_checked("PIXMILL_JWT_LEEWAY_SECS", DEFAULT_LEEWAY_SECS, |v| {
+        if *v <= MAX_LEEWAY_SECS {
+            Ok(())
+        } else {
+            Err(format!("must be at most {MAX_LEEWAY_SECS}"))
+        }
+    })?;
+    Ok(keys.map(|keys| JwtSettings {
+        keys,
+        issuer: Some(issuer).filter(|i| !i.is_empty()),
+        audience: Some(audience).filter(|a| !a.is_empty()),
+        tenant_claim,
+        leeway,
+    }))
 }
 
 /// A positive number of seconds (fractions allowed).
