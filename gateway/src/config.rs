@@ -203,47 +203,19 @@ fn link_keys() -> Result<LinkKeys, ConfigError> {
 /// (not both). The secret is read directly, so no error quotes it; a JWK set file is
 /// read and checked now, so a bad one stops the gateway at start-up.
 fn jwt_settings() -> Result<Option<JwtSettings>, ConfigError> {
-    const SECRET: &str = "PIXMILL_JWT_HS256_SECRET";
-    const JWKS: &str = "PIXMILL_JWT_JWKS";
-    let error = |var: &str, value: &str, reason: String| ConfigError {
-        var: var.into(),
-        value: value.into(),
-        reason,
-    };
-    let secret = match std::env::var(SECRET) {
+    let secret = match std::env::var(JWT_SECRET) {
         Ok(secret) => secret,
         Err(std::env::VarError::NotPresent) => String::new(),
         Err(std::env::VarError::NotUnicode(_)) => {
-            return Err(error(SECRET, "<secret>", "must be UTF-8 text".into()));
-        }
-    };
-    let jwks: String = env_or(JWKS, String::new())?;
-    let keys = match (secret.is_empty(), jwks.as_str()) {
-        (true, "") => None,
-        (false, "") => Some(JwtKeys::Hs256(
-            JwtSecret::new(secret.into_bytes()).map_err(|r| error(SECRET, "<secret>", r))?,
-        )),
-        (false, _) => {
-            return Err(error(
-                SECRET,
+            return Err(config_error(
+                JWT_SECRET,
                 "<secret>",
-                format!("set either {SECRET} or {JWKS}, not both"),
+                "must be UTF-8 text".into(),
             ));
-        }
-        (true, url) if url.starts_with("https://") => Some(JwtKeys::JwksUrl(url.into())),
-        (true, url) if url.contains("://") => {
-            return Err(error(
-                JWKS,
-                url,
-                "expected an https:// URL or a file path (plain http is not accepted)".into(),
-            ));
-        }
-        (true, path) => {
-            let path = PathBuf::from(path);
-            crate::jwt::check_jwks_file(&path).map_err(|r| error(JWKS, &jwks, r))?;
-            Some(JwtKeys::JwksFile(path))
         }
     };
+    let jwks: String = env_or(JWT_JWKS, String::new())?;
+    let keys = jwt_keys(secret, &jwks)?;
     let issuer: String = env_or("PIXMILL_JWT_ISSUER", String::new())?;
     let audience: String = env_or("PIXMILL_JWT_AUDIENCE", String::new())?;
     let tenant_claim: String = env_checked(
@@ -273,6 +245,48 @@ fn jwt_settings() -> Result<Option<JwtSettings>, ConfigError> {
     }))
 }
 
+const JWT_SECRET: &str = "PIXMILL_JWT_HS256_SECRET";
+const JWT_JWKS: &str = "PIXMILL_JWT_JWKS";
+
+fn config_error(var: &str, value: &str, reason: String) -> ConfigError {
+    ConfigError {
+        var: var.into(),
+        value: value.into(),
+        reason,
+    }
+}
+
+/// The JWT keys from `PIXMILL_JWT_HS256_SECRET` and `PIXMILL_JWT_JWKS` (empty: unset).
+fn jwt_keys(secret: String, jwks: &str) -> Result<Option<JwtKeys>, ConfigError> {
+    Ok(match (secret.is_empty(), jwks) {
+        (true, "") => None,
+        (false, "") => Some(JwtKeys::Hs256(
+            JwtSecret::new(secret.into_bytes())
+                .map_err(|r| config_error(JWT_SECRET, "<secret>", r))?,
+        )),
+        (false, _) => {
+            return Err(config_error(
+                JWT_SECRET,
+                "<secret>",
+                format!("set either {JWT_SECRET} or {JWT_JWKS}, not both"),
+            ));
+        }
+        (true, url) if url.starts_with("https://") => Some(JwtKeys::JwksUrl(url.into())),
+        (true, url) if url.contains("://") => {
+            return Err(config_error(
+                JWT_JWKS,
+                url,
+                "expected an https:// URL or a file path (plain http is not accepted)".into(),
+            ));
+        }
+        (true, path) => {
+            let file = PathBuf::from(path);
+            crate::jwt::check_jwks_file(&file).map_err(|r| config_error(JWT_JWKS, path, r))?;
+            Some(JwtKeys::JwksFile(file))
+        }
+    })
+}
+
 /// A positive number of seconds (fractions allowed).
 fn secs(var: &str, default: f64) -> Result<Duration, ConfigError> {
     let value = env_checked(var, default, |v| {
@@ -283,4 +297,41 @@ fn secs(var: &str, default: f64) -> Result<Duration, ConfigError> {
         }
     })?;
     Ok(Duration::from_secs_f64(value))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn jwt_keys_are_one_of_a_secret_or_a_jwk_set() {
+        assert_eq!(jwt_keys(String::new(), "").unwrap(), None);
+        assert!(matches!(
+            jwt_keys(SECRET.into(), "").unwrap(),
+            Some(JwtKeys::Hs256(_))
+        ));
+        assert_eq!(
+            jwt_keys(String::new(), "https://idp.example/jwks").unwrap(),
+            Some(JwtKeys::JwksUrl("https://idp.example/jwks".into()))
+        );
+        let both = jwt_keys(SECRET.into(), "https://idp.example/jwks").unwrap_err();
+        assert_eq!(both.var, JWT_SECRET);
+        assert!(both.reason.contains("not both"), "{}", both.reason);
+        let short = jwt_keys("short".into(), "").unwrap_err();
+        assert_eq!(short.var, JWT_SECRET);
+        // The secret is never quoted.
+        assert!(!format!("{both:?} {short:?}").contains("0123456789"));
+        assert_eq!(
+            jwt_keys(String::new(), "http://idp.example/jwks")
+                .unwrap_err()
+                .var,
+            JWT_JWKS
+        );
+        let missing = jwt_keys(String::new(), "/nonexistent/jwks.json").unwrap_err();
+        assert_eq!(missing.var, JWT_JWKS);
+        assert!(missing.reason.contains("cannot read"), "{}", missing.reason);
+    }
 }
