@@ -5,7 +5,14 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
 use crate::{
-    auth::AuthMode, jobs::MAX_WAIT_SECS, links::LinkKeys, maintenance::Upkeep, store::DatabaseUrl,
+    auth::AuthMode,
+    jobs::MAX_WAIT_SECS,
+    jwt::{
+        DEFAULT_LEEWAY_SECS, DEFAULT_TENANT_CLAIM, JwtKeys, JwtSecret, JwtSettings, MAX_LEEWAY_SECS,
+    },
+    links::LinkKeys,
+    maintenance::Upkeep,
+    store::DatabaseUrl,
     webhooks::WebhookSettings,
 };
 
@@ -41,6 +48,10 @@ pub struct Settings {
     /// `PIXMILL_LINK_KEYS`: `kid:secret,…` for signed result links; the first signs, all
     /// verify. Unset: links are off.
     pub link_keys: LinkKeys,
+    /// `PIXMILL_JWT_HS256_SECRET` or `PIXMILL_JWT_JWKS`, with `PIXMILL_JWT_ISSUER`,
+    /// `PIXMILL_JWT_AUDIENCE`, `PIXMILL_JWT_TENANT_CLAIM` and `PIXMILL_JWT_LEEWAY_SECS`:
+    /// bearer JWTs from an identity provider. Neither key setting: JWTs are off.
+    pub jwt: Option<JwtSettings>,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -71,6 +82,7 @@ impl Settings {
             queue_depth_every: secs("PIXMILL_QUEUE_DEPTH_SECS", 5.0)?,
             webhooks: webhook_settings()?,
             link_keys: link_keys()?,
+            jwt: jwt_settings()?,
             result_redirect,
             max_upload_bytes: env_checked("PIXMILL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024u64, |v| {
                 if (1..=1 << 30).contains(v) {
@@ -230,6 +242,94 @@ fn link_keys() -> Result<LinkKeys, ConfigError> {
     })
 }
 
+/// `PIXMILL_JWT_*`: `None` unless `PIXMILL_JWT_HS256_SECRET` or `PIXMILL_JWT_JWKS` is set
+/// (not both). The secret is read directly, so no error quotes it; a JWK set file is
+/// read and checked now, so a bad one stops the gateway at start-up.
+fn jwt_settings() -> Result<Option<JwtSettings>, ConfigError> {
+    let secret = match std::env::var(JWT_SECRET) {
+        Ok(secret) => secret,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err(config_error(
+                JWT_SECRET,
+                "<secret>",
+                "must be UTF-8 text".into(),
+            ));
+        }
+    };
+    let jwks: String = env_or(JWT_JWKS, String::new())?;
+    let keys = jwt_keys(secret, &jwks)?;
+    let issuer: String = env_or("PIXMILL_JWT_ISSUER", String::new())?;
+    let audience: String = env_or("PIXMILL_JWT_AUDIENCE", String::new())?;
+    let tenant_claim: String = env_checked(
+        "PIXMILL_JWT_TENANT_CLAIM",
+        DEFAULT_TENANT_CLAIM.to_string(),
+        |c| {
+            if c.len() <= 64 && !c.chars().any(|ch| ch.is_control() || ch.is_whitespace()) {
+                Ok(())
+            } else {
+                Err("expected a claim name (at most 64 characters, no spaces)".into())
+            }
+        },
+    )?;
+    let leeway = env_checked("PIXMILL_JWT_LEEWAY_SECS", DEFAULT_LEEWAY_SECS, |v| {
+        if *v <= MAX_LEEWAY_SECS {
+            Ok(())
+        } else {
+            Err(format!("must be at most {MAX_LEEWAY_SECS}"))
+        }
+    })?;
+    Ok(keys.map(|keys| JwtSettings {
+        keys,
+        issuer: Some(issuer).filter(|i| !i.is_empty()),
+        audience: Some(audience).filter(|a| !a.is_empty()),
+        tenant_claim,
+        leeway,
+    }))
+}
+
+const JWT_SECRET: &str = "PIXMILL_JWT_HS256_SECRET";
+const JWT_JWKS: &str = "PIXMILL_JWT_JWKS";
+
+fn config_error(var: &str, value: &str, reason: String) -> ConfigError {
+    ConfigError {
+        var: var.into(),
+        value: value.into(),
+        reason,
+    }
+}
+
+/// The JWT keys from `PIXMILL_JWT_HS256_SECRET` and `PIXMILL_JWT_JWKS` (empty: unset).
+fn jwt_keys(secret: String, jwks: &str) -> Result<Option<JwtKeys>, ConfigError> {
+    Ok(match (secret.is_empty(), jwks) {
+        (true, "") => None,
+        (false, "") => Some(JwtKeys::Hs256(
+            JwtSecret::new(secret.into_bytes())
+                .map_err(|r| config_error(JWT_SECRET, "<secret>", r))?,
+        )),
+        (false, _) => {
+            return Err(config_error(
+                JWT_SECRET,
+                "<secret>",
+                format!("set either {JWT_SECRET} or {JWT_JWKS}, not both"),
+            ));
+        }
+        (true, url) if url.starts_with("https://") => Some(JwtKeys::JwksUrl(url.into())),
+        (true, url) if url.contains("://") => {
+            return Err(config_error(
+                JWT_JWKS,
+                url,
+                "expected an https:// URL or a file path (plain http is not accepted)".into(),
+            ));
+        }
+        (true, path) => {
+            let file = PathBuf::from(path);
+            crate::jwt::check_jwks_file(&file).map_err(|r| config_error(JWT_JWKS, path, r))?;
+            Some(JwtKeys::JwksFile(file))
+        }
+    })
+}
+
 /// A positive number of seconds (fractions allowed).
 fn secs(var: &str, default: f64) -> Result<Duration, ConfigError> {
     let value = env_checked(var, default, |v| {
@@ -243,6 +343,7 @@ fn secs(var: &str, default: f64) -> Result<Duration, ConfigError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -272,5 +373,36 @@ mod tests {
         assert!(refused.contains("PIXMILL_AUTH"), "{refused}");
         assert!(refused.contains("not a loopback address"), "{refused}");
         assert!(auth_mode(loopback, set("maybe")).is_err());
+    }
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn jwt_keys_are_one_of_a_secret_or_a_jwk_set() {
+        assert_eq!(jwt_keys(String::new(), "").unwrap(), None);
+        assert!(matches!(
+            jwt_keys(SECRET.into(), "").unwrap(),
+            Some(JwtKeys::Hs256(_))
+        ));
+        assert_eq!(
+            jwt_keys(String::new(), "https://idp.example/jwks").unwrap(),
+            Some(JwtKeys::JwksUrl("https://idp.example/jwks".into()))
+        );
+        let both = jwt_keys(SECRET.into(), "https://idp.example/jwks").unwrap_err();
+        assert_eq!(both.var, JWT_SECRET);
+        assert!(both.reason.contains("not both"), "{}", both.reason);
+        let short = jwt_keys("short".into(), "").unwrap_err();
+        assert_eq!(short.var, JWT_SECRET);
+        // The secret is never quoted.
+        assert!(!format!("{both:?} {short:?}").contains("0123456789"));
+        assert_eq!(
+            jwt_keys(String::new(), "http://idp.example/jwks")
+                .unwrap_err()
+                .var,
+            JWT_JWKS
+        );
+        let missing = jwt_keys(String::new(), "/nonexistent/jwks.json").unwrap_err();
+        assert_eq!(missing.var, JWT_JWKS);
+        assert!(missing.reason.contains("cannot read"), "{}", missing.reason);
     }
 }

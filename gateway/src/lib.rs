@@ -9,8 +9,8 @@
 //!    stored), [`publisher`], [`tasks`], [`error`], [`view`] (the job as the API shows
 //!    it, over `store`), [`auth`] (API keys and the principal a request acts as, over
 //!    `store` and `error`), the request checks [`upload`] and [`inspect`], the callback
-//!    rules [`webhooks::guard`] and [`webhooks::sign`], and [`links`] (signed result
-//!    links, over `error`).
+//!    rules [`webhooks::guard`] and [`webhooks::sign`], [`links`] (signed result links,
+//!    over `error`) and [`jwt`] (bearer JWTs and the JWK set they are checked against).
 //! 2. **Services**, the work: [`events`] (change notices), [`jobs`] (accepting, waiting,
 //!    cancelling), then what runs beside the requests: [`replies`], [`maintenance`],
 //!    [`webhooks::delivery`], [`queue_depth`] and [`stats`].
@@ -37,6 +37,7 @@
 //! - [`queue_depth`]: the jobs queue's depth and consumers, read from the broker.
 //! - [`stats`]: the figures of `GET /v1/stats`, the operations panel.
 //! - [`links`]: signed, expiring result links that need no credential.
+//! - [`jwt`]: bearer JWTs from an identity provider: verified, turned into a tenant and scopes.
 //! - [`view`]: `JobView`, the JSON a job is shown as (HTTP, event stream, webhooks).
 //! - [`store`]: the task store (SQLite or PostgreSQL); its writes only move a job forward.
 //! - [`publisher`]: confirmed publishes over a long-lived channel.
@@ -52,6 +53,7 @@ pub mod error;
 pub mod events;
 pub mod inspect;
 pub mod jobs;
+pub mod jwt;
 pub mod links;
 pub mod maintenance;
 pub mod manage;

@@ -115,6 +115,7 @@ impl Stack {
                 max_attempts: 8,
             },
             link_keys: Default::default(),
+            jwt: None,
             max_upload_bytes: 25 * 1024 * 1024,
             publish_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(60),
