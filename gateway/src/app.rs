@@ -55,6 +55,14 @@ impl Application {
             origin,
             &stop_tasks,
         );
+        let jwt = settings
+            .jwt
+            .as_ref()
+            .map(crate::jwt::JwtVerifier::new)
+            .transpose()
+            .map_err(|e| {
+                anyhow::anyhow!("PIXMILL_JWT_*: the JWT verifier could not be set up: {e}")
+            })?;
         let state = AppState {
             jobs: jobs.clone(),
             max_upload_bytes: settings.max_upload_bytes,
@@ -63,7 +71,7 @@ impl Application {
             queue,
             health,
             links: settings.link_keys.clone(),
-            auth: crate::auth::AuthState::new(settings.auth, jobs.store.clone()),
+            auth: crate::auth::AuthState::new(settings.auth, jobs.store.clone()).with_jwt(jwt),
         };
         info!(mode = %settings.auth, "PIXMILL_AUTH");
         let listener = TcpListener::bind(settings.http_addr).await?;

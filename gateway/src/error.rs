@@ -96,6 +96,7 @@ api_codes! {
     BrokerUnavailable = "broker_unavailable" => SERVICE_UNAVAILABLE,
     StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
     BlobStoreUnavailable = "blob_store_unavailable" => SERVICE_UNAVAILABLE,
+    IdentityProviderUnavailable = "identity_provider_unavailable" => SERVICE_UNAVAILABLE,
 }
 
 impl ApiCode {
@@ -352,7 +353,7 @@ mod tests {
             422 too_many_scans, 422 truncated_image, 422 invalid_image, \
             422 idempotency_key_reused, 422 callback_not_allowed, 429 queue_full, \
             500 internal, 503 broker_unavailable, 503 store_unavailable, \
-            503 blob_store_unavailable";
+            503 blob_store_unavailable, 503 identity_provider_unavailable";
         let listed: Vec<String> = ApiCode::ALL
             .iter()
             .map(|c| format!("{} {}", c.status().as_u16(), c.as_str()))

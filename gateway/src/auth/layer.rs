@@ -22,9 +22,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{ApiScope, Authenticator, Principal, Refused};
+use super::{ApiScope, Authenticator, Principal, Refused, key};
 use crate::{
     error::{ApiCode, ApiError},
+    jwt::{JwtError, JwtVerifier, looks_like_jwt},
     store::Store,
 };
 
@@ -65,11 +66,14 @@ impl std::str::FromStr for AuthMode {
     }
 }
 
-/// What the edge check needs: the mode and the key verifier.
+/// What the edge check needs: the mode, the key verifier and, when configured, the
+/// JWT verifier.
 #[derive(Debug, Clone)]
 pub struct AuthState {
     pub mode: AuthMode,
     pub authenticator: Arc<Authenticator>,
+    /// Bearer JWTs from an identity provider (`PIXMILL_JWT_*`); None: API keys only.
+    pub jwt: Option<Arc<JwtVerifier>>,
 }
 
 impl AuthState {
@@ -77,7 +81,29 @@ impl AuthState {
         AuthState {
             mode,
             authenticator: Arc::new(Authenticator::new(store)),
+            jwt: None,
         }
+    }
+
+    /// Also accepts bearer JWTs that `verifier` verifies.
+    pub fn with_jwt(mut self, verifier: Option<JwtVerifier>) -> Self {
+        self.jwt = verifier.map(Arc::new);
+        self
+    }
+
+    /// The principal a bearer token stands for: an API key (`pmk_…`), or a JWT when
+    /// JWTs are configured. Anything else is read as a malformed key, whose error says
+    /// what a key looks like.
+    async fn verify(&self, token: &str) -> Result<Principal, Refused> {
+        if let Some(jwt) = &self.jwt
+            && !token.starts_with(key::PREFIX)
+            && looks_like_jwt(token)
+        {
+            return Ok(Principal::of_token(jwt.verify(token).await?));
+        }
+        self.authenticator
+            .verify(token, pixmill_shared::now_ms())
+            .await
     }
 }
 
@@ -149,11 +175,7 @@ pub async fn authenticate(
         Err(refused) => return refused.into_response(),
     };
     let principal = match presented {
-        Some(token) => match auth
-            .authenticator
-            .verify(token, pixmill_shared::now_ms())
-            .await
-        {
+        Some(token) => match auth.verify(token).await {
             Ok(principal) => Some(principal),
             // A probe that needs no key is not failed by a store that cannot check one.
             Err(Refused::Store(_)) if need == Need::Optional => None,
@@ -244,8 +266,31 @@ fn refusal(refused: Refused) -> ApiError {
             )
             .retry_after(2);
         }
+        Refused::Token(JwtError::JwksUnavailable(why)) => {
+            tracing::error!(error = %why, "could not read the JWK set");
+            return ApiError::new(
+                ApiCode::IdentityProviderUnavailable,
+                "the identity provider's keys (PIXMILL_JWT_JWKS) cannot be read, so the token cannot be checked; try again shortly",
+            )
+            .retry_after(5);
+        }
+        Refused::Token(JwtError::Malformed(why)) => (
+            ApiCode::CredentialMalformed,
+            format!("the bearer token is not a well-formed JWT: {why}"),
+        ),
+        Refused::Token(JwtError::Expired) => (
+            ApiCode::CredentialExpired,
+            "the bearer token expired (exp)".to_string(),
+        ),
+        Refused::Token(other) => (
+            ApiCode::CredentialInvalid,
+            format!("the bearer token is not valid: {other}"),
+        ),
     };
-    let error = if matches!(refused, Refused::Malformed(_)) {
+    let error = if matches!(
+        refused,
+        Refused::Malformed(_) | Refused::Token(JwtError::Malformed(_))
+    ) {
         "invalid_request"
     } else {
         "invalid_token"
@@ -413,6 +458,10 @@ mod tests {
 
     /// A router whose handlers answer with the principal's tenant, or `-` for none.
     fn app(mode: AuthMode, store: Store) -> Router {
+        app_with(AuthState::new(mode, store))
+    }
+
+    fn app_with(auth: AuthState) -> Router {
         async fn who(principal: Option<Principal>) -> String {
             principal.map_or("-".into(), |p| p.tenant)
         }
@@ -422,10 +471,7 @@ mod tests {
             .route("/v1/jobs", get(who).post(who))
             .route("/v1/jobs/{id}/result", get(who))
             .route("/v1/stats", get(who))
-            .layer(axum::middleware::from_fn_with_state(
-                AuthState::new(mode, store),
-                authenticate,
-            ))
+            .layer(axum::middleware::from_fn_with_state(auth, authenticate))
     }
 
     /// Status, `error.code` (or the body) and `WWW-Authenticate` of one request.
@@ -577,5 +623,65 @@ mod tests {
         assert_eq!((status, code.as_str()), (403, "insufficient_scope"));
         let (status, code, _) = call(&app, "GET", "/v1/jobs", Some("Bearer pmk_x")).await;
         assert_eq!((status, code.as_str()), (401, "credential_malformed"));
+    }
+
+    /// With `PIXMILL_JWT_*` set, a bearer JWT is a principal of its tenant claim with its
+    /// scopes, each refusal has its code, and API keys keep working beside it.
+    #[tokio::test]
+    async fn bearer_jwts_are_principals_and_each_refusal_has_its_code() {
+        use crate::jwt::{JwtKeys, JwtSecret, JwtSettings};
+        use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+        use jsonwebtoken::{EncodingKey, Header, encode};
+
+        const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-jwt";
+        let f = fixture().await;
+        let mut settings =
+            JwtSettings::new(JwtKeys::Hs256(JwtSecret::new(SECRET).expect("secret")));
+        settings.audience = Some("pixmill".into());
+        let verifier = JwtVerifier::new(&settings).expect("verifier");
+        let app =
+            app_with(AuthState::new(AuthMode::Required, f.store.clone()).with_jwt(Some(verifier)));
+        let now = pixmill_shared::now_ms() / 1000;
+        let token = |claims: serde_json::Value| {
+            encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(SECRET).expect("HMAC key"),
+            )
+            .expect("token")
+        };
+        let claims = |exp: i64, aud: &str| serde_json::json!({"sub": "beta", "scope": "jobs:read", "exp": exp, "aud": aud});
+        let bearer = |t: &str| format!("Bearer {t}");
+
+        let valid = token(claims(now + 600, "pixmill"));
+        let (status, body, _) = call(&app, "GET", "/v1/jobs", Some(&bearer(&valid))).await;
+        assert_eq!((status, body.as_str()), (200, "beta"));
+        let (status, code, _) = call(&app, "POST", "/v1/jobs", Some(&bearer(&valid))).await;
+        assert_eq!((status, code.as_str()), (403, "insufficient_scope"));
+
+        let expired = token(claims(now - 600, "pixmill"));
+        let wrong_audience = token(claims(now + 600, "another-service"));
+        let header_none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = valid.split('.').nth(1).expect("payload");
+        let alg_none = format!("{header_none}.{payload}.");
+        let mut tampered = valid.clone();
+        let last = tampered.pop().expect("a signature");
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        for (presented, code) in [
+            (expired, "credential_expired"),
+            (wrong_audience, "credential_invalid"),
+            (alg_none, "credential_invalid"),
+            (tampered, "credential_invalid"),
+        ] {
+            let (status, got, challenge) =
+                call(&app, "GET", "/v1/jobs", Some(&bearer(&presented))).await;
+            assert_eq!((status, got.as_str()), (401, code), "{presented}");
+            let challenge = challenge.expect("a challenge");
+            assert!(!challenge.contains(&presented), "{challenge}");
+        }
+
+        let key = key_with(&f.store, "alpha", &["jobs:read"], |_| {}).await;
+        let (status, body, _) = call(&app, "GET", "/v1/jobs", Some(&bearer(&key))).await;
+        assert_eq!((status, body.as_str()), (200, "alpha"));
     }
 }

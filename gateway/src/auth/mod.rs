@@ -105,6 +105,20 @@ impl Principal {
         }
     }
 
+    /// The principal a verified JWT stands for. Scope names pixmill does not know grant
+    /// nothing.
+    pub fn of_token(token: crate::jwt::JwtIdentity) -> Self {
+        Principal {
+            tenant: token.tenant,
+            scopes: token
+                .scopes
+                .iter()
+                .filter_map(|s| ApiScope::parse(s))
+                .collect(),
+            key_id: None,
+        }
+    }
+
     /// The principal a stored key stands for. Unknown scope names in the store (from a
     /// newer gateway) grant nothing.
     pub fn of_key(key: &ApiKey) -> Self {
@@ -252,6 +266,9 @@ pub enum Refused {
     /// The store could not be asked.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A bearer JWT was refused; the message says why, never the token.
+    #[error(transparent)]
+    Token(#[from] crate::jwt::JwtError),
 }
 
 /// How long a key looked up in the store is trusted before it is read again. A key

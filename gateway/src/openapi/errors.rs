@@ -101,6 +101,9 @@ pub fn example_message(code: ApiCode) -> &'static str {
         BlobStoreUnavailable => {
             "the result could not be read: the blob store did not answer; retry shortly"
         }
+        IdentityProviderUnavailable => {
+            "the identity provider's keys (PIXMILL_JWT_JWKS) cannot be read, so the token cannot be checked; try again shortly"
+        }
     }
 }
 
