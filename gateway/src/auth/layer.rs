@@ -177,8 +177,13 @@ pub async fn authenticate(
     let principal = match presented {
         Some(token) => match auth.verify(token).await {
             Ok(principal) => Some(principal),
-            // A probe that needs no key is not failed by a store that cannot check one.
-            Err(Refused::Store(_)) if need == Need::Optional => None,
+            // A probe that needs no key is not failed by a store (or an identity
+            // provider) that cannot check one.
+            Err(Refused::Store(_) | Refused::Token(JwtError::JwksUnavailable(_)))
+                if need == Need::Optional =>
+            {
+                None
+            }
             Err(refused) => return refusal(refused).into_response(),
         },
         None if auth.mode == AuthMode::Open => Some(Principal::anonymous()),

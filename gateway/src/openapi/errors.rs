@@ -215,7 +215,8 @@ errors! {
     SubmitErrors: [
         MissingImage, EmptyImage, MalformedMultipart, DuplicateField, BodyReadFailed,
         InvalidIdempotencyKey, CredentialMissing, CredentialMalformed, CredentialInvalid,
-        CredentialExpired, CredentialRevoked, InsufficientScope, RequestTimeout,
+        CredentialExpired, CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, RequestTimeout,
         UploadTooLarge, UnsupportedMediaType, InvalidParameter, UnknownOp, TooManySteps,
         TooManyPixels, TooManyScans, TruncatedImage, InvalidImage, IdempotencyKeyReused,
         CallbackNotAllowed, QueueFull, BrokerUnavailable, StoreUnavailable,
@@ -224,41 +225,48 @@ errors! {
     /// `GET /v1/jobs` and `GET /v1/stats`.
     QueryErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, InvalidParameter, StoreUnavailable,
     ];
     /// `GET /v1/jobs/{id}` (its 410 is the job record, declared beside it).
     StatusErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, NotFound, InvalidParameter, StoreUnavailable,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, NotFound, InvalidParameter, StoreUnavailable,
     ];
     /// `DELETE /v1/jobs/{id}`.
     CancelErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, NotFound, NotCancellable, Expired,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, NotFound, NotCancellable, Expired,
         StoreUnavailable, BlobStoreUnavailable,
     ];
     /// `POST /v1/jobs/{id}/links`.
     LinkErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, NotFound, JobFailed, JobCancelled, LinksDisabled,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, NotFound, JobFailed, JobCancelled, LinksDisabled,
         Expired, ResultDeleted, InvalidParameter, StoreUnavailable,
     ];
     /// `GET /v1/jobs/{id}/result`.
     ResultErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, LinkInvalid, LinkExpired, NotFound, NotReady,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, LinkInvalid, LinkExpired, NotFound, NotReady,
         JobFailed, JobCancelled, ResultMissing, Expired, ResultDeleted, StoreUnavailable,
         BlobStoreUnavailable,
     ];
     /// `GET /v1/jobs/{id}/events`.
     EventsErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, NotFound, StoreUnavailable,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, NotFound, StoreUnavailable,
     ];
     /// `GET /metrics`.
     AdminErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, StoreUnavailable,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, StoreUnavailable,
     ];
     /// `GET /readyz`, when a key is presented (it is not needed).
     PresentedKeyErrors: [
@@ -267,17 +275,20 @@ errors! {
     /// `POST /v1/keys`.
     CreateKeyErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, InvalidParameter, StoreUnavailable,
     ];
     /// `GET /v1/keys`.
     ListKeysErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, InvalidParameter, StoreUnavailable,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, InvalidParameter, StoreUnavailable,
     ];
     /// `DELETE /v1/keys/{id}`.
     KeyErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
-        CredentialRevoked, InsufficientScope, NotFound, StoreUnavailable,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, NotFound, StoreUnavailable,
     ];
     /// The Swagger UI files.
     FileErrors: [NotFound];
