@@ -166,33 +166,38 @@ impl PgStore {
         Ok(())
     }
 
+    /// The jobs `sql` returns.
     async fn rows(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Job>, StoreError> {
-        let client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
-        client
-            .query(&statement, params)
-            .await?
-            .iter()
-            .map(row_to_job)
-            .collect()
+        self.query_as(sql, params, row_to_job).await
     }
 
+    /// The API keys `sql` returns.
     async fn api_keys(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<ApiKey>, StoreError> {
+        self.query_as(sql, params, row_to_api_key).await
+    }
+
+    /// Runs `sql` as a cached prepared statement and reads each row with `read`.
+    async fn query_as<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        read: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql).await?;
         client
             .query(&statement, params)
             .await?
             .iter()
-            .map(row_to_api_key)
+            .map(read)
             .collect()
     }
 

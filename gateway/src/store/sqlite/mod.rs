@@ -218,14 +218,7 @@ impl TaskStore for SqliteStore {
                  VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
                 params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash, job.callback_url, job.tenant],
             );
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(StoreError::DuplicateKey)
-                }
-                other => other.map(|_| ()).map_err(StoreError::from),
-            }
+            unique(inserted)
         })
         .await
     }
@@ -453,14 +446,7 @@ impl TaskStore for SqliteStore {
                     key.revoked_at
                 ],
             );
-            match inserted {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-                {
-                    Err(StoreError::DuplicateKey)
-                }
-                other => other.map(|_| ()).map_err(StoreError::from),
-            }
+            unique(inserted)
         })
         .await
     }
@@ -517,6 +503,19 @@ impl TaskStore for SqliteStore {
 /// Parses a stored state name.
 pub(super) fn parse_state(name: &str) -> Result<JobState, StoreError> {
     JobState::parse(name).ok_or_else(|| StoreError::Corrupt(format!("unknown state {name:?}")))
+}
+
+/// An insert's outcome, with a broken uniqueness constraint read as
+/// [`StoreError::DuplicateKey`].
+fn unique(inserted: rusqlite::Result<usize>) -> Result<(), StoreError> {
+    match inserted {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Err(StoreError::DuplicateKey)
+        }
+        other => other.map(|_| ()).map_err(StoreError::from),
+    }
 }
 
 #[cfg(test)]
