@@ -105,8 +105,13 @@ say "$examples cases per operation and phase, seed $seed, at most $limit s, agai
 mkdir -p "$root/var/schemathesis"
 cd "$root/var/schemathesis"
 set +e
+# With PIXMILL_API_KEY set (a gateway with PIXMILL_AUTH=required), every request carries
+# it, and the missing_required_header check sends some without it to see the 401.
+auth=()
+[[ -n ${PIXMILL_API_KEY:-} ]] && auth=(-H "Authorization: Bearer $PIXMILL_API_KEY")
 timeout --kill-after=5 "$limit" "$venv/bin/schemathesis" run "$url/openapi.json" \
   --url "$url" \
+  "${auth[@]}" \
   --checks "$checks" \
   --max-examples "$examples" \
   --seed "$seed" \

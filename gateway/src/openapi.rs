@@ -103,10 +103,17 @@ fn secure(document: &mut Document) {
         for (method, operation) in operations {
             let Some(operation) = operation else { continue };
             let bearer = |scopes: Vec<&str>| SecurityRequirement::new("bearer", scopes);
+            // A route that a signed link opens (`exp` and `sig` in the query) takes the
+            // link instead of a key: no bearer is required there.
+            let by_link = required_scope(&method, path, Some("exp=0&sig=")) == Need::Optional;
             operation.security = match required_scope(&method, path, None) {
                 Need::Nothing => None,
                 Need::Optional => Some(vec![SecurityRequirement::default(), bearer(vec![])]),
                 Need::Identified => Some(vec![bearer(vec![])]),
+                Need::Scope(scope) if by_link => Some(vec![
+                    bearer(vec![scope.as_str()]),
+                    SecurityRequirement::default(),
+                ]),
                 Need::Scope(scope) => Some(vec![bearer(vec![scope.as_str()])]),
             };
         }

@@ -10,6 +10,7 @@
 
 use std::{path::Path, process::Stdio, time::Duration};
 
+use pixmill_gateway::auth::{self, ApiScope, AuthMode, KeyRequest};
 use pixmill_tests::Stack;
 
 /// The script's own limit is 100 s; this covers the first run's install on top.
@@ -28,16 +29,29 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
         "st:a-schemathesis-link-secret-of-32-bytes-or-more",
     )
     .expect("link keys");
+    // Keys required, and every request made with an admin key: the documented 401 of a
+    // request without one is checked too.
     let mut stack = Stack::start_configured(common, |s| {
         s.webhooks.secret = None;
         s.link_keys = keys;
+        s.auth = AuthMode::Required;
     })
     .await
     .expect("stack");
     stack.add_worker("st-worker", 1);
+    let request = KeyRequest {
+        tenant: "schemathesis".into(),
+        scopes: ApiScope::parse_list("admin").expect("scopes"),
+        ttl: None,
+        label: Some("schemathesis".into()),
+    };
+    let (admin, _) = auth::issue(&stack.jobs().store, request, pixmill_shared::now_ms())
+        .await
+        .expect("an admin key");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/schemathesis/run.sh");
     let run = tokio::process::Command::new(&script)
         .arg(&stack.base)
+        .env("PIXMILL_API_KEY", &admin)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
