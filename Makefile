@@ -51,6 +51,11 @@ bench: deps broker photos ## Benchmark the engine (with quality guards) and the 
 	cargo build --release --bins
 	cargo bench -p pixmill-tests --bench pixmill
 
+.PHONY: bench-fair
+bench-fair: deps broker photos ## Only the fair-share benchmark: a lone tenant behind a 1500-job backlog, fair share on and off; writes bench/results/fair.md
+	cargo build --release --bins
+	BENCH_ONLY=fair cargo bench -p pixmill-tests --bench pixmill
+
 .PHONY: run-scaled
 run-scaled: ## Scaled out on this machine: PostgreSQL, SeaweedFS (S3), RabbitMQ, 2 gateways, WORKERS workers
 	@WORKERS=$(WORKERS) deploy/run-scaled.sh

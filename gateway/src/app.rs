@@ -11,6 +11,7 @@ use tracing::info;
 use crate::{
     config::Settings,
     events::{self, JobEvents, Notifier},
+    fair_share::{self, FairShare},
     jobs::{Jobs, PublishedMarks},
     maintenance,
     publisher::Publisher,
@@ -18,6 +19,7 @@ use crate::{
     routes::{AppState, app},
     store,
     tasks::TaskHealth,
+    tenants::Tenants,
     webhooks,
 };
 
@@ -27,8 +29,9 @@ pub struct Application {
     router: axum::Router,
     /// Stops the background tasks once HTTP has drained.
     stop_tasks: CancellationToken,
-    /// The background tasks: the reply consumer, the change-notice listener, the sweeper
-    /// with the retention janitor, the webhook deliveries and the queue-depth reader.
+    /// The background tasks: the reply consumer, the change-notice listener, the
+    /// fair-share releaser, the sweeper with the retention janitor, the webhook
+    /// deliveries and the queue-depth reader.
     tasks: Vec<tokio::task::JoinHandle<()>>,
     jobs: Jobs,
 }
@@ -147,6 +150,8 @@ async fn jobs_service(
     )?);
     Ok(Jobs {
         published: PublishedMarks::start(store.clone()),
+        tenants: Tenants::new(store.clone(), settings.tenants),
+        fair_share: FairShare::new(settings.fair_share_window),
         store,
         blobs,
         notifier: Notifier::new(events, publisher.clone(), origin),
@@ -183,6 +188,17 @@ fn spawn_tasks(
                     topology.clone(),
                     events.clone(),
                     origin.clone(),
+                    stop.clone(),
+                )
+            }
+        }),
+        health.spawn("fair_share", stop.clone(), {
+            let (jobs, stop) = (jobs.clone(), stop.clone());
+            move || {
+                fair_share::run(
+                    jobs.fair_share.clone(),
+                    jobs.store.clone(),
+                    jobs.publisher.clone(),
                     stop.clone(),
                 )
             }

@@ -10,9 +10,11 @@ use crate::{
     jwt::{
         DEFAULT_LEEWAY_SECS, DEFAULT_TENANT_CLAIM, JwtKeys, JwtSecret, JwtSettings, MAX_LEEWAY_SECS,
     },
+    fair_share::DEFAULT_WINDOW,
     links::LinkKeys,
     maintenance::Upkeep,
     store::DatabaseUrl,
+    tenants::{DEFAULT_MAX_INFLIGHT, Defaults, Rate, default_burst},
     webhooks::WebhookSettings,
 };
 
@@ -52,6 +54,12 @@ pub struct Settings {
     /// `PIXMILL_JWT_AUDIENCE`, `PIXMILL_JWT_TENANT_CLAIM` and `PIXMILL_JWT_LEEWAY_SECS`:
     /// bearer JWTs from an identity provider. Neither key setting: JWTs are off.
     pub jwt: Option<JwtSettings>,
+    /// `PIXMILL_TENANT_MAX_INFLIGHT`, `PIXMILL_TENANT_RATE`, `PIXMILL_TENANT_BURST`: every
+    /// tenant's limits unless it has its own.
+    pub tenants: Defaults,
+    /// `PIXMILL_FAIR_SHARE` (`on`, `off`) and `PIXMILL_FAIR_SHARE_WINDOW`: each tenant's
+    /// window onto the jobs queue; None when off.
+    pub fair_share_window: Option<u32>,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -83,6 +91,8 @@ impl Settings {
             webhooks: webhook_settings()?,
             link_keys: link_keys()?,
             jwt: jwt_settings()?,
+            tenants: tenant_defaults()?,
+            fair_share_window: fair_share_window()?,
             result_redirect,
             max_upload_bytes: env_checked("PIXMILL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024u64, |v| {
                 if (1..=1 << 30).contains(v) {
@@ -122,6 +132,55 @@ impl Settings {
             common,
         })
     }
+}
+
+/// `PIXMILL_TENANT_MAX_INFLIGHT`, `PIXMILL_TENANT_RATE` (0: none) and
+/// `PIXMILL_TENANT_BURST` (default: two seconds' worth).
+fn tenant_defaults() -> Result<Defaults, ConfigError> {
+    let max_inflight = env_checked("PIXMILL_TENANT_MAX_INFLIGHT", DEFAULT_MAX_INFLIGHT, |v| {
+        if (1..=10_000_000).contains(v) {
+            Ok(())
+        } else {
+            Err("must be between 1 and 10000000".into())
+        }
+    })?;
+    let per_sec = env_checked("PIXMILL_TENANT_RATE", 0.0f64, |v| {
+        if v.is_finite() && (0.0..=1_000_000.0).contains(v) {
+            Ok(())
+        } else {
+            Err("must be a number of submits per second, 0 (no limit) to 1000000".into())
+        }
+    })?;
+    let burst = env_checked("PIXMILL_TENANT_BURST", default_burst(per_sec), |v| {
+        if *v >= 1 {
+            Ok(())
+        } else {
+            Err("must be at least 1".into())
+        }
+    })?;
+    Ok(Defaults {
+        max_inflight,
+        rate: (per_sec > 0.0).then_some(Rate { per_sec, burst }),
+    })
+}
+
+/// `PIXMILL_FAIR_SHARE` (`on` by default) and `PIXMILL_FAIR_SHARE_WINDOW`.
+fn fair_share_window() -> Result<Option<u32>, ConfigError> {
+    let on = env_checked("PIXMILL_FAIR_SHARE", "on".to_string(), |v| {
+        if v == "on" || v == "off" {
+            Ok(())
+        } else {
+            Err("must be on or off".into())
+        }
+    })?;
+    let window = env_checked("PIXMILL_FAIR_SHARE_WINDOW", DEFAULT_WINDOW, |v| {
+        if (1..=1_000_000).contains(v) {
+            Ok(())
+        } else {
+            Err("must be between 1 and 1000000".into())
+        }
+    })?;
+    Ok((on == "on").then_some(window))
 }
 
 /// `PIXMILL_DATABASE_URL` (or the older `PIXMILL_DB_PATH`), as the gateway reads it.

@@ -92,6 +92,8 @@ api_codes! {
     IdempotencyKeyReused = "idempotency_key_reused" => UNPROCESSABLE_ENTITY,
     CallbackNotAllowed = "callback_not_allowed" => UNPROCESSABLE_ENTITY,
     QueueFull = "queue_full" => TOO_MANY_REQUESTS,
+    RateLimited = "rate_limited" => TOO_MANY_REQUESTS,
+    TenantQuotaExceeded = "tenant_quota_exceeded" => TOO_MANY_REQUESTS,
     Internal = "internal" => INTERNAL_SERVER_ERROR,
     BrokerUnavailable = "broker_unavailable" => SERVICE_UNAVAILABLE,
     StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
@@ -130,6 +132,8 @@ pub struct ApiError {
     retry_after_secs: Option<u32>,
     /// For 401 and 403: the `WWW-Authenticate` challenge (RFC 6750).
     challenge: Option<String>,
+    /// For a tenant's limits: the `RateLimit-Policy` and `RateLimit` fields.
+    rate_limit: Option<(String, String)>,
     /// For `internal` only: what went wrong, logged when answered and never sent.
     detail: Option<String>,
 }
@@ -142,6 +146,7 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
             challenge: None,
+            rate_limit: None,
             detail: None,
         }
     }
@@ -156,6 +161,13 @@ impl ApiError {
     /// codes: nothing was done, try again then).
     pub fn retry_after(mut self, secs: u32) -> Self {
         self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// Adds the `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-
+    /// headers) of the limit that refused the request.
+    pub fn rate_limit(mut self, policy: String, state: String) -> Self {
+        self.rate_limit = Some((policy, state));
         self
     }
 
@@ -264,7 +276,19 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
+        if let Some((policy, state)) = self.rate_limit {
+            insert_rate_limit(response.headers_mut(), &policy, &state);
+        }
         response
+    }
+}
+
+/// Sets `RateLimit-Policy` and `RateLimit` (values we format, so always valid).
+pub fn insert_rate_limit(headers: &mut axum::http::HeaderMap, policy: &str, state: &str) {
+    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(policy), HeaderValue::from_str(state))
+    {
+        headers.insert("ratelimit-policy", policy);
+        headers.insert("ratelimit", state);
     }
 }
 
@@ -352,6 +376,7 @@ mod tests {
             422 invalid_parameter, 422 unknown_op, 422 too_many_steps, 422 too_many_pixels, \
             422 too_many_scans, 422 truncated_image, 422 invalid_image, \
             422 idempotency_key_reused, 422 callback_not_allowed, 429 queue_full, \
+            429 rate_limited, 429 tenant_quota_exceeded, \
             500 internal, 503 broker_unavailable, 503 store_unavailable, \
             503 blob_store_unavailable, 503 identity_provider_unavailable";
         let listed: Vec<String> = ApiCode::ALL

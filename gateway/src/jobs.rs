@@ -1,9 +1,12 @@
 //! The jobs service: accepting a job, looking it up, waiting on it, cancelling it.
 //!
 //! Accepting follows one order, so nothing is lost or left behind: validate everything,
-//! store the input blob, record the task as `queued`, publish with a confirm, and only
-//! then answer 202. If the publish fails the task and blob are removed again and the
-//! client gets a 503 (or 429 when the queue is full) telling it to retry.
+//! store the input blob, record the task as `queued` (within the tenant's in-flight
+//! quota), publish with a confirm, and only then answer 202. If the publish fails the
+//! task and blob are removed again and the client gets a 503 (or 429 when the queue is
+//! full) telling it to retry. A job past its tenant's fair-share window is recorded
+//! *held* and answered 202 without a publish: it is durable in the store, and
+//! [`crate::fair_share`] publishes it in turn.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,9 +24,14 @@ use uuid::Uuid;
 use crate::{
     error::{ApiCode, ApiError},
     events::{Notifier, Seen, Watch},
+    fair_share::FairShare,
     inspect::inspect,
     publisher::Publisher,
-    store::{Callback, CallbackState, Change, Job, JobState, NewJob, Scope, Store, StoreError},
+    store::{
+        Admission, Admitted, Callback, CallbackState, Change, Job, JobState, NewJob, Scope, Store,
+        StoreError,
+    },
+    tenants::{Effective, Tenants, over_quota},
     upload::{JobSpec, Submission, job_spec},
 };
 
@@ -45,6 +53,10 @@ pub struct Jobs {
     pub webhooks: crate::webhooks::WebhookSettings,
     /// Records confirmed publishes in the store, in batches, off the request path.
     pub published: PublishedMarks,
+    /// Tenants' quotas and rates.
+    pub tenants: Tenants,
+    /// Tenants' windows onto the jobs queue.
+    pub fair_share: FairShare,
 }
 
 /// Records that the broker confirmed jobs' messages. The record only spares a job the
@@ -89,11 +101,13 @@ pub enum Submitted {
 }
 
 impl Jobs {
-    /// Validates and queues a submission as a job of `tenant`; returns the job once the
-    /// broker has it. Idempotency keys are per tenant.
+    /// Validates and queues a submission as a job of `tenant`, within its `limits`;
+    /// returns the job once the broker has it (or, held for its fair share, once it is
+    /// stored). Idempotency keys are per tenant.
     pub async fn submit(
         &self,
         tenant: &str,
+        limits: &Effective,
         submission: Submission,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, ApiError> {
@@ -108,29 +122,39 @@ impl Jobs {
                 Some((key, hash))
             }
         };
+        let admission = Admission {
+            max_inflight: limits.max_inflight,
+            window: self.fair_share.window(),
+            interactive: spec.interactive,
+        };
         let (request, callback_url) = self.check(&submission, spec).await?;
-        if let Some(job) = self
+        let admitted = match self
             .enqueue(
                 tenant,
                 &submission,
                 &request,
                 idempotency,
                 callback_url.clone(),
+                admission,
             )
             .await?
         {
-            return Ok(Submitted::Replayed(job));
+            Enqueued::Replayed(job) => return Ok(Submitted::Replayed(job)),
+            Enqueued::New(admitted) => admitted,
+        };
+        // The broker has the job now (or the store holds it for its turn), so the answer
+        // is 202 whatever happens next. If the record of the publish fails (or the
+        // gateway dies first), the sweeper finds the job unconfirmed and publishes it
+        // again; a duplicate message is harmless.
+        if admitted == Admitted::Released {
+            self.published.mark(request.id);
         }
-        // The broker has the job now, so the answer is 202 whatever happens next. If the
-        // record of the publish fails (or the gateway dies first), the sweeper finds the
-        // job unconfirmed and publishes it again; a duplicate message is harmless.
-        self.published.mark(request.id);
         Event::JobSubmitted {
             job_id: request.id,
             upload_bytes: submission.image.len() as u64,
         }
         .emit();
-        let job = accepted(tenant, request, callback_url);
+        let job = accepted(tenant, request, callback_url, admitted);
         self.notifier.changed(&job);
         Ok(Submitted::Created(job))
     }
@@ -173,9 +197,10 @@ impl Jobs {
         Ok((request, callback_url))
     }
 
-    /// Stores the upload and the `queued` record, then publishes with a confirm; a step
-    /// that fails undoes the ones before it. Returns the job that an identical request
-    /// with the same idempotency key created first, when that request won a race.
+    /// Stores the upload and the `queued` record, then publishes with a confirm (unless
+    /// the job is held for its fair share); a step that fails undoes the ones before it.
+    /// Returns the job that an identical request with the same idempotency key created
+    /// first, when that request won a race.
     async fn enqueue(
         &self,
         tenant: &str,
@@ -183,7 +208,8 @@ impl Jobs {
         request: &JobRequest,
         idempotency: Option<(String, String)>,
         callback_url: Option<String>,
-    ) -> Result<Option<Job>, ApiError> {
+        admission: Admission,
+    ) -> Result<Enqueued, ApiError> {
         let id = request.id;
         self.blobs
             .put(&request.input, submission.image.clone())
@@ -191,34 +217,46 @@ impl Jobs {
             .map_err(|e| blob_unavailable("the upload could not be stored", &e))?;
         let stored = self
             .store
-            .insert(NewJob {
-                id,
-                tenant: tenant.to_string(),
-                steps: request.steps.clone(),
-                format: request.format,
-                quality: request.quality,
-                input_key: request.input.clone(),
-                idempotency: idempotency.clone(),
-                callback_url,
-            })
+            .insert(
+                NewJob {
+                    id,
+                    tenant: tenant.to_string(),
+                    steps: request.steps.clone(),
+                    format: request.format,
+                    quality: request.quality,
+                    input_key: request.input.clone(),
+                    idempotency: idempotency.clone(),
+                    callback_url,
+                },
+                admission,
+            )
             .await;
-        if let Err(e) = stored {
-            let _ = self.blobs.delete(&request.input).await;
-            // Two identical requests raced on one key: the other one won; answer with it.
-            if let (StoreError::DuplicateKey, Some((key, hash))) = (&e, &idempotency)
-                && let Some(job) = self.replay(tenant, key, hash).await?
-            {
-                return Ok(Some(job));
+        let admitted = match stored {
+            Ok(admitted) => admitted,
+            Err(e) => {
+                let _ = self.blobs.delete(&request.input).await;
+                // Two identical requests raced on one key: the other one won; answer
+                // with it.
+                if let (StoreError::DuplicateKey, Some((key, hash))) = (&e, &idempotency)
+                    && let Some(job) = self.replay(tenant, key, hash).await?
+                {
+                    return Ok(Enqueued::Replayed(job));
+                }
+                if let StoreError::OverQuota { open, max } = e {
+                    return Err(over_quota(tenant, open, max));
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-        if let Err(e) = self.publisher.publish(request).await {
+        };
+        if admitted == Admitted::Released
+            && let Err(e) = self.publisher.publish(request).await
+        {
             warn!(job_id = %id, error = %e, "publish failed; the job is withdrawn");
             let _ = self.store.delete(id).await;
             let _ = self.blobs.delete(&request.input).await;
             return Err(publish_error(&e));
         }
-        Ok(None)
+        Ok(Enqueued::New(admitted))
     }
 
     /// The job an idempotency key already names, if its request matches.
@@ -327,13 +365,29 @@ impl Jobs {
         if let Some(job) = &changed {
             self.notifier.changed(job);
             observe(job, unreported_start);
+            if job.state.is_terminal() {
+                self.fair_share.ended(&job.tenant);
+            }
         }
         Ok(changed)
     }
 }
 
-/// The record of a job the broker just confirmed, as the store holds it (not read back).
-fn accepted(tenant: &str, request: JobRequest, callback_url: Option<String>) -> Job {
+/// What `enqueue` did.
+enum Enqueued {
+    /// A new job, released to the broker or held.
+    New(Admitted),
+    /// An identical request with the same idempotency key won a race: its job.
+    Replayed(Job),
+}
+
+/// The record of a job just accepted, as the store holds it (not read back).
+fn accepted(
+    tenant: &str,
+    request: JobRequest,
+    callback_url: Option<String>,
+    admitted: Admitted,
+) -> Job {
     let now = pixmill_shared::now_ms();
     Job {
         id: request.id,
@@ -351,7 +405,7 @@ fn accepted(tenant: &str, request: JobRequest, callback_url: Option<String>) -> 
         worker: None,
         error: None,
         result: None,
-        published_at: Some(now),
+        published_at: (admitted == Admitted::Released).then_some(now),
         republished: 0,
         result_deleted_at: None,
         callback: callback_url.map(|url| Callback {

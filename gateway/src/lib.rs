@@ -10,25 +10,29 @@
 //!    it, over `store`), [`auth`] (API keys and the principal a request acts as, over
 //!    `store` and `error`), the request checks [`upload`] and [`inspect`], the callback
 //!    rules [`webhooks::guard`] and [`webhooks::sign`], [`links`] (signed result links,
-//!    over `error`) and [`jwt`] (bearer JWTs and the JWK set they are checked against).
-//! 2. **Services**, the work: [`events`] (change notices), [`jobs`] (accepting, waiting,
-//!    cancelling), then what runs beside the requests: [`replies`], [`maintenance`],
-//!    [`webhooks::delivery`], [`queue_depth`] and [`stats`].
+//!    over `error`), [`jwt`] (bearer JWTs and the JWK set they are checked against) and
+//!    [`tenants`] (quotas and rates, over `store` and `error`).
+//! 2. **Services**, the work: [`events`] (change notices), [`fair_share`] (releasing
+//!    held jobs in turn), [`jobs`] (accepting, waiting, cancelling), then what runs
+//!    beside the requests: [`replies`], [`maintenance`], [`webhooks::delivery`],
+//!    [`queue_depth`] and [`stats`].
 //! 3. **HTTP**: [`routes`], with the contract it serves, [`openapi`]. They name each
 //!    other, the one import loop, because the router serves the document that is built
 //!    from its own list of routes.
 //! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them;
-//!    [`manage`] is the `pixmill-gateway keys` command.
+//!    [`manage`] is the `pixmill-gateway keys` and `tenants` commands.
 //!
 //! # Modules
 //!
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
 //! - [`auth`]: API keys, the `Principal` a request acts as, and the check at the edge.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
-//! - [`manage`]: `pixmill-gateway keys create|list|revoke`.
+//! - [`manage`]: `pixmill-gateway keys create|list|revoke` and `tenants set|list`.
 //! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
 //! - [`openapi`]: the API contract (OpenAPI 3.1 at `/openapi.json`, Swagger UI at `/docs/`).
 //! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
+//! - [`tenants`]: each tenant's in-flight quota and submit rate.
+//! - [`fair_share`]: tenants' jobs reach the workers in turn (windows in the store).
 //! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
 //! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
 //! - [`webhooks`]: signed, durable, guarded callbacks when a job ends: the URL guard and
@@ -51,6 +55,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod fair_share;
 pub mod inspect;
 pub mod jobs;
 pub mod jwt;
@@ -65,6 +70,7 @@ pub mod routes;
 pub mod stats;
 pub mod store;
 pub mod tasks;
+pub mod tenants;
 pub mod upload;
 pub mod view;
 pub mod webhooks;

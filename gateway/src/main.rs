@@ -1,5 +1,6 @@
 //! `pixmill-gateway`: set up logging, read settings, serve until SIGTERM or Ctrl-C.
-//! `pixmill-gateway keys …` manages API keys instead (see `pixmill_gateway::manage`).
+//! `pixmill-gateway keys …` and `tenants …` manage API keys and tenants' limits instead
+//! (see `pixmill_gateway::manage`).
 
 use clap::Parser;
 use pixmill_gateway::{
@@ -10,8 +11,14 @@ use pixmill_shared::{config::EXIT_CONFIG, shutdown, telemetry};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Keys { action }) = cli.command {
-        return pixmill_shared::runtime::build()?.block_on(keys(action));
+    match cli.command {
+        Some(Command::Keys { action }) => {
+            return pixmill_shared::runtime::build()?.block_on(keys(action));
+        }
+        Some(Command::Tenants { action }) => {
+            return pixmill_shared::runtime::build()?.block_on(tenants(action));
+        }
+        None => {}
     }
     pixmill_shared::runtime::tune_malloc();
     pixmill_shared::runtime::build()?.block_on(run())
@@ -28,6 +35,22 @@ async fn keys(action: pixmill_gateway::manage::KeysAction) -> anyhow::Result<()>
     let mut out = std::io::stdout().lock();
     if let Err(e) = pixmill_gateway::manage::keys(&url, action, &mut out).await {
         eprintln!("pixmill-gateway keys: {e}");
+        std::process::exit(e.exit_code());
+    }
+    Ok(())
+}
+
+async fn tenants(action: pixmill_gateway::manage::TenantsAction) -> anyhow::Result<()> {
+    let url = match pixmill_gateway::config::database_url_from_env() {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("pixmill-gateway: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = pixmill_gateway::manage::tenants(&url, action, &mut out).await {
+        eprintln!("pixmill-gateway tenants: {e}");
         std::process::exit(e.exit_code());
     }
     Ok(())

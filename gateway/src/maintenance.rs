@@ -16,11 +16,12 @@
 
 use std::time::Duration;
 
-use pixmill_shared::{ErrorCode, JobRequest, keys, metrics::Event};
+use pixmill_shared::{ErrorCode, keys, metrics::Event};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::{
+    fair_share::request_of,
     jobs::Jobs,
     store::{Change, Job, StoreError, Sweep},
 };
@@ -114,14 +115,7 @@ async fn republish(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> 
             return jobs.store.release(job.id).await;
         }
     }
-    let request = JobRequest {
-        id: job.id,
-        input: job.input_key.clone(),
-        steps: job.steps.clone(),
-        format: job.format,
-        quality: job.quality,
-    };
-    match jobs.publisher.publish(&request).await {
+    match jobs.publisher.publish(&request_of(job)).await {
         Ok(()) => {
             Event::Republished {
                 job_id: job.id,

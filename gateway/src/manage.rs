@@ -1,10 +1,13 @@
-//! `pixmill-gateway keys …`: managing API keys from the command line, on the task store
-//! `PIXMILL_DATABASE_URL` names, also while gateways run on it.
+//! `pixmill-gateway keys …` and `tenants …`: managing API keys and tenants' limits from
+//! the command line, on the task store `PIXMILL_DATABASE_URL` names, also while gateways
+//! run on it.
 //!
 //! ```text
 //! pixmill-gateway keys create --tenant NAME [--scopes jobs:write,jobs:read] [--ttl SECONDS] [--label L]
 //! pixmill-gateway keys list [--tenant NAME]
 //! pixmill-gateway keys revoke ID
+//! pixmill-gateway tenants set NAME [--max-inflight N|default] [--rate PER_SEC|default] [--burst N|default]
+//! pixmill-gateway tenants list
 //! ```
 //!
 //! `create` prints the record, then the key alone on the last line: it is shown once.
@@ -16,7 +19,8 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     auth::{self, ApiScope, KeyRequest},
-    store::{self, ApiKey, DatabaseUrl},
+    store::{self, ApiKey, DatabaseUrl, TenantLimits},
+    tenants::LIMITS_CACHE,
     view::rfc3339,
 };
 
@@ -35,6 +39,33 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Set and list tenants' own limits (quotas and rates).
+    Tenants {
+        #[command(subcommand)]
+        action: TenantsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsAction {
+    /// Set a tenant's own limits; a limit not given keeps its current value, and
+    /// `default` returns it to the gateway's default. Every gateway applies the change
+    /// within 2 seconds.
+    Set {
+        /// The tenant.
+        name: String,
+        /// Most jobs queued or running at once (default: PIXMILL_TENANT_MAX_INFLIGHT).
+        #[arg(long)]
+        max_inflight: Option<String>,
+        /// Submits per second, per gateway; 0: no limit (default: PIXMILL_TENANT_RATE).
+        #[arg(long)]
+        rate: Option<String>,
+        /// Submits at once above the rate (default: PIXMILL_TENANT_BURST).
+        #[arg(long)]
+        burst: Option<String>,
+    },
+    /// List the tenants that have limits of their own.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +205,105 @@ pub async fn keys(
     Ok(())
 }
 
+/// A limit as given on the command line: None keeps the current value, `default` (or
+/// Some(None)) clears it.
+fn limit<T: std::str::FromStr>(
+    given: Option<&str>,
+    name: &str,
+    valid: impl Fn(&T) -> bool,
+) -> Result<Option<Option<T>>, ManageError> {
+    match given.map(str::trim) {
+        None => Ok(None),
+        Some("default") => Ok(Some(None)),
+        Some(text) => text
+            .parse::<T>()
+            .ok()
+            .filter(|v| valid(v))
+            .map(|v| Some(Some(v)))
+            .ok_or_else(|| ManageError::Usage(format!("--{name}: {text:?} is not a valid value"))),
+    }
+}
+
+/// Runs `tenants <action>` against `url`, writing to `out`.
+pub async fn tenants(
+    url: &DatabaseUrl,
+    action: TenantsAction,
+    out: &mut impl Write,
+) -> Result<(), ManageError> {
+    let write = |e: std::io::Error| ManageError::Failed(format!("writing the output: {e}"));
+    let store = store::open_for_keys(url)
+        .await
+        .map_err(|e| ManageError::Failed(format!("task store {url}: {e}")))?;
+    let failed = |e: store::StoreError| ManageError::Failed(e.to_string());
+    match action {
+        TenantsAction::Set {
+            name,
+            max_inflight,
+            rate,
+            burst,
+        } => {
+            auth::check_tenant(&name).map_err(ManageError::Usage)?;
+            let max = limit::<u32>(max_inflight.as_deref(), "max-inflight", |v| {
+                (1..=10_000_000).contains(v)
+            })?;
+            let rate = limit::<f64>(rate.as_deref(), "rate", |v| {
+                v.is_finite() && (0.0..=1_000_000.0).contains(v)
+            })?;
+            let burst = limit::<u32>(burst.as_deref(), "burst", |v| *v >= 1)?;
+            let current = store.get_tenant(&name).await.map_err(failed)?;
+            let limits = TenantLimits::updated(&name, current, max, rate, burst);
+            store.put_tenant(&limits).await.map_err(failed)?;
+            describe_tenant(&limits, out).map_err(write)?;
+            writeln!(
+                out,
+                "set: every gateway applies it within {} seconds",
+                LIMITS_CACHE.as_secs()
+            )
+            .map_err(write)?;
+        }
+        TenantsAction::List => {
+            writeln!(
+                out,
+                "{:<24}  {:<12}  {:<10}  {:<8}  UPDATED",
+                "TENANT", "MAX_INFLIGHT", "RATE", "BURST"
+            )
+            .map_err(write)?;
+            let or_default = |v: Option<String>| v.unwrap_or_else(|| "default".into());
+            for t in store.list_tenants().await.map_err(failed)? {
+                writeln!(
+                    out,
+                    "{:<24}  {:<12}  {:<10}  {:<8}  {}",
+                    t.name,
+                    or_default(t.max_inflight.map(|v| v.to_string())),
+                    or_default(t.rate.map(|v| v.to_string())),
+                    or_default(t.burst.map(|v| v.to_string())),
+                    rfc3339(t.updated_at)
+                )
+                .map_err(write)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A tenant's own limits, one a line.
+fn describe_tenant(t: &TenantLimits, out: &mut impl Write) -> std::io::Result<()> {
+    let or_default = |v: Option<String>| v.unwrap_or_else(|| "default".into());
+    writeln!(out, "tenant:        {}", t.name)?;
+    writeln!(
+        out,
+        "max inflight:  {}",
+        or_default(t.max_inflight.map(|v| v.to_string()))
+    )?;
+    writeln!(
+        out,
+        "rate:          {}",
+        or_default(t.rate.map(|v| format!("{v}/s")))
+    )?;
+    writeln!(out, "burst:         {}", or_default(t.burst.map(|v| v.to_string())))?;
+    Ok(())
+}
+
 /// A key's record, one field a line, never its secret.
 fn describe(key: &ApiKey, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "id:       {}", key.id)?;
@@ -256,6 +386,41 @@ mod tests {
             .await
             .expect_err("bad scope");
         assert_eq!(err.exit_code(), 64);
+        drop(gateway);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn tenants_limits_are_set_changed_and_cleared_from_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("pixmill-tenants-{}", uuid::Uuid::new_v4()));
+        let url = DatabaseUrl::Sqlite(dir.join("pixmill.db"));
+        let gateway = store::open(&url).await.expect("gateway's store");
+        let set = |max: Option<&str>, rate: Option<&str>| TenantsAction::Set {
+            name: "acme".into(),
+            max_inflight: max.map(str::to_string),
+            rate: rate.map(str::to_string),
+            burst: None,
+        };
+        tenants(&url, set(Some("50"), Some("2.5")), &mut Vec::new())
+            .await
+            .expect("set");
+        let own = gateway.get_tenant("acme").await.expect("get").expect("set");
+        assert_eq!((own.max_inflight, own.rate, own.burst), (Some(50), Some(2.5), None));
+        // A limit not given stays; `default` clears one.
+        tenants(&url, set(None, Some("default")), &mut Vec::new())
+            .await
+            .expect("clear");
+        let own = gateway.get_tenant("acme").await.expect("get").expect("set");
+        assert_eq!((own.max_inflight, own.rate), (Some(50), None));
+        let mut out = Vec::new();
+        tenants(&url, TenantsAction::List, &mut out).await.expect("list");
+        let listing = String::from_utf8(out).expect("utf-8");
+        assert!(listing.lines().any(|l| l.starts_with("acme") && l.contains("50")), "{listing}");
+        let err = tenants(&url, set(Some("0"), None), &mut Vec::new())
+            .await
+            .expect_err("0 in flight is no quota");
+        assert_eq!(err.exit_code(), 64);
+        assert!(err.to_string().contains("--max-inflight"), "{err}");
         drop(gateway);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -35,6 +35,9 @@ pub struct JobSpec {
     /// `None`: same as the input.
     pub format: Option<OutputFormat>,
     pub quality: u8,
+    /// `priority=interactive`: someone waits at a screen (the upload page sends it); the
+    /// job goes ahead of its tenant's held bulk work. Default `bulk`.
+    pub interactive: bool,
 }
 
 /// Reads the request body (multipart or raw) with the upload limit.
@@ -257,10 +260,20 @@ pub fn job_spec(params: &BTreeMap<String, String>) -> Result<JobSpec, ApiError> 
             )));
         }
     };
+    let interactive = match params.get("priority").map(|s| s.trim()) {
+        None | Some("" | "bulk") => false,
+        Some("interactive") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "priority must be interactive or bulk (got {other:?})"
+            )));
+        }
+    };
     Ok(JobSpec {
         steps,
         format,
         quality,
+        interactive,
     })
 }
 
@@ -295,7 +308,10 @@ fn single_step(op: &str, params: &BTreeMap<String, String>) -> Result<Step, ApiE
     let mut object = Map::new();
     object.insert("op".into(), Value::String(op.into()));
     for (name, value) in params {
-        if matches!(name.as_str(), "op" | "format" | "quality" | "callback_url")
+        if matches!(
+            name.as_str(),
+            "op" | "format" | "quality" | "callback_url" | "priority"
+        )
             || value.trim().is_empty()
         {
             continue;
@@ -359,7 +375,8 @@ mod tests {
                     fit: Fit::Cover
                 }],
                 format: Some(OutputFormat::Png),
-                quality: 85
+                quality: 85,
+                interactive: false,
             }
         );
     }

@@ -74,6 +74,8 @@ async fn router() -> (axum::Router, Scratch) {
     );
     let jobs = Jobs {
         published: pixmill_gateway::jobs::PublishedMarks::start(store.clone()),
+        tenants: pixmill_gateway::tenants::Tenants::new(store.clone(), Default::default()),
+        fair_share: pixmill_gateway::fair_share::FairShare::new(None),
         store,
         blobs,
         notifier: Notifier::new(JobEvents::default(), publisher.clone(), "test".into()),

@@ -99,6 +99,17 @@ impl Client {
         Self::collect(response).await
     }
 
+    /// `PUT` a JSON body to any path.
+    pub async fn put_json(&self, path: &str, body: &Value) -> anyhow::Result<Reply> {
+        let response = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await?;
+        Self::collect(response).await
+    }
+
     async fn collect(response: reqwest::Response) -> anyhow::Result<Reply> {
         let status = response.status().as_u16();
         let headers = response.headers().clone();

@@ -116,6 +116,8 @@ impl Stack {
             },
             link_keys: Default::default(),
             jwt: None,
+            tenants: Default::default(),
+            fair_share_window: Some(pixmill_gateway::fair_share::DEFAULT_WINDOW),
             max_upload_bytes: 25 * 1024 * 1024,
             publish_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(60),

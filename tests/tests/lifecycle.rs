@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pixmill_gateway::store::NewJob;
+use pixmill_gateway::store::{Admission, NewJob};
 use pixmill_shared::{OutputFormat, Step, keys};
 use pixmill_tests::{Stack, TIMEOUT, common, photos::photo, temp_dir};
 use uuid::Uuid;
@@ -121,8 +121,8 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
         .put(&keys::input(with_upload), photo("china.jpg").into())
         .await
         .expect("upload");
-    store.insert(orphan(with_upload)).await.expect("insert");
-    store.insert(orphan(without_upload)).await.expect("insert");
+    store.insert(orphan(with_upload), Admission::unlimited()).await.expect("insert");
+    store.insert(orphan(without_upload), Admission::unlimited()).await.expect("insert");
 
     let job = stack
         .client

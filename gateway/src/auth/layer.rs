@@ -130,7 +130,9 @@ pub fn required_scope(method: &Method, path: &str, query: Option<&str>) -> Need 
         [""] | ["healthz"] | ["openapi.json"] | ["docs"] => Need::Nothing,
         ["docs", ..] => Need::Nothing,
         ["readyz"] => Need::Optional,
-        ["metrics"] | ["v1", "stats"] | ["v1", "keys", ..] => Need::Scope(ApiScope::Admin),
+        ["metrics"] | ["v1", "stats"] | ["v1", "keys", ..] | ["v1", "tenants", ..] => {
+            Need::Scope(ApiScope::Admin)
+        }
         ["v1", "jobs", _, "result"] if *method == Method::GET && is_signed_link(query) => {
             Need::Optional
         }

@@ -93,6 +93,12 @@ pub fn example_message(code: ApiCode) -> &'static str {
             "callback_url \"http://127.0.0.1/hook\" is refused: 127.0.0.1 resolves to 127.0.0.1, a loopback, private or otherwise non-public address"
         }
         QueueFull => "the job queue is full (PIXMILL_MAX_QUEUED jobs waiting); retry later",
+        RateLimited => {
+            "tenant \"acme\" may submit 20 jobs per second with bursts of 40 (PIXMILL_TENANT_RATE, PIXMILL_TENANT_BURST); retry in 1 s"
+        }
+        TenantQuotaExceeded => {
+            "tenant \"acme\" has 50 jobs queued or running, its limit (PIXMILL_TENANT_MAX_INFLIGHT) is 50; retry when some have finished"
+        }
         Internal => "an internal error occurred; it has been logged",
         BrokerUnavailable => {
             "the job could not be queued: the broker did not confirm within 1.5s; retry shortly"
@@ -152,6 +158,28 @@ fn response(status: u16, codes: &[ApiCode]) -> Response {
             integer_header("Seconds to wait before retrying; nothing was done."),
         );
     }
+    if codes
+        .iter()
+        .any(|c| matches!(c, ApiCode::RateLimited | ApiCode::TenantQuotaExceeded))
+    {
+        builder = builder
+            .header(
+                "RateLimit-Policy",
+                string_header(
+                    "The tenant's limit that refused the request (IETF draft \
+                     `draft-ietf-httpapi-ratelimit-headers`): `\"submits\";q=40;w=2` for \
+                     the submit rate, `\"in-flight\";q=50;qu=\"concurrent-requests\"` for \
+                     the in-flight quota.",
+                ),
+            )
+            .header(
+                "RateLimit",
+                string_header(
+                    "What is left of it: `\"submits\";r=0;t=1` (remaining, seconds until \
+                     it resets).",
+                ),
+            );
+    }
     if matches!(status, 401 | 403) {
         builder = builder.header(
             "WWW-Authenticate",
@@ -175,6 +203,13 @@ fn response(status: u16, codes: &[ApiCode]) -> Response {
         );
     }
     builder.build()
+}
+
+fn string_header(description: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(description))
+        .build()
 }
 
 fn integer_header(description: &str) -> Header {
@@ -219,8 +254,8 @@ errors! {
         InsufficientScope, RequestTimeout,
         UploadTooLarge, UnsupportedMediaType, InvalidParameter, UnknownOp, TooManySteps,
         TooManyPixels, TooManyScans, TruncatedImage, InvalidImage, IdempotencyKeyReused,
-        CallbackNotAllowed, QueueFull, BrokerUnavailable, StoreUnavailable,
-        BlobStoreUnavailable,
+        CallbackNotAllowed, QueueFull, RateLimited, TenantQuotaExceeded, BrokerUnavailable,
+        StoreUnavailable, BlobStoreUnavailable,
     ];
     /// `GET /v1/jobs` and `GET /v1/stats`.
     QueryErrors: [
@@ -289,6 +324,12 @@ errors! {
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
         InsufficientScope, NotFound, StoreUnavailable,
+    ];
+    /// `PUT /v1/tenants/{name}`, `GET /v1/tenants/{name}`.
+    TenantErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, InvalidParameter, StoreUnavailable,
     ];
     /// The Swagger UI files.
     FileErrors: [NotFound];

@@ -99,6 +99,18 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
             "curl -X DELETE -H 'Authorization: Bearer pmk_…' http://127.0.0.1:8080/v1/keys/4f40a8905c1e4d7b",
         ],
     ),
+    (
+        "put",
+        "/v1/tenants/{name}",
+        &[
+            "curl -X PUT -H 'Authorization: Bearer pmk_…' -H 'Content-Type: application/json' \\\n     -d '{\"max_inflight\": 50, \"rate\": 20}' http://127.0.0.1:8080/v1/tenants/acme",
+        ],
+    ),
+    (
+        "get",
+        "/v1/tenants/{name}",
+        &["curl -H 'Authorization: Bearer pmk_…' http://127.0.0.1:8080/v1/tenants/acme"],
+    ),
     ("get", "/readyz", &["curl -i http://127.0.0.1:8080/readyz"]),
     (
         "get",
@@ -384,6 +396,7 @@ fn operation<'a>(
         "get" => item.get.as_mut(),
         "post" => item.post.as_mut(),
         "delete" => item.delete.as_mut(),
+        "put" => item.put.as_mut(),
         _ => None,
     }
 }

@@ -91,4 +91,18 @@ job_params! {
     /// `Pixmill-Signature`. Needs `PIXMILL_WEBHOOK_SECRET` on the gateway; private and
     /// loopback addresses are refused unless listed in `PIXMILL_WEBHOOK_ALLOW`.
     callback_url: String [format = "uri", max_length = 2048],
+    /// `interactive` when someone waits at a screen (the upload page sends it): the job
+    /// goes ahead of its tenant's bulk jobs waiting for their fair share. Default `bulk`.
+    priority: Priority [inline],
+}
+
+/// Whether someone waits for the job at a screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Waits for its fair share behind the tenant's earlier jobs.
+    #[default]
+    Bulk,
+    /// Released before the tenant's held bulk jobs, with a few slots of its own.
+    Interactive,
 }

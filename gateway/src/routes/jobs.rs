@@ -17,7 +17,7 @@ use pixmill_shared::{JobResult, metrics::Event};
 use super::{ApiQuery, AppState, Segment};
 use crate::{
     auth::Principal,
-    error::{ApiCode, ApiError},
+    error::{ApiCode, ApiError, insert_rate_limit},
     jobs::{MAX_WAIT_SECS, Submitted},
     links::{DEFAULT_TTL_SECS, now_secs, result_cache_control},
     openapi::{
@@ -82,10 +82,13 @@ pub(super) async fn submit(
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
+    // The rate first: a refused submit costs no upload.
+    let limits = state.jobs.tenants.limits(&principal.tenant).await?;
+    let rate = state.jobs.tenants.check_rate(&principal.tenant, &limits)?;
     let submission = upload::read(request, state.max_upload_bytes).await?;
     let (job, replayed) = match state
         .jobs
-        .submit(&principal.tenant, submission, key)
+        .submit(&principal.tenant, &limits, submission, key)
         .await?
     {
         Submitted::Created(job) => (job, false),
@@ -100,6 +103,9 @@ pub(super) async fn submit(
         response
             .headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if let Some((policy, now)) = &rate.0 {
+        insert_rate_limit(response.headers_mut(), policy, now);
     }
     Ok(response)
 }

@@ -29,9 +29,11 @@ mod keys;
 mod links;
 mod listing;
 mod ops;
+mod tenants;
 
 pub use keys::{KeyList, KeyView, NewKeyView};
 pub use listing::MAX_PAGE;
+pub use tenants::{LimitsView, OwnLimits, TenantList, TenantView};
 pub use ops::{Alive, Health, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
 
 /// The upload page: one static file, no build step.
@@ -66,6 +68,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(events::events))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
+        .routes(routes!(tenants::list))
+        .routes(routes!(tenants::show, tenants::set))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

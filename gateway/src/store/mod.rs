@@ -111,6 +111,108 @@ pub struct NewJob {
     pub callback_url: Option<String>,
 }
 
+/// How a new job is let in: its tenant's in-flight quota, and its fair-share window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Most jobs the tenant may have `queued` or `running`; one more is refused with
+    /// [`StoreError::OverQuota`]. Counted in the same transaction as the insert, under a
+    /// per-tenant lock, so it holds across any number of gateways.
+    pub max_inflight: u32,
+    /// The fair-share window: most of the tenant's jobs released to the broker and not
+    /// yet finished. A job past it is stored *held* and released in turn
+    /// ([`TaskStore::release_held`]). None: every job is released at once.
+    pub window: Option<u32>,
+    /// A job someone waits for at a screen (the upload page): it may use
+    /// [`INTERACTIVE_EXTRA`] slots beyond the window and is released before held bulk work.
+    pub interactive: bool,
+}
+
+/// Slots beyond the fair-share window that only interactive jobs may use, so a person
+/// at the upload page is not queued behind their own tenant's bulk work.
+pub const INTERACTIVE_EXTRA: u32 = 4;
+
+/// Whether a new job went to the broker at once or waits for its turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Within the window: publish it now.
+    Released,
+    /// Past the window: stored, and published when one of the tenant's jobs ends.
+    Held,
+}
+
+impl Admission {
+    /// No quota and no window: every job is let in and released at once.
+    pub const fn unlimited() -> Self {
+        Self {
+            max_inflight: u32::MAX,
+            window: None,
+            interactive: false,
+        }
+    }
+
+    /// Whether a new job is released now, with `released` of the tenant's jobs released
+    /// and unfinished and `held` of them waiting: within the window, and not ahead of
+    /// older held work (interactive jobs excepted).
+    pub fn releases(&self, released: u64, held: u64) -> bool {
+        match self.window {
+            None => true,
+            Some(window) if self.interactive => {
+                released < u64::from(window.saturating_add(INTERACTIVE_EXTRA))
+            }
+            Some(window) => held == 0 && released < u64::from(window),
+        }
+    }
+}
+
+/// A tenant's own limits, where they differ from the gateway's defaults
+/// (`pixmill-gateway tenants set`, `PUT /v1/tenants/{name}`). None: the default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantLimits {
+    pub name: String,
+    /// Most jobs `queued` or `running` at once.
+    pub max_inflight: Option<u32>,
+    /// Submits per second, per gateway.
+    pub rate: Option<f64>,
+    /// Submits allowed at once above the rate.
+    pub burst: Option<u32>,
+    pub updated_at: i64,
+}
+
+impl TenantLimits {
+    /// A tenant's limits after a change: each given limit replaces (or with None,
+    /// clears) the current one; the others stay.
+    pub fn updated(
+        name: &str,
+        current: Option<TenantLimits>,
+        max_inflight: Option<Option<u32>>,
+        rate: Option<Option<f64>>,
+        burst: Option<Option<u32>>,
+    ) -> TenantLimits {
+        let current = current.unwrap_or(TenantLimits {
+            name: name.to_string(),
+            max_inflight: None,
+            rate: None,
+            burst: None,
+            updated_at: 0,
+        });
+        TenantLimits {
+            name: name.to_string(),
+            max_inflight: max_inflight.unwrap_or(current.max_inflight),
+            rate: rate.unwrap_or(current.rate),
+            burst: burst.unwrap_or(current.burst),
+            updated_at: pixmill_shared::now_ms(),
+        }
+    }
+}
+
+/// A tenant's jobs in flight: how many are `queued` or `running`, and how many of those
+/// are held back by fair share.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InFlight {
+    pub open: u64,
+    pub held: u64,
+}
+
 /// The tenant that owns jobs made before pixmill knew tenants, and every job of an
 /// anonymous caller in `PIXMILL_AUTH=open` mode.
 pub const LOCAL_TENANT: &str = "local";
@@ -224,7 +326,7 @@ impl Change {
 /// Which background pass claims rows (each has its own lease column value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sweep {
-    /// `queued` jobs whose publish was never confirmed, created before the cutoff.
+    /// `queued` jobs whose publish was never confirmed, released before the cutoff.
     Unpublished,
     /// `running` jobs with no news since before the cutoff.
     StaleRunning,
@@ -239,9 +341,11 @@ impl Sweep {
     /// `cutoff` is a timestamp our code computed, never input, so it is written inline.
     pub fn condition(self, cutoff: i64) -> String {
         match self {
-            Sweep::Unpublished => {
-                format!("state = 'queued' AND published_at IS NULL AND created_at < {cutoff}")
-            }
+            // A held job has no message yet, by design; it is not lost.
+            Sweep::Unpublished => format!(
+                "state = 'queued' AND published_at IS NULL \
+                 AND released_at IS NOT NULL AND released_at < {cutoff}"
+            ),
             Sweep::StaleRunning => format!("state = 'running' AND updated_at < {cutoff}"),
             Sweep::Expiry => format!(
                 "state IN ({}) AND finished_at < {cutoff}",
@@ -264,6 +368,9 @@ pub enum StoreError {
     /// an API key's id is taken.
     #[error("a record with this key already exists")]
     DuplicateKey,
+    /// The tenant already has `max` jobs queued or running.
+    #[error("the tenant has {open} jobs queued or running, its limit is {max}")]
+    OverQuota { open: u64, max: u32 },
     /// The database could not be reached or refused the query: a 503 to clients.
     #[error("task store unavailable: {0}")]
     Unavailable(String),
@@ -284,8 +391,29 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// `sqlite` or `postgres`, for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 
-    /// Records a new `queued` job.
-    async fn insert(&self, job: NewJob) -> Result<(), StoreError>;
+    /// Records a new `queued` job if its tenant is within `admission`'s quota, released
+    /// or held as the fair-share window says.
+    async fn insert(&self, job: NewJob, admission: Admission) -> Result<Admitted, StoreError>;
+
+    /// Releases the tenant's oldest held jobs (interactive ones first) while fewer than
+    /// `window` of its jobs are released and unfinished, and returns them, for
+    /// publishing. Under the same per-tenant lock as [`TaskStore::insert`].
+    async fn release_held(&self, tenant: &str, window: u32) -> Result<Vec<Job>, StoreError>;
+
+    /// The tenants that have held jobs.
+    async fn held_tenants(&self) -> Result<Vec<String>, StoreError>;
+
+    /// A tenant's jobs in flight.
+    async fn in_flight(&self, tenant: &str) -> Result<InFlight, StoreError>;
+
+    /// Sets a tenant's own limits (all of them: None returns one to the default).
+    async fn put_tenant(&self, limits: &TenantLimits) -> Result<(), StoreError>;
+
+    /// A tenant's own limits, None when it has none.
+    async fn get_tenant(&self, name: &str) -> Result<Option<TenantLimits>, StoreError>;
+
+    /// Every tenant with limits of its own, by name.
+    async fn list_tenants(&self) -> Result<Vec<TenantLimits>, StoreError>;
 
     /// Removes a job whose publish failed, so no job is left `queued` with no message.
     async fn delete(&self, id: Uuid) -> Result<(), StoreError>;

@@ -13,7 +13,8 @@ use tokio_postgres::{NoTls, Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
 use super::{
-    ApiKey, Callback, Change, Job, JobError, JobState, NewJob, Scope, StoreError, Sweep, TaskStore,
+    Admission, Admitted, ApiKey, Callback, Change, INTERACTIVE_EXTRA, InFlight, Job, JobError,
+    JobState, NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
 };
 
 /// Connections per gateway. Each request holds one only for its queries.
@@ -22,6 +23,10 @@ const POOL_SIZE: usize = 16;
 const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Migrations take this advisory lock, so gateways starting together migrate once.
 const MIGRATION_LOCK: i64 = 0x0070_6978_6d69_6c6c; // "pixmill" in ASCII
+/// The first half of a tenant's advisory lock (the second is a hash of its name): taken
+/// by every admission and release of the tenant's jobs, so counts and writes of two
+/// gateways never interleave.
+const TENANT_LOCK: i32 = 0x7069_786d; // "pixm"
 
 /// The migrations, in order; `pixmill_schema` records how many have run.
 const MIGRATIONS: &[&str] = &[
@@ -86,6 +91,21 @@ const MIGRATIONS: &[&str] = &[
         revoked_at  BIGINT
     );
     CREATE INDEX api_keys_tenant ON api_keys (tenant, created_at);",
+    // 5: quotas and fair share. A job is released to the broker at once or held for its
+    // turn; every job before this was released when it was made.
+    "ALTER TABLE jobs ADD COLUMN released_at BIGINT;
+    ALTER TABLE jobs ADD COLUMN interactive BOOLEAN NOT NULL DEFAULT FALSE;
+    UPDATE jobs SET released_at = created_at;
+    CREATE INDEX jobs_tenant_open ON jobs (tenant, state) WHERE state IN ('queued', 'running');
+    CREATE INDEX jobs_held ON jobs (tenant, interactive, created_at)
+        WHERE state = 'queued' AND released_at IS NULL;
+    CREATE TABLE tenants (
+        name         TEXT PRIMARY KEY,
+        max_inflight INTEGER,
+        rate         DOUBLE PRECISION,
+        burst        INTEGER,
+        updated_at   BIGINT NOT NULL
+    );",
 ];
 
 /// Handle to the PostgreSQL task store. Cheap to clone.
@@ -245,14 +265,30 @@ impl TaskStore for PgStore {
         "postgres"
     }
 
-    async fn insert(&self, job: NewJob) -> Result<(), StoreError> {
+    async fn insert(&self, job: NewJob, admission: Admission) -> Result<Admitted, StoreError> {
         let steps = serde_json::to_value(&job.steps)?;
         let now = pixmill_shared::now_ms();
         let (key, hash) = job.idempotency.unzip();
-        self.execute(
-            "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                               idempotency_key, request_hash, callback_url, tenant)
-             VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10)",
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let flight = lock_tenant(&tx, &job.tenant).await?;
+        if flight.open >= u64::from(admission.max_inflight) {
+            return Err(StoreError::OverQuota {
+                open: flight.open,
+                max: admission.max_inflight,
+            });
+        }
+        let released = admission.releases(flight.open - flight.held, flight.held);
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
+                                   idempotency_key, request_hash, callback_url, tenant,
+                                   released_at, interactive)
+                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .await?;
+        tx.execute(
+            &statement,
             &[
                 &job.id,
                 &steps,
@@ -264,10 +300,102 @@ impl TaskStore for PgStore {
                 &hash,
                 &job.callback_url,
                 &job.tenant,
+                &released.then_some(now),
+                &admission.interactive,
             ],
         )
         .await?;
+        tx.commit().await?;
+        Ok(if released {
+            Admitted::Released
+        } else {
+            Admitted::Held
+        })
+    }
+
+    async fn release_held(&self, tenant: &str, window: u32) -> Result<Vec<Job>, StoreError> {
+        let now = pixmill_shared::now_ms();
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut flight = lock_tenant(&tx, tenant).await?;
+        let statement = tx
+            .prepare_cached(
+                "UPDATE jobs SET released_at = $1 WHERE id IN (
+                     SELECT id FROM jobs
+                     WHERE tenant = $2 AND state = 'queued' AND released_at IS NULL
+                       AND interactive = $3
+                     ORDER BY created_at LIMIT $4
+                 ) RETURNING *",
+            )
+            .await?;
+        let mut released = Vec::new();
+        // Interactive jobs first, with their extra slots; then bulk work.
+        for (interactive, limit) in [
+            (true, window.saturating_add(INTERACTIVE_EXTRA)),
+            (false, window),
+        ] {
+            let room = u64::from(limit).saturating_sub(flight.open - flight.held);
+            if room == 0 || flight.held == 0 {
+                continue;
+            }
+            let room = i64::try_from(room).unwrap_or(i64::MAX);
+            for row in tx
+                .query(&statement, &[&now, &tenant, &interactive, &room])
+                .await?
+            {
+                released.push(row_to_job(&row)?);
+                flight.held -= 1;
+            }
+        }
+        tx.commit().await?;
+        released.sort_by_key(|job| job.created_at);
+        Ok(released)
+    }
+
+    async fn held_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT DISTINCT tenant FROM jobs WHERE state = 'queued' AND released_at IS NULL",
+            )
+            .await?;
+        Ok(client
+            .query(&statement, &[])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect())
+    }
+
+    async fn in_flight(&self, tenant: &str) -> Result<InFlight, StoreError> {
+        let client = self.pool.get().await?;
+        in_flight(&client, tenant).await
+    }
+
+    async fn put_tenant(&self, limits: &TenantLimits) -> Result<(), StoreError> {
+        let max = limits.max_inflight.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        let burst = limits.burst.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        self.execute(
+            "INSERT INTO tenants (name, max_inflight, rate, burst, updated_at)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET max_inflight = excluded.max_inflight,
+                 rate = excluded.rate, burst = excluded.burst, updated_at = excluded.updated_at",
+            &[&limits.name, &max, &limits.rate, &burst, &limits.updated_at],
+        )
+        .await?;
         Ok(())
+    }
+
+    async fn get_tenant(&self, name: &str) -> Result<Option<TenantLimits>, StoreError> {
+        Ok(self
+            .query_as("SELECT * FROM tenants WHERE name = $1", &[&name], row_to_tenant)
+            .await?
+            .pop())
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantLimits>, StoreError> {
+        self.query_as("SELECT * FROM tenants ORDER BY name", &[], row_to_tenant)
+            .await
     }
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
@@ -637,6 +765,53 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
             webhook_state,
             webhook_log.as_deref(),
         )?,
+    })
+}
+
+/// Takes the tenant's advisory lock for the rest of the transaction, then counts its
+/// jobs in flight.
+async fn lock_tenant(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+) -> Result<InFlight, StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&TENANT_LOCK, &tenant],
+    )
+    .await?;
+    in_flight(tx, tenant).await
+}
+
+/// The tenant's jobs queued or running, and how many of them are held.
+async fn in_flight(
+    client: &impl deadpool_postgres::GenericClient,
+    tenant: &str,
+) -> Result<InFlight, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT COUNT(*), COUNT(released_at) FROM jobs
+             WHERE tenant = $1 AND state IN ('queued', 'running')",
+            &[&tenant],
+        )
+        .await?;
+    let open = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+    let released = u64::try_from(row.get::<_, i64>(1)).unwrap_or(0);
+    Ok(InFlight {
+        open,
+        held: open.saturating_sub(released),
+    })
+}
+
+fn row_to_tenant(row: &Row) -> Result<TenantLimits, StoreError> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt(e.to_string());
+    let max: Option<i32> = row.try_get("max_inflight").map_err(corrupt)?;
+    let burst: Option<i32> = row.try_get("burst").map_err(corrupt)?;
+    Ok(TenantLimits {
+        name: row.try_get("name").map_err(corrupt)?,
+        max_inflight: max.map(|n| u32::try_from(n).unwrap_or(0)),
+        rate: row.try_get("rate").map_err(corrupt)?,
+        burst: burst.map(|n| u32::try_from(n).unwrap_or(0)),
+        updated_at: row.try_get("updated_at").map_err(corrupt)?,
     })
 }
 

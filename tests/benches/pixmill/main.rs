@@ -9,8 +9,12 @@
 //!    (`bench/peer/`: Flask + gunicorn + Celery + Pillow/OpenCV) under the same load,
 //!    from the same client, in the same run.
 //!
-//! Everything runs `BENCH_RUNS` times (default 3) and the report gives medians. It goes
-//! to stdout and to `bench/results/latest.md`.
+//! 3. Fair share ([`fair`]): a lone tenant's latency behind another tenant's backlog,
+//!    with fair share on and off, once per `make bench` (`make bench-fair` runs only
+//!    this, and writes `bench/results/fair.md`).
+//!
+//! Everything but fair share runs `BENCH_RUNS` times (default 3) and the report gives
+//! medians. It goes to stdout and to `bench/results/latest.md`.
 //!
 //! Knobs (environment): `BENCH_RUNS`, `BENCH_ITERATIONS` (timed repetitions per photo
 //! and op, default 7), `BENCH_CLIENTS` (the loaded phases, default `8,16`),
@@ -18,10 +22,12 @@
 //! `BENCH_GUARDS` (0 skips the quality guards), `BENCH_WORKERS` (2 processes, as
 //! `make run` starts), `BENCH_SLOTS` (job slots per worker; default the cores divided
 //! among the workers, as `make run` gives them), `BENCH_PEER` (0 skips the peer), `BENCH_PYTHON`
-//! (the interpreter with Pillow and OpenCV).
+//! (the interpreter with Pillow and OpenCV), `BENCH_ONLY=fair` (only fair share),
+//! `BENCH_FAIR` (0 skips fair share), `BENCH_FAIR_BACKLOG` (tenant A's jobs, 1500).
 
 mod e2e;
 mod engine;
+mod fair;
 mod procfs;
 mod report;
 
@@ -94,6 +100,28 @@ fn run() -> anyhow::Result<bool> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
+    std::fs::create_dir_all(&out)?;
+    let shape = fair::Shape {
+        backlog: env_or("BENCH_FAIR_BACKLOG", 1500)?.max(1),
+        lone: 10,
+        every: std::time::Duration::from_secs(2),
+        workers: 2,
+        slots: load.slots,
+    };
+    // Tenant A's jobs: a medium photo, blurred; long enough that the backlog outlasts
+    // B's 20 s when served first come, first served.
+    let fair_query = "op=blur&sigma=4";
+    let fair_photo = &medium[0].1;
+    let only_fair = std::env::var("BENCH_ONLY").as_deref() == Ok("fair");
+    if only_fair {
+        let outcomes = runtime.block_on(fair::run(&shape, fair_photo, fair_query))?;
+        let text = fair::render(&shape, fair_query, &outcomes);
+        println!("{text}");
+        std::fs::write(out.join("fair.md"), &text)?;
+        eprintln!("bench: report written to bench/results/fair.md");
+        return Ok(true);
+    }
 
     let mut results = Vec::new();
     for run in 1..=runs {
@@ -114,10 +142,13 @@ fn run() -> anyhow::Result<bool> {
             peer,
         });
     }
-    let text = report::render(&results, cores);
+    let mut text = report::render(&results, cores);
+    if env_or("BENCH_FAIR", 1)? != 0 {
+        let outcomes = runtime.block_on(fair::run(&shape, fair_photo, fair_query))?;
+        text.push('\n');
+        text.push_str(&fair::render(&shape, fair_query, &outcomes));
+    }
     println!("{text}");
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/results");
-    std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("latest.md"), &text)?;
     eprintln!("bench: report written to bench/results/latest.md");
     Ok(results[0].engine.guards.iter().all(engine::Guard::passed))

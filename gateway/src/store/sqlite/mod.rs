@@ -14,7 +14,10 @@ use std::{
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use super::{ApiKey, Callback, Change, Job, JobState, NewJob, Scope, StoreError, Sweep, TaskStore};
+use super::{
+    Admission, Admitted, ApiKey, Callback, Change, INTERACTIVE_EXTRA, InFlight, Job, JobState,
+    NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
+};
 
 mod schema;
 
@@ -105,6 +108,33 @@ impl SqliteStore {
         })
         .await
     }
+}
+
+/// The tenant's jobs queued or running, and how many of them are held.
+fn in_flight(c: &Connection, tenant: &str) -> Result<InFlight, StoreError> {
+    let (open, released): (i64, i64) = c.query_row(
+        "SELECT COUNT(*), COUNT(released_at) FROM jobs
+         WHERE tenant = ?1 AND state IN ('queued', 'running')",
+        [tenant],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let open = u64::try_from(open).unwrap_or(0);
+    let released = u64::try_from(released).unwrap_or(0);
+    Ok(InFlight {
+        open,
+        held: open.saturating_sub(released),
+    })
+}
+
+/// Reads one row of `tenants`.
+fn row_to_tenant(row: &rusqlite::Row<'_>) -> rusqlite::Result<TenantLimits> {
+    Ok(TenantLimits {
+        name: row.get("name")?,
+        max_inflight: row.get("max_inflight")?,
+        rate: row.get("rate")?,
+        burst: row.get("burst")?,
+        updated_at: row.get("updated_at")?,
+    })
 }
 
 /// Takes `<db>.lock` exclusively, or explains who has it and what to do instead.
@@ -206,19 +236,120 @@ impl TaskStore for SqliteStore {
         "sqlite"
     }
 
-    async fn insert(&self, job: NewJob) -> Result<(), StoreError> {
+    async fn insert(&self, job: NewJob, admission: Admission) -> Result<Admitted, StoreError> {
         let steps = serde_json::to_string(&job.steps)?;
         let format = job.format.as_str();
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
+            // One connection, so the count and the insert are one step for every writer.
+            let tx = c.transaction()?;
+            let flight = in_flight(&tx, &job.tenant)?;
+            if flight.open >= u64::from(admission.max_inflight) {
+                return Err(StoreError::OverQuota {
+                    open: flight.open,
+                    max: admission.max_inflight,
+                });
+            }
+            let released = admission.releases(flight.open - flight.held, flight.held);
             let (key, hash) = job.idempotency.unzip();
-            let inserted = c.execute(
+            let inserted = tx.execute(
                 "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                                   idempotency_key, request_hash, callback_url, tenant)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10)",
-                params![job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash, job.callback_url, job.tenant],
+                                   idempotency_key, request_hash, callback_url, tenant,
+                                   released_at, interactive)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash,
+                    job.callback_url, job.tenant, released.then_some(now), admission.interactive
+                ],
             );
-            unique(inserted)
+            unique(inserted)?;
+            tx.commit()?;
+            Ok(if released { Admitted::Released } else { Admitted::Held })
+        })
+        .await
+    }
+
+    async fn release_held(&self, tenant: &str, window: u32) -> Result<Vec<Job>, StoreError> {
+        let tenant = tenant.to_string();
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut released = Vec::new();
+            // Interactive jobs first, with their extra slots; then bulk work.
+            for (interactive, limit) in [(true, window.saturating_add(INTERACTIVE_EXTRA)), (false, window)] {
+                let flight = in_flight(&tx, &tenant)?;
+                let room = u64::from(limit).saturating_sub(flight.open - flight.held);
+                if room == 0 {
+                    continue;
+                }
+                let mut statement = tx.prepare_cached(
+                    "UPDATE jobs SET released_at = ?1 WHERE id IN (
+                         SELECT id FROM jobs
+                         WHERE tenant = ?2 AND state = 'queued' AND released_at IS NULL
+                           AND interactive = ?3
+                         ORDER BY created_at LIMIT ?4
+                     ) RETURNING *",
+                )?;
+                let rows = statement.query_map(
+                    params![now, tenant, interactive, i64::try_from(room).unwrap_or(i64::MAX)],
+                    row_to_job,
+                )?;
+                for row in rows {
+                    released.push(row??);
+                }
+            }
+            tx.commit()?;
+            released.sort_by_key(|job| job.created_at);
+            Ok(released)
+        })
+        .await
+    }
+
+    async fn held_tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT DISTINCT tenant FROM jobs WHERE state = 'queued' AND released_at IS NULL",
+            )?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
+    async fn in_flight(&self, tenant: &str) -> Result<InFlight, StoreError> {
+        let tenant = tenant.to_string();
+        self.with(move |c| in_flight(c, &tenant)).await
+    }
+
+    async fn put_tenant(&self, limits: &TenantLimits) -> Result<(), StoreError> {
+        let limits = limits.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO tenants (name, max_inflight, rate, burst, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (name) DO UPDATE SET max_inflight = excluded.max_inflight,
+                     rate = excluded.rate, burst = excluded.burst, updated_at = excluded.updated_at",
+                params![limits.name, limits.max_inflight, limits.rate, limits.burst, limits.updated_at],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_tenant(&self, name: &str) -> Result<Option<TenantLimits>, StoreError> {
+        let name = name.to_string();
+        self.with(move |c| {
+            Ok(c.query_row("SELECT * FROM tenants WHERE name = ?1", [name], row_to_tenant)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantLimits>, StoreError> {
+        self.with(|c| {
+            let mut statement = c.prepare_cached("SELECT * FROM tenants ORDER BY name")?;
+            let rows = statement.query_map([], row_to_tenant)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -82,6 +82,24 @@ CREATE TABLE IF NOT EXISTS api_keys (
 );
 CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys(tenant, created_at);";
 
+/// Version 7: quotas and fair share. A job is *released* to the broker at once or held
+/// for its turn; every job before this one was released when it was made. Tenants may
+/// have limits of their own.
+const SCHEMA_V7: &str = "ALTER TABLE jobs ADD COLUMN released_at INTEGER;
+ALTER TABLE jobs ADD COLUMN interactive INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET released_at = created_at;
+CREATE INDEX IF NOT EXISTS jobs_tenant_open ON jobs(tenant, state)
+    WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS jobs_held ON jobs(tenant, interactive, created_at)
+    WHERE state = 'queued' AND released_at IS NULL;
+CREATE TABLE IF NOT EXISTS tenants (
+    name         TEXT PRIMARY KEY,
+    max_inflight INTEGER,
+    rate         REAL,
+    burst        INTEGER,
+    updated_at   INTEGER NOT NULL
+);";
+
 /// Brings the schema up to date. `user_version` records how far a file has come, so
 /// a database made by an older gateway keeps its jobs.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -109,7 +127,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 6 && !has_column("tenant")? {
         conn.execute_batch(SCHEMA_V6)?;
     }
-    conn.pragma_update(None, "user_version", 6)?;
+    if version < 7 && !has_column("released_at")? {
+        conn.execute_batch(SCHEMA_V7)?;
+    }
+    conn.pragma_update(None, "user_version", 7)?;
     Ok(())
 }
 
