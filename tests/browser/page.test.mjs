@@ -7,6 +7,11 @@
 // hand). PIXMILL_TEST_PHOTOS names the two photos to upload (comma-separated absolute
 // paths); by default the first two JPEGs of PIXMILL_PHOTOS_DIR (var/photos). Screenshots
 // and the downloaded result land in var/browser/.
+//
+// With PIXMILL_TEST_GATEWAY_KEYED (a gateway with PIXMILL_AUTH=required), PIXMILL_TEST_KEY
+// (a key of it with jobs:write and jobs:read) and PIXMILL_TEST_WRONG_KEY (a well-formed key
+// it does not know), the page is also driven through signing in; without them that part
+// is skipped. PIXMILL_TEST_ADMIN_KEY, an admin key, also shows the Operations panel's figures.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -19,6 +24,10 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const GATEWAY = (process.env.PIXMILL_TEST_GATEWAY || '').replace(/\/+$/, '');
 const SHOTS = path.join(ROOT, 'var', 'browser');
 const WAIT = 30_000;
+const KEYED = (process.env.PIXMILL_TEST_GATEWAY_KEYED || '').replace(/\/+$/, '');
+const KEY = process.env.PIXMILL_TEST_KEY || '';
+const WRONG_KEY = process.env.PIXMILL_TEST_WRONG_KEY || '';
+const ADMIN_KEY = process.env.PIXMILL_TEST_ADMIN_KEY || '';
 
 function photos() {
   if (process.env.PIXMILL_TEST_PHOTOS) {
@@ -27,6 +36,32 @@ function photos() {
   const dir = path.resolve(ROOT, process.env.PIXMILL_PHOTOS_DIR || 'var/photos');
   const names = fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => /\.jpe?g$/i.test(n)).sort() : [];
   return names.slice(0, 2).map((n) => path.join(dir, n));
+}
+
+// Debian's Chromium with a profile of its own; closing it ends the browser session.
+function launch(userDataDir) {
+  return chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--disable-quic'],
+    viewport: { width: 1280, height: 900 },
+    acceptDownloads: true,
+  });
+}
+
+// Runs in the page: records every state each row goes through, however briefly.
+function recordRowStates() {
+  window.__rowStates = {};
+  new MutationObserver((muts) => {
+    for (const m of muts) {
+      const li = m.target;
+      if (m.attributeName === 'data-state' && li.dataset?.file) {
+        const seen = (window.__rowStates[li.dataset.file] ||= []);
+        if (seen[seen.length - 1] !== li.dataset.state) seen.push(li.dataset.state);
+      }
+    }
+  }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
 }
 
 describe('upload page in Chromium', { timeout: 180_000 }, () => {
@@ -45,14 +80,7 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
       `two photos are needed (PIXMILL_TEST_PHOTOS or var/photos; run make photos), got ${photoA}, ${photoB}`);
     fs.mkdirSync(SHOTS, { recursive: true });
     userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pixmill-browser-'));
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath: '/usr/bin/chromium',
-      headless: true,
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--disable-quic'],
-      viewport: { width: 1280, height: 900 },
-      acceptDownloads: true,
-    });
+    context = await launch(userDataDir);
     page = context.pages()[0] || (await context.newPage());
     page.on('request', (r) => requests.push({ url: r.url(), type: r.resourceType() }));
     page.on('pageerror', (e) => pageErrors.push(String(e)));
@@ -60,18 +88,7 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
     // without it the first Enter can race the interception and open no chooser at all.
     page.on('filechooser', () => {});
     // Record every state each row goes through, however briefly.
-    await page.addInitScript(() => {
-      window.__rowStates = {};
-      new MutationObserver((muts) => {
-        for (const m of muts) {
-          const li = m.target;
-          if (m.attributeName === 'data-state' && li.dataset?.file) {
-            const seen = (window.__rowStates[li.dataset.file] ||= []);
-            if (seen[seen.length - 1] !== li.dataset.state) seen.push(li.dataset.state);
-          }
-        }
-      }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
-    });
+    await page.addInitScript(recordRowStates);
   });
 
   after(async () => {
@@ -267,6 +284,217 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
     const origin = new URL(GATEWAY).origin;
     const outside = requests.filter((r) => !/^(data|blob):/.test(r.url) && new URL(r.url).origin !== origin);
     assert.deepEqual(outside, []);
+    assert.deepEqual(pageErrors, []);
+  });
+});
+
+describe('upload page in Chromium, with PIXMILL_AUTH=required', {
+  timeout: 180_000,
+  skip: KEYED && KEY && WRONG_KEY ? false
+    : 'set PIXMILL_TEST_GATEWAY_KEYED, PIXMILL_TEST_KEY and PIXMILL_TEST_WRONG_KEY to drive a gateway that requires keys',
+}, () => {
+  let context, page, userDataDir, jobId, shownResult;
+  const requests = []; // every request the page made: { url, type, method, request }
+  const pageErrors = [];
+  const [photo] = photos();
+  const name = photo && path.basename(photo);
+  const row = () => page.locator(`li.row[data-file="${name}"]`);
+  const shot = (file) => page.screenshot({ path: path.join(SHOTS, file), fullPage: true });
+  const secret = (key) => key.slice(key.indexOf('_', 4) + 1); // pmk_<id>_<secret>
+  const publicId = (key) => key.slice(0, key.indexOf('_', 4));
+  const stored = () => page.evaluate(() => ({
+    key: sessionStorage.getItem('pixmill.apiKey'), session: sessionStorage.length, local: localStorage.length, cookie: document.cookie,
+  }));
+  const authorization = async (r) => (await r.request.allHeaders()).authorization;
+  const startBrowser = async () => {
+    context = await launch(userDataDir);
+    page = context.pages()[0] || (await context.newPage());
+    page.on('request', (r) => requests.push({ url: r.url(), type: r.resourceType(), method: r.method(), request: r }));
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    await page.addInitScript(recordRowStates);
+  };
+
+  before(async () => {
+    assert.ok(photo && fs.existsSync(photo), `a photo is needed (PIXMILL_TEST_PHOTOS or var/photos; run make photos), got ${photo}`);
+    fs.mkdirSync(SHOTS, { recursive: true });
+    userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pixmill-browser-keyed-'));
+    await startBrowser();
+  });
+
+  after(async () => {
+    await context?.close();
+    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  });
+
+  it('asks for an API key when the API answers 401', async () => {
+    const res = await page.goto(`${KEYED}/`);
+    assert.equal(res.status(), 200);
+    // The operations panel's first reading is refused (credential_missing): the form appears.
+    await page.locator('#signin-box').waitFor({ timeout: WAIT });
+    assert.match(await page.locator('#signin-box').innerText(), /This gateway's API needs a key/);
+    assert.ok(await page.locator('#auth-bar').isHidden());
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'api-key', 'the key field has the focus');
+    await page.waitForFunction(() => /sign in/i.test(document.getElementById('ops-updated').textContent), null, { timeout: WAIT });
+    assert.match(await page.locator('#curl').textContent(), /-H "Authorization: Bearer \$PIXMILL_API_KEY"/);
+    await shot('11-keyed-sign-in.png');
+  });
+
+  it('refuses a wrong key, saying what was wrong, and keeps nothing of it', async () => {
+    await page.locator('#api-key').fill(WRONG_KEY);
+    await page.locator('#api-key').press('Enter');
+    const error = page.locator('#signin-error');
+    await error.waitFor({ timeout: WAIT });
+    const text = await error.innerText();
+    assert.match(text, /Key refused \(HTTP 401\)/);
+    assert.match(text, /credential_invalid/);
+    assert.match(text, /the API key is not valid/);
+    assert.ok(!text.includes(secret(WRONG_KEY)) && !(await page.content()).includes(secret(WRONG_KEY)), 'the key is not shown');
+    assert.equal(await page.locator('#api-key').inputValue(), '', 'the field is emptied');
+    assert.ok(await page.locator('#signin-box').isVisible());
+    assert.ok(await page.locator('#auth-bar').isHidden());
+    assert.deepEqual(await stored(), { key: null, session: 0, local: 0, cookie: '' });
+    await shot('12-keyed-wrong-key.png');
+  });
+
+  it('signs in with the right key, kept in sessionStorage only', async () => {
+    await page.locator('#api-key').fill(KEY);
+    await page.locator('#signin-submit').click();
+    await page.locator('#auth-bar').waitFor({ timeout: WAIT });
+    assert.ok(await page.locator('#signin-box').isHidden());
+    assert.equal(await page.locator('#auth-id').innerText(), publicId(KEY), 'the bar names the key by its public id');
+    assert.ok(!(await page.content()).includes(secret(KEY)), 'the page does not show the secret');
+    assert.deepEqual(await stored(), { key: KEY, session: 1, local: 0, cookie: '' });
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'drop');
+    // /v1/stats is for admin keys: the operations panel says so instead of its figures.
+    await page.waitForFunction(() => /needs the admin scope/.test(document.getElementById('ops-updated').textContent),
+      null, { timeout: WAIT });
+  });
+
+  it('uploads a photo and follows the job to succeeded through the events stream, read with fetch()', async () => {
+    await page.locator('#file').setInputFiles([photo]);
+    await page.locator('#picked > li img.thumb').waitFor();
+    await page.getByLabel('Width (px) (optional)').fill('320');
+    await page.getByLabel('Height (px) (optional)').fill('200');
+    await page.locator('#submit').click();
+    await row().waitFor();
+    await page.waitForFunction((n) => document.querySelector(`li.row[data-file="${n}"]`)?.dataset.state === 'succeeded',
+      name, { timeout: WAIT });
+    assert.equal(await row().getAttribute('data-transport'), 'events');
+    assert.match(await row().locator('.row-status').innerText(), /Result 320×200 px · [\d.]+ KB/);
+    const states = await page.evaluate(() => window.__rowStates);
+    assert.ok(states[name].includes('uploading'), `${name} showed its upload: ${states[name]}`);
+    assert.equal(states[name].at(-1), 'succeeded');
+    jobId = await row().getAttribute('data-job-id');
+
+    const submit = requests.filter((r) => r.method === 'POST' && new URL(r.url).pathname === '/v1/jobs');
+    assert.equal(submit.length, 1);
+    assert.equal(await authorization(submit[0]), `Bearer ${KEY}`);
+    const streams = requests.filter((r) => new URL(r.url).pathname === `/v1/jobs/${jobId}/events`);
+    assert.ok(streams.length >= 1, 'the job was followed through its events stream');
+    for (const r of streams) {
+      assert.equal(r.type, 'fetch', 'the stream is read with fetch(), which sends the header');
+      assert.equal(await authorization(r), `Bearer ${KEY}`);
+    }
+    assert.deepEqual(requests.filter((r) => r.type === 'eventsource'), [], 'no EventSource, which cannot send the key');
+    assert.deepEqual(requests.filter((r) => r.url.includes('wait=')), [], 'no long-poll requests');
+  });
+
+  it('renders the result, fetched with the key, from an object URL', async () => {
+    await row().locator('button.pick').click();
+    await page.waitForFunction(() => {
+      const i = document.querySelector('#cmp-after img.after');
+      return i && i.complete && i.naturalWidth > 0;
+    }, null, { timeout: WAIT });
+    const after = await page.locator('#cmp-after img.after').evaluate((i) => ({ w: i.naturalWidth, h: i.naturalHeight, src: i.src }));
+    assert.deepEqual({ w: after.w, h: after.h }, { w: 320, h: 200 });
+    assert.ok(after.src.startsWith('blob:'), `the result is shown from an object URL: ${after.src}`);
+    shownResult = after.src;
+    const fetched = requests.filter((r) => new URL(r.url).pathname === `/v1/jobs/${jobId}/result`);
+    assert.ok(fetched.length >= 1);
+    for (const r of fetched) {
+      assert.equal(r.type, 'fetch');
+      assert.equal(await authorization(r), `Bearer ${KEY}`);
+    }
+    await page.mouse.move(0, 0);
+    await page.locator('#detail-panel').scrollIntoViewIfNeeded();
+    await shot('13-keyed-before-after.png');
+  });
+
+  it('downloads the result and opens the job record with the key', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), row().locator('a.dl').click()]);
+    assert.match(download.suggestedFilename(), /-pixmill\.jpg$/);
+    const saved = path.join(SHOTS, `download-keyed-${download.suggestedFilename()}`);
+    await download.saveAs(saved);
+    assert.deepEqual([...fs.readFileSync(saved).subarray(0, 3)], [0xFF, 0xD8, 0xFF], 'the download is a JPEG');
+
+    await page.locator('#job-meta a', { hasText: 'status JSON' }).click();
+    await page.locator('#api-view').waitFor();
+    await page.waitForFunction(() => /"state": "succeeded"/.test(document.getElementById('api-view-body').textContent),
+      null, { timeout: WAIT });
+    assert.equal(await page.locator('#api-view-title').innerText(), `GET /v1/jobs/${jobId}`);
+    await shot('14-keyed-job-record.png');
+    await page.locator('#api-view-close').click();
+    assert.ok(await page.locator('#api-view').isHidden());
+  });
+
+  it('signs out: the key is forgotten and results fetched with it are let go', async () => {
+    await page.locator('#sign-out').click();
+    await page.locator('#signin-box').waitFor();
+    assert.ok(await page.locator('#auth-bar').isHidden());
+    assert.deepEqual(await stored(), { key: null, session: 0, local: 0, cookie: '' });
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'api-key');
+    assert.match(await page.locator('#cmp-after').innerText(), /Sign in to see the result/);
+    const readable = await page.evaluate((u) => fetch(u).then(() => true, () => false), shownResult);
+    assert.equal(readable, false, 'the object URL of the result was revoked');
+    await shot('15-keyed-signed-out.png');
+
+    // Signing in again brings the result back.
+    await page.locator('#api-key').fill(KEY);
+    await page.locator('#api-key').press('Enter');
+    await page.locator('#auth-bar').waitFor({ timeout: WAIT });
+    await page.waitForFunction(() => {
+      const i = document.querySelector('#cmp-after img.after');
+      return i && i.complete && i.naturalWidth > 0 && i.src.startsWith('blob:');
+    }, null, { timeout: WAIT });
+  });
+
+  it('forgets the key when the browser session ends', async () => {
+    await context.close();
+    await startBrowser(); // the same profile, a new browser session
+    await page.goto(`${KEYED}/`);
+    await page.locator('#signin-box').waitFor({ timeout: WAIT });
+    assert.deepEqual(await stored(), { key: null, session: 0, local: 0, cookie: '' });
+  });
+
+  it('shows the Operations panel\'s figures to an admin key', { skip: !ADMIN_KEY && 'PIXMILL_TEST_ADMIN_KEY is not set' }, async () => {
+    await page.locator('#api-key').fill(ADMIN_KEY);
+    await page.locator('#api-key').press('Enter');
+    await page.locator('#auth-bar').waitFor({ timeout: WAIT });
+    await page.waitForFunction(() => /^Updated /.test(document.getElementById('ops-updated').textContent), null, { timeout: WAIT });
+    assert.match(await page.locator('#ops-workers').innerText(), /^\d+$/);
+    assert.match(await page.locator('#ops-latency').innerText(), /ms/);
+    await page.locator('#ops-panel').scrollIntoViewIfNeeded();
+    await shot('16-keyed-operations.png');
+    // Its links open with the key too.
+    await page.locator('#ops-note a', { hasText: '/metrics' }).click();
+    await page.waitForFunction(() => /# TYPE /.test(document.getElementById('api-view-body').textContent), null, { timeout: WAIT });
+    await page.locator('#api-view-close').click();
+    const admin = requests.filter((r) => new URL(r.url).pathname === '/v1/stats' && r.type === 'fetch').at(-1);
+    assert.equal(await authorization(admin), `Bearer ${ADMIN_KEY}`);
+  });
+
+  it('serves Swagger UI at /docs, with its own Authorize button for the bearer key', async () => {
+    const res = await page.goto(`${KEYED}/docs/`);
+    assert.equal(res.status(), 200);
+    await page.locator('button.authorize').waitFor({ timeout: WAIT });
+  });
+
+  it('never put the key in a URL, used no resource outside the gateway and raised no script error', () => {
+    const origin = new URL(KEYED).origin;
+    const secrets = [KEY, WRONG_KEY, ADMIN_KEY].filter(Boolean).map(secret);
+    assert.deepEqual(requests.filter((r) => secrets.some((s) => r.url.includes(s))).map((r) => r.url), []);
+    const outside = requests.filter((r) => !/^(data|blob):/.test(r.url) && new URL(r.url).origin !== origin);
+    assert.deepEqual(outside.map((r) => r.url), []);
     assert.deepEqual(pageErrors, []);
   });
 });

@@ -1,10 +1,30 @@
 //! The upload page in a real browser: Debian's Chromium driven by playwright-core
-//! (tests/browser/page.test.mjs, node's test runner) against a real stack. `make test`
-//! installs both first (`make browser`). Screenshots go to var/browser/.
+//! (tests/browser/page.test.mjs, node's test runner) against real stacks: one open, as
+//! `make run` serves, and one with `PIXMILL_AUTH=required`, where the page asks for a
+//! key. `make test` installs both first (`make browser`). Screenshots go to var/browser/.
 
 use std::{path::Path, process::Command};
 
-use pixmill_tests::Stack;
+use pixmill_gateway::{
+    auth::{self, ApiScope, AuthMode, KeyRequest},
+    store::Store,
+};
+use pixmill_tests::{Stack, common, temp_dir};
+use uuid::Uuid;
+
+/// Makes a key of the tenant `browser` with `scopes`, straight in the store.
+async fn issue(store: &Store, scopes: &str, label: &str) -> String {
+    let request = KeyRequest {
+        tenant: "browser".into(),
+        scopes: ApiScope::parse_list(scopes).expect("scopes"),
+        ttl: None,
+        label: Some(label.into()),
+    };
+    auth::issue(store, request, pixmill_shared::now_ms())
+        .await
+        .expect("issue")
+        .0
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_works_in_chromium() {
@@ -21,15 +41,40 @@ async fn the_page_works_in_chromium() {
         eprintln!("skipping the browser test: run `make browser` first");
         return;
     }
-    let mut stack = Stack::start().await.expect("start");
-    stack.add_worker("browser-worker", 2);
-    let base = stack.base.clone();
+    let mut open = Stack::start().await.expect("start");
+    open.add_worker("browser-worker", 2);
+
+    let settings = common(&format!("test-{}", Uuid::new_v4().simple()), &temp_dir());
+    let mut keyed = Stack::start_configured(settings, |s| s.auth = AuthMode::Required)
+        .await
+        .expect("start with keys required");
+    keyed.add_worker("browser-worker-keyed", 2);
+    let store = keyed.jobs().store.clone();
+    let key = issue(&store, "jobs:write,jobs:read", "browser test").await;
+    let admin = issue(&store, "admin", "browser test, operations panel").await;
+    // Well formed, but no key has this id: refused as credential_invalid.
+    let (_, secret) = key
+        .strip_prefix(auth::key::PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .expect("pmk_<id>_<secret>");
+    let unknown = &Uuid::new_v4().simple().to_string()[..16];
+    let wrong = format!("pmk_{unknown}_{secret}");
+    assert!(
+        auth::key::parse(&wrong).is_ok(),
+        "the wrong key is well formed"
+    );
+
+    let (open_base, keyed_base) = (open.base.clone(), keyed.base.clone());
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg("--test")
             .arg(&browser)
             .current_dir(&root)
-            .env("PIXMILL_TEST_GATEWAY", &base)
+            .env("PIXMILL_TEST_GATEWAY", &open_base)
+            .env("PIXMILL_TEST_GATEWAY_KEYED", &keyed_base)
+            .env("PIXMILL_TEST_KEY", &key)
+            .env("PIXMILL_TEST_WRONG_KEY", &wrong)
+            .env("PIXMILL_TEST_ADMIN_KEY", &admin)
             .output()
             .expect("node")
     })
@@ -42,5 +87,6 @@ async fn the_page_works_in_chromium() {
         output.status.success(),
         "the browser test failed:\n{stdout}\n{stderr}"
     );
-    stack.stop().await.expect("stop");
+    keyed.stop().await.expect("stop the keyed stack");
+    open.stop().await.expect("stop");
 }
