@@ -6,11 +6,11 @@ use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
 use crate::{
     auth::AuthMode,
+    fair_share::DEFAULT_WINDOW,
     jobs::MAX_WAIT_SECS,
     jwt::{
         DEFAULT_LEEWAY_SECS, DEFAULT_TENANT_CLAIM, JwtKeys, JwtSecret, JwtSettings, MAX_LEEWAY_SECS,
     },
-    fair_share::DEFAULT_WINDOW,
     links::LinkKeys,
     maintenance::Upkeep,
     store::DatabaseUrl,

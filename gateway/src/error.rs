@@ -133,7 +133,7 @@ pub struct ApiError {
     /// For 401 and 403: the `WWW-Authenticate` challenge (RFC 6750).
     challenge: Option<String>,
     /// For a tenant's limits: the `RateLimit-Policy` and `RateLimit` fields.
-    rate_limit: Option<(String, String)>,
+    rate_limit: Option<Box<(String, String)>>,
     /// For `internal` only: what went wrong, logged when answered and never sent.
     detail: Option<String>,
 }
@@ -167,7 +167,7 @@ impl ApiError {
     /// Adds the `RateLimit-Policy` and `RateLimit` fields (draft-ietf-httpapi-ratelimit-
     /// headers) of the limit that refused the request.
     pub fn rate_limit(mut self, policy: String, state: String) -> Self {
-        self.rate_limit = Some((policy, state));
+        self.rate_limit = Some(Box::new((policy, state)));
         self
     }
 
@@ -276,8 +276,8 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, value);
         }
-        if let Some((policy, state)) = self.rate_limit {
-            insert_rate_limit(response.headers_mut(), &policy, &state);
+        if let Some(fields) = self.rate_limit {
+            insert_rate_limit(response.headers_mut(), &fields.0, &fields.1);
         }
         response
     }
@@ -285,8 +285,7 @@ impl IntoResponse for ApiError {
 
 /// Sets `RateLimit-Policy` and `RateLimit` (values we format, so always valid).
 pub fn insert_rate_limit(headers: &mut axum::http::HeaderMap, policy: &str, state: &str) {
-    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(policy), HeaderValue::from_str(state))
-    {
+    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(policy), HeaderValue::from_str(state)) {
         headers.insert("ratelimit-policy", policy);
         headers.insert("ratelimit", state);
     }

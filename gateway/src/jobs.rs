@@ -139,7 +139,7 @@ impl Jobs {
             )
             .await?
         {
-            Enqueued::Replayed(job) => return Ok(Submitted::Replayed(job)),
+            Enqueued::Replayed(job) => return Ok(Submitted::Replayed(*job)),
             Enqueued::New(admitted) => admitted,
         };
         // The broker has the job now (or the store holds it for its turn), so the answer
@@ -240,7 +240,7 @@ impl Jobs {
                 if let (StoreError::DuplicateKey, Some((key, hash))) = (&e, &idempotency)
                     && let Some(job) = self.replay(tenant, key, hash).await?
                 {
-                    return Ok(Enqueued::Replayed(job));
+                    return Ok(Enqueued::Replayed(Box::new(job)));
                 }
                 if let StoreError::OverQuota { open, max } = e {
                     return Err(over_quota(tenant, open, max));
@@ -378,7 +378,7 @@ enum Enqueued {
     /// A new job, released to the broker or held.
     New(Admitted),
     /// An identical request with the same idempotency key won a race: its job.
-    Replayed(Job),
+    Replayed(Box<Job>),
 }
 
 /// The record of a job just accepted, as the store holds it (not read back).

@@ -300,7 +300,11 @@ fn describe_tenant(t: &TenantLimits, out: &mut impl Write) -> std::io::Result<()
         "rate:          {}",
         or_default(t.rate.map(|v| format!("{v}/s")))
     )?;
-    writeln!(out, "burst:         {}", or_default(t.burst.map(|v| v.to_string())))?;
+    writeln!(
+        out,
+        "burst:         {}",
+        or_default(t.burst.map(|v| v.to_string()))
+    )?;
     Ok(())
 }
 
@@ -405,7 +409,10 @@ mod tests {
             .await
             .expect("set");
         let own = gateway.get_tenant("acme").await.expect("get").expect("set");
-        assert_eq!((own.max_inflight, own.rate, own.burst), (Some(50), Some(2.5), None));
+        assert_eq!(
+            (own.max_inflight, own.rate, own.burst),
+            (Some(50), Some(2.5), None)
+        );
         // A limit not given stays; `default` clears one.
         tenants(&url, set(None, Some("default")), &mut Vec::new())
             .await
@@ -413,9 +420,16 @@ mod tests {
         let own = gateway.get_tenant("acme").await.expect("get").expect("set");
         assert_eq!((own.max_inflight, own.rate), (Some(50), None));
         let mut out = Vec::new();
-        tenants(&url, TenantsAction::List, &mut out).await.expect("list");
+        tenants(&url, TenantsAction::List, &mut out)
+            .await
+            .expect("list");
         let listing = String::from_utf8(out).expect("utf-8");
-        assert!(listing.lines().any(|l| l.starts_with("acme") && l.contains("50")), "{listing}");
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with("acme") && l.contains("50")),
+            "{listing}"
+        );
         let err = tenants(&url, set(Some("0"), None), &mut Vec::new())
             .await
             .expect_err("0 in flight is no quota");

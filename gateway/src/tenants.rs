@@ -124,13 +124,16 @@ pub enum RateCheck {
     Limited { retry_after: Duration },
 }
 
+/// A tenant's own settings as read at that instant.
+type Cached = (Instant, Option<TenantLimits>);
+
 /// Tenants' limits: defaults, cached own settings and the rate buckets. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Tenants {
     store: Store,
     defaults: Defaults,
     /// Own settings as last read, and when.
-    cache: Arc<Mutex<HashMap<String, (Instant, Option<TenantLimits>)>>>,
+    cache: Arc<Mutex<HashMap<String, Cached>>>,
     /// Each tenant's theoretical arrival time (GCRA), in seconds since `epoch`.
     buckets: Arc<Mutex<HashMap<String, f64>>>,
     epoch: Instant,
@@ -274,9 +277,8 @@ mod tests {
 
     fn tenants() -> Tenants {
         let dir = std::env::temp_dir().join(format!("pixmill-tenants-{}", uuid::Uuid::new_v4()));
-        let store: Store = Arc::new(
-            crate::store::sqlite::SqliteStore::open(&dir.join("t.db")).expect("store"),
-        );
+        let store: Store =
+            Arc::new(crate::store::sqlite::SqliteStore::open(&dir.join("t.db")).expect("store"));
         Tenants::new(store, Defaults::default())
     }
 
@@ -297,7 +299,10 @@ mod tests {
         let RateCheck::Limited { retry_after } = t.take_at("a", rate, 10.0) else {
             panic!("the fourth at once is over the burst");
         };
-        assert!((retry_after.as_secs_f64() - 0.5).abs() < 1e-6, "{retry_after:?}");
+        assert!(
+            (retry_after.as_secs_f64() - 0.5).abs() < 1e-6,
+            "{retry_after:?}"
+        );
         // Another tenant has its own bucket.
         assert!(matches!(
             t.take_at("b", rate, 10.0),
@@ -388,7 +393,10 @@ mod tests {
         assert_eq!(now, "\"submits\";r=0;t=1");
         let refused = t.check_rate("a", &limits).expect_err("second");
         assert_eq!(refused.code(), ApiCode::RateLimited);
-        assert!(refused.message().contains("PIXMILL_TENANT_RATE"), "{refused:?}");
+        assert!(
+            refused.message().contains("PIXMILL_TENANT_RATE"),
+            "{refused:?}"
+        );
         let quota = over_quota("a", 50, 50);
         assert_eq!(quota.code(), ApiCode::TenantQuotaExceeded);
         assert!(quota.message().contains("PIXMILL_TENANT_MAX_INFLIGHT"));

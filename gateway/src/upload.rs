@@ -311,8 +311,7 @@ fn single_step(op: &str, params: &BTreeMap<String, String>) -> Result<Step, ApiE
         if matches!(
             name.as_str(),
             "op" | "format" | "quality" | "callback_url" | "priority"
-        )
-            || value.trim().is_empty()
+        ) || value.trim().is_empty()
         {
             continue;
         }

@@ -130,7 +130,10 @@ async fn a_job_moves_forward_only() {
     on_every_backend("a_job_moves_forward_only", |b| async move {
         let store = b.store;
         let id = Uuid::new_v4();
-        store.insert(new_job(id), Admission::unlimited()).await.expect("insert");
+        store
+            .insert(new_job(id), Admission::unlimited())
+            .await
+            .expect("insert");
         let job = store
             .get(&Scope::All, id)
             .await
@@ -205,8 +208,14 @@ async fn failures_keep_the_worker_and_cancels_need_a_queued_job() {
     on_every_backend("failures_and_cancels", |b| async move {
         let store = b.store;
         let (failing, cancelled) = (Uuid::new_v4(), Uuid::new_v4());
-        store.insert(new_job(failing), Admission::unlimited()).await.expect("insert");
-        store.insert(new_job(cancelled), Admission::unlimited()).await.expect("insert");
+        store
+            .insert(new_job(failing), Admission::unlimited())
+            .await
+            .expect("insert");
+        store
+            .insert(new_job(cancelled), Admission::unlimited())
+            .await
+            .expect("insert");
 
         store.apply(failing, running("w1", 3)).await.expect("run");
         let job = store
@@ -266,7 +275,10 @@ async fn unknown_and_deleted_jobs_are_absent() {
         let id = Uuid::new_v4();
         assert_eq!(store.get(&Scope::All, id).await.expect("get"), None);
         assert_eq!(store.apply(id, running("w", 1)).await.expect("apply"), None);
-        store.insert(new_job(id), Admission::unlimited()).await.expect("insert");
+        store
+            .insert(new_job(id), Admission::unlimited())
+            .await
+            .expect("insert");
         store.delete(id).await.expect("delete");
         assert_eq!(store.get(&Scope::All, id).await.expect("get"), None);
         store.ping().await.expect("ping");
@@ -285,8 +297,14 @@ async fn idempotency_keys_are_unique() {
             idempotency: Some((key.clone(), "hash-1".into())),
             ..new_job(id)
         };
-        store.insert(keyed(first), Admission::unlimited()).await.expect("insert");
-        let err = store.insert(keyed(second), Admission::unlimited()).await.expect_err("duplicate");
+        store
+            .insert(keyed(first), Admission::unlimited())
+            .await
+            .expect("insert");
+        let err = store
+            .insert(keyed(second), Admission::unlimited())
+            .await
+            .expect_err("duplicate");
         assert!(matches!(err, StoreError::DuplicateKey), "{err}");
         let (job, hash) = store
             .find_by_key(LOCAL_TENANT, &key)
@@ -310,7 +328,10 @@ async fn publish_and_deletion_marks_are_recorded() {
     on_every_backend("publish_and_deletion_marks", |b| async move {
         let store = b.store;
         let id = Uuid::new_v4();
-        store.insert(new_job(id), Admission::unlimited()).await.expect("insert");
+        store
+            .insert(new_job(id), Admission::unlimited())
+            .await
+            .expect("insert");
         assert_eq!(
             store
                 .get(&Scope::All, id)
@@ -348,7 +369,10 @@ async fn each_sweep_claims_its_jobs_once_per_lease() {
                 Uuid::new_v4(),
             );
             for id in [unpublished, published, stale, finished] {
-                store.insert(new_job(id), Admission::unlimited()).await.expect("insert");
+                store
+                    .insert(new_job(id), Admission::unlimited())
+                    .await
+                    .expect("insert");
             }
             store.mark_published(&[published]).await.expect("published");
             for id in [stale, finished] {
@@ -423,7 +447,10 @@ async fn concurrent_passes_never_claim_the_same_job() {
             let other = b.second_handle().await;
             let mut all: Vec<Uuid> = (0..60).map(|_| Uuid::new_v4()).collect();
             for id in &all {
-                store.insert(new_job(*id), Admission::unlimited()).await.expect("insert");
+                store
+                    .insert(new_job(*id), Admission::unlimited())
+                    .await
+                    .expect("insert");
             }
             let future = pixmill_shared::now_ms() + 60_000;
             let lease = future;
@@ -455,7 +482,10 @@ async fn recently_finished_jobs_feed_the_stats() {
         let since = pixmill_shared::now_ms() - 1;
         let (ok, bad, open_job) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         for id in [ok, bad, open_job] {
-            store.insert(new_job(id), Admission::unlimited()).await.expect("insert");
+            store
+                .insert(new_job(id), Admission::unlimited())
+                .await
+                .expect("insert");
         }
         // Straight from queued, as a quick job goes: the worker's start time is kept.
         let succeeded = Change::Succeeded {
@@ -500,7 +530,10 @@ async fn listing_pages_newest_first_by_state() {
         let mut ids = Vec::new();
         for _ in 0..7 {
             let id = Uuid::new_v4();
-            store.insert(new_job(id), Admission::unlimited()).await.expect("insert");
+            store
+                .insert(new_job(id), Admission::unlimited())
+                .await
+                .expect("insert");
             ids.push(id);
             // Distinct creation times, so "newest first" is well defined.
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;
@@ -554,13 +587,19 @@ async fn webhook_deliveries_are_claimed_and_recorded() {
             let store = b.store;
             let (hooked, plain) = (Uuid::new_v4(), Uuid::new_v4());
             store
-                .insert(NewJob {
-                    callback_url: Some("https://example.com/hook".into()),
-                    ..new_job(hooked)
-                }, Admission::unlimited())
+                .insert(
+                    NewJob {
+                        callback_url: Some("https://example.com/hook".into()),
+                        ..new_job(hooked)
+                    },
+                    Admission::unlimited(),
+                )
                 .await
                 .expect("insert");
-            store.insert(new_job(plain), Admission::unlimited()).await.expect("insert");
+            store
+                .insert(new_job(plain), Admission::unlimited())
+                .await
+                .expect("insert");
             let now = pixmill_shared::now_ms();
             // Not due while the job runs; due once it has ended.
             assert!(
@@ -666,7 +705,10 @@ async fn tenants_see_only_their_own_jobs() {
         assert_eq!(store.find_by_key("gamma", &key).await.expect("find"), None);
         // Within one tenant the key is still unique.
         let err = store
-            .insert(of("alpha", Uuid::new_v4(), "hash-c"), Admission::unlimited())
+            .insert(
+                of("alpha", Uuid::new_v4(), "hash-c"),
+                Admission::unlimited(),
+            )
             .await
             .expect_err("duplicate");
         assert!(matches!(err, StoreError::DuplicateKey), "{err}");
@@ -783,144 +825,186 @@ async fn api_keys_are_created_listed_and_revoked() {
 
 #[tokio::test]
 async fn quotas_and_windows_admit_hold_and_release_in_turn() {
-    on_every_backend("quotas_and_windows_admit_hold_and_release_in_turn", |b| async move {
-        let store = b.store.clone();
-        let of = |tenant: &str| NewJob {
-            tenant: tenant.into(),
-            ..new_job(Uuid::new_v4())
-        };
-        let windowed = |interactive| Admission {
-            max_inflight: 5,
-            window: Some(2),
-            interactive,
-        };
-        // Two released, then held up to the quota of 5; a sixth is refused.
-        let mut admitted = Vec::new();
-        let mut ids = Vec::new();
-        for _ in 0..5 {
-            let job = of("alpha");
-            ids.push(job.id);
-            admitted.push(store.insert(job, windowed(false)).await.expect("insert"));
-        }
-        use pixmill_gateway::store::Admitted::{Held, Released};
-        assert_eq!(admitted, [Released, Released, Held, Held, Held]);
-        let err = store
-            .insert(of("alpha"), windowed(false))
-            .await
-            .expect_err("over the quota");
-        assert!(
-            matches!(err, StoreError::OverQuota { open: 5, max: 5 }),
-            "{err}"
-        );
-        // Another tenant has its own quota and window.
-        assert_eq!(
-            store.insert(of("beta"), windowed(false)).await.expect("beta"),
-            Released
-        );
-        let flight = store.in_flight("alpha").await.expect("count");
-        assert_eq!((flight.open, flight.held), (5, 3));
-        assert_eq!(store.held_tenants().await.expect("held"), vec!["alpha".to_string()]);
-        // A held job has no message, so the sweeper leaves it alone.
-        let far = pixmill_shared::now_ms() + 60_000;
-        let unpublished = store
-            .claim(Sweep::Unpublished, far, 100, far)
-            .await
-            .expect("claim");
-        let claimed: Vec<Uuid> = unpublished.iter().map(|j| j.id).collect();
-        assert!(
-            ids[2..].iter().all(|id| !claimed.contains(id)),
-            "held jobs were claimed as unpublished"
-        );
-        for job in &unpublished {
-            store.release(job.id).await.expect("release");
-        }
-        // The window is full: nothing to release yet.
-        assert!(store.release_held("alpha", 2).await.expect("release").is_empty());
-        // One ends: the oldest held job goes, and only it.
-        store
-            .apply(ids[0], Change::Cancelled)
-            .await
-            .expect("apply")
-            .expect("applied");
-        let released = store.release_held("alpha", 2).await.expect("release");
-        assert_eq!(released.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[2]]);
-        // An interactive job is released at once, past the window, and goes first.
-        let page = of("alpha");
-        let page_id = page.id;
-        store
-            .apply(ids[1], Change::Cancelled)
-            .await
-            .expect("apply")
-            .expect("applied");
-        assert_eq!(
-            store.insert(page, Admission { max_inflight: 10, ..windowed(true) }).await.expect("page"),
-            Released
-        );
-        let held_interactive = of("alpha");
-        let held_id = held_interactive.id;
-        for _ in 0..4 {
-            store
-                .insert(of("alpha"), Admission { max_inflight: 100, ..windowed(true) })
+    on_every_backend(
+        "quotas_and_windows_admit_hold_and_release_in_turn",
+        |b| async move {
+            let store = b.store.clone();
+            let of = |tenant: &str| NewJob {
+                tenant: tenant.into(),
+                ..new_job(Uuid::new_v4())
+            };
+            let windowed = |interactive| Admission {
+                max_inflight: 5,
+                window: Some(2),
+                interactive,
+            };
+            // Two released, then held up to the quota of 5; a sixth is refused.
+            let mut admitted = Vec::new();
+            let mut ids = Vec::new();
+            for _ in 0..5 {
+                let job = of("alpha");
+                ids.push(job.id);
+                admitted.push(store.insert(job, windowed(false)).await.expect("insert"));
+            }
+            use pixmill_gateway::store::Admitted::{Held, Released};
+            assert_eq!(admitted, [Released, Released, Held, Held, Held]);
+            let err = store
+                .insert(of("alpha"), windowed(false))
                 .await
-                .expect("interactive");
-        }
-        store
-            .insert(held_interactive, Admission { max_inflight: 100, ..windowed(true) })
-            .await
-            .expect("held interactive");
-        store
-            .apply(page_id, Change::Cancelled)
-            .await
-            .expect("apply")
-            .expect("applied");
-        let released = store.release_held("alpha", 2).await.expect("release");
-        assert_eq!(
-            released.first().map(|j| j.id),
-            Some(held_id),
-            "the held interactive job goes before older bulk jobs"
-        );
-        assert!(store.get_tenant("alpha").await.expect("get").is_none());
-    })
+                .expect_err("over the quota");
+            assert!(
+                matches!(err, StoreError::OverQuota { open: 5, max: 5 }),
+                "{err}"
+            );
+            // Another tenant has its own quota and window.
+            assert_eq!(
+                store
+                    .insert(of("beta"), windowed(false))
+                    .await
+                    .expect("beta"),
+                Released
+            );
+            let flight = store.in_flight("alpha").await.expect("count");
+            assert_eq!((flight.open, flight.held), (5, 3));
+            assert_eq!(
+                store.held_tenants().await.expect("held"),
+                vec!["alpha".to_string()]
+            );
+            // A held job has no message, so the sweeper leaves it alone.
+            let far = pixmill_shared::now_ms() + 60_000;
+            let unpublished = store
+                .claim(Sweep::Unpublished, far, 100, far)
+                .await
+                .expect("claim");
+            let claimed: Vec<Uuid> = unpublished.iter().map(|j| j.id).collect();
+            assert!(
+                ids[2..].iter().all(|id| !claimed.contains(id)),
+                "held jobs were claimed as unpublished"
+            );
+            for job in &unpublished {
+                store.release(job.id).await.expect("release");
+            }
+            // The window is full: nothing to release yet.
+            assert!(
+                store
+                    .release_held("alpha", 2)
+                    .await
+                    .expect("release")
+                    .is_empty()
+            );
+            // One ends: the oldest held job goes, and only it.
+            store
+                .apply(ids[0], Change::Cancelled)
+                .await
+                .expect("apply")
+                .expect("applied");
+            let released = store.release_held("alpha", 2).await.expect("release");
+            assert_eq!(
+                released.iter().map(|j| j.id).collect::<Vec<_>>(),
+                vec![ids[2]]
+            );
+            // An interactive job is released at once, past the window, and goes first.
+            let page = of("alpha");
+            let page_id = page.id;
+            store
+                .apply(ids[1], Change::Cancelled)
+                .await
+                .expect("apply")
+                .expect("applied");
+            assert_eq!(
+                store
+                    .insert(
+                        page,
+                        Admission {
+                            max_inflight: 10,
+                            ..windowed(true)
+                        }
+                    )
+                    .await
+                    .expect("page"),
+                Released
+            );
+            let held_interactive = of("alpha");
+            let held_id = held_interactive.id;
+            for _ in 0..4 {
+                store
+                    .insert(
+                        of("alpha"),
+                        Admission {
+                            max_inflight: 100,
+                            ..windowed(true)
+                        },
+                    )
+                    .await
+                    .expect("interactive");
+            }
+            store
+                .insert(
+                    held_interactive,
+                    Admission {
+                        max_inflight: 100,
+                        ..windowed(true)
+                    },
+                )
+                .await
+                .expect("held interactive");
+            store
+                .apply(page_id, Change::Cancelled)
+                .await
+                .expect("apply")
+                .expect("applied");
+            let released = store.release_held("alpha", 2).await.expect("release");
+            assert_eq!(
+                released.first().map(|j| j.id),
+                Some(held_id),
+                "the held interactive job goes before older bulk jobs"
+            );
+            assert!(store.get_tenant("alpha").await.expect("get").is_none());
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn the_quota_holds_when_gateways_admit_at_once() {
-    on_every_backend("the_quota_holds_when_gateways_admit_at_once", |b| async move {
-        let stores = [b.store.clone(), b.second_handle().await];
-        let admission = Admission {
-            max_inflight: 10,
-            window: Some(3),
-            interactive: false,
-        };
-        let mut tries = tokio::task::JoinSet::new();
-        for i in 0..40 {
-            let store = stores[i % 2].clone();
-            tries.spawn(async move {
-                store
-                    .insert(
-                        NewJob {
-                            tenant: "gamma".into(),
-                            ..new_job(Uuid::new_v4())
-                        },
-                        admission,
-                    )
-                    .await
-            });
-        }
-        let (mut released, mut held, mut refused) = (0, 0, 0);
-        while let Some(outcome) = tries.join_next().await {
-            match outcome.expect("task") {
-                Ok(pixmill_gateway::store::Admitted::Released) => released += 1,
-                Ok(pixmill_gateway::store::Admitted::Held) => held += 1,
-                Err(StoreError::OverQuota { .. }) => refused += 1,
-                Err(e) => panic!("{e}"),
+    on_every_backend(
+        "the_quota_holds_when_gateways_admit_at_once",
+        |b| async move {
+            let stores = [b.store.clone(), b.second_handle().await];
+            let admission = Admission {
+                max_inflight: 10,
+                window: Some(3),
+                interactive: false,
+            };
+            let mut tries = tokio::task::JoinSet::new();
+            for i in 0..40 {
+                let store = stores[i % 2].clone();
+                tries.spawn(async move {
+                    store
+                        .insert(
+                            NewJob {
+                                tenant: "gamma".into(),
+                                ..new_job(Uuid::new_v4())
+                            },
+                            admission,
+                        )
+                        .await
+                });
             }
-        }
-        assert_eq!((released, held, refused), (3, 7, 30));
-        let flight = stores[1].in_flight("gamma").await.expect("count");
-        assert_eq!((flight.open, flight.held), (10, 7));
-    })
+            let (mut released, mut held, mut refused) = (0, 0, 0);
+            while let Some(outcome) = tries.join_next().await {
+                match outcome.expect("task") {
+                    Ok(pixmill_gateway::store::Admitted::Released) => released += 1,
+                    Ok(pixmill_gateway::store::Admitted::Held) => held += 1,
+                    Err(StoreError::OverQuota { .. }) => refused += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert_eq!((released, held, refused), (3, 7, 30));
+            let flight = stores[1].in_flight("gamma").await.expect("count");
+            assert_eq!((flight.open, flight.held), (10, 7));
+        },
+    )
     .await;
 }
 
@@ -931,11 +1015,17 @@ async fn tenants_limits_are_stored_and_listed() {
         let store = b.store;
         let set = TenantLimits::updated("acme", None, Some(Some(50)), Some(Some(2.5)), None);
         store.put_tenant(&set).await.expect("put");
-        assert_eq!(store.get_tenant("acme").await.expect("get"), Some(set.clone()));
+        assert_eq!(
+            store.get_tenant("acme").await.expect("get"),
+            Some(set.clone())
+        );
         let changed = TenantLimits::updated("acme", Some(set), None, Some(None), Some(Some(9)));
         store.put_tenant(&changed).await.expect("put");
         let got = store.get_tenant("acme").await.expect("get").expect("set");
-        assert_eq!((got.max_inflight, got.rate, got.burst), (Some(50), None, Some(9)));
+        assert_eq!(
+            (got.max_inflight, got.rate, got.burst),
+            (Some(50), None, Some(9))
+        );
         store
             .put_tenant(&TenantLimits::updated("zeta", None, None, None, None))
             .await

@@ -121,8 +121,14 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
         .put(&keys::input(with_upload), photo("china.jpg").into())
         .await
         .expect("upload");
-    store.insert(orphan(with_upload), Admission::unlimited()).await.expect("insert");
-    store.insert(orphan(without_upload), Admission::unlimited()).await.expect("insert");
+    store
+        .insert(orphan(with_upload), Admission::unlimited())
+        .await
+        .expect("insert");
+    store
+        .insert(orphan(without_upload), Admission::unlimited())
+        .await
+        .expect("insert");
 
     let job = stack
         .client

@@ -77,7 +77,10 @@ async fn the_in_flight_quota_holds_across_two_gateways() {
 
     // Watches the store while the submits run: the highest count of alpha's jobs
     // queued or running.
-    let (peak, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let (peak, done) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
     let watcher = tokio::spawn({
         let (store, peak, done) = (store.clone(), peak.clone(), done.clone());
         async move {
@@ -103,7 +106,9 @@ async fn the_in_flight_quota_holds_across_two_gateways() {
                 refused += 1;
                 assert_eq!(reply.error_code(), "tenant_quota_exceeded");
                 assert!(
-                    reply.error_message().contains("PIXMILL_TENANT_MAX_INFLIGHT"),
+                    reply
+                        .error_message()
+                        .contains("PIXMILL_TENANT_MAX_INFLIGHT"),
                     "{}",
                     reply.error_message()
                 );
@@ -139,7 +144,10 @@ async fn the_in_flight_quota_holds_across_two_gateways() {
     assert_eq!(refused, 150);
     // Finished jobs leave the count: the tenant may submit again, on either gateway.
     for client in &gateways {
-        let again = client.submit(&image, &[("op", "grayscale")]).await.expect("again");
+        let again = client
+            .submit(&image, &[("op", "grayscale")])
+            .await
+            .expect("again");
         id(&again);
     }
     stack.stop().await.expect("stop");
@@ -173,14 +181,20 @@ async fn the_submit_rate_is_paced_with_ratelimit_fields() {
 
     let mut left = Vec::new();
     for _ in 0..3 {
-        let reply = alpha.submit(&image, &[("op", "grayscale")]).await.expect("submit");
+        let reply = alpha
+            .submit(&image, &[("op", "grayscale")])
+            .await
+            .expect("submit");
         id(&reply);
         assert_eq!(header(&reply, "ratelimit-policy"), "\"submits\";q=3;w=3");
         left.push(header(&reply, "ratelimit").to_string());
     }
     assert!(left[0].starts_with("\"submits\";r=2;"), "{left:?}");
     assert!(left[2].starts_with("\"submits\";r=0;"), "{left:?}");
-    let refused = alpha.submit(&image, &[("op", "grayscale")]).await.expect("submit");
+    let refused = alpha
+        .submit(&image, &[("op", "grayscale")])
+        .await
+        .expect("submit");
     assert_eq!(refused.status, 429);
     assert_eq!(refused.error_code(), "rate_limited");
     assert!(refused.error_message().contains("PIXMILL_TENANT_RATE"));
@@ -191,9 +205,15 @@ async fn the_submit_rate_is_paced_with_ratelimit_fields() {
     let beta = stack
         .client
         .with_key(&key(&store, "beta", "jobs:write,jobs:read").await);
-    id(&beta.submit(&image, &[("op", "grayscale")]).await.expect("beta"));
+    id(&beta
+        .submit(&image, &[("op", "grayscale")])
+        .await
+        .expect("beta"));
     tokio::time::sleep(Duration::from_secs(wait)).await;
-    id(&alpha.submit(&image, &[("op", "grayscale")]).await.expect("after the wait"));
+    id(&alpha
+        .submit(&image, &[("op", "grayscale")])
+        .await
+        .expect("after the wait"));
 
     // Its own limits: no rate limit, at most 1 in flight.
     let set = admin
@@ -211,7 +231,10 @@ async fn the_submit_rate_is_paced_with_ratelimit_fields() {
         .put_json("/v1/tenants/alpha", &serde_json::json!({"max_inflight": 0}))
         .await
         .expect("bad");
-    assert_eq!((bad.status, bad.error_code().as_str()), (422, "invalid_parameter"));
+    assert_eq!(
+        (bad.status, bad.error_code().as_str()),
+        (422, "invalid_parameter")
+    );
     let refused = alpha
         .put_json("/v1/tenants/alpha", &serde_json::json!({"rate": 0}))
         .await
@@ -235,7 +258,11 @@ async fn batch(client: &Client, image: &[u8], n: usize, fields: &[(&str, &str)])
 async fn finished(client: &Client, ids: &[String]) -> usize {
     let mut n = 0;
     for job in ids {
-        let state = client.get(&format!("/v1/jobs/{job}")).await.expect("get").json();
+        let state = client
+            .get(&format!("/v1/jobs/{job}"))
+            .await
+            .expect("get")
+            .json();
         n += usize::from(state["state"] == "succeeded");
     }
     n
@@ -286,7 +313,10 @@ async fn another_tenant_and_the_page_go_ahead_of_a_backlog() {
     assert_eq!(done["state"], "succeeded");
     let ahead = finished(&alpha, &backlog).await - before;
     println!("the interactive job waited for {ahead} bulk jobs ({held} were held)");
-    assert!(ahead <= 8, "the interactive job waited behind {ahead} bulk jobs");
+    assert!(
+        ahead <= 8,
+        "the interactive job waited behind {ahead} bulk jobs"
+    );
 
     for job in &backlog {
         let done = alpha.wait_terminal(job).await.expect("backlog");

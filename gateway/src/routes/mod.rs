@@ -33,8 +33,8 @@ mod tenants;
 
 pub use keys::{KeyList, KeyView, NewKeyView};
 pub use listing::MAX_PAGE;
-pub use tenants::{LimitsView, OwnLimits, TenantList, TenantView};
 pub use ops::{Alive, Health, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
+pub use tenants::{LimitsView, OwnLimits, TenantList, TenantView};
 
 /// The upload page: one static file, no build step.
 const PAGE: &str = include_str!("../../static/index.html");

@@ -7,12 +7,8 @@ use utoipa::ToSchema;
 
 use super::{AppState, Segment};
 use crate::{
-    auth,
-    error::ApiError,
-    openapi::errors::TenantErrors,
-    store::TenantLimits,
-    tenants::LIMITS_CACHE,
-    view::rfc3339,
+    auth, error::ApiError, openapi::errors::TenantErrors, store::TenantLimits,
+    tenants::LIMITS_CACHE, view::rfc3339,
 };
 
 /// A tenant's limits: its own settings, what applies, and its jobs in flight.
@@ -178,8 +174,13 @@ pub(super) async fn set(
         return Err(ApiError::invalid("burst must be at least 1 (got 0)"));
     }
     let current = state.jobs.store.get_tenant(&name).await?;
-    let limits =
-        TenantLimits::updated(&name, current, change.max_inflight, change.rate, change.burst);
+    let limits = TenantLimits::updated(
+        &name,
+        current,
+        change.max_inflight,
+        change.rate,
+        change.burst,
+    );
     state.jobs.store.put_tenant(&limits).await?;
     state.jobs.tenants.forget(&name);
     tracing::info!(tenant = %name, ?limits, "tenant limits set; every gateway applies them within {} s", LIMITS_CACHE.as_secs());

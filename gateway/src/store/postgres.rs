@@ -373,7 +373,9 @@ impl TaskStore for PgStore {
     }
 
     async fn put_tenant(&self, limits: &TenantLimits) -> Result<(), StoreError> {
-        let max = limits.max_inflight.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
+        let max = limits
+            .max_inflight
+            .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         let burst = limits.burst.map(|n| i32::try_from(n).unwrap_or(i32::MAX));
         self.execute(
             "INSERT INTO tenants (name, max_inflight, rate, burst, updated_at)
@@ -388,7 +390,11 @@ impl TaskStore for PgStore {
 
     async fn get_tenant(&self, name: &str) -> Result<Option<TenantLimits>, StoreError> {
         Ok(self
-            .query_as("SELECT * FROM tenants WHERE name = $1", &[&name], row_to_tenant)
+            .query_as(
+                "SELECT * FROM tenants WHERE name = $1",
+                &[&name],
+                row_to_tenant,
+            )
             .await?
             .pop())
     }

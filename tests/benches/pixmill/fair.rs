@@ -74,7 +74,9 @@ async fn one(shape: &Shape, fair: bool, photo: &[u8], query: &str) -> anyhow::Re
             ttl: None,
             label: Some("bench".into()),
         };
-        Ok(auth::issue(&keys, request, pixmill_shared::now_ms()).await?.0)
+        Ok(auth::issue(&keys, request, pixmill_shared::now_ms())
+            .await?
+            .0)
     };
     let (a_key, b_key) = (key("tenant-a").await?, key("tenant-b").await?);
     drop(keys);
@@ -207,7 +209,11 @@ pub fn render(shape: &Shape, query: &str, outcomes: &[Outcome]) -> String {
     for i in 0..shape.lone {
         let _ = write!(o, "| {} |", i + 1);
         for out in outcomes {
-            let _ = write!(o, " {:.0} |", out.lone_ms.get(i).copied().unwrap_or(f64::NAN));
+            let _ = write!(
+                o,
+                " {:.0} |",
+                out.lone_ms.get(i).copied().unwrap_or(f64::NAN)
+            );
         }
         let _ = writeln!(o);
     }

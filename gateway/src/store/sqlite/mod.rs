@@ -276,7 +276,10 @@ impl TaskStore for SqliteStore {
             let tx = c.transaction()?;
             let mut released = Vec::new();
             // Interactive jobs first, with their extra slots; then bulk work.
-            for (interactive, limit) in [(true, window.saturating_add(INTERACTIVE_EXTRA)), (false, window)] {
+            for (interactive, limit) in [
+                (true, window.saturating_add(INTERACTIVE_EXTRA)),
+                (false, window),
+            ] {
                 let flight = in_flight(&tx, &tenant)?;
                 let room = u64::from(limit).saturating_sub(flight.open - flight.held);
                 if room == 0 {
@@ -291,7 +294,12 @@ impl TaskStore for SqliteStore {
                      ) RETURNING *",
                 )?;
                 let rows = statement.query_map(
-                    params![now, tenant, interactive, i64::try_from(room).unwrap_or(i64::MAX)],
+                    params![
+                        now,
+                        tenant,
+                        interactive,
+                        i64::try_from(room).unwrap_or(i64::MAX)
+                    ],
                     row_to_job,
                 )?;
                 for row in rows {
@@ -339,8 +347,12 @@ impl TaskStore for SqliteStore {
     async fn get_tenant(&self, name: &str) -> Result<Option<TenantLimits>, StoreError> {
         let name = name.to_string();
         self.with(move |c| {
-            Ok(c.query_row("SELECT * FROM tenants WHERE name = ?1", [name], row_to_tenant)
-                .optional()?)
+            Ok(c.query_row(
+                "SELECT * FROM tenants WHERE name = ?1",
+                [name],
+                row_to_tenant,
+            )
+            .optional()?)
         })
         .await
     }
