@@ -157,8 +157,13 @@ pub fn sample_job(state: JobState) -> Job {
     }
 }
 
+/// A job as its own tenant sees it.
+fn owners_view(job: &Job) -> crate::view::JobView {
+    view(job, &job.tenant)
+}
+
 fn job_json(job: &Job) -> Value {
-    json(&view(job))
+    json(&owners_view(job))
 }
 
 fn example(summary: &str, value: Value) -> RefOr<Example> {
@@ -189,13 +194,13 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
     });
     let mut deleted = sample_job(JobState::Succeeded);
     deleted.result_deleted_at = Some(1_764_583_300_000);
-    let mut expired = view(&sample_job(JobState::Expired));
+    let mut expired = owners_view(&sample_job(JobState::Expired));
     expired.error = Some(JobErrorView {
         code: ApiCode::Expired.as_str().into(),
         message: example_message(ApiCode::Expired).into(),
     });
     let page = JobList {
-        jobs: vec![view(&succeeded)],
+        jobs: vec![owners_view(&succeeded)],
         next_cursor: Some(format!("1764583200123-{EXAMPLE_ID}")),
     };
     let mut tasks = std::collections::BTreeMap::new();
@@ -249,7 +254,7 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
     let link = sign(1_764_583_800)
         .map(|link| json!({"url": link.url, "expires_at": crate::links::rfc3339(link.exp)}))
         .unwrap_or_default();
-    let mut signed = view(&succeeded);
+    let mut signed = owners_view(&succeeded);
     signed.links.signed_result = sign(1_764_586_800).map(|link| link.url);
     vec![
         (

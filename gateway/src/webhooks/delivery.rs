@@ -86,7 +86,7 @@ async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str)
         Ok(client) => client,
         Err(e) => return failed(e.to_string()),
     };
-    let body = match serde_json::to_vec(&view(job)) {
+    let body = match serde_json::to_vec(&view(job, &job.tenant)) {
         Ok(body) => body,
         Err(e) => return failed(e.to_string()),
     };
