@@ -1,5 +1,6 @@
 //! `pixmill-gateway`: set up logging, read settings, serve until SIGTERM or Ctrl-C.
-//! `pixmill-gateway keys …` manages API keys instead (see `pixmill_gateway::manage`).
+//! `pixmill-gateway keys …` manages API keys instead, and `pixmill-gateway webhook-secret`
+//! prints a tenant's webhook secret (see `pixmill_gateway::manage`).
 
 use clap::Parser;
 use pixmill_gateway::{
@@ -10,8 +11,12 @@ use pixmill_shared::{config::EXIT_CONFIG, shutdown, telemetry};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Keys { action }) = cli.command {
-        return pixmill_shared::runtime::build()?.block_on(keys(action));
+    match cli.command {
+        Some(Command::Keys { action }) => {
+            return pixmill_shared::runtime::build()?.block_on(keys(action));
+        }
+        Some(Command::WebhookSecret { tenant }) => return webhook_secret(&tenant),
+        None => {}
     }
     pixmill_shared::runtime::tune_malloc();
     pixmill_shared::runtime::build()?.block_on(run())
@@ -28,6 +33,22 @@ async fn keys(action: pixmill_gateway::manage::KeysAction) -> anyhow::Result<()>
     let mut out = std::io::stdout().lock();
     if let Err(e) = pixmill_gateway::manage::keys(&url, action, &mut out).await {
         eprintln!("pixmill-gateway keys: {e}");
+        std::process::exit(e.exit_code());
+    }
+    Ok(())
+}
+
+fn webhook_secret(tenant: &str) -> anyhow::Result<()> {
+    let master = match pixmill_gateway::config::webhook_secret_from_env() {
+        Ok(master) => master,
+        Err(e) => {
+            eprintln!("pixmill-gateway: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = pixmill_gateway::manage::webhook_secret(master.as_deref(), tenant, &mut out) {
+        eprintln!("pixmill-gateway webhook-secret: {e}");
         std::process::exit(e.exit_code());
     }
     Ok(())
