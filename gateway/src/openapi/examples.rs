@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::errors::{example_body, example_message};
 use crate::{
     error::ApiCode,
-    routes::{QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up},
+    routes::{QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up, WebhookSecretView},
     store::{Attempt, Callback, CallbackState, Job, JobError, JobState},
     view::{JobErrorView, JobList, view},
 };
@@ -98,6 +98,11 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
         &[
             "curl -X DELETE -H 'Authorization: Bearer pmk_…' http://127.0.0.1:8080/v1/keys/4f40a8905c1e4d7b",
         ],
+    ),
+    (
+        "get",
+        "/v1/webhooks/secret",
+        &["curl -H 'Authorization: Bearer pmk_…' http://127.0.0.1:8080/v1/webhooks/secret"],
     ),
     ("get", "/readyz", &["curl -i http://127.0.0.1:8080/readyz"]),
     (
@@ -256,7 +261,22 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
         .unwrap_or_default();
     let mut signed = owners_view(&succeeded);
     signed.links.signed_result = sign(1_764_586_800).map(|link| link.url);
+    let webhook_secret = WebhookSecretView {
+        tenant: "acme".into(),
+        secret: crate::webhooks::sign::tenant_secret("an-example-master-secret", "acme"),
+        signature_header: crate::webhooks::sign::SIGNATURE_HEADER,
+    };
     vec![
+        (
+            "get",
+            "/v1/webhooks/secret",
+            "200",
+            vec![(
+                "secret",
+                "The caller's tenant's secret",
+                json(&webhook_secret),
+            )],
+        ),
         (
             "post",
             "/v1/jobs/{id}/links",

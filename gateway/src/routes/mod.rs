@@ -29,10 +29,12 @@ mod keys;
 mod links;
 mod listing;
 mod ops;
+mod webhooks;
 
 pub use keys::{KeyList, KeyView, NewKeyView};
 pub use listing::MAX_PAGE;
 pub use ops::{Alive, Health, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
+pub use webhooks::WebhookSecretView;
 
 /// The upload page: one static file, no build step.
 const PAGE: &str = include_str!("../../static/index.html");
@@ -66,6 +68,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(events::events))
         .routes(routes!(keys::create, keys::list))
         .routes(routes!(keys::revoke))
+        .routes(routes!(webhooks::secret))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
