@@ -1,13 +1,18 @@
 //! The delivery task: every second, claim the due callbacks, POST each job's record,
 //! and record the attempt in the job; failures back off (1 s, 2 s, 4 s … up to 10 min)
-//! until `PIXMILL_WEBHOOK_MAX_ATTEMPTS`.
+//! until `PIXMILL_WEBHOOK_MAX_ATTEMPTS`. Each delivery is signed with the secret of the
+//! job's tenant ([`tenant_secret`]).
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{WebhookSettings, guard::resolve, sign::signature};
+use super::{
+    WebhookSettings,
+    guard::resolve,
+    sign::{SIGNATURE_HEADER, signature, tenant_secret},
+};
 use crate::{
     store::{Attempt, CallbackState, Job, Store, StoreError, Sweep},
     view::view,
@@ -20,11 +25,11 @@ fn backoff(failed: usize) -> Duration {
 
 /// Delivers due callbacks every second until `shutdown`.
 pub async fn run(store: Store, settings: WebhookSettings, shutdown: CancellationToken) {
-    let Some(secret) = settings.secret.clone() else {
+    let Some(master) = settings.secret.clone() else {
         return shutdown.cancelled().await;
     };
     loop {
-        if let Err(e) = pass(&store, &settings, &secret).await {
+        if let Err(e) = pass(&store, &settings, &master).await {
             warn!(error = %e, "webhook pass failed; trying again shortly");
         }
         tokio::select! {
@@ -34,14 +39,17 @@ pub async fn run(store: Store, settings: WebhookSettings, shutdown: Cancellation
     }
 }
 
-async fn pass(store: &Store, settings: &WebhookSettings, secret: &str) -> Result<(), StoreError> {
+/// One pass: claims the due callbacks and tries each once; `master` is
+/// `PIXMILL_WEBHOOK_SECRET`, from which each tenant's secret is derived.
+async fn pass(store: &Store, settings: &WebhookSettings, master: &str) -> Result<(), StoreError> {
     let now = pixmill_shared::now_ms();
     let lease = now + 60_000;
     for job in store.claim(Sweep::Webhooks, now, 50, lease).await? {
         let Some(mut callback) = job.callback.clone() else {
             continue;
         };
-        let attempt = deliver(settings, secret, &job, &callback.url).await;
+        let secret = tenant_secret(master, &job.tenant);
+        let attempt = deliver(settings, &secret, &job, &callback.url).await;
         let ok = attempt.status.is_some_and(|s| (200..300).contains(&s));
         callback.attempts.push(attempt.clone());
         let tried = callback.attempts.len();
@@ -64,7 +72,8 @@ async fn pass(store: &Store, settings: &WebhookSettings, secret: &str) -> Result
     Ok(())
 }
 
-/// One signed POST of the job record, with the address checked and pinned.
+/// One POST of the job record signed with `secret` (the job's tenant's), with the
+/// address checked and pinned.
 async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str) -> Attempt {
     let at_ms = pixmill_shared::now_ms();
     let failed = |error: String| Attempt {
@@ -86,7 +95,7 @@ async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str)
         Ok(client) => client,
         Err(e) => return failed(e.to_string()),
     };
-    let body = match serde_json::to_vec(&view(job)) {
+    let body = match serde_json::to_vec(&view(job, &job.tenant)) {
         Ok(body) => body,
         Err(e) => return failed(e.to_string()),
     };
@@ -97,7 +106,7 @@ async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str)
         .header("user-agent", "pixmill-webhook/1")
         .header("pixmill-event", format!("job.{}", job.state.as_str()))
         .header("pixmill-delivery", format!("{}-{}", job.id, at_ms))
-        .header("pixmill-signature", signature(secret, timestamp, &body))
+        .header(SIGNATURE_HEADER, signature(secret, timestamp, &body))
         .body(body)
         .send()
         .await;
