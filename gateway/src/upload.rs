@@ -1,6 +1,11 @@
 //! Reading a submission: multipart form data (browser form, `curl -F`) or a raw image
 //! body with parameters in the query string. The size limit is enforced while the body
 //! streams in, so an oversized upload is refused without being buffered.
+//!
+//! Every byte of buffer an upload holds is first reserved from the gateway's upload
+//! budget (`PIXMILL_UPLOAD_BUDGET_BYTES`, [`crate::admission::UploadBudget`]): all of a
+//! declared `Content-Length` up front, then more as the buffer grows. A budget with no
+//! room answers 503 `server_busy` before the bytes are buffered.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +19,10 @@ use futures_util::StreamExt;
 use pixmill_shared::{OutputFormat, Step};
 use serde_json::{Map, Value};
 
-use crate::error::{ApiCode, ApiError};
+use crate::{
+    admission::Reservation,
+    error::{ApiCode, ApiError},
+};
 
 /// Largest value of a plain (non-file) form field, e.g. a `steps` JSON array.
 const MAX_FIELD_BYTES: usize = 256 * 1024;
@@ -40,8 +48,13 @@ pub struct JobSpec {
     pub interactive: bool,
 }
 
-/// Reads the request body (multipart or raw) with the upload limit.
-pub async fn read(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+/// Reads the request body (multipart or raw) with the upload limit, holding its buffer
+/// in `held`: the caller drops that once it is done with the upload.
+pub async fn read(
+    request: Request,
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<Submission, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -57,10 +70,38 @@ pub async fn read(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     if is_multipart {
-        read_multipart(request, max_bytes).await
+        read_multipart(request, max_bytes, held).await
     } else {
-        read_raw(request, max_bytes).await
+        read_raw(request, max_bytes, held).await
     }
+}
+
+/// An empty buffer with room for `expected` bytes, reserved first.
+fn buffer(expected: usize, held: &mut Reservation) -> Result<BytesMut, ApiError> {
+    held.grow_to(expected)?;
+    Ok(BytesMut::with_capacity(expected))
+}
+
+/// Appends `chunk` to `buf`, refusing past `max_bytes`, and reserving any room the
+/// buffer grows by before it grows (doubling, as `Vec` would, but counted).
+fn push(
+    buf: &mut BytesMut,
+    chunk: &[u8],
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<(), ApiError> {
+    let needed = buf.len() + chunk.len();
+    if needed as u64 > max_bytes {
+        return Err(ApiError::too_large(max_bytes));
+    }
+    if needed > buf.capacity() {
+        let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let target = needed.max(buf.capacity().saturating_mul(2)).min(cap);
+        held.grow_to(target)?;
+        buf.reserve(target - buf.len());
+    }
+    buf.extend_from_slice(chunk);
+    Ok(())
 }
 
 /// Room for the whole body, as `Content-Length` announces it (capped at the upload
@@ -74,7 +115,11 @@ fn expected_len(request: &Request, max_bytes: u64) -> usize {
         .map_or(0, |n| usize::try_from(n.min(max_bytes)).unwrap_or(0))
 }
 
-async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+async fn read_multipart(
+    request: Request,
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<Submission, ApiError> {
     let expected = expected_len(&request, max_bytes);
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ApiError::new(
@@ -103,12 +148,9 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
                     "send exactly one `image` field",
                 ));
             }
-            let mut buf = BytesMut::with_capacity(expected);
+            let mut buf = buffer(expected, held)?;
             while let Some(chunk) = field.chunk().await.map_err(broken)? {
-                if (buf.len() + chunk.len()) as u64 > max_bytes {
-                    return Err(ApiError::too_large(max_bytes));
-                }
-                buf.extend_from_slice(&chunk);
+                push(&mut buf, &chunk, max_bytes, held)?;
             }
             image = Some(buf.freeze());
         } else {
@@ -141,7 +183,11 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
     Ok(Submission { image, params })
 }
 
-async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+async fn read_raw(
+    request: Request,
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<Submission, ApiError> {
     let params = request
         .uri()
         .query()
@@ -151,7 +197,7 @@ async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
                 .collect::<BTreeMap<String, String>>()
         })
         .unwrap_or_default();
-    let mut buf = BytesMut::with_capacity(expected_len(&request, max_bytes));
+    let mut buf = buffer(expected_len(&request, max_bytes), held)?;
     let mut stream = Body::into_data_stream(request.into_body());
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -160,10 +206,7 @@ async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
                 format!("reading the body failed: {e}"),
             )
         })?;
-        if (buf.len() + chunk.len()) as u64 > max_bytes {
-            return Err(ApiError::too_large(max_bytes));
-        }
-        buf.extend_from_slice(&chunk);
+        push(&mut buf, &chunk, max_bytes, held)?;
     }
     if buf.is_empty() {
         return Err(ApiError::new(
