@@ -94,8 +94,14 @@ async fn one_client_cannot_exhaust_the_gateway() {
         probe.take_max_ms(),
         started.elapsed().as_secs_f64()
     );
-    assert!(latest <= HEADER_TIMEOUT + SLACK, "a slow client was held {latest:?}");
-    assert!(earliest + Duration::from_secs(1) >= HEADER_TIMEOUT, "closed too early");
+    assert!(
+        latest <= HEADER_TIMEOUT + SLACK,
+        "a slow client was held {latest:?}"
+    );
+    assert!(
+        earliest + Duration::from_secs(1) >= HEADER_TIMEOUT,
+        "closed too early"
+    );
 
     // (b) 2,000 idle connections: held open, then closed by the idle timeout.
     let started = Instant::now();
@@ -122,7 +128,10 @@ async fn one_client_cannot_exhaust_the_gateway() {
         started.elapsed().as_secs_f64(),
         probe.take_max_ms()
     );
-    assert!(all_closed.is_ok(), "idle connections outlived the idle timeout");
+    assert!(
+        all_closed.is_ok(),
+        "idle connections outlived the idle timeout"
+    );
 
     // (c) 40 uploads of 25 MiB at once, paced so they overlap: more than the 256 MiB
     // budget. The bytes are no image, so an admitted upload is read whole and then
@@ -182,7 +191,12 @@ async fn one_client_cannot_exhaust_the_gateway() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut watched = None;
     for id in &candidates {
-        let job = gateway.client.get(&format!("/v1/jobs/{id}")).await.expect("job").json();
+        let job = gateway
+            .client
+            .get(&format!("/v1/jobs/{id}"))
+            .await
+            .expect("job")
+            .json();
         if job["state"] == "queued" {
             watched = Some(id.clone());
         }
@@ -402,8 +416,12 @@ impl Probe {
             .build()
             .expect("client");
         let task = tokio::spawn({
-            let (max_ms, worst_ms, fails, stop) =
-                (max_ms.clone(), worst_ms.clone(), fails.clone(), stop.clone());
+            let (max_ms, worst_ms, fails, stop) = (
+                max_ms.clone(),
+                worst_ms.clone(),
+                fails.clone(),
+                stop.clone(),
+            );
             async move {
                 while !stop.load(Ordering::SeqCst) {
                     let started = Instant::now();
