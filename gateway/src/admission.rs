@@ -89,7 +89,7 @@ impl UploadBudget {
         }
     }
 
-    /// An empty reservation, grown with [`Reservation::grow_to`] as the body comes in.
+    /// An empty reservation, grown with [`Reservation::add`] as the body comes in.
     pub fn reservation(&self) -> Reservation {
         Reservation {
             budget: self.clone(),
@@ -125,12 +125,12 @@ pub struct Reservation {
 }
 
 impl Reservation {
-    /// Makes the reservation at least `len` bytes, or answers `server_busy` when the
+    /// Reserves `more` bytes besides those held, or answers `server_busy` when the
     /// budget has no room. Never waits.
-    pub fn grow_to(&mut self, len: usize) -> Result<(), ApiError> {
-        let Some(more) = len.checked_sub(self.len).filter(|n| *n > 0) else {
+    pub fn add(&mut self, more: usize) -> Result<(), ApiError> {
+        if more == 0 {
             return Ok(());
-        };
+        }
         let more_u32 = u32::try_from(more).map_err(|_| self.budget.exhausted())?;
         let permit = self
             .budget
@@ -142,7 +142,7 @@ impl Reservation {
             Some(held) => held.merge(permit),
             None => self.held = Some(permit),
         }
-        self.len = len;
+        self.len += more;
         Ok(())
     }
 
@@ -209,14 +209,15 @@ mod tests {
     fn reservations_share_the_budget_and_give_it_back() {
         let budget = UploadBudget::new(100);
         let mut a = budget.reservation();
-        a.grow_to(60).expect("room");
-        a.grow_to(40).expect("already held");
+        a.add(40).expect("room");
+        a.add(20).expect("more room");
         assert_eq!(a.len(), 60);
         let mut b = budget.reservation();
-        let busy = b.grow_to(50).expect_err("over the budget");
+        let busy = b.add(50).expect_err("over the budget");
         assert_eq!(busy.code(), ApiCode::ServerBusy);
         assert!(busy.to_string().contains("PIXMILL_UPLOAD_BUDGET_BYTES"));
-        b.grow_to(40).expect("the rest");
+        assert!(b.is_empty(), "a refused reservation holds nothing");
+        b.add(40).expect("the rest");
         assert_eq!(budget.available(), 0);
         drop(a);
         assert_eq!(budget.available(), 60);

@@ -4,8 +4,9 @@
 //!
 //! Every byte of buffer an upload holds is first reserved from the gateway's upload
 //! budget (`PIXMILL_UPLOAD_BUDGET_BYTES`, [`crate::admission::UploadBudget`]): all of a
-//! declared `Content-Length` up front, then more as the buffer grows. A budget with no
-//! room answers 503 `server_busy` before the bytes are buffered.
+//! declared `Content-Length` up front, then more as the buffer grows, and the plain form
+//! fields as they are read. A budget with no room answers 503 `server_busy` before the
+//! bytes are buffered.
 
 use std::collections::BTreeMap;
 
@@ -78,7 +79,7 @@ pub async fn read(
 
 /// An empty buffer with room for `expected` bytes, reserved first.
 fn buffer(expected: usize, held: &mut Reservation) -> Result<BytesMut, ApiError> {
-    held.grow_to(expected)?;
+    held.add(expected)?;
     Ok(BytesMut::with_capacity(expected))
 }
 
@@ -97,7 +98,7 @@ fn push(
     if needed > buf.capacity() {
         let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let target = needed.max(buf.capacity().saturating_mul(2)).min(cap);
-        held.grow_to(target)?;
+        held.add(target - buf.capacity())?;
         buf.reserve(target - buf.len());
     }
     buf.extend_from_slice(chunk);
@@ -161,6 +162,7 @@ async fn read_multipart(
                         "the field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
                     )));
                 }
+                held.add(chunk.len())?;
                 buf.extend_from_slice(&chunk);
             }
             let value = String::from_utf8(buf.to_vec())
