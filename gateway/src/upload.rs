@@ -460,6 +460,51 @@ mod tests {
         }
     }
 
+    fn raw(body: Body, declared: Option<usize>) -> Request {
+        let mut request = Request::builder().uri("/v1/jobs?op=grayscale");
+        if let Some(n) = declared {
+            request = request.header(header::CONTENT_LENGTH, n);
+        }
+        request.body(body).expect("request")
+    }
+
+    #[tokio::test]
+    async fn uploads_take_their_bytes_from_the_budget() {
+        let budget = crate::admission::UploadBudget::new(1000);
+        // A declared length the budget cannot hold is refused before any byte is read.
+        let mut held = budget.reservation();
+        let busy = read(
+            raw(Body::from(vec![1u8; 2000]), Some(2000)),
+            4096,
+            &mut held,
+        )
+        .await
+        .expect_err("over the budget");
+        assert_eq!(busy.code(), ApiCode::ServerBusy);
+        drop(held);
+        // Without a length, the buffer's growth is reserved as it happens.
+        let chunks = (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![2u8; 200])));
+        let mut held = budget.reservation();
+        let busy = read(
+            raw(Body::from_stream(futures_util::stream::iter(chunks)), None),
+            4096,
+            &mut held,
+        )
+        .await
+        .expect_err("over the budget while streaming");
+        assert_eq!(busy.code(), ApiCode::ServerBusy);
+        drop(held);
+        // One that fits is held until the reservation is dropped.
+        let mut held = budget.reservation();
+        let submission = read(raw(Body::from(vec![3u8; 600]), Some(600)), 4096, &mut held)
+            .await
+            .expect("fits");
+        assert_eq!(submission.image.len(), 600);
+        assert_eq!(budget.available(), 400);
+        drop(held);
+        assert_eq!(budget.available(), 1000);
+    }
+
     #[test]
     fn query_strings_decode() {
         assert_eq!(
