@@ -7,6 +7,9 @@
 //! watcher cap. Throughout, `/healthz` answers within 1 s on a fresh connection, a
 //! normal client's jobs succeed, and the gateway's peak RSS (VmHWM) stays under
 //! [`RSS_BUDGET_MB`]. The figures are printed.
+//!
+//! A second, in-process test holds the connection cap: at `PIXMILL_MAX_CONNECTIONS` a
+//! new connection waits until a slot frees.
 
 use std::{
     process::Command,
@@ -640,4 +643,52 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// At `PIXMILL_MAX_CONNECTIONS` a new connection waits, unanswered, until one closes;
+/// a silent connection gives its slot back at the header timeout.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_slot() {
+    let dir = temp_dir();
+    let common = common(&format!("limits-{}", Uuid::new_v4().simple()), &dir);
+    let stack = Stack::start_configured(common, |s| {
+        s.bounds.max_connections = 2;
+        s.bounds.header_timeout = Duration::from_secs(2);
+    })
+    .await
+    .expect("stack");
+    let addr = stack.base.trim_start_matches("http://").to_string();
+    // Both slots taken by connections that send nothing.
+    let silent = [
+        TcpStream::connect(&addr).await.expect("connect"),
+        TcpStream::connect(&addr).await.expect("connect"),
+    ];
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let mut third = TcpStream::connect(&addr)
+        .await
+        .expect("the backlog takes it");
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    third.read_to_end(&mut answer).await.expect("answer");
+    let waited = started.elapsed();
+    println!(
+        "limits: at the cap of 2 connections, a third was answered after {:.1} s \
+         (header timeout 2 s)",
+        waited.as_secs_f64()
+    );
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "answered while the cap was reached"
+    );
+    assert!(
+        waited <= Duration::from_secs(2) + SLACK,
+        "waited {waited:?}"
+    );
+    drop(silent);
+    stack.stop().await.expect("stop");
 }
