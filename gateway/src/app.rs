@@ -2,7 +2,6 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use axum::serve::ListenerExt;
 use pixmill_shared::Blobs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +26,7 @@ use crate::{
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    bounds: crate::admission::Bounds,
     /// Stops the background tasks once HTTP has drained.
     stop_tasks: CancellationToken,
     /// The background tasks: the reply consumer, the change-notice listener, the
@@ -69,6 +69,7 @@ impl Application {
         let state = AppState {
             jobs: jobs.clone(),
             max_upload_bytes: settings.max_upload_bytes,
+            admission: crate::admission::Admission::new(&settings.bounds),
             result_redirect: settings.result_redirect,
             metrics,
             queue,
@@ -81,6 +82,7 @@ impl Application {
         Ok(Self {
             listener,
             router: app(state, settings.request_timeout),
+            bounds: settings.bounds,
             stop_tasks,
             tasks,
             jobs,
@@ -111,17 +113,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        info!(addr = %self.local_addr(), "gateway listening");
-        // Responses go out as headers, then body. Without TCP_NODELAY the body's
-        // segment waits for the client's delayed ACK of the headers: about 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        info!(
+            addr = %self.local_addr(),
+            max_connections = self.bounds.max_connections,
+            header_timeout_secs = self.bounds.header_timeout.as_secs(),
+            "gateway listening"
+        );
+        crate::serve::serve(self.listener, self.router, self.bounds, shutdown).await;
         self.stop_tasks.cancel();
         for task in self.tasks {
             let _ = task.await;

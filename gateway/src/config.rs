@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
 use crate::{
+    admission::Bounds,
     auth::AuthMode,
     fair_share::DEFAULT_WINDOW,
     jobs::MAX_WAIT_SECS,
@@ -69,6 +70,9 @@ pub struct Settings {
     /// `PIXMILL_RETENTION_SECS`, `PIXMILL_SWEEP_INTERVAL_SECS`,
     /// `PIXMILL_UNCONFIRMED_AFTER_SECS`, `PIXMILL_STALE_RUNNING_SECS`.
     pub upkeep: Upkeep,
+    /// `PIXMILL_HEADER_TIMEOUT_SECS`, `PIXMILL_MAX_CONNECTIONS`,
+    /// `PIXMILL_UPLOAD_BUDGET_BYTES`, `PIXMILL_MAX_WATCHERS`: what clients may hold.
+    pub bounds: Bounds,
 }
 
 impl Settings {
@@ -82,7 +86,15 @@ impl Settings {
             "PIXMILL_HTTP_ADDR",
             SocketAddr::from(([127, 0, 0, 1], 8080)),
         )?;
+        let max_upload_bytes = env_checked("PIXMILL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024u64, |v| {
+            if (1..=1 << 30).contains(v) {
+                Ok(())
+            } else {
+                Err("must be between 1 and 1073741824".into())
+            }
+        })?;
         Ok(Self {
+            bounds: bounds(max_upload_bytes)?,
             auth: auth_mode(http_addr, std::env::var("PIXMILL_AUTH").ok())?,
             http_addr,
             database_url,
@@ -94,13 +106,7 @@ impl Settings {
             tenants: tenant_defaults()?,
             fair_share_window: fair_share_window()?,
             result_redirect,
-            max_upload_bytes: env_checked("PIXMILL_MAX_UPLOAD_BYTES", 25 * 1024 * 1024u64, |v| {
-                if (1..=1 << 30).contains(v) {
-                    Ok(())
-                } else {
-                    Err("must be between 1 and 1073741824".into())
-                }
-            })?,
+            max_upload_bytes,
             publish_timeout: Duration::from_millis(env_checked(
                 "PIXMILL_PUBLISH_TIMEOUT_MS",
                 1500u64,
@@ -132,6 +138,52 @@ impl Settings {
             common,
         })
     }
+}
+
+/// `PIXMILL_HEADER_TIMEOUT_SECS`, `PIXMILL_MAX_CONNECTIONS`, `PIXMILL_UPLOAD_BUDGET_BYTES`
+/// (at least one upload at `max_upload_bytes`) and `PIXMILL_MAX_WATCHERS`.
+fn bounds(max_upload_bytes: u64) -> Result<Bounds, ConfigError> {
+    let defaults = Bounds::default();
+    Ok(Bounds {
+        header_timeout: Duration::from_secs(env_checked(
+            "PIXMILL_HEADER_TIMEOUT_SECS",
+            defaults.header_timeout.as_secs(),
+            |v| {
+                if (1..=3600).contains(v) {
+                    Ok(())
+                } else {
+                    Err("must be between 1 and 3600".into())
+                }
+            },
+        )?),
+        max_connections: env_checked("PIXMILL_MAX_CONNECTIONS", defaults.max_connections, |v| {
+            if (1..=1_000_000).contains(v) {
+                Ok(())
+            } else {
+                Err("must be between 1 and 1000000".into())
+            }
+        })?,
+        upload_budget_bytes: env_checked(
+            "PIXMILL_UPLOAD_BUDGET_BYTES",
+            defaults.upload_budget_bytes.max(max_upload_bytes),
+            |v| {
+                if (max_upload_bytes..=1 << 40).contains(v) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "must be at least PIXMILL_MAX_UPLOAD_BYTES ({max_upload_bytes}), so one upload fits, and at most 1099511627776"
+                    ))
+                }
+            },
+        )?,
+        max_watchers: env_checked("PIXMILL_MAX_WATCHERS", defaults.max_watchers, |v| {
+            if (1..=1_000_000).contains(v) {
+                Ok(())
+            } else {
+                Err("must be between 1 and 1000000".into())
+            }
+        })?,
+    })
 }
 
 /// `PIXMILL_TENANT_MAX_INFLIGHT`, `PIXMILL_TENANT_RATE` (0: none) and

@@ -100,6 +100,7 @@ api_codes! {
     StoreUnavailable = "store_unavailable" => SERVICE_UNAVAILABLE,
     BlobStoreUnavailable = "blob_store_unavailable" => SERVICE_UNAVAILABLE,
     IdentityProviderUnavailable = "identity_provider_unavailable" => SERVICE_UNAVAILABLE,
+    ServerBusy = "server_busy" => SERVICE_UNAVAILABLE,
 }
 
 impl ApiCode {
@@ -378,7 +379,7 @@ mod tests {
             422 idempotency_key_reused, 422 callback_not_allowed, 429 queue_full, \
             429 rate_limited, 429 tenant_quota_exceeded, \
             500 internal, 503 broker_unavailable, 503 store_unavailable, \
-            503 blob_store_unavailable, 503 identity_provider_unavailable";
+            503 blob_store_unavailable, 503 identity_provider_unavailable, 503 server_busy";
         let listed: Vec<String> = ApiCode::ALL
             .iter()
             .map(|c| format!("{} {}", c.status().as_u16(), c.as_str()))

@@ -11,7 +11,8 @@
 //!    `store` and `error`), the request checks [`upload`] and [`inspect`], the callback
 //!    rules [`webhooks::guard`] and [`webhooks::sign`], [`links`] (signed result links,
 //!    over `error`), [`jwt`] (bearer JWTs and the JWK set they are checked against) and
-//!    [`tenants`] (quotas and rates, over `store` and `error`).
+//!    [`tenants`] (quotas and rates, over `store` and `error`), and [`admission`] (the
+//!    bounds on buffered uploads and watchers, over `error`).
 //! 2. **Services**, the work: [`events`] (change notices), [`fair_share`] (releasing
 //!    held jobs in turn), [`jobs`] (accepting, waiting, cancelling), then what runs
 //!    beside the requests: [`replies`], [`maintenance`], [`webhooks::delivery`],
@@ -19,8 +20,9 @@
 //! 3. **HTTP**: [`routes`], with the contract it serves, [`openapi`]. They name each
 //!    other, the one import loop, because the router serves the document that is built
 //!    from its own list of routes.
-//! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them;
-//!    [`manage`] is the `pixmill-gateway keys`, `tenants` and `webhook-secret` commands.
+//! 4. **Wiring**: [`config`] reads the settings, [`serve`] runs HTTP connections under
+//!    their bounds, and [`app`] builds the gateway from them; [`manage`] is the
+//!    `pixmill-gateway keys`, `tenants` and `webhook-secret` commands.
 //!
 //! # Modules
 //!
@@ -50,7 +52,10 @@
 //! - [`inspect`]: sniffing the format, catching truncation, reading the header size.
 //! - [`tasks`]: background tasks that report when they exit.
 //! - [`error`]: `ApiError`, one JSON shape for every failure.
+//! - [`admission`]: the upload byte budget and the cap on long-polls and event streams.
+//! - [`serve`]: the accept loop: the connection cap, the header and idle timeouts.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod config;
@@ -68,6 +73,7 @@ pub mod publisher;
 pub mod queue_depth;
 pub mod replies;
 pub mod routes;
+pub mod serve;
 pub mod stats;
 pub mod store;
 pub mod tasks;

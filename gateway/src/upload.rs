@@ -1,6 +1,12 @@
 //! Reading a submission: multipart form data (browser form, `curl -F`) or a raw image
 //! body with parameters in the query string. The size limit is enforced while the body
 //! streams in, so an oversized upload is refused without being buffered.
+//!
+//! Every byte of buffer an upload holds is first reserved from the gateway's upload
+//! budget (`PIXMILL_UPLOAD_BUDGET_BYTES`, [`crate::admission::UploadBudget`]): all of a
+//! declared `Content-Length` up front, then more as the buffer grows, and the plain form
+//! fields as they are read. A budget with no room answers 503 `server_busy` before the
+//! bytes are buffered.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +20,10 @@ use futures_util::StreamExt;
 use pixmill_shared::{OutputFormat, Step};
 use serde_json::{Map, Value};
 
-use crate::error::{ApiCode, ApiError};
+use crate::{
+    admission::Reservation,
+    error::{ApiCode, ApiError},
+};
 
 /// Largest value of a plain (non-file) form field, e.g. a `steps` JSON array.
 const MAX_FIELD_BYTES: usize = 256 * 1024;
@@ -40,8 +49,13 @@ pub struct JobSpec {
     pub interactive: bool,
 }
 
-/// Reads the request body (multipart or raw) with the upload limit.
-pub async fn read(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+/// Reads the request body (multipart or raw) with the upload limit, holding its buffer
+/// in `held`: the caller drops that once it is done with the upload.
+pub async fn read(
+    request: Request,
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<Submission, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -57,10 +71,38 @@ pub async fn read(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     if is_multipart {
-        read_multipart(request, max_bytes).await
+        read_multipart(request, max_bytes, held).await
     } else {
-        read_raw(request, max_bytes).await
+        read_raw(request, max_bytes, held).await
     }
+}
+
+/// An empty buffer with room for `expected` bytes, reserved first.
+fn buffer(expected: usize, held: &mut Reservation) -> Result<BytesMut, ApiError> {
+    held.add(expected)?;
+    Ok(BytesMut::with_capacity(expected))
+}
+
+/// Appends `chunk` to `buf`, refusing past `max_bytes`, and reserving any room the
+/// buffer grows by before it grows (doubling, as `Vec` would, but counted).
+fn push(
+    buf: &mut BytesMut,
+    chunk: &[u8],
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<(), ApiError> {
+    let needed = buf.len() + chunk.len();
+    if needed as u64 > max_bytes {
+        return Err(ApiError::too_large(max_bytes));
+    }
+    if needed > buf.capacity() {
+        let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        let target = needed.max(buf.capacity().saturating_mul(2)).min(cap);
+        held.add(target - buf.capacity())?;
+        buf.reserve(target - buf.len());
+    }
+    buf.extend_from_slice(chunk);
+    Ok(())
 }
 
 /// Room for the whole body, as `Content-Length` announces it (capped at the upload
@@ -74,7 +116,11 @@ fn expected_len(request: &Request, max_bytes: u64) -> usize {
         .map_or(0, |n| usize::try_from(n.min(max_bytes)).unwrap_or(0))
 }
 
-async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+async fn read_multipart(
+    request: Request,
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<Submission, ApiError> {
     let expected = expected_len(&request, max_bytes);
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ApiError::new(
@@ -103,12 +149,9 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
                     "send exactly one `image` field",
                 ));
             }
-            let mut buf = BytesMut::with_capacity(expected);
+            let mut buf = buffer(expected, held)?;
             while let Some(chunk) = field.chunk().await.map_err(broken)? {
-                if (buf.len() + chunk.len()) as u64 > max_bytes {
-                    return Err(ApiError::too_large(max_bytes));
-                }
-                buf.extend_from_slice(&chunk);
+                push(&mut buf, &chunk, max_bytes, held)?;
             }
             image = Some(buf.freeze());
         } else {
@@ -119,6 +162,7 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
                         "the field `{name}` is longer than {MAX_FIELD_BYTES} bytes"
                     )));
                 }
+                held.add(chunk.len())?;
                 buf.extend_from_slice(&chunk);
             }
             let value = String::from_utf8(buf.to_vec())
@@ -141,7 +185,11 @@ async fn read_multipart(request: Request, max_bytes: u64) -> Result<Submission, 
     Ok(Submission { image, params })
 }
 
-async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiError> {
+async fn read_raw(
+    request: Request,
+    max_bytes: u64,
+    held: &mut Reservation,
+) -> Result<Submission, ApiError> {
     let params = request
         .uri()
         .query()
@@ -151,7 +199,7 @@ async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
                 .collect::<BTreeMap<String, String>>()
         })
         .unwrap_or_default();
-    let mut buf = BytesMut::with_capacity(expected_len(&request, max_bytes));
+    let mut buf = buffer(expected_len(&request, max_bytes), held)?;
     let mut stream = Body::into_data_stream(request.into_body());
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -160,10 +208,7 @@ async fn read_raw(request: Request, max_bytes: u64) -> Result<Submission, ApiErr
                 format!("reading the body failed: {e}"),
             )
         })?;
-        if (buf.len() + chunk.len()) as u64 > max_bytes {
-            return Err(ApiError::too_large(max_bytes));
-        }
-        buf.extend_from_slice(&chunk);
+        push(&mut buf, &chunk, max_bytes, held)?;
     }
     if buf.is_empty() {
         return Err(ApiError::new(
@@ -413,6 +458,51 @@ mod tests {
             let err = job_spec(&params(pairs)).expect_err("invalid");
             assert!(err.to_string().contains(want), "{pairs:?}: {err}");
         }
+    }
+
+    fn raw(body: Body, declared: Option<usize>) -> Request {
+        let mut request = Request::builder().uri("/v1/jobs?op=grayscale");
+        if let Some(n) = declared {
+            request = request.header(header::CONTENT_LENGTH, n);
+        }
+        request.body(body).expect("request")
+    }
+
+    #[tokio::test]
+    async fn uploads_take_their_bytes_from_the_budget() {
+        let budget = crate::admission::UploadBudget::new(1000);
+        // A declared length the budget cannot hold is refused before any byte is read.
+        let mut held = budget.reservation();
+        let busy = read(
+            raw(Body::from(vec![1u8; 2000]), Some(2000)),
+            4096,
+            &mut held,
+        )
+        .await
+        .expect_err("over the budget");
+        assert_eq!(busy.code(), ApiCode::ServerBusy);
+        drop(held);
+        // Without a length, the buffer's growth is reserved as it happens.
+        let chunks = (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![2u8; 200])));
+        let mut held = budget.reservation();
+        let busy = read(
+            raw(Body::from_stream(futures_util::stream::iter(chunks)), None),
+            4096,
+            &mut held,
+        )
+        .await
+        .expect_err("over the budget while streaming");
+        assert_eq!(busy.code(), ApiCode::ServerBusy);
+        drop(held);
+        // One that fits is held until the reservation is dropped.
+        let mut held = budget.reservation();
+        let submission = read(raw(Body::from(vec![3u8; 600]), Some(600)), 4096, &mut held)
+            .await
+            .expect("fits");
+        assert_eq!(submission.image.len(), 600);
+        assert_eq!(budget.available(), 400);
+        drop(held);
+        assert_eq!(budget.available(), 1000);
     }
 
     #[test]

@@ -91,6 +91,7 @@ async fn router() -> (axum::Router, Scratch) {
         auth,
         jobs,
         max_upload_bytes: 1 << 20,
+        admission: Default::default(),
         result_redirect: None,
         metrics: pixmill_shared::metrics::install(),
         queue: Default::default(),

@@ -1,5 +1,7 @@
 //! Typed helpers over the REST API, as a client program would use it.
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
 use serde_json::Value;
 
@@ -61,6 +63,9 @@ impl Client {
             base: base.trim_end_matches('/').into(),
             http: reqwest::Client::builder()
                 .timeout(TIMEOUT)
+                // Under the gateway's idle timeout (PIXMILL_HEADER_TIMEOUT_SECS, 10 s), so
+                // no request goes out on a connection the gateway is closing.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default(),
         }

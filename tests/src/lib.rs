@@ -127,6 +127,7 @@ impl Stack {
                 stale_after: Duration::from_secs(120),
                 retention: Duration::from_secs(86_400),
             },
+            bounds: Default::default(),
         };
         tweak(&mut settings);
         let app = Application::build(settings.clone()).await?;

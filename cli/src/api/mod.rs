@@ -72,6 +72,9 @@ impl Api {
             .connect_timeout(Duration::from_secs(10))
             // Longer than the longest long-poll, so only a stalled connection trips it.
             .read_timeout(MAX_WAIT + Duration::from_secs(30))
+            // The gateway closes a connection idle for PIXMILL_HEADER_TIMEOUT_SECS (10 s
+            // by default); dropping ours sooner never sends a request on one it closes.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ApiError::Protocol {
                 url: base.into(),

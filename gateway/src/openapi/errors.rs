@@ -113,6 +113,9 @@ pub fn example_message(code: ApiCode) -> &'static str {
         IdentityProviderUnavailable => {
             "the identity provider's keys (PIXMILL_JWT_JWKS) cannot be read, so the token cannot be checked; try again shortly"
         }
+        ServerBusy => {
+            "the gateway holds as many uploads as it may (PIXMILL_UPLOAD_BUDGET_BYTES, 268435456 bytes); retry shortly"
+        }
     }
 }
 
@@ -258,7 +261,7 @@ errors! {
         UploadTooLarge, UnsupportedMediaType, InvalidParameter, UnknownOp, TooManySteps,
         TooManyPixels, TooManyScans, TruncatedImage, InvalidImage, IdempotencyKeyReused,
         CallbackNotAllowed, QueueFull, RateLimited, TenantQuotaExceeded, BrokerUnavailable,
-        StoreUnavailable, BlobStoreUnavailable,
+        StoreUnavailable, BlobStoreUnavailable, ServerBusy,
     ];
     /// `GET /v1/jobs` and `GET /v1/stats`.
     QueryErrors: [
@@ -270,7 +273,7 @@ errors! {
     StatusErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, NotFound, InvalidParameter, StoreUnavailable,
+        InsufficientScope, NotFound, InvalidParameter, StoreUnavailable, ServerBusy,
     ];
     /// `DELETE /v1/jobs/{id}`.
     CancelErrors: [
@@ -298,7 +301,7 @@ errors! {
     EventsErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, NotFound, StoreUnavailable,
+        InsufficientScope, NotFound, StoreUnavailable, ServerBusy,
     ];
     /// `GET /metrics`.
     AdminErrors: [

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::{AppState, Segment};
 use crate::{
+    admission::WatcherSlot,
     error::ApiError,
     events::{Seen, Watch},
     jobs::Jobs,
@@ -47,6 +48,8 @@ struct Cursor {
     /// `updated_at` of the last event sent (or the client's `Last-Event-ID`).
     last_sent: i64,
     done: bool,
+    /// One of `PIXMILL_MAX_WATCHERS`, held while the stream is open.
+    _slot: WatcherSlot,
 }
 
 /// A job's state changes as server-sent events.
@@ -78,6 +81,7 @@ pub(super) async fn events(
     Segment(raw_id): Segment,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let slot = state.admission.watchers.admit()?;
     let jobs = state.jobs.clone();
     // Subscribe before the first read, so a change in between is not missed.
     let changes = jobs.notifier.events.subscribe();
@@ -97,6 +101,7 @@ pub(super) async fn events(
         pending: Some(job),
         last_sent,
         done: false,
+        _slot: slot,
     };
     let events = stream::unfold(cursor, |mut c| async move {
         loop {

@@ -85,14 +85,19 @@ pub(super) async fn submit(
     // The rate first: a refused submit costs no upload.
     let limits = state.jobs.tenants.limits(&principal.tenant).await?;
     let rate = state.jobs.tenants.check_rate(&principal.tenant, &limits)?;
-    let submission = upload::read(request, state.max_upload_bytes).await?;
-    let (job, replayed) = match state
-        .jobs
-        .submit(&principal.tenant, &limits, submission, key)
-        .await?
-    {
-        Submitted::Created(job) => (job, false),
-        Submitted::Replayed(job) => (job, true),
+    // The upload's share of PIXMILL_UPLOAD_BUDGET_BYTES, held until its blob is stored
+    // (or it is refused): the end of this block.
+    let (job, replayed) = {
+        let mut held = state.admission.uploads.reservation();
+        let submission = upload::read(request, state.max_upload_bytes, &mut held).await?;
+        match state
+            .jobs
+            .submit(&principal.tenant, &limits, submission, key)
+            .await?
+        {
+            Submitted::Created(job) => (job, false),
+            Submitted::Replayed(job) => (job, true),
+        }
     };
     let location = format!("/v1/jobs/{}", job.id);
     let mut response = (StatusCode::ACCEPTED, Json(view(&job, &principal.tenant))).into_response();
@@ -168,7 +173,8 @@ pub(super) struct WaitQuery {
 /// A job's record. With `?wait=N`, a long-poll.
 ///
 /// Any gateway may answer: a long-poll wakes when whichever gateway applied the change
-/// says so on `pixmill.events`, and re-reads the job every 2 s in any case. An id that
+/// says so on `pixmill.events`, and re-reads the job after 2 s, 6 s, 14 s and 30 s in any
+/// case. An id that
 /// does not exist, or is not a UUID, gets 404.
 #[utoipa::path(
     get,
@@ -205,6 +211,10 @@ pub(super) async fn status(
             })?,
     };
     let wait = Duration::from_secs_f64(wait.min(MAX_WAIT_SECS as f64));
+    // A long-poll holds one of PIXMILL_MAX_WATCHERS slots while it waits.
+    let _slot = (!wait.is_zero())
+        .then(|| state.admission.watchers.admit())
+        .transpose()?;
     let job = state.jobs.wait(&principal.scope(), &id, wait).await?;
     if job.state == JobState::Expired {
         // 410 with the job's record, so a client sees what it was and that it is gone.

@@ -46,6 +46,8 @@ const PAGE: &str = include_str!("../../static/index.html");
 pub struct AppState {
     pub jobs: Jobs,
     pub max_upload_bytes: u64,
+    /// The upload byte budget and the cap on watchers, shared by every request.
+    pub admission: crate::admission::Admission,
     /// Answer result downloads with a presigned redirect valid this long (S3 only).
     pub result_redirect: Option<Duration>,
     /// Renders `/metrics`.
