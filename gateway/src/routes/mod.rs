@@ -56,6 +56,8 @@ pub struct AppState {
     pub links: crate::links::LinkKeys,
     /// Who may call: `PIXMILL_AUTH` and the key verifier, for the edge check.
     pub auth: crate::auth::AuthState,
+    /// `GET /v1/stats` answers of the last second.
+    pub stats: crate::stats::Cache,
 }
 
 /// Every route with its documentation. Handlers on one path share one `routes!`.

@@ -15,12 +15,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiQuery, AppState};
-use crate::{
-    error::ApiError,
-    openapi::errors::QueryErrors,
-    queue_depth::QueueDepth,
-    stats::{self, Stats},
-};
+use crate::{error::ApiError, openapi::errors::QueryErrors, queue_depth::QueueDepth, stats::Stats};
 
 /// The methods of HTTP (RFC 9110 and PATCH), each its own `method` label.
 const STANDARD_METHODS: [&str; 9] = [
@@ -86,6 +81,9 @@ pub(super) struct StatsQuery {
 
 /// The operations panel's figures over a window.
 ///
+/// An answer is computed at most once a second per window; calls within that second get
+/// the same figures.
+///
 /// Throughput, failure rate and processing-time percentiles come from the task store (so
 /// every gateway on one database shows the same), the queue depth and workers online from
 /// the broker.
@@ -112,7 +110,10 @@ pub(super) async fn stats(
                 ))
             })?,
     };
-    let stats = stats::compute(&state.jobs.store, state.queue.get(), window).await?;
+    let stats = state
+        .stats
+        .get(&state.jobs.store, state.queue.get(), window)
+        .await?;
     Ok(Json(stats.into()))
 }
 
