@@ -22,6 +22,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{error::ApiError, jobs::Jobs};
 
+mod browser;
 mod docs;
 mod events;
 mod jobs;
@@ -99,6 +100,9 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             auth,
             crate::auth::authenticate,
         ))
+        // Before identity: a browser tricked by another site's page is refused whatever
+        // credential it carries.
+        .layer(axum::middleware::from_fn(browser::refuse_cross_site))
         .layer(DefaultBodyLimit::max(body_cap))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -110,6 +114,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             },
         ))
         .layer(axum::middleware::from_fn(ops::count_request))
+        .layer(axum::middleware::from_fn(browser::security_headers))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let path = request
