@@ -24,10 +24,12 @@ async fn submit_with(
     image: &[u8],
     headers: &[(&str, &str)],
 ) -> (u16, HeaderMap, Value) {
-    let form = reqwest::multipart::Form::new().part(
-        "image",
-        reqwest::multipart::Part::bytes(image.to_vec()).file_name("upload.jpg"),
-    );
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(image.to_vec()).file_name("upload.jpg"),
+        )
+        .text("op", "grayscale");
     let mut request = reqwest::Client::new()
         .post(format!("{base}/v1/jobs"))
         .multipart(form);

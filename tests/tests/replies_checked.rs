@@ -53,7 +53,7 @@ async fn forged_success_replies_fail_the_job_as_invalid_reply() {
     let image = photo("flower.jpg");
     let other = stack
         .client
-        .submit_ok(&image, &[("format", "png")])
+        .submit_ok(&image, &[("op", "grayscale"), ("format", "png")])
         .await
         .expect("submit");
     let other = Uuid::parse_str(&other).expect("uuid");
@@ -80,7 +80,7 @@ async fn forged_success_replies_fail_the_job_as_invalid_reply() {
     for (key, content_type, says) in cases {
         let id = stack
             .client
-            .submit_ok(&image, &[("format", "png")])
+            .submit_ok(&image, &[("op", "grayscale"), ("format", "png")])
             .await
             .expect("submit");
         let uuid = Uuid::parse_str(&id).expect("uuid");

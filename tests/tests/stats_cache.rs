@@ -19,7 +19,11 @@ async fn stats_answers_are_kept_for_a_second() {
     // attempt counts only when both reads fell within the second.
     for window in 600..610 {
         let path = format!("/v1/stats?window={window}");
-        let id = stack.client.submit_ok(&image, &[]).await.expect("submit");
+        let id = stack
+            .client
+            .submit_ok(&image, &[("op", "grayscale")])
+            .await
+            .expect("submit");
         let started = Instant::now();
         let before = finished(stack.client.get(&path).await.expect("stats"));
         let failed = Change::Failed {
