@@ -25,12 +25,13 @@ use sha2::{Digest, Sha256};
 use crate::error::{ApiCode, ApiError};
 
 /// The upload page's policy. Its one inline script is allowed by hash, nothing else
-/// runs; it fetches only from this gateway and shows images from object URLs (`blob:`),
-/// the gateway and `data:`. Inline styles are allowed: the page sets `style` attributes.
+/// runs; it fetches only from this gateway and its own object URLs (`blob:`, the results
+/// it fetched with a key), and shows images from object URLs, the gateway and `data:`.
+/// Inline styles are allowed: the page sets `style` attributes.
 static PAGE_CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
     let policy = format!(
         "default-src 'none'; script-src '{}'; style-src 'unsafe-inline'; \
-         img-src 'self' blob: data:; connect-src 'self'; base-uri 'none'; \
+         img-src 'self' blob: data:; connect-src 'self' blob:; base-uri 'none'; \
          form-action 'self'; frame-ancestors 'none'",
         script_hash(super::PAGE)
     );
