@@ -37,7 +37,7 @@ fn made_up_method() -> reqwest::Method {
         .map(|b| char::from(b'A' + b % 26))
         .collect();
     let len = 6 + usize::from(letters.as_bytes()[0] % 8);
-    reqwest::Method::from_bytes(letters[..len].as_bytes()).expect("a token")
+    reqwest::Method::from_bytes(&letters.as_bytes()[..len]).expect("a token")
 }
 
 /// One request of kind `i % 3`: a made-up method to a made-up path, a made-up method to a
