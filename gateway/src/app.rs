@@ -76,6 +76,7 @@ impl Application {
             health,
             links: settings.link_keys.clone(),
             auth: crate::auth::AuthState::new(settings.auth, jobs.store.clone()).with_jwt(jwt),
+            stats: Default::default(),
         };
         info!(mode = %settings.auth, "PIXMILL_AUTH");
         let listener = TcpListener::bind(settings.http_addr).await?;

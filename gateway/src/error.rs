@@ -69,6 +69,7 @@ api_codes! {
     InsufficientScope = "insufficient_scope" => FORBIDDEN,
     LinkInvalid = "link_invalid" => FORBIDDEN,
     LinkExpired = "link_expired" => FORBIDDEN,
+    CrossSiteRequest = "cross_site_request" => FORBIDDEN,
     NotFound = "not_found" => NOT_FOUND,
     MethodNotAllowed = "method_not_allowed" => METHOD_NOT_ALLOWED,
     RequestTimeout = "request_timeout" => REQUEST_TIMEOUT,
@@ -370,7 +371,7 @@ mod tests {
             400 body_read_failed, 400 invalid_idempotency_key, 401 credential_missing, \
             401 credential_malformed, 401 credential_invalid, 401 credential_expired, \
             401 credential_revoked, 403 insufficient_scope, 403 link_invalid, \
-            403 link_expired, 404 not_found, 405 method_not_allowed, 408 request_timeout, \
+            403 link_expired, 403 cross_site_request, 404 not_found, 405 method_not_allowed, 408 request_timeout, \
             409 not_ready, 409 job_failed, 409 job_cancelled, 409 result_missing, \
             409 not_cancellable, 409 links_disabled, 409 webhooks_disabled, 410 expired, \
             410 result_deleted, 413 upload_too_large, 415 unsupported_media_type, \

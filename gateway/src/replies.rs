@@ -10,8 +10,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::{message::Delivery, options::BasicConsumeOptions, types::FieldTable};
 use pixmill_shared::{
-    ErrorCode, JobRequest, Outcome, Reply, Topology,
+    ErrorCode, JobRequest, JobResult, Outcome, OutputFormat, Reply, Topology,
     amqp::{self, Settle, SettleError},
+    keys,
     metrics::Event,
 };
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     jobs::Jobs,
-    store::{Change, StoreError},
+    store::{Change, Scope, StoreError},
 };
 
 /// Pause before a reply the store could not take goes back to the queue, so a store
@@ -132,6 +133,67 @@ pub fn change_for(reply: Reply) -> Change {
     }
 }
 
+/// The content types pixmill writes results in.
+const RESULT_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
+
+/// Checks a success reply's result against the job it claims to finish: the key must be
+/// the one that job's result is stored under (`keys::result` of its id and format), and
+/// the content type one pixmill writes, the job's format's. A reply that fails this could
+/// make `GET …/result` serve another job's blob, or the upload, under any type.
+pub fn check_result(
+    id: uuid::Uuid,
+    format: OutputFormat,
+    result: &JobResult,
+) -> Result<(), String> {
+    let key = keys::result(id, format);
+    if result.key != key {
+        return Err(format!(
+            "the worker's reply names the result key {:?}, but this job's result is stored under {key:?}; the reply was refused",
+            result.key
+        ));
+    }
+    if !RESULT_TYPES.contains(&result.content_type.as_str()) {
+        return Err(format!(
+            "the worker's reply gives the content type {:?}, which is not one pixmill writes ({}); the reply was refused",
+            result.content_type,
+            RESULT_TYPES.join(", ")
+        ));
+    }
+    if result.content_type != format.content_type() {
+        return Err(format!(
+            "the worker's reply gives the content type {:?}, but this job asked for {}; the reply was refused",
+            result.content_type,
+            format.content_type()
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a success reply whose result fails [`check_result`] into a failure with
+/// `invalid_reply`. Other replies, and replies about jobs the store does not know (which
+/// change nothing), are left as they are.
+async fn refuse_forged(jobs: &Jobs, reply: Reply) -> Result<Reply, StoreError> {
+    let Outcome::Succeeded(result) = &reply.outcome else {
+        return Ok(reply);
+    };
+    let Some(job) = jobs.store.get(&Scope::All, reply.job_id).await? else {
+        return Ok(reply);
+    };
+    match check_result(job.id, job.format, result) {
+        Ok(()) => Ok(reply),
+        Err(message) => {
+            warn!(job_id = %job.id, worker = %reply.worker, %message, "refusing a reply");
+            Ok(Reply {
+                outcome: Outcome::Failed {
+                    code: ErrorCode::InvalidReply,
+                    message,
+                },
+                ..reply
+            })
+        }
+    }
+}
+
 /// Applies one reply. An unreadable reply is logged and dropped: retrying cannot help.
 pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
     let reply: Reply = match serde_json::from_slice(body) {
@@ -141,6 +203,7 @@ pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
             return Ok(());
         }
     };
+    let reply = refuse_forged(jobs, reply).await?;
     // The span is attached to the future, never entered across an await: a guard held
     // over an await leaks the span into whatever else the thread polls meanwhile.
     let span = info_span!("reply", job_id = %reply.job_id, worker = %reply.worker, attempt = reply.attempt);
@@ -180,4 +243,52 @@ async fn apply_dead(jobs: &Jobs, delivery: &Delivery) -> Result<(), StoreError> 
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(key: String, content_type: &str) -> JobResult {
+        JobResult {
+            key,
+            content_type: content_type.into(),
+            width: 1,
+            height: 1,
+            bytes: 1,
+            processing_ms: 1,
+        }
+    }
+
+    #[test]
+    fn only_the_jobs_own_result_key_and_type_pass() {
+        let id = uuid::Uuid::new_v4();
+        let other = uuid::Uuid::new_v4();
+        let own = keys::result(id, OutputFormat::Png);
+        assert_eq!(
+            check_result(id, OutputFormat::Png, &result(own.clone(), "image/png")),
+            Ok(())
+        );
+        for (key, content_type, says) in [
+            (keys::input(id), "image/png", "result key"),
+            (
+                keys::result(other, OutputFormat::Png),
+                "image/png",
+                "result key",
+            ),
+            (
+                keys::result(id, OutputFormat::Jpeg),
+                "image/jpeg",
+                "result key",
+            ),
+            ("../../etc/passwd".to_string(), "image/png", "result key"),
+            (own.clone(), "text/html", "not one pixmill writes"),
+            (own.clone(), "image/svg+xml", "not one pixmill writes"),
+            (own.clone(), "image/webp", "this job asked for image/png"),
+        ] {
+            let refused = check_result(id, OutputFormat::Png, &result(key.clone(), content_type))
+                .expect_err(&format!("{key} {content_type}"));
+            assert!(refused.contains(says), "{refused}");
+        }
+    }
 }

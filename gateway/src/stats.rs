@@ -5,6 +5,15 @@
 //! workers online come from the broker (the jobs queue's consumer count: one consumer
 //! per connected worker process).
 
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
 use serde::Serialize;
 
 use crate::{
@@ -84,9 +93,77 @@ pub async fn compute(
     })
 }
 
+/// How long a computed answer is given again for the same window: the page's panel, and
+/// every other caller, read the store at most once a second per window.
+pub const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// The answers of the last second, by window. Shared by every request of one gateway.
+#[derive(Debug, Clone, Default)]
+pub struct Cache {
+    answers: Arc<Mutex<HashMap<u64, (Instant, Stats)>>>,
+    /// How often the store was read: the cache's misses.
+    computed: Arc<AtomicU64>,
+}
+
+impl Cache {
+    /// The stats over the last `window_secs`: computed at most [`CACHE_FOR`] ago, or now.
+    pub async fn get(
+        &self,
+        store: &Store,
+        queue: Option<QueueDepth>,
+        window_secs: u64,
+    ) -> Result<Stats, StoreError> {
+        if let Some(stats) = self.fresh(window_secs) {
+            return Ok(stats);
+        }
+        let stats = compute(store, queue, window_secs).await?;
+        self.computed.fetch_add(1, Ordering::Relaxed);
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        // Expired answers go, so at most a second's worth of windows is kept.
+        answers.retain(|_, (at, _)| at.elapsed() < CACHE_FOR);
+        answers.insert(window_secs, (Instant::now(), stats.clone()));
+        Ok(stats)
+    }
+
+    /// How many answers were computed from the store (not given from the cache).
+    pub fn computed(&self) -> u64 {
+        self.computed.load(Ordering::Relaxed)
+    }
+
+    fn fresh(&self, window_secs: u64) -> Option<Stats> {
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        answers
+            .get(&window_secs)
+            .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+            .map(|(_, stats)| stats.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two calls within the second read the store once; a job that finished between
+    /// them shows only once the answer expired. Other windows are their own answers.
+    #[tokio::test]
+    async fn answers_are_kept_for_a_second_per_window() {
+        let dir = std::env::temp_dir().join(format!("pixmill-stats-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = crate::store::open(&crate::store::DatabaseUrl::Sqlite(dir.join("s.db")))
+            .await
+            .expect("store");
+        let cache = Cache::default();
+        let first = cache.get(&store, None, 300).await.expect("stats");
+        assert_eq!((first.finished, cache.computed()), (0, 1));
+        let again = cache.get(&store, None, 300).await.expect("stats");
+        assert_eq!((again, cache.computed()), (first.clone(), 1));
+        cache.get(&store, None, 600).await.expect("stats");
+        assert_eq!(cache.computed(), 2, "another window is another answer");
+        tokio::time::sleep(CACHE_FOR).await;
+        cache.get(&store, None, 300).await.expect("stats");
+        assert_eq!(cache.computed(), 3, "an expired answer is computed again");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn nearest_rank_quantiles() {

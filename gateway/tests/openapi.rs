@@ -97,6 +97,7 @@ async fn router() -> (axum::Router, Scratch) {
         queue: Default::default(),
         health: Default::default(),
         links: Default::default(),
+        stats: Default::default(),
     };
     (app(state, Duration::from_secs(10)), Scratch(dir))
 }

@@ -268,6 +268,9 @@ pub enum ErrorCode {
     RetriesExhausted,
     /// The job's message or upload can no longer exist (found by the gateway's sweeper).
     Lost,
+    /// The gateway refused the worker's reply: its result key is not the job's, or its
+    /// content type is not one pixmill writes. Set by the gateway, never by a worker.
+    InvalidReply,
     /// A bug: the worker panicked or met an impossible state.
     Internal,
 }
@@ -287,6 +290,7 @@ impl ErrorCode {
             ErrorCode::WorkerCrashed => "worker_crashed",
             ErrorCode::RetriesExhausted => "retries_exhausted",
             ErrorCode::Lost => "lost",
+            ErrorCode::InvalidReply => "invalid_reply",
             ErrorCode::Internal => "internal",
         }
     }
@@ -499,6 +503,7 @@ mod tests {
             ErrorCode::WorkerCrashed,
             ErrorCode::RetriesExhausted,
             ErrorCode::Lost,
+            ErrorCode::InvalidReply,
             ErrorCode::Internal,
         ] {
             assert_eq!(

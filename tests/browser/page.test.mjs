@@ -64,10 +64,38 @@ function recordRowStates() {
   }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
 }
 
+// Runs in the page: reports every Content-Security-Policy violation on the console, where
+// watchCsp() collects it (the init script adds the listener again on every navigation).
+function reportCspViolations() {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'} at ${e.sourceFile}:${e.lineNumber}`);
+  });
+}
+
+// Collects into `into` every console message about the Content-Security-Policy: the
+// violations reportCspViolations() reports, and Chromium's own "Refused to …" errors.
+async function watchCsp(page, into) {
+  page.on('console', (m) => {
+    if (/Content Security Policy|CSP violation|Refused to/i.test(m.text())) into.push(m.text());
+  });
+  await page.addInitScript(reportCspViolations);
+}
+
+// The security headers the pages must carry, and the policy's framing rule.
+function assertPageHeaders(headers, where) {
+  const csp = headers['content-security-policy'] || '';
+  assert.match(csp, /frame-ancestors 'none'/, `${where}: CSP ${csp}`);
+  assert.match(csp, /default-src 'none'/, `${where}: CSP ${csp}`);
+  assert.equal(headers['x-content-type-options'], 'nosniff', where);
+  assert.equal(headers['x-frame-options'], 'DENY', where);
+  assert.equal(headers['referrer-policy'], 'same-origin', where);
+}
+
 describe('upload page in Chromium', { timeout: 180_000 }, () => {
   let context, page, userDataDir;
   const requests = []; // every request the page made: { url, type }
   const pageErrors = [];
+  const cspErrors = [];
   const [photoA, photoB] = photos();
   const nameA = photoA && path.basename(photoA);
   const nameB = photoB && path.basename(photoB);
@@ -89,6 +117,7 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
     page.on('filechooser', () => {});
     // Record every state each row goes through, however briefly.
     await page.addInitScript(recordRowStates);
+    await watchCsp(page, cspErrors);
   });
 
   after(async () => {
@@ -99,6 +128,11 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
   it('opens, and Tab reaches the drop zone first, with a visible focus ring', async () => {
     const res = await page.goto(`${GATEWAY}/`);
     assert.equal(res.status(), 200);
+    const headers = await res.allHeaders();
+    assertPageHeaders(headers, '/');
+    // The one inline script runs by its hash; no 'unsafe-inline' for scripts.
+    assert.match(headers['content-security-policy'], /script-src 'sha256-[A-Za-z0-9+/]+=*'(;|$)/);
+    assert.match(headers['content-security-policy'], /connect-src 'self'/);
     await page.keyboard.press('Tab');
     const focused = await page.evaluate(() => {
       const a = document.activeElement;
@@ -280,11 +314,22 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
     await page.unroute('**/v1/jobs/*/events');
   });
 
-  it('used no resource outside the gateway and raised no script error', () => {
+  it('serves Swagger UI at /docs/ under its own policy, and it renders', async () => {
+    const res = await page.goto(`${GATEWAY}/docs/`);
+    assert.equal(res.status(), 200);
+    assertPageHeaders(await res.allHeaders(), '/docs/');
+    await page.locator('.swagger-ui .info .title').waitFor({ timeout: WAIT });
+    assert.match(await page.locator('.swagger-ui .info .title').innerText(), /pixmill/i);
+    assert.ok(await page.locator('.swagger-ui .opblock').count() > 10, 'the operations are listed');
+    await shot('05-swagger-ui.png');
+  });
+
+  it('used no resource outside the gateway, raised no script error and broke no CSP rule', () => {
     const origin = new URL(GATEWAY).origin;
     const outside = requests.filter((r) => !/^(data|blob):/.test(r.url) && new URL(r.url).origin !== origin);
     assert.deepEqual(outside, []);
     assert.deepEqual(pageErrors, []);
+    assert.deepEqual(cspErrors, []);
   });
 });
 
@@ -296,6 +341,7 @@ describe('upload page in Chromium, with PIXMILL_AUTH=required', {
   let context, page, userDataDir, jobId, shownResult;
   const requests = []; // every request the page made: { url, type, method, request }
   const pageErrors = [];
+  const cspErrors = [];
   const [photo] = photos();
   const name = photo && path.basename(photo);
   const row = () => page.locator(`li.row[data-file="${name}"]`);
@@ -312,6 +358,7 @@ describe('upload page in Chromium, with PIXMILL_AUTH=required', {
     page.on('request', (r) => requests.push({ url: r.url(), type: r.resourceType(), method: r.method(), request: r }));
     page.on('pageerror', (e) => pageErrors.push(String(e)));
     await page.addInitScript(recordRowStates);
+    await watchCsp(page, cspErrors);
   };
 
   before(async () => {
@@ -496,5 +543,6 @@ describe('upload page in Chromium, with PIXMILL_AUTH=required', {
     const outside = requests.filter((r) => !/^(data|blob):/.test(r.url) && new URL(r.url).origin !== origin);
     assert.deepEqual(outside.map((r) => r.url), []);
     assert.deepEqual(pageErrors, []);
+    assert.deepEqual(cspErrors, []);
   });
 });

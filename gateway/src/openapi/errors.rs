@@ -30,6 +30,9 @@ pub fn example_message(code: ApiCode) -> &'static str {
             "the link's signature does not match: it was changed, or made for another job"
         }
         LinkExpired => "the link expired at 2025-12-01T11:00:00Z; ask for a new one",
+        CrossSiteRequest => {
+            r#"refused a cross-site POST: Sec-Fetch-Site is "cross-site", so another site's page sent it; a browser may change state here only from this gateway's own pages"#
+        }
         LinksDisabled => "signed links are off on this gateway: set PIXMILL_LINK_KEYS to make them",
         WebhooksDisabled => {
             "webhooks are off on this gateway: set PIXMILL_WEBHOOK_SECRET to sign them"
@@ -257,7 +260,7 @@ errors! {
         MissingImage, EmptyImage, MalformedMultipart, DuplicateField, BodyReadFailed,
         InvalidIdempotencyKey, CredentialMissing, CredentialMalformed, CredentialInvalid,
         CredentialExpired, CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, RequestTimeout,
+        InsufficientScope, CrossSiteRequest, RequestTimeout,
         UploadTooLarge, UnsupportedMediaType, InvalidParameter, UnknownOp, TooManySteps,
         TooManyPixels, TooManyScans, TruncatedImage, InvalidImage, IdempotencyKeyReused,
         CallbackNotAllowed, QueueFull, RateLimited, TenantQuotaExceeded, BrokerUnavailable,
@@ -279,14 +282,14 @@ errors! {
     CancelErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, NotFound, NotCancellable, Expired,
+        InsufficientScope, CrossSiteRequest, NotFound, NotCancellable, Expired,
         StoreUnavailable, BlobStoreUnavailable,
     ];
     /// `POST /v1/jobs/{id}/links`.
     LinkErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, NotFound, JobFailed, JobCancelled, LinksDisabled,
+        InsufficientScope, CrossSiteRequest, NotFound, JobFailed, JobCancelled, LinksDisabled,
         Expired, ResultDeleted, InvalidParameter, StoreUnavailable,
     ];
     /// `GET /v1/jobs/{id}/result`.
@@ -317,7 +320,7 @@ errors! {
     CreateKeyErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, InvalidParameter, StoreUnavailable,
+        InsufficientScope, CrossSiteRequest, InvalidParameter, StoreUnavailable,
     ];
     /// `GET /v1/keys`.
     ListKeysErrors: [
@@ -329,13 +332,13 @@ errors! {
     KeyErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, NotFound, StoreUnavailable,
+        InsufficientScope, CrossSiteRequest, NotFound, StoreUnavailable,
     ];
     /// `PUT /v1/tenants/{name}`, `GET /v1/tenants/{name}`.
     TenantErrors: [
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
-        InsufficientScope, InvalidParameter, StoreUnavailable,
+        InsufficientScope, CrossSiteRequest, InvalidParameter, StoreUnavailable,
     ];
     /// `GET /v1/webhooks/secret`.
     WebhookSecretErrors: [

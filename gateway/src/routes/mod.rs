@@ -22,6 +22,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{error::ApiError, jobs::Jobs};
 
+mod browser;
 mod docs;
 mod events;
 mod jobs;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub links: crate::links::LinkKeys,
     /// Who may call: `PIXMILL_AUTH` and the key verifier, for the edge check.
     pub auth: crate::auth::AuthState,
+    /// `GET /v1/stats` answers of the last second.
+    pub stats: crate::stats::Cache,
 }
 
 /// Every route with its documentation. Handlers on one path share one `routes!`.
@@ -102,6 +105,9 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             auth,
             crate::auth::authenticate,
         ))
+        // Before identity: a browser tricked by another site's page is refused whatever
+        // credential it carries.
+        .layer(axum::middleware::from_fn(browser::refuse_cross_site))
         .layer(DefaultBodyLimit::max(body_cap))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -113,6 +119,7 @@ pub fn app(state: AppState, request_timeout: Duration) -> Router {
             },
         ))
         .layer(axum::middleware::from_fn(ops::count_request))
+        .layer(axum::middleware::from_fn(browser::security_headers))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let path = request

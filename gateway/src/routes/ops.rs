@@ -15,16 +15,27 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiQuery, AppState};
-use crate::{
-    error::ApiError,
-    openapi::errors::QueryErrors,
-    queue_depth::QueueDepth,
-    stats::{self, Stats},
-};
+use crate::{error::ApiError, openapi::errors::QueryErrors, queue_depth::QueueDepth, stats::Stats};
 
-/// Counts every request by method, matched route and status, and times it.
+/// The methods of HTTP (RFC 9110 and PATCH), each its own `method` label.
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The `method` label: a standard method as it is, any other one as `other`, so that
+/// made-up method names cannot add series without limit.
+pub(super) fn method_label(method: &axum::http::Method) -> &'static str {
+    STANDARD_METHODS
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
+
+/// Counts every request by method, matched route and status, and times it. Every label
+/// is bounded: the method is one of [`STANDARD_METHODS`] or `other`, the route the
+/// matched route template or `unmatched`, never the raw path.
 pub(super) async fn count_request(request: Request, next: axum::middleware::Next) -> Response {
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -32,7 +43,7 @@ pub(super) async fn count_request(request: Request, next: axum::middleware::Next
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!(names::HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!(names::HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!(names::HTTP_DURATION, "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
@@ -70,6 +81,9 @@ pub(super) struct StatsQuery {
 
 /// The operations panel's figures over a window.
 ///
+/// An answer is computed at most once a second per window; calls within that second get
+/// the same figures.
+///
 /// Throughput, failure rate and processing-time percentiles come from the task store (so
 /// every gateway on one database shows the same), the queue depth and workers online from
 /// the broker.
@@ -96,7 +110,10 @@ pub(super) async fn stats(
                 ))
             })?,
     };
-    let stats = stats::compute(&state.jobs.store, state.queue.get(), window).await?;
+    let stats = state
+        .stats
+        .get(&state.jobs.store, state.queue.get(), window)
+        .await?;
     Ok(Json(stats.into()))
 }
 
@@ -344,4 +361,25 @@ pub(super) async fn readyz(
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use super::method_label;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        for standard in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+        ] {
+            let method = Method::from_bytes(standard.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), standard);
+        }
+        for made_up in ["FOO", "get", "PROPFIND", "BREW", "XYZZYPLUGH"] {
+            let method = Method::from_bytes(made_up.as_bytes()).expect("method");
+            assert_eq!(method_label(&method), "other", "{made_up}");
+        }
+    }
 }

@@ -251,6 +251,9 @@ pub enum JobErrorCode {
     RetriesExhausted,
     /// The sweeper found a job that could not run any more.
     Lost,
+    /// The gateway refused the worker's reply (a result key not the job's, or a content
+    /// type pixmill does not write).
+    InvalidReply,
     Internal,
     /// Cancelled while queued.
     Cancelled,
@@ -273,6 +276,7 @@ impl From<shared::ErrorCode> for JobErrorCode {
             E::WorkerCrashed => JobErrorCode::WorkerCrashed,
             E::RetriesExhausted => JobErrorCode::RetriesExhausted,
             E::Lost => JobErrorCode::Lost,
+            E::InvalidReply => JobErrorCode::InvalidReply,
             E::Internal => JobErrorCode::Internal,
         }
     }
@@ -373,6 +377,7 @@ mod tests {
             shared::ErrorCode::WorkerCrashed,
             shared::ErrorCode::RetriesExhausted,
             shared::ErrorCode::Lost,
+            shared::ErrorCode::InvalidReply,
             shared::ErrorCode::Internal,
         ] {
             same(code.as_str(), JobErrorCode::from(code));
