@@ -31,7 +31,8 @@ pub use guard::check_url;
 pub struct WebhookSettings {
     /// `PIXMILL_WEBHOOK_SECRET`: signs every delivery. Without it, callbacks are refused.
     pub secret: Option<String>,
-    /// `PIXMILL_WEBHOOK_ALLOW`: hosts (`name` or `name:port`) callbacks may go to.
+    /// `PIXMILL_WEBHOOK_ALLOW`: hosts callbacks may go to, `name` (the scheme's default
+    /// port only) or `name:port` (see [`guard::allow_entry`]).
     pub allow: Vec<String>,
     /// `PIXMILL_WEBHOOK_TIMEOUT_SECS`: one delivery's budget, connect included.
     pub timeout: Duration,

@@ -82,7 +82,10 @@ async fn signed_deliveries_survive_a_gateway_restart() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let receiver = listener.local_addr().expect("addr");
+    let hook_url = format!("http://{receiver}/hook");
+    // A bare host would allow port 80 only: the receiver's port is listed.
+    let allow = receiver.to_string();
     let app = Router::new()
         .route("/hook", post(hook))
         .with_state(shared.clone());
@@ -94,7 +97,7 @@ async fn signed_deliveries_survive_a_gateway_restart() {
     let port = free_port().expect("port");
     let env = [
         ("PIXMILL_WEBHOOK_SECRET", SECRET),
-        ("PIXMILL_WEBHOOK_ALLOW", "127.0.0.1"),
+        ("PIXMILL_WEBHOOK_ALLOW", allow.as_str()),
         ("PIXMILL_SWEEP_INTERVAL_SECS", "1"),
     ];
     let gateway = GatewayProcess::start_with(&common, port, &env)
@@ -108,6 +111,11 @@ async fn signed_deliveries_survive_a_gateway_restart() {
         "http://10.0.0.1/hook".to_string(),
         "http://169.254.169.254/latest".to_string(),
         hook_url.replace("127.0.0.1", "localhost"),
+        // The listed host on another port.
+        format!(
+            "http://127.0.0.1:{}/hook",
+            receiver.port().wrapping_add(1).max(1)
+        ),
     ] {
         let reply = client
             .submit(&image, &[("op", "grayscale"), ("callback_url", &url)])

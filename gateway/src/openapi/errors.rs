@@ -90,7 +90,7 @@ pub fn example_message(code: ApiCode) -> &'static str {
             "Idempotency-Key \"order-1234-thumb\" was already used for job 4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27 with a different request"
         }
         CallbackNotAllowed => {
-            "callback_url \"http://127.0.0.1/hook\" is refused: 127.0.0.1 resolves to 127.0.0.1, a loopback, private or otherwise non-public address"
+            "callback_url \"http://hooks.internal/pixmill\" is refused: hooks.internal resolves to a loopback, private or otherwise non-public address (name the host in PIXMILL_WEBHOOK_ALLOW to allow it)"
         }
         QueueFull => "the job queue is full (PIXMILL_MAX_QUEUED jobs waiting); retry later",
         RateLimited => {
