@@ -105,7 +105,7 @@ pub fn example_message(code: ApiCode) -> &'static str {
         }
         StoreUnavailable => "the task store is unavailable; try again shortly",
         BlobStoreUnavailable => {
-            "the result could not be read: the blob store did not answer; retry shortly"
+            "the result could not be read: the blob store is unavailable; retry shortly"
         }
         IdentityProviderUnavailable => {
             "the identity provider's keys (PIXMILL_JWT_JWKS) cannot be read, so the token cannot be checked; try again shortly"
