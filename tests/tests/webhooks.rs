@@ -1,10 +1,15 @@
 //! Webhooks against a real local HTTP receiver: signed deliveries that survive a
-//! gateway restart between the job's end and the delivery, and callbacks to
-//! disallowed addresses refused at submit.
+//! gateway restart between the job's end and the delivery, callbacks to
+//! disallowed addresses refused at submit, and a slow receiver that does not hold up
+//! another's deliveries.
 
 use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
@@ -196,5 +201,140 @@ async fn signed_deliveries_survive_a_gateway_restart() {
         "delivered once"
     );
     gateway.kill().await.expect("stop");
+    stack.stop().await.expect("stop");
+}
+
+/// A receiver that answers 200 after `delay`, noting when each job's delivery arrived
+/// and how many requests it held at once.
+struct Timed {
+    delay: Duration,
+    in_flight: AtomicUsize,
+    most_at_once: AtomicUsize,
+    delivered: Mutex<Vec<(String, Instant)>>,
+}
+
+async fn timed_hook(State(r): State<Arc<Timed>>, body: Bytes) -> StatusCode {
+    let now = r.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    r.most_at_once.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(r.delay).await;
+    r.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let record: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = record["id"].as_str().unwrap_or_default().to_string();
+    r.delivered.lock().expect("lock").push((id, Instant::now()));
+    StatusCode::OK
+}
+
+async fn timed_receiver(delay: Duration) -> (Arc<Timed>, SocketAddr) {
+    let state = Arc::new(Timed {
+        delay,
+        in_flight: AtomicUsize::new(0),
+        most_at_once: AtomicUsize::new(0),
+        delivered: Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new()
+        .route("/hook", post(timed_hook))
+        .with_state(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (state, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_hold_up_other_callbacks() {
+    const SLOW_JOBS: usize = 6;
+    let slow_delay = Duration::from_secs(3);
+    let (slow, slow_addr) = timed_receiver(slow_delay).await;
+    let (fast, fast_addr) = timed_receiver(Duration::ZERO).await;
+    let common = common(
+        &format!("hooks-slow-{}", Uuid::new_v4().simple()),
+        &temp_dir(),
+    );
+    let mut stack = Stack::start_configured(common, |s| {
+        s.webhooks.allow = vec![slow_addr.to_string(), fast_addr.to_string()];
+        // Above the slow receiver's 3 s, so its deliveries succeed, slowly.
+        s.webhooks.timeout = Duration::from_secs(10);
+    })
+    .await
+    .expect("stack");
+    stack.add_worker("hooks-slow-worker", 2);
+    let client = stack.client.clone();
+    let image = photo("flower.jpg");
+
+    let slow_url = format!("http://{slow_addr}/hook");
+    let mut slow_ids = Vec::new();
+    for _ in 0..SLOW_JOBS {
+        let id = client
+            .submit_ok(&image, &[("op", "grayscale"), ("callback_url", &slow_url)])
+            .await
+            .expect("submit");
+        slow_ids.push(id);
+    }
+    for id in &slow_ids {
+        client.wait_terminal(id).await.expect("slow job ends");
+    }
+    // The slow receiver is busy with the first deliveries.
+    wait_for("the slow receiver to be busy", || {
+        slow.in_flight.load(Ordering::SeqCst) > 0
+    })
+    .await;
+
+    let fast_url = format!("http://{fast_addr}/hook");
+    let fast_id = client
+        .submit_ok(&image, &[("op", "grayscale"), ("callback_url", &fast_url)])
+        .await
+        .expect("submit");
+    client.wait_terminal(&fast_id).await.expect("fast job ends");
+    let ended = Instant::now();
+    wait_for("the fast delivery", || {
+        !fast.delivered.lock().expect("lock").is_empty()
+    })
+    .await;
+    let waited = ended.elapsed();
+    let slow_done = slow.delivered.lock().expect("lock").len();
+    println!(
+        "webhooks: fast receiver served {waited:?} after its job ended, \
+         with {slow_done} of {SLOW_JOBS} slow deliveries done"
+    );
+    // One pass a second, plus the POST: well under one slow request, let alone all six.
+    assert!(waited < slow_delay, "the fast delivery waited {waited:?}");
+    assert!(
+        slow_done < SLOW_JOBS,
+        "the fast delivery waited for the slow ones"
+    );
+    assert_eq!(fast.delivered.lock().expect("lock")[0].0, fast_id);
+
+    // Every slow one arrives once, never more than two at a time.
+    wait_for("every slow delivery", || {
+        slow.delivered.lock().expect("lock").len() >= SLOW_JOBS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got: Vec<String> = slow
+        .delivered
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    got.sort();
+    slow_ids.sort();
+    assert_eq!(got, slow_ids, "each slow job delivered exactly once");
+    let most = slow.most_at_once.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} deliveries at once to one receiver");
+    for id in &slow_ids {
+        let record = client
+            .get(&format!("/v1/jobs/{id}"))
+            .await
+            .expect("get")
+            .json();
+        assert_eq!(record["callback"]["state"], "delivered", "{record}");
+        assert_eq!(
+            record["callback"]["attempts"].as_array().map(Vec::len),
+            Some(1)
+        );
+    }
     stack.stop().await.expect("stop");
 }
