@@ -146,6 +146,7 @@ py invariants "$deploy"
 check "prometheus/alerts.yaml (promtool check rules)" "$promtool" check rules "$deploy/prometheus/alerts.yaml"
 check "prometheus/alerts.test.yaml (promtool test rules)" "$promtool" test rules "$deploy/prometheus/alerts.test.yaml"
 check "prometheus/prometheus.yml (promtool check config)" "$promtool" check config "$deploy/prometheus/prometheus.yml"
+py prometheus-k8s "$deploy" "$promtool"
 py alert-policy "$deploy"
 
 # --- Grafana --------------------------------------------------------------------------

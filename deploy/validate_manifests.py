@@ -9,6 +9,7 @@ cloudcoil-models-keda come from deploy/validate-requirements.txt):
     validate_manifests.py keda           DEPLOY_DIR
     validate_manifests.py invariants     DEPLOY_DIR
     validate_manifests.py alert-policy   DEPLOY_DIR
+    validate_manifests.py prometheus-k8s DEPLOY_DIR PROMTOOL
     validate_manifests.py grafana        DEPLOY_DIR PROMTOOL
     validate_manifests.py dockerfile-build DEPLOY_DIR MAKEFILE
     validate_manifests.py dockerfile-ci  DEPLOY_DIR MAKEFILE CI_SCRIPT
@@ -448,6 +449,8 @@ def check_invariants(deploy: Path) -> None:
                             "to start on a non-loopback address without it")
         probe(where, c, "readinessProbe", "/readyz", port)
         probe(where, c, "livenessProbe", "/healthz", port)
+        if env.get("PIXMILL_AUTH") == "required":
+            problems.extend(gateway_scrape_problems(deploy, where, doc, c, secrets))
         for sname, (spath, svc) in by_kind.get("Service", {}).items():
             sel = svc["spec"].get("selector") or {}
             if sel and sel.items() <= (doc["spec"]["template"]["metadata"].get("labels") or {}).items():
@@ -545,7 +548,105 @@ def check_invariants(deploy: Path) -> None:
                                     f"{t.get('name')}, which is not in k8s/")
     if problems:
         fail("deployment settings disagree:\n  " + "\n  ".join(problems))
-    ok("deployment invariants ok (grace periods, probes, ports, references, KEDA target)")
+    ok("deployment invariants ok (grace periods, probes, ports, references, KEDA target, "
+       "the gateway's keyed scrape)")
+
+
+SECRET_MOUNTS = "/etc/prometheus/secrets/"
+
+
+def gateway_scrape_problems(deploy: Path, where: str, deployment: dict, container: dict,
+                            secrets: dict[str, set[str]]) -> list[str]:
+    """With PIXMILL_AUTH=required the gateway's /metrics needs an admin key: the pods must
+    not invite a keyless annotation-driven scrape, and prometheus/kubernetes.yml must scrape
+    their port with a Bearer key read from a Secret of k8s/ (mounted the Operator's way)."""
+    problems = []
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+    if str(annotations.get("prometheus.io/scrape", "")).lower() == "true":
+        problems.append(f"{where}: annotated prometheus.io/scrape, but with PIXMILL_AUTH=required "
+                        "/metrics answers 401 to a scrape without an admin key")
+    path = deploy / "prometheus" / "kubernetes.yml"
+    if not path.is_file():
+        return problems + [f"{where}: PIXMILL_AUTH=required, and no prometheus/kubernetes.yml scrapes "
+                           "/metrics with an admin key"]
+    (config,) = load_yaml_docs(path)
+    name = deployment["spec"]["template"]["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+    ports = {p.get("name") for p in container.get("ports") or [] if p.get("name")}
+
+    def keeps(rule: dict, port: str) -> bool:
+        """Whether a keep rule on the pod's name label (and port name) keeps this port."""
+        values = {"__meta_kubernetes_pod_label_app_kubernetes_io_name": name,
+                  "__meta_kubernetes_pod_container_port_name": port}
+        labels = rule.get("source_labels") or []
+        if (rule.get("action") != "keep"
+                or "__meta_kubernetes_pod_label_app_kubernetes_io_name" not in labels
+                or not set(labels) <= set(values)):
+            return False
+        joined = rule.get("separator", ";").join(values[label] for label in labels)
+        return re.fullmatch(rule.get("regex", "(.*)"), joined) is not None
+
+    jobs = [job for job in config.get("scrape_configs") or []
+            if any(keeps(rule, port) for rule in job.get("relabel_configs") or [] for port in ports)]
+    if not jobs:
+        return problems + [f"{rel(path, deploy)}: no job keeps the {name} pods' {sorted(ports)} port"]
+    for job in jobs:
+        jw = f"{rel(path, deploy)}: job {job.get('job_name')}"
+        auth = job.get("authorization") or {}
+        if auth.get("type", "Bearer") != "Bearer" or not auth.get("credentials_file"):
+            problems.append(f"{jw}: sends no Bearer key (authorization.credentials_file), so the "
+                            "gateways answer 401 with PIXMILL_AUTH=required")
+            continue
+        file = auth["credentials_file"]
+        parts = file[len(SECRET_MOUNTS):].split("/") if file.startswith(SECRET_MOUNTS) else []
+        if len(parts) != 2:
+            problems.append(f"{jw}: credentials_file {file} is not {SECRET_MOUNTS}SECRET/KEY")
+        elif parts[0] not in secrets or parts[1] not in secrets[parts[0]]:
+            problems.append(f"{jw}: credentials_file {file} names key {parts[1]} of Secret {parts[0]}, "
+                            "which k8s/ does not have")
+    return problems
+
+
+def check_prometheus_k8s(deploy: Path, promtool: str) -> None:
+    """prometheus/kubernetes.yml through promtool. Debian's promtool is built without
+    Kubernetes service discovery, so each job's kubernetes_sd_configs are checked here
+    (pod role, namespaces named) and stand in as static targets for promtool, which then
+    checks the rest: authorization, relabelling, rule files. Syntax only: the key file
+    exists in the Prometheus pod, not here."""
+    path = deploy / "prometheus" / "kubernetes.yml"
+    (config,) = load_yaml_docs(path)
+    problems = []
+    jobs = config.get("scrape_configs") or []
+    for job in jobs:
+        jw = f"job {job.get('job_name')}"
+        sds = job.pop("kubernetes_sd_configs", None) or []
+        if not sds:
+            problems.append(f"{jw}: no kubernetes_sd_configs")
+        for sd in sds:
+            if sd.get("role") != "pod":
+                problems.append(f"{jw}: kubernetes_sd_configs role {sd.get('role')!r}, want pod")
+            if not ((sd.get("namespaces") or {}).get("names")):
+                problems.append(f"{jw}: kubernetes_sd_configs name no namespaces")
+            unknown = set(sd) - {"role", "namespaces", "selectors", "api_server", "kubeconfig_file",
+                                 "attach_metadata"}
+            if unknown:
+                problems.append(f"{jw}: unknown kubernetes_sd_configs keys {sorted(unknown)}")
+        job["static_configs"] = [{"targets": ["pod.pixmill.svc:80"]}]
+    if problems:
+        fail(f"{rel(path, deploy)}:\n  " + "\n  ".join(problems))
+    with tempfile.TemporaryDirectory() as tmp:
+        for rules in config.get("rule_files") or []:
+            source = path.parent / rules
+            if source.is_file():
+                (Path(tmp) / rules).write_text(source.read_text())
+        standin = Path(tmp) / path.name
+        standin.write_text(yaml.safe_dump(config))
+        out = subprocess.run([promtool, "check", "config", "--syntax-only", str(standin)],
+                             capture_output=True, text=True)
+    if out.returncode != 0:
+        fail(f"{rel(path, deploy)} (promtool check config, Kubernetes discovery as static "
+             f"targets):\n{(out.stdout + out.stderr).strip()}")
+    ok(f"prometheus/kubernetes.yml ok ({len(jobs)} jobs; promtool check config, syntax only, "
+       "with its pod discovery checked here)")
 
 
 # --------------------------------------------------------------------------- alerts
@@ -937,6 +1038,7 @@ def main(argv: list[str]) -> int:
         "keda": (check_keda, 1),
         "invariants": (check_invariants, 1),
         "alert-policy": (check_alert_policy, 1),
+        "prometheus-k8s": (check_prometheus_k8s, 2),
         "grafana": (check_grafana, 2),
         "dockerfile-build": (check_dockerfile_build, 2),
         "dockerfile-ci": (check_dockerfile_ci, 3),
@@ -945,7 +1047,8 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 64
     fn, _ = checks[argv[1]]
-    args = [Path(argv[2])] + [a if argv[1] == "grafana" else Path(a) for a in argv[3:]]
+    args = [Path(argv[2])] + [a if argv[1] in ("grafana", "prometheus-k8s") else Path(a)
+                              for a in argv[3:]]
     try:
         fn(*args)
     except Invalid as e:

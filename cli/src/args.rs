@@ -21,7 +21,8 @@ Exit codes:
      (4xx, e.g. 422 invalid_parameter, 404 not_found, 409 not_ready, 410 expired)
   2  usage error: a bad flag or value, a missing input file, bad --steps JSON
   3  the gateway is unreachable (connection refused, timeout), or still answers
-     503/429 after 3 tries honouring Retry-After";
+     503/429 after 3 tries honouring Retry-After (a 429 for the tenant's own rate
+     or in-flight quota is waited out, up to 10 minutes per request)";
 
 /// pixmill: submit images to a pixmill gateway, follow the jobs, download the results.
 #[derive(Debug, Parser)]

@@ -18,7 +18,7 @@
 //! | 0 | everything asked for was done (every job succeeded, when waiting) |
 //! | 1 | a job failed or was cancelled, or the gateway refused a request for a job (a 4xx such as 422 `invalid_parameter`, 404, 409 `not_ready`, 410 `expired`) |
 //! | 2 | usage error: a bad flag or value (clap's own errors), a missing input file, bad `--steps` JSON, a bad `WxH` |
-//! | 3 | the gateway is unreachable (connection refused, timeout), or still answers 503 or 429 after 3 tries honouring `Retry-After` |
+//! | 3 | the gateway is unreachable (connection refused, timeout), or still answers 503 or 429 after 3 tries honouring `Retry-After` (a 429 for the tenant's own limits is waited out, up to 10 minutes) |
 //!
 //! With several files the worst outcome wins, and 3 outranks 1: an unreachable gateway
 //! says nothing about the jobs.

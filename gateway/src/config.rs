@@ -259,6 +259,12 @@ fn management_url(common: &Common) -> Result<Option<String>, ConfigError> {
     })
 }
 
+/// `PIXMILL_WEBHOOK_SECRET`, None when unset or empty: all that
+/// `pixmill-gateway webhook-secret` needs.
+pub fn webhook_secret_from_env() -> Result<Option<String>, ConfigError> {
+    Ok(Some(env_or("PIXMILL_WEBHOOK_SECRET", String::new())?).filter(|s| !s.is_empty()))
+}
+
 /// `PIXMILL_WEBHOOK_*`.
 fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
     let list: String = env_or("PIXMILL_WEBHOOK_ALLOW", String::new())?;
@@ -276,7 +282,7 @@ fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
         })?;
     }
     Ok(WebhookSettings {
-        secret: Some(env_or("PIXMILL_WEBHOOK_SECRET", String::new())?).filter(|s| !s.is_empty()),
+        secret: webhook_secret_from_env()?,
         allow,
         timeout: secs("PIXMILL_WEBHOOK_TIMEOUT_SECS", 5.0)?,
         max_attempts: env_checked("PIXMILL_WEBHOOK_MAX_ATTEMPTS", 8u32, |v| {

@@ -78,6 +78,7 @@ api_codes! {
     ResultMissing = "result_missing" => CONFLICT,
     NotCancellable = "not_cancellable" => CONFLICT,
     LinksDisabled = "links_disabled" => CONFLICT,
+    WebhooksDisabled = "webhooks_disabled" => CONFLICT,
     Expired = "expired" => GONE,
     ResultDeleted = "result_deleted" => GONE,
     UploadTooLarge = "upload_too_large" => PAYLOAD_TOO_LARGE,
@@ -370,7 +371,7 @@ mod tests {
             401 credential_revoked, 403 insufficient_scope, 403 link_invalid, \
             403 link_expired, 404 not_found, 405 method_not_allowed, 408 request_timeout, \
             409 not_ready, 409 job_failed, 409 job_cancelled, 409 result_missing, \
-            409 not_cancellable, 409 links_disabled, 410 expired, \
+            409 not_cancellable, 409 links_disabled, 409 webhooks_disabled, 410 expired, \
             410 result_deleted, 413 upload_too_large, 415 unsupported_media_type, \
             422 invalid_parameter, 422 unknown_op, 422 too_many_steps, 422 too_many_pixels, \
             422 too_many_scans, 422 truncated_image, 422 invalid_image, \

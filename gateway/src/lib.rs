@@ -20,14 +20,15 @@
 //!    other, the one import loop, because the router serves the document that is built
 //!    from its own list of routes.
 //! 4. **Wiring**: [`config`] reads the settings and [`app`] builds the gateway from them;
-//!    [`manage`] is the `pixmill-gateway keys` and `tenants` commands.
+//!    [`manage`] is the `pixmill-gateway keys`, `tenants` and `webhook-secret` commands.
 //!
 //! # Modules
 //!
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
 //! - [`auth`]: API keys, the `Principal` a request acts as, and the check at the edge.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
-//! - [`manage`]: `pixmill-gateway keys create|list|revoke` and `tenants set|list`.
+//! - [`manage`]: `pixmill-gateway keys create|list|revoke`, `tenants set|list` and
+//!   `webhook-secret --tenant`.
 //! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
 //! - [`openapi`]: the API contract (OpenAPI 3.1 at `/openapi.json`, Swagger UI at `/docs/`).
 //! - [`jobs`]: the jobs service — the order that makes accepting a job lossless.
@@ -36,7 +37,7 @@
 //! - [`replies`]: applying worker replies and dead-lettered jobs to the store.
 //! - [`maintenance`]: the sweeper (no job waits forever) and the retention janitor.
 //! - [`webhooks`]: signed, durable, guarded callbacks when a job ends: the URL guard and
-//!   signing used at submit, and the delivery task.
+//!   each tenant's signing secret, and the delivery task.
 //! - [`events`]: change notices, published for every gateway and heard from all of them.
 //! - [`queue_depth`]: the jobs queue's depth and consumers, read from the broker.
 //! - [`stats`]: the figures of `GET /v1/stats`, the operations panel.

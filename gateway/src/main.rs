@@ -1,6 +1,7 @@
 //! `pixmill-gateway`: set up logging, read settings, serve until SIGTERM or Ctrl-C.
-//! `pixmill-gateway keys …` and `tenants …` manage API keys and tenants' limits instead
-//! (see `pixmill_gateway::manage`).
+//! `pixmill-gateway keys …` and `tenants …` manage API keys and tenants' limits instead,
+//! and `pixmill-gateway webhook-secret` prints a tenant's webhook secret (see
+//! `pixmill_gateway::manage`).
 
 use clap::Parser;
 use pixmill_gateway::{
@@ -18,6 +19,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Tenants { action }) => {
             return pixmill_shared::runtime::build()?.block_on(tenants(action));
         }
+        Some(Command::WebhookSecret { tenant }) => return webhook_secret(&tenant),
         None => {}
     }
     pixmill_shared::runtime::tune_malloc();
@@ -51,6 +53,22 @@ async fn tenants(action: pixmill_gateway::manage::TenantsAction) -> anyhow::Resu
     let mut out = std::io::stdout().lock();
     if let Err(e) = pixmill_gateway::manage::tenants(&url, action, &mut out).await {
         eprintln!("pixmill-gateway tenants: {e}");
+        std::process::exit(e.exit_code());
+    }
+    Ok(())
+}
+
+fn webhook_secret(tenant: &str) -> anyhow::Result<()> {
+    let master = match pixmill_gateway::config::webhook_secret_from_env() {
+        Ok(master) => master,
+        Err(e) => {
+            eprintln!("pixmill-gateway: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = pixmill_gateway::manage::webhook_secret(master.as_deref(), tenant, &mut out) {
+        eprintln!("pixmill-gateway webhook-secret: {e}");
         std::process::exit(e.exit_code());
     }
     Ok(())

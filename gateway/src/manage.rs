@@ -1,6 +1,6 @@
 //! `pixmill-gateway keys …` and `tenants …`: managing API keys and tenants' limits from
 //! the command line, on the task store `PIXMILL_DATABASE_URL` names, also while gateways
-//! run on it.
+//! run on it; and `pixmill-gateway webhook-secret`, a tenant's webhook signing secret.
 //!
 //! ```text
 //! pixmill-gateway keys create --tenant NAME [--scopes jobs:write,jobs:read] [--ttl SECONDS] [--label L]
@@ -8,10 +8,13 @@
 //! pixmill-gateway keys revoke ID
 //! pixmill-gateway tenants set NAME [--max-inflight N|default] [--rate PER_SEC|default] [--burst N|default]
 //! pixmill-gateway tenants list
+//! pixmill-gateway webhook-secret --tenant NAME
 //! ```
 //!
 //! `create` prints the record, then the key alone on the last line: it is shown once.
-//! Nothing prints a secret again.
+//! Nothing prints a key's secret again. `webhook-secret` needs only
+//! `PIXMILL_WEBHOOK_SECRET`, from which it derives the tenant's secret (the same one
+//! `GET /v1/webhooks/secret` answers that tenant), and prints it alone on the last line.
 
 use std::{io::Write, time::Duration};
 
@@ -22,6 +25,7 @@ use crate::{
     store::{self, ApiKey, DatabaseUrl, TenantLimits},
     tenants::LIMITS_CACHE,
     view::rfc3339,
+    webhooks::sign,
 };
 
 /// The gateway's command line: no subcommand serves.
@@ -43,6 +47,13 @@ pub enum Command {
     Tenants {
         #[command(subcommand)]
         action: TenantsAction,
+    },
+    /// Print a tenant's webhook signing secret, derived from PIXMILL_WEBHOOK_SECRET.
+    WebhookSecret {
+        /// The tenant whose deliveries the secret signs, exactly as its keys or tokens
+        /// name it.
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -308,6 +319,41 @@ fn describe_tenant(t: &TenantLimits, out: &mut impl Write) -> std::io::Result<()
     Ok(())
 }
 
+/// Runs `webhook-secret --tenant TENANT` with `master` (`PIXMILL_WEBHOOK_SECRET`, None when
+/// unset), writing to `out`: the tenant and header, then the secret alone on the last line.
+pub fn webhook_secret(
+    master: Option<&str>,
+    tenant: &str,
+    out: &mut impl Write,
+) -> Result<(), ManageError> {
+    let master = master.filter(|m| !m.is_empty()).ok_or_else(|| {
+        ManageError::Usage(
+            "PIXMILL_WEBHOOK_SECRET is not set: webhooks are off, and there is no secret to \
+             derive the tenant's from"
+                .into(),
+        )
+    })?;
+    if tenant.is_empty()
+        || tenant.len() > crate::jwt::MAX_TENANT_BYTES
+        || tenant.chars().any(char::is_control)
+    {
+        return Err(ManageError::Usage(format!(
+            "--tenant must be a tenant's name: 1 to {} bytes, no control characters",
+            crate::jwt::MAX_TENANT_BYTES
+        )));
+    }
+    let write = |e: std::io::Error| ManageError::Failed(format!("writing the output: {e}"));
+    writeln!(out, "tenant:   {tenant}").map_err(write)?;
+    writeln!(out, "header:   {}", sign::SIGNATURE_HEADER).map_err(write)?;
+    writeln!(
+        out,
+        "the tenant's webhook secret (HMAC-SHA256 key of its deliveries, also at GET /v1/webhooks/secret):"
+    )
+    .map_err(write)?;
+    writeln!(out, "{}", sign::tenant_secret(master, tenant)).map_err(write)?;
+    Ok(())
+}
+
 /// A key's record, one field a line, never its secret.
 fn describe(key: &ApiKey, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "id:       {}", key.id)?;
@@ -437,5 +483,27 @@ mod tests {
         assert!(err.to_string().contains("--max-inflight"), "{err}");
         drop(gateway);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_webhook_secret_command_prints_the_tenants_secret_last() {
+        let mut out = Vec::new();
+        webhook_secret(Some("test-webhook-secret"), "alpha", &mut out).expect("secret");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            text.lines().last(),
+            Some("657570e2705032d94701c4dafa3351e2d790e3b39daee305013391b3e57c88c9"),
+            "{text}"
+        );
+        assert!(!text.contains("test-webhook-secret"), "never the master");
+        for (master, tenant) in [
+            (None, "alpha"),
+            (Some(""), "alpha"),
+            (Some("m"), ""),
+            (Some("m"), "a\nb"),
+        ] {
+            let err = webhook_secret(master, tenant, &mut Vec::new()).expect_err("refused");
+            assert_eq!(err.exit_code(), 64, "{master:?} {tenant:?}");
+        }
     }
 }

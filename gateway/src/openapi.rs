@@ -45,6 +45,7 @@ pub mod schemas;
         (name = "jobs", description = "Submit, watch, fetch and delete jobs"),
         (name = "keys", description = "API keys: create, list and revoke them (admin)"),
         (name = "tenants", description = "Tenants' quotas and rates (admin)"),
+        (name = "webhooks", description = "The secret that signs a tenant's webhook deliveries"),
         (name = "operations", description = "Probes, metrics and the operations panel's figures"),
         (name = "docs", description = "Pages for people: the upload page, this document and Swagger UI"),
     ),

@@ -97,8 +97,11 @@ pub struct ResultView {
 /// Where a job's webhook stands.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct CallbackView {
-    #[schema(format = "uri")]
-    pub url: String,
+    /// Where the job record is POSTed: shown to the job's own tenant only, absent for
+    /// anyone else (an `admin` of another tenant).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, format = "uri")]
+    pub url: Option<String>,
     /// `pending` (until delivered or given up), `delivered` or `failed`.
     #[schema(value_type = String, example = "pending")]
     pub state: CallbackState,
@@ -114,10 +117,14 @@ pub struct AttemptView {
     /// The receiver's HTTP status, if it answered.
     #[schema(required = true)]
     pub status: Option<u16>,
-    /// Why it failed, if it did.
+    /// Why it failed, if it did. The reason can name the callback's address, so callers
+    /// other than the job's tenant read [`WITHHELD_ERROR`] instead.
     #[schema(required = true)]
     pub error: Option<String>,
 }
+
+/// A failed attempt's `error` as shown to callers other than the job's tenant.
+pub const WITHHELD_ERROR: &str = "withheld: only the job's tenant sees why a delivery failed";
 
 /// Where the job and its result are.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -198,11 +205,14 @@ impl ToSchema for JobStreamEvent {
     }
 }
 
-/// The JSON shape of a job, as documented in docs/api.md.
-pub fn view(job: &Job) -> JobView {
+/// The JSON shape of a job, as documented in docs/api.md, shown to a caller of
+/// `caller_tenant`. Where the job's webhook goes (its URL, and the delivery errors that
+/// may name it) is shown only to the job's own tenant: an `admin` of another tenant sees
+/// the job and its webhook's progress, never the address.
+pub fn view(job: &Job, caller_tenant: &str) -> JobView {
     let Job {
         id,
-        tenant: _,
+        tenant,
         state,
         steps,
         format,
@@ -222,6 +232,7 @@ pub fn view(job: &Job) -> JobView {
         callback,
     } = job;
     let shown = result_deleted_at.is_none() && *state == JobState::Succeeded;
+    let owner = tenant == caller_tenant;
     JobView {
         id: *id,
         state: *state,
@@ -242,7 +253,7 @@ pub fn view(job: &Job) -> JobView {
             }),
         result_deleted: result_deleted_at.is_some(),
         result: result.as_ref().filter(|_| shown).map(result_view),
-        callback: callback.as_ref().map(callback_view),
+        callback: callback.as_ref().map(|c| callback_view(c, owner)),
         links: JobLinks {
             self_: format!("/v1/jobs/{id}"),
             result: format!("/v1/jobs/{id}/result"),
@@ -269,14 +280,15 @@ fn result_view(result: &pixmill_shared::JobResult) -> ResultView {
     }
 }
 
-fn callback_view(callback: &Callback) -> CallbackView {
+/// A webhook's progress; its URL and failure reasons only for the job's `owner`.
+fn callback_view(callback: &Callback, owner: bool) -> CallbackView {
     let Callback {
         url,
         state,
         attempts,
     } = callback;
     CallbackView {
-        url: url.clone(),
+        url: owner.then(|| url.clone()),
         state: *state,
         attempts: attempts
             .iter()
@@ -289,7 +301,13 @@ fn callback_view(callback: &Callback) -> CallbackView {
                 AttemptView {
                     at_ms: *at_ms,
                     status: *status,
-                    error: error.clone(),
+                    error: error.as_ref().map(|e| {
+                        if owner {
+                            e.clone()
+                        } else {
+                            WITHHELD_ERROR.into()
+                        }
+                    }),
                 }
             })
             .collect(),
@@ -370,7 +388,7 @@ mod tests {
     /// keys never shown.
     #[test]
     fn job_view_golden_json() {
-        let got = serde_json::to_string(&view(&job())).expect("serialize");
+        let got = serde_json::to_string(&view(&job(), "local")).expect("serialize");
         let want = concat!(
             r#"{"id":"4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27","state":"succeeded","#,
             r#""steps":[{"op":"resize","width":640,"fit":"cover"},{"op":"grayscale"}],"#,
@@ -395,7 +413,7 @@ mod tests {
         queued.finished_at = None;
         queued.worker = None;
         queued.callback = None;
-        let value = serde_json::to_value(view(&queued)).expect("serialize");
+        let value = serde_json::to_value(view(&queued, "local")).expect("serialize");
         for key in [
             "started_at",
             "finished_at",
@@ -408,8 +426,44 @@ mod tests {
         }
         let mut deleted = job();
         deleted.result_deleted_at = Some(1);
-        let value = serde_json::to_value(view(&deleted)).expect("serialize");
+        let value = serde_json::to_value(view(&deleted, "local")).expect("serialize");
         assert_eq!(value["result"], serde_json::Value::Null);
         assert_eq!(value["result_deleted"], true);
+    }
+
+    /// Another tenant's caller (an admin) sees the webhook's progress, but neither its
+    /// URL nor the failure reasons that may name it.
+    #[test]
+    fn only_the_jobs_tenant_sees_where_its_webhook_goes() {
+        let mut job = job();
+        if let Some(callback) = job.callback.as_mut() {
+            callback.attempts[0].error =
+                Some("could not deliver: https://hooks.example.com/pixmill refused".into());
+        }
+        let owner = serde_json::to_value(view(&job, "local")).expect("serialize");
+        assert_eq!(
+            owner["callback"]["url"],
+            "https://hooks.example.com/pixmill"
+        );
+        let other = view(&job, "ops");
+        let text = serde_json::to_string(&other).expect("serialize");
+        assert!(!text.contains("hooks.example.com"), "{text}");
+        let callback = serde_json::to_value(&other.callback).expect("serialize");
+        assert_eq!(
+            callback,
+            serde_json::json!({
+                "state": "delivered",
+                "attempts": [
+                    {"at_ms": 1_764_583_200_500_i64, "status": 500, "error": WITHHELD_ERROR},
+                    {"at_ms": 1_764_583_201_500_i64, "status": 204, "error": null},
+                ],
+            })
+        );
+        // Everything else is the same.
+        let mut without = serde_json::to_value(&other).expect("serialize");
+        let mut owners = owner.clone();
+        without["callback"] = serde_json::Value::Null;
+        owners["callback"] = serde_json::Value::Null;
+        assert_eq!(without, owners);
     }
 }

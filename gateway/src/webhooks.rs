@@ -6,8 +6,11 @@
 //! kept, see [`crate::store::Callback`]) and the job's [`crate::view`].
 //!
 //! - **Signed.** `Pixmill-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>` over
-//!   `"<t>.<body>"` with `PIXMILL_WEBHOOK_SECRET`, as Stripe signs its events: the
-//!   receiver recomputes it, and rejects old timestamps to stop replays.
+//!   `"<t>.<body>"`, as Stripe signs its events: the receiver recomputes it, and rejects
+//!   old timestamps to stop replays. The key is the job's tenant's own secret, derived
+//!   from `PIXMILL_WEBHOOK_SECRET` ([`sign::tenant_secret`]), so one tenant's receiver
+//!   cannot forge deliveries to another's; a tenant reads its secret from
+//!   `GET /v1/webhooks/secret`, an operator from `pixmill-gateway webhook-secret`.
 //! - **Durable.** Pending deliveries live in the task store. A pass every second claims
 //!   the due ones (a lease, so N gateways never send the same attempt twice), sends,
 //!   and records each attempt in the job; failures back off (1 s, 2 s, 4 s … up to
@@ -31,7 +34,8 @@ pub use guard::check_url;
 /// The webhook settings (`PIXMILL_WEBHOOK_*`).
 #[derive(Clone, Default)]
 pub struct WebhookSettings {
-    /// `PIXMILL_WEBHOOK_SECRET`: signs every delivery. Without it, callbacks are refused.
+    /// `PIXMILL_WEBHOOK_SECRET`: the master each tenant's signing secret is derived from.
+    /// Without it, callbacks are refused.
     pub secret: Option<String>,
     /// `PIXMILL_WEBHOOK_ALLOW`: hosts callbacks may go to, `name` (the scheme's default
     /// port only) or `name:port` (see [`guard::allow_entry`]).

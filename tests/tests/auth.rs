@@ -1,15 +1,23 @@
 //! Authentication end to end, with `PIXMILL_AUTH=required`: every API route against
-//! every kind of bad credential, scopes, tenant isolation (ids, results, events,
-//! listings, idempotency keys), the `keys` command beside a running gateway, and the
-//! refusal to start on a public address without a decision.
+//! every kind of bad credential (API keys and bearer JWTs), scopes, tenant isolation
+//! (ids, results, events, listings, idempotency keys, callback URLs, webhook secrets),
+//! the operators' routes, on SQLite and on PostgreSQL; the `keys` command beside a
+//! running gateway, and the refusal to start on a public address without a decision.
 
 use std::time::Duration;
 
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
 use pixmill_gateway::{
     auth::{self, ApiScope, AuthMode, KeyRequest},
-    store::Store,
+    jwt::{JwtKeys, JwtSecret, JwtSettings},
+    store::{DatabaseUrl, Store},
+    view::WITHHELD_ERROR,
+    webhooks::sign::tenant_secret,
 };
 use pixmill_tests::{Client, Reply, Stack, TIMEOUT, binary, common, photos::photo, temp_dir};
+use serde_json::{Value, json};
+use sha2::Sha256;
 use uuid::Uuid;
 
 /// Makes a key of `tenant` with `scopes` straight in the store; `ttl` and `age` (how
@@ -32,6 +40,68 @@ fn id_of(key: &str) -> String {
     auth::key::parse(key).expect("a key").id
 }
 
+/// The identity provider the matrix's gateways trust: an HS256 secret, an issuer and an
+/// audience.
+const JWT_SECRET: &[u8] = b"the-auth-tests-hs256-secret-0123456789";
+const JWT_ISSUER: &str = "https://idp.pixmill.test";
+const JWT_AUDIENCE: &str = "pixmill";
+
+/// The webhook master secret of every test stack (see `Stack::start_configured`).
+const WEBHOOK_MASTER: &str = "test-webhook-secret";
+
+fn jwt_settings() -> JwtSettings {
+    let secret = JwtSecret::new(JWT_SECRET).expect("a long enough secret");
+    let mut settings = JwtSettings::new(JwtKeys::Hs256(secret));
+    settings.issuer = Some(JWT_ISSUER.into());
+    settings.audience = Some(JWT_AUDIENCE.into());
+    settings
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A compact JWT of `header` and `claims`, signed with HMAC-SHA256 under [`JWT_SECRET`]
+/// whatever the header says, made by hand as an identity provider would.
+fn jwt(header: &Value, claims: &Value) -> String {
+    let signed = format!(
+        "{}.{}",
+        base64url(header.to_string().as_bytes()),
+        base64url(claims.to_string().as_bytes())
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(JWT_SECRET).expect("HMAC takes any key");
+    mac.update(signed.as_bytes());
+    format!("{signed}.{}", base64url(&mac.finalize().into_bytes()))
+}
+
+/// The header of an HS256 token.
+fn hs256() -> Value {
+    json!({"alg": "HS256", "typ": "JWT"})
+}
+
+/// Claims the matrix's gateways accept: `tenant` in `sub`, `scope`, the issuer and
+/// audience, valid `ttl` more seconds (negative: expired that long ago).
+fn claims(tenant: &str, scope: Value, ttl: i64) -> Value {
+    let now = pixmill_shared::now_ms() / 1000;
+    json!({
+        "iss": JWT_ISSUER,
+        "aud": JWT_AUDIENCE,
+        "sub": tenant,
+        "scope": scope,
+        "iat": now,
+        "exp": now + ttl,
+    })
+}
+
+/// `token` with the first character of its signature changed: a change of the
+/// signature's first byte, not of base64's unused bits.
+fn tampered(token: &str) -> String {
+    let (signed, signature) = token.rsplit_once('.').expect("three segments");
+    let mut chars: Vec<char> = signature.chars().collect();
+    chars[0] = if chars[0] == 'A' { 'B' } else { 'A' };
+    format!("{signed}.{}", chars.into_iter().collect::<String>())
+}
+
 /// One request of the matrix.
 #[derive(Debug, Clone, Copy)]
 enum Call {
@@ -41,32 +111,40 @@ enum Call {
     Events,
     Result,
     Delete,
+    WebhookSecret,
     Stats,
     Metrics,
     ListKeys,
     CreateKey,
     RevokeKey,
+    ListTenants,
+    ShowTenant,
+    SetTenant,
 }
 
 impl Call {
-    const ALL: [Call; 11] = [
+    const ALL: [Call; 15] = [
         Call::Submit,
         Call::List,
         Call::Status,
         Call::Events,
         Call::Result,
         Call::Delete,
+        Call::WebhookSecret,
         Call::Stats,
         Call::Metrics,
         Call::ListKeys,
         Call::CreateKey,
         Call::RevokeKey,
+        Call::ListTenants,
+        Call::ShowTenant,
+        Call::SetTenant,
     ];
 
     /// The scope the route needs.
     fn scope(self) -> &'static str {
         match self {
-            Call::Submit | Call::Delete => "jobs:write",
+            Call::Submit | Call::Delete | Call::WebhookSecret => "jobs:write",
             Call::List | Call::Status | Call::Events | Call::Result => "jobs:read",
             _ => "admin",
         }
@@ -83,6 +161,7 @@ impl Call {
             Call::Events => client.get(&format!("/v1/jobs/{job}/events")).await,
             Call::Result => client.get(&format!("/v1/jobs/{job}/result")).await,
             Call::Delete => client.delete(&format!("/v1/jobs/{job}")).await,
+            Call::WebhookSecret => client.get("/v1/webhooks/secret").await,
             Call::Stats => client.get("/v1/stats").await,
             Call::Metrics => client.get("/metrics").await,
             Call::ListKeys => client.get("/v1/keys").await,
@@ -92,6 +171,13 @@ impl Call {
                     .await
             }
             Call::RevokeKey => client.delete(&format!("/v1/keys/{victim}")).await,
+            Call::ListTenants => client.get("/v1/tenants").await,
+            Call::ShowTenant => client.get("/v1/tenants/alpha").await,
+            Call::SetTenant => {
+                client
+                    .put_json("/v1/tenants/made", &serde_json::json!({"rate": 0}))
+                    .await
+            }
         };
         reply.expect("an answer")
     }
@@ -125,12 +211,43 @@ fn expect(reply: &Reply, status: u16, code: &str, what: &str, secret: Option<&st
     }
 }
 
+/// The body of a 200, as text.
+fn ok_text(reply: &Reply, what: &str) -> String {
+    let text = String::from_utf8_lossy(&reply.body).to_string();
+    assert_eq!(reply.status, 200, "{what}: {text}");
+    text
+}
+
 #[tokio::test]
 async fn every_route_refuses_bad_credentials_and_confines_tenants() {
-    let common = common(&format!("test-{}", Uuid::new_v4().simple()), &temp_dir());
-    let mut stack = Stack::start_configured(common, |s| s.auth = AuthMode::Required)
-        .await
-        .expect("start");
+    let dir = temp_dir();
+    let database = DatabaseUrl::Sqlite(dir.join("pixmill.db"));
+    auth_matrix(dir, database).await;
+}
+
+/// The same matrix on a PostgreSQL task store (keys, jobs and idempotency keys there).
+#[tokio::test]
+async fn every_route_refuses_bad_credentials_and_confines_tenants_on_postgres() {
+    let Some(database) = pixmill_tests::backends::fresh_postgres().await else {
+        return;
+    };
+    auth_matrix(temp_dir(), database).await;
+}
+
+/// Every route against every credential, scopes, tenant isolation and the operators'
+/// routes, on one stack whose task store is `database`, with API keys and JWTs.
+async fn auth_matrix(dir: std::path::PathBuf, database: DatabaseUrl) {
+    let common = common(&format!("test-{}", Uuid::new_v4().simple()), &dir);
+    let stack_database = database.clone();
+    let mut stack = Stack::start_configured(common, |s| {
+        s.auth = AuthMode::Required;
+        s.database_url = stack_database;
+        s.jwt = Some(jwt_settings());
+        // The callback below goes to 127.0.0.1:9, where nothing listens.
+        s.webhooks.allow = vec!["127.0.0.1:9".into()];
+    })
+    .await
+    .expect("start");
     stack.add_worker("auth", 2);
     let store = stack.jobs().store.clone();
     let gateway = stack.client.clone();
@@ -149,11 +266,34 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
     let unknown = auth::key::generate().expect("key").token;
     let victim = id_of(&key(&store, "gamma", "jobs:read", None, 0).await);
 
+    // JWTs of the identity provider: good ones, each acting as its tenant with its
+    // scopes (an array with a scope pixmill does not know, for the admin), and bad ones.
+    let jwt_reader = jwt(&hs256(), &claims("alpha", json!("jobs:read"), 600));
+    let jwt_beta = jwt(
+        &hs256(),
+        &claims("beta", json!("jobs:write jobs:read"), 600),
+    );
+    let jwt_admin = jwt(&hs256(), &claims("ops", json!(["profile", "admin"]), 600));
+    let jwt_expired = jwt(&hs256(), &claims("alpha", json!("admin"), -600));
+    let mut elsewhere = claims("alpha", json!("admin"), 600);
+    elsewhere["aud"] = json!("another-service");
+    let jwt_wrong_audience = jwt(&hs256(), &elsewhere);
+    let would_be_admin = jwt(&hs256(), &claims("alpha", json!("admin"), 600));
+    let payload = would_be_admin.split('.').nth(1).expect("a payload");
+    let jwt_alg_none = format!("{}.{payload}.", base64url(br#"{"alg":"none","typ":"JWT"}"#));
+    let jwt_tampered = tampered(&would_be_admin);
+
     // Alpha's job, with an idempotency key, run to the end.
     let (alpha, beta, root) = (
         gateway.with_key(&a_writer),
         gateway.with_key(&b_writer),
         gateway.with_key(&admin),
+    );
+    let (reader, token_reader, token_beta, token_root) = (
+        gateway.with_key(&a_reader),
+        gateway.with_key(&jwt_reader),
+        gateway.with_key(&jwt_beta),
+        gateway.with_key(&jwt_admin),
     );
     let image = photo("china.jpg");
     let idem = [("Idempotency-Key", "order-1")];
@@ -171,32 +311,57 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
     let done = alpha.wait_terminal(&job).await.expect("wait");
     assert_eq!(done["state"], "succeeded", "{done}");
 
-    // Bad credentials, on every route: the same refusal everywhere.
-    let bad: [(&str, String, &str, Option<&str>); 5] = [
-        ("none", String::new(), "credential_missing", None),
+    // Bad credentials, on every route: the same refusal everywhere, as docs/api.md
+    // documents it for keys and for JWTs.
+    let bad: Vec<(&str, String, &str, Option<String>)> = vec![
+        ("no key", String::new(), "credential_missing", None),
         (
-            "malformed",
+            "a malformed key",
             "Bearer pmk_nonsense".into(),
             "credential_malformed",
             None,
         ),
         (
-            "unknown",
+            "an unknown key",
             format!("Bearer {unknown}"),
             "credential_invalid",
-            Some(&unknown[21..]),
+            Some(unknown[21..].to_string()),
         ),
         (
-            "expired",
+            "an expired key",
             format!("Bearer {expired}"),
             "credential_expired",
-            Some(&expired[21..]),
+            Some(expired[21..].to_string()),
         ),
         (
-            "revoked",
+            "a revoked key",
             format!("Bearer {revoked}"),
             "credential_revoked",
-            Some(&revoked[21..]),
+            Some(revoked[21..].to_string()),
+        ),
+        (
+            "an expired JWT",
+            format!("Bearer {jwt_expired}"),
+            "credential_expired",
+            Some(jwt_expired.clone()),
+        ),
+        (
+            "a JWT for another audience",
+            format!("Bearer {jwt_wrong_audience}"),
+            "credential_invalid",
+            Some(jwt_wrong_audience.clone()),
+        ),
+        (
+            "an unsigned JWT (alg none)",
+            format!("Bearer {jwt_alg_none}"),
+            "credential_invalid",
+            Some(jwt_alg_none.clone()),
+        ),
+        (
+            "a JWT with a tampered signature",
+            format!("Bearer {jwt_tampered}"),
+            "credential_invalid",
+            Some(jwt_tampered.clone()),
         ),
     ];
     for call in Call::ALL {
@@ -211,19 +376,23 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
                 &reply,
                 401,
                 code,
-                &format!("{call:?} with {what} key"),
-                *secret,
+                &format!("{call:?} with {what}"),
+                secret.as_deref(),
             );
         }
     }
 
-    // Valid keys without the route's scope: 403, naming the scope.
-    let reader = gateway.with_key(&a_reader);
+    // Valid keys and tokens without the route's scope: 403, naming the scope.
     for call in Call::ALL {
         let needs = call.scope();
         let clients: Vec<(&str, &Client)> = match needs {
-            "jobs:write" => vec![("read-only", &reader)],
-            "admin" => vec![("read-only", &reader), ("tenant writer", &alpha)],
+            "jobs:write" => vec![("read-only key", &reader), ("read-only JWT", &token_reader)],
+            "admin" => vec![
+                ("read-only key", &reader),
+                ("read-only JWT", &token_reader),
+                ("tenant writer key", &alpha),
+                ("tenant writer JWT", &token_beta),
+            ],
             _ => vec![],
         };
         for (what, client) in clients {
@@ -232,7 +401,7 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
                 &reply,
                 403,
                 "insufficient_scope",
-                &format!("{call:?} with a {what} key"),
+                &format!("{call:?} with a {what}"),
                 None,
             );
             assert!(
@@ -243,30 +412,38 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
         }
     }
 
-    // Another tenant's job is not found, exactly like an unknown id.
-    for call in [Call::Status, Call::Events, Call::Result, Call::Delete] {
-        let reply = call.send(&beta, &job, &victim).await;
-        expect(
-            &reply,
-            404,
-            "not_found",
-            &format!("{call:?} by another tenant"),
-            None,
-        );
-        let unknown_id = Uuid::new_v4().to_string();
-        let reply = call.send(&beta, &unknown_id, &victim).await;
-        expect(
-            &reply,
-            404,
-            "not_found",
-            &format!("{call:?} of an unknown id"),
-            None,
-        );
+    // Another tenant's job is not found, exactly like an unknown id, by key or JWT.
+    for (what, other) in [("key", &beta), ("JWT", &token_beta)] {
+        for call in [Call::Status, Call::Events, Call::Result, Call::Delete] {
+            let reply = call.send(other, &job, &victim).await;
+            expect(
+                &reply,
+                404,
+                "not_found",
+                &format!("{call:?} by another tenant's {what}"),
+                None,
+            );
+            let unknown_id = Uuid::new_v4().to_string();
+            let reply = call.send(other, &unknown_id, &victim).await;
+            expect(
+                &reply,
+                404,
+                "not_found",
+                &format!("{call:?} of an unknown id with a {what}"),
+                None,
+            );
+        }
     }
-    // The reader of alpha sees its tenant's job, result and events.
-    assert_eq!(Call::Status.send(&reader, &job, &victim).await.status, 200);
-    assert_eq!(Call::Result.send(&reader, &job, &victim).await.status, 200);
-    assert_eq!(Call::Events.send(&reader, &job, &victim).await.status, 200);
+    // Alpha's readers, key and JWT, see its tenant's job, result and events.
+    for client in [&reader, &token_reader] {
+        for call in [Call::Status, Call::Result, Call::Events] {
+            assert_eq!(
+                call.send(client, &job, &victim).await.status,
+                200,
+                "{call:?}"
+            );
+        }
+    }
 
     // Listings: each tenant its own; admin everyone's, and by tenant on request.
     let ids = |reply: Reply| -> Vec<String> {
@@ -284,20 +461,28 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
             .collect()
     };
     assert!(ids(beta.get("/v1/jobs").await.expect("list")).is_empty());
+    assert!(ids(token_beta.get("/v1/jobs").await.expect("list")).is_empty());
     assert_eq!(
         ids(alpha.get("/v1/jobs").await.expect("list")),
         vec![job.clone()]
     );
-    let refused = beta.get("/v1/jobs?tenant=alpha").await.expect("list");
-    expect(
-        &refused,
-        403,
-        "insufficient_scope",
-        "beta listing alpha",
-        None,
+    assert_eq!(
+        ids(token_reader.get("/v1/jobs").await.expect("list")),
+        vec![job.clone()]
     );
+    for (what, other) in [("key", &beta), ("JWT", &token_beta)] {
+        let refused = other.get("/v1/jobs?tenant=alpha").await.expect("list");
+        expect(
+            &refused,
+            403,
+            "insufficient_scope",
+            &format!("beta listing alpha with a {what}"),
+            None,
+        );
+    }
 
-    // Idempotency keys are per tenant: beta's "order-1" is a new job of its own.
+    // Idempotency keys are per tenant: beta's "order-1" is a new job of its own, and
+    // beta's JWT, acting as beta, gets that one back.
     let again = alpha
         .submit_with_headers(&image, &[("op", "grayscale")], &idem)
         .await
@@ -314,35 +499,88 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
     let beta_job = theirs.json()["id"].as_str().expect("id").to_string();
     assert_ne!(beta_job, job);
     assert!(theirs.headers.get("idempotent-replayed").is_none());
+    let by_token = token_beta
+        .submit_with_headers(&image, &[("op", "grayscale")], &idem)
+        .await
+        .expect("beta's JWT submit");
+    assert_eq!(
+        (by_token.status, by_token.json()["id"].as_str()),
+        (202, Some(beta_job.as_str())),
+        "{}",
+        String::from_utf8_lossy(&by_token.body)
+    );
+    assert_eq!(by_token.headers["idempotent-replayed"], "true");
     assert_eq!(
         ids(beta.get("/v1/jobs").await.expect("list")),
         vec![beta_job.clone()]
     );
 
-    let mut everyone = ids(root.get("/v1/jobs").await.expect("list"));
-    everyone.sort();
     let mut both = vec![job.clone(), beta_job.clone()];
     both.sort();
-    assert_eq!(everyone, both, "admin sees every tenant's jobs");
-    assert_eq!(
-        ids(root.get("/v1/jobs?tenant=alpha").await.expect("list")),
-        vec![job.clone()]
-    );
-    assert_eq!(
-        root.get(&format!("/v1/jobs/{beta_job}"))
+    for (what, administrator) in [("key", &root), ("JWT", &token_root)] {
+        let mut everyone = ids(administrator.get("/v1/jobs").await.expect("list"));
+        everyone.sort();
+        assert_eq!(everyone, both, "an admin {what} sees every tenant's jobs");
+        assert_eq!(
+            ids(administrator
+                .get("/v1/jobs?tenant=alpha")
+                .await
+                .expect("list")),
+            vec![job.clone()]
+        );
+        let reply = administrator
+            .get(&format!("/v1/jobs/{beta_job}"))
             .await
-            .expect("get")
-            .status,
-        200
-    );
-    assert_eq!(root.get("/v1/stats").await.expect("stats").status, 200);
-    assert_eq!(root.get("/metrics").await.expect("metrics").status, 200);
+            .expect("get");
+        assert_eq!(reply.status, 200, "an admin {what} reads beta's job");
+        // The operators' routes, for admins only (refused to the others above).
+        ok_text(
+            &administrator.get("/v1/stats").await.expect("stats"),
+            "stats",
+        );
+        let metrics = ok_text(
+            &administrator.get("/metrics").await.expect("metrics"),
+            "metrics",
+        );
+        assert!(metrics.contains("pixmill_"), "{metrics}");
+    }
 
-    // Probes need no key; /readyz names internal addresses only to admins.
+    // Probes: /healthz needs no key and reads none; /readyz names internal addresses
+    // (broker node, task store, blob store) only to admins, never to anyone else.
     assert_eq!(gateway.get("/healthz").await.expect("healthz").status, 200);
-    let anonymous = gateway.get("/readyz").await.expect("readyz").json();
-    assert!(anonymous["broker_node"].is_null(), "{anonymous}");
-    assert_eq!(anonymous["blob_store"], "folder", "{anonymous}");
+    for junk in ["Bearer pmk_nonsense", &format!("Bearer {jwt_alg_none}")] {
+        let reply = gateway
+            .with_authorization(junk)
+            .get("/healthz")
+            .await
+            .expect("healthz");
+        assert_eq!(reply.status, 200, "/healthz reads no key");
+    }
+    let data_dir = dir.display().to_string();
+    for (what, client) in [
+        ("anonymous", &gateway),
+        ("tenant key", &alpha),
+        ("tenant JWT", &token_beta),
+    ] {
+        let reply = client.get("/readyz").await.expect("readyz");
+        let text = ok_text(&reply, &format!("/readyz, {what}"));
+        let body = reply.json();
+        assert!(body["broker_node"].is_null(), "{what}: {body}");
+        assert_eq!(body["blob_store"], "folder", "{what}: {body}");
+        for internal in [
+            "127.0.0.1",
+            "localhost",
+            "amqp",
+            "postgres://",
+            "sqlite:",
+            data_dir.as_str(),
+        ] {
+            assert!(
+                !text.contains(internal),
+                "/readyz, {what}, names {internal}: {text}"
+            );
+        }
+    }
     let full = root.get("/readyz").await.expect("readyz").json();
     assert!(full["broker_node"].is_string(), "{full}");
     assert!(
@@ -352,6 +590,102 @@ async fn every_route_refuses_bad_credentials_and_confines_tenants() {
             .starts_with("folder "),
         "{full}"
     );
+    let backend = if matches!(database, DatabaseUrl::Postgres(_)) {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(full["store_backend"], backend, "{full}");
+
+    // Webhook secrets: each tenant gets its own, by key or JWT, derived from the master.
+    for (tenant, client) in [("alpha", &alpha), ("beta", &token_beta)] {
+        let reply = client.get("/v1/webhooks/secret").await.expect("secret");
+        ok_text(&reply, &format!("{tenant}'s webhook secret"));
+        assert_eq!(
+            reply.json(),
+            json!({
+                "tenant": tenant,
+                "secret": tenant_secret(WEBHOOK_MASTER, tenant),
+                "signature_header": "Pixmill-Signature",
+            })
+        );
+        assert_eq!(reply.headers["cache-control"], "no-store");
+    }
+    assert_ne!(
+        tenant_secret(WEBHOOK_MASTER, "alpha"),
+        tenant_secret(WEBHOOK_MASTER, "beta")
+    );
+
+    // A callback URL is shown to its job's tenant only: an admin sees the job and its
+    // webhook's progress, not where it goes, nor the delivery errors that name it.
+    let hook = "http://127.0.0.1:9/pixmill-hook";
+    let hooked = alpha
+        .submit_ok(&image, &[("op", "grayscale"), ("callback_url", hook)])
+        .await
+        .expect("submit with a callback");
+    alpha.wait_terminal(&hooked).await.expect("wait");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let owners = loop {
+        let record = alpha
+            .get(&format!("/v1/jobs/{hooked}"))
+            .await
+            .expect("get")
+            .json();
+        if record["callback"]["attempts"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break record;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery attempt: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(owners["callback"]["url"], hook, "{owners}");
+    let listed = ok_text(&alpha.get("/v1/jobs").await.expect("list"), "alpha's list");
+    assert!(
+        listed.contains(hook),
+        "the owner's listing shows it: {listed}"
+    );
+    for (what, administrator) in [("key", &root), ("JWT", &token_root)] {
+        let reply = administrator
+            .get(&format!("/v1/jobs/{hooked}"))
+            .await
+            .expect("get");
+        let text = ok_text(&reply, &format!("an admin {what} reading alpha's job"));
+        assert!(
+            !text.contains("127.0.0.1:9"),
+            "admin {what} sees the URL: {text}"
+        );
+        let record = reply.json();
+        let callback = record["callback"]
+            .as_object()
+            .expect("the webhook's progress");
+        assert!(!callback.contains_key("url"), "{record}");
+        assert_eq!(callback["state"], owners["callback"]["state"]);
+        for attempt in callback["attempts"].as_array().expect("attempts") {
+            assert!(
+                attempt["error"].is_null() || attempt["error"] == WITHHELD_ERROR,
+                "{attempt}"
+            );
+        }
+        for path in [
+            "/v1/jobs".to_string(),
+            "/v1/jobs?tenant=alpha".to_string(),
+            format!("/v1/jobs/{hooked}/events"),
+        ] {
+            let text = ok_text(
+                &administrator.get(&path).await.expect("get"),
+                &format!("an admin {what}: {path}"),
+            );
+            assert!(
+                text.contains(&hooked) && !text.contains("127.0.0.1:9"),
+                "admin {what}, {path}: {text}"
+            );
+        }
+    }
 
     // Keys over HTTP: made, listed without secrets, revoked, refused within 5 s.
     let made = root

@@ -1,6 +1,7 @@
 //! Webhooks against a real local HTTP receiver: signed deliveries that survive a
-//! gateway restart between the job's end and the delivery, callbacks to
-//! disallowed addresses refused at submit, and a slow receiver that does not hold up
+//! gateway restart between the job's end and the delivery, callbacks to disallowed
+//! addresses refused at submit, each tenant's deliveries signed with its own secret,
+//! which verifies none of another tenant's, and a slow receiver that does not hold up
 //! another's deliveries.
 
 use std::{
@@ -12,8 +13,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, body::Bytes, extract::State, http::HeaderMap, http::StatusCode, routing::post};
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, Uri},
+    routing::post,
+};
 use hmac::{Hmac, Mac};
+use pixmill_gateway::{
+    auth::{self, ApiScope, AuthMode, KeyRequest},
+    webhooks::sign::tenant_secret,
+};
 use pixmill_tests::{GatewayProcess, Stack, TIMEOUT, common, free_port, photos::photo, temp_dir};
 use serde_json::Value;
 use sha2::Sha256;
@@ -42,8 +53,9 @@ async fn hook(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> 
     }
 }
 
-/// Checks `t=…,v1=…` the way a receiver would, with its own HMAC.
-fn verify(header: &str, body: &[u8]) -> Result<i64, String> {
+/// Checks `t=…,v1=…` the way a receiver would, with its own HMAC keyed with `secret`
+/// (its tenant's webhook secret, as text).
+fn verify(secret: &str, header: &str, body: &[u8]) -> Result<i64, String> {
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
@@ -54,7 +66,7 @@ fn verify(header: &str, body: &[u8]) -> Result<i64, String> {
         }
     }
     let (t, v1) = (t.ok_or("no t")?, v1.ok_or("no v1")?);
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).map_err(|e| e.to_string())?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
     let expected: String = mac
@@ -156,13 +168,28 @@ async fn signed_deliveries_survive_a_gateway_restart() {
     .await;
 
     let (headers, body) = shared.lock().expect("lock").received[0].clone();
+    // Signed with the secret of the job's tenant (`local`, the open gateway's), which
+    // the tenant reads from the gateway; the master itself verifies nothing.
+    let secret = tenant_secret(SECRET, "local");
+    let answer = gateway
+        .client
+        .get("/v1/webhooks/secret")
+        .await
+        .expect("the secret")
+        .json();
+    assert_eq!(answer["tenant"], "local", "{answer}");
+    assert_eq!(answer["secret"], secret.as_str(), "{answer}");
     let signature = headers["pixmill-signature"].to_str().expect("signature");
-    let signed_at = verify(signature, &body).expect("the signature checks out");
+    let signed_at = verify(&secret, signature, &body).expect("the signature checks out");
     let age = pixmill_shared::now_ms() / 1000 - signed_at;
     assert!((0..120).contains(&age), "signature timestamp {age} s old");
     assert!(
-        verify(signature, b"{\"tampered\":true}").is_err(),
+        verify(&secret, signature, b"{\"tampered\":true}").is_err(),
         "a changed body fails the check"
+    );
+    assert!(
+        verify(SECRET, signature, &body).is_err(),
+        "signed with the tenant's secret, not the master"
     );
     assert_eq!(headers["pixmill-event"], "job.succeeded");
     let delivered: Value = serde_json::from_slice(&body).expect("JSON body");
@@ -201,6 +228,117 @@ async fn signed_deliveries_survive_a_gateway_restart() {
         "delivered once"
     );
     gateway.kill().await.expect("stop");
+    stack.stop().await.expect("stop");
+}
+
+/// Every delivery a receiver got: the path it came to, its headers and its body.
+type Deliveries = Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>;
+
+async fn record(State(seen): State<Deliveries>, uri: Uri, headers: HeaderMap, body: Bytes) {
+    seen.lock()
+        .expect("lock")
+        .push((uri.path().to_string(), headers, body));
+}
+
+/// Two tenants, each with a receiver that knows only its own tenant's secret (read from
+/// the gateway with its own key): each verifies its own tenant's deliveries, and
+/// neither accepts the other's, so one receiver cannot forge deliveries to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenants_deliveries_verify_only_with_its_own_secret() {
+    let seen: Deliveries = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let receiver = listener.local_addr().expect("addr");
+    let base = format!("http://{receiver}");
+    let app = Router::new()
+        .route("/alpha", post(record))
+        .route("/beta", post(record))
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let common = common(&format!("hooks-{}", Uuid::new_v4().simple()), &temp_dir());
+    let mut stack = Stack::start_configured(common, |s| {
+        s.auth = AuthMode::Required;
+        s.webhooks.allow = vec![receiver.to_string()];
+    })
+    .await
+    .expect("start");
+    stack.add_worker("hook-worker", 2);
+    let master = stack
+        .jobs()
+        .webhooks
+        .secret
+        .clone()
+        .expect("the stack signs webhooks");
+    let store = stack.jobs().store.clone();
+    let mut secrets = Vec::new();
+    let mut ids = Vec::new();
+    let image = photo("flower.jpg");
+    for tenant in ["alpha", "beta"] {
+        let request = KeyRequest {
+            tenant: tenant.into(),
+            scopes: ApiScope::parse_list("jobs:write,jobs:read").expect("scopes"),
+            ttl: None,
+            label: None,
+        };
+        let (key, _) = auth::issue(&store, request, pixmill_shared::now_ms())
+            .await
+            .expect("a key");
+        let client = stack.client.with_key(&key);
+        let answer = client
+            .get("/v1/webhooks/secret")
+            .await
+            .expect("the secret")
+            .json();
+        assert_eq!(answer["tenant"], tenant, "{answer}");
+        assert_eq!(answer["signature_header"], "Pixmill-Signature", "{answer}");
+        let secret = answer["secret"].as_str().expect("a secret").to_string();
+        assert_eq!(secret, tenant_secret(&master, tenant));
+        let hook = format!("{base}/{tenant}");
+        ids.push(
+            client
+                .submit_ok(&image, &[("op", "grayscale"), ("callback_url", &hook)])
+                .await
+                .expect("submit"),
+        );
+        secrets.push((tenant, secret));
+    }
+    assert_ne!(secrets[0].1, secrets[1].1, "each tenant has its own secret");
+    wait_for("both deliveries", || seen.lock().expect("lock").len() >= 2).await;
+
+    let deliveries = seen.lock().expect("lock").clone();
+    for ((tenant, own), id) in secrets.iter().zip(&ids) {
+        let (_, headers, body) = deliveries
+            .iter()
+            .find(|(path, ..)| path == &format!("/{tenant}"))
+            .unwrap_or_else(|| panic!("no delivery to {tenant}'s receiver"));
+        let delivered: Value = serde_json::from_slice(body).expect("JSON body");
+        assert_eq!(delivered["id"], id.as_str());
+        let signature = headers["pixmill-signature"].to_str().expect("signature");
+        verify(own, signature, body)
+            .unwrap_or_else(|e| panic!("{tenant}'s receiver rejects its own delivery: {e}"));
+        for (other, theirs) in secrets.iter().filter(|(t, _)| t != tenant) {
+            assert!(
+                verify(theirs, signature, body).is_err(),
+                "{other}'s receiver would accept {tenant}'s delivery"
+            );
+        }
+        assert!(verify(&master, signature, body).is_err(), "not the master");
+    }
+    // A receiver that knows its own secret cannot sign for another: beta's receiver
+    // signing alpha's delivery body gets a signature alpha's receiver rejects.
+    let (_, _, alpha_body) = deliveries
+        .iter()
+        .find(|(path, ..)| path == "/alpha")
+        .expect("alpha's delivery");
+    let now = pixmill_shared::now_ms() / 1000;
+    let forged = pixmill_gateway::webhooks::sign::signature(&secrets[1].1, now, alpha_body);
+    assert!(verify(&secrets[1].1, &forged, alpha_body).is_ok());
+    assert!(
+        verify(&secrets[0].1, &forged, alpha_body).is_err(),
+        "alpha's receiver accepts a delivery signed by beta's"
+    );
     stack.stop().await.expect("stop");
 }
 

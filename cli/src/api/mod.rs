@@ -3,7 +3,9 @@
 //! Every call goes through [`Api::send`]: a 503 or 429 is tried again up to
 //! [`MAX_TRIES`] times in all, after the `Retry-After` the gateway sends (both mean
 //! "nothing was done, come back"), and any other error body becomes
-//! [`ApiError::Api`] carrying the gateway's `error.code` and `error.message`.
+//! [`ApiError::Api`] carrying the gateway's `error.code` and `error.message`. The
+//! tenant's own limits (429 `rate_limited` and `tenant_quota_exceeded`) are pacing, not
+//! an outage: the client waits them out, as long as [`MAX_PACING`] in all per request.
 
 mod error;
 mod model;
@@ -20,6 +22,11 @@ use error::{error_of, root_cause, transport};
 
 /// Tries of one request when the gateway answers 503 or 429.
 pub const MAX_TRIES: u32 = 3;
+/// The longest a request waits in all on the tenant's own limits (its rate and its jobs
+/// in flight), which clear as its earlier jobs finish.
+pub const MAX_PACING: Duration = Duration::from_secs(600);
+/// The 429 codes that mean "your tenant is over its limit", not "the gateway is busy".
+const PACING_CODES: [&str; 2] = ["rate_limited", "tenant_quota_exceeded"];
 /// The longest `Retry-After` honoured; a larger one is cut to this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The longest long-poll the gateway grants (`?wait=`); a longer wait is asked for in
@@ -100,6 +107,7 @@ impl Api {
         mut build: impl AsyncFnMut() -> Result<RequestBuilder, ApiError>,
     ) -> Result<Response, ApiError> {
         let mut tries = 0;
+        let mut paced = Duration::ZERO;
         loop {
             tries += 1;
             let response = build()
@@ -117,6 +125,16 @@ impl Api {
             );
             let delay = retry_after(response.headers());
             let error = error_of(url, response).await;
+            if busy && PACING_CODES.contains(&error.code()) && paced < MAX_PACING {
+                // Not a try: the tenant's jobs finish and its bucket refills.
+                paced += delay.max(Duration::from_millis(100));
+                tries -= 1;
+                (self.notice)(&format!(
+                    "tenant limit reached ({error}), waiting {delay:.0?}"
+                ));
+                tokio::time::sleep(delay.max(Duration::from_millis(100))).await;
+                continue;
+            }
             if !busy || tries >= MAX_TRIES {
                 return Err(error);
             }

@@ -133,6 +133,7 @@ pub fn required_scope(method: &Method, path: &str, query: Option<&str>) -> Need 
         ["metrics"] | ["v1", "stats"] | ["v1", "keys", ..] | ["v1", "tenants", ..] => {
             Need::Scope(ApiScope::Admin)
         }
+        ["v1", "webhooks", ..] => Need::Scope(ApiScope::JobsWrite),
         ["v1", "jobs", _, "result"] if *method == Method::GET && is_signed_link(query) => {
             Need::Optional
         }
@@ -388,6 +389,10 @@ mod tests {
         assert_eq!(need(Method::GET, id, None), Need::Scope(JobsRead));
         let events = format!("{id}/events");
         assert_eq!(need(Method::GET, &events, None), Need::Scope(JobsRead));
+        assert_eq!(
+            need(Method::GET, "/v1/webhooks/secret", None),
+            Need::Scope(JobsWrite)
+        );
         let result = format!("{id}/result");
         assert_eq!(need(Method::GET, &result, None), Need::Scope(JobsRead));
         assert_eq!(

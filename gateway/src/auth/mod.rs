@@ -28,7 +28,7 @@ pub use layer::{AuthMode, AuthState, authenticate};
 /// What a key may do. A key holds one or more; `admin` implies the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ApiScope {
-    /// Submit, cancel and delete its tenant's jobs.
+    /// Submit, cancel and delete its tenant's jobs; read its tenant's webhook secret.
     JobsWrite,
     /// Read its tenant's jobs: status, list, events, result.
     JobsRead,

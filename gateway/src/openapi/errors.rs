@@ -31,6 +31,9 @@ pub fn example_message(code: ApiCode) -> &'static str {
         }
         LinkExpired => "the link expired at 2025-12-01T11:00:00Z; ask for a new one",
         LinksDisabled => "signed links are off on this gateway: set PIXMILL_LINK_KEYS to make them",
+        WebhooksDisabled => {
+            "webhooks are off on this gateway: set PIXMILL_WEBHOOK_SECRET to sign them"
+        }
         CredentialMissing => {
             "this API needs a key: send `Authorization: Bearer pmk_…` (PIXMILL_AUTH=required)"
         }
@@ -330,6 +333,12 @@ errors! {
         CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
         CredentialRevoked, IdentityProviderUnavailable,
         InsufficientScope, InvalidParameter, StoreUnavailable,
+    ];
+    /// `GET /v1/webhooks/secret`.
+    WebhookSecretErrors: [
+        CredentialMissing, CredentialMalformed, CredentialInvalid, CredentialExpired,
+        CredentialRevoked, IdentityProviderUnavailable,
+        InsufficientScope, WebhooksDisabled, StoreUnavailable,
     ];
     /// The Swagger UI files.
     FileErrors: [NotFound];

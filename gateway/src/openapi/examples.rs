@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::errors::{example_body, example_message};
 use crate::{
     error::ApiCode,
-    routes::{QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up},
+    routes::{QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up, WebhookSecretView},
     store::{Attempt, Callback, CallbackState, Job, JobError, JobState},
     view::{JobErrorView, JobList, view},
 };
@@ -111,6 +111,11 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
         "/v1/tenants/{name}",
         &["curl -H 'Authorization: Bearer pmk_…' http://127.0.0.1:8080/v1/tenants/acme"],
     ),
+    (
+        "get",
+        "/v1/webhooks/secret",
+        &["curl -H 'Authorization: Bearer pmk_…' http://127.0.0.1:8080/v1/webhooks/secret"],
+    ),
     ("get", "/readyz", &["curl -i http://127.0.0.1:8080/readyz"]),
     (
         "get",
@@ -169,8 +174,13 @@ pub fn sample_job(state: JobState) -> Job {
     }
 }
 
+/// A job as its own tenant sees it.
+fn owners_view(job: &Job) -> crate::view::JobView {
+    view(job, &job.tenant)
+}
+
 fn job_json(job: &Job) -> Value {
-    json(&view(job))
+    json(&owners_view(job))
 }
 
 fn example(summary: &str, value: Value) -> RefOr<Example> {
@@ -201,13 +211,13 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
     });
     let mut deleted = sample_job(JobState::Succeeded);
     deleted.result_deleted_at = Some(1_764_583_300_000);
-    let mut expired = view(&sample_job(JobState::Expired));
+    let mut expired = owners_view(&sample_job(JobState::Expired));
     expired.error = Some(JobErrorView {
         code: ApiCode::Expired.as_str().into(),
         message: example_message(ApiCode::Expired).into(),
     });
     let page = JobList {
-        jobs: vec![view(&succeeded)],
+        jobs: vec![owners_view(&succeeded)],
         next_cursor: Some(format!("1764583200123-{EXAMPLE_ID}")),
     };
     let mut tasks = std::collections::BTreeMap::new();
@@ -261,9 +271,24 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
     let link = sign(1_764_583_800)
         .map(|link| json!({"url": link.url, "expires_at": crate::links::rfc3339(link.exp)}))
         .unwrap_or_default();
-    let mut signed = view(&succeeded);
+    let mut signed = owners_view(&succeeded);
     signed.links.signed_result = sign(1_764_586_800).map(|link| link.url);
+    let webhook_secret = WebhookSecretView {
+        tenant: "acme".into(),
+        secret: crate::webhooks::sign::tenant_secret("an-example-master-secret", "acme"),
+        signature_header: crate::webhooks::sign::SIGNATURE_HEADER,
+    };
     vec![
+        (
+            "get",
+            "/v1/webhooks/secret",
+            "200",
+            vec![(
+                "secret",
+                "The caller's tenant's secret",
+                json(&webhook_secret),
+            )],
+        ),
         (
             "post",
             "/v1/jobs/{id}/links",

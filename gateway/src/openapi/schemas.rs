@@ -87,9 +87,11 @@ job_params! {
     format: OutputFormat [inline],
     /// JPEG quality 1–100, default 85. PNG and WebP are lossless.
     quality: u8 [minimum = 1, maximum = 100, example = 85],
-    /// An http(s) URL to POST the job record to when it ends, signed with
-    /// `Pixmill-Signature`. Needs `PIXMILL_WEBHOOK_SECRET` on the gateway; private and
-    /// loopback addresses are refused unless listed in `PIXMILL_WEBHOOK_ALLOW`.
+    /// An http(s) URL to POST the job record to when it ends, signed in
+    /// `Pixmill-Signature` with the tenant's secret (`GET /v1/webhooks/secret`). Needs
+    /// `PIXMILL_WEBHOOK_SECRET` on the gateway; private and loopback addresses are
+    /// refused unless listed in `PIXMILL_WEBHOOK_ALLOW`. Only the job's tenant sees it in
+    /// the job's record.
     callback_url: String [format = "uri", max_length = 2048],
     /// `interactive` when someone waits at a screen (the upload page sends it): the job
     /// goes ahead of its tenant's bulk jobs waiting for their fair share. Default `bulk`.

@@ -38,6 +38,8 @@ struct Cursor {
     jobs: Jobs,
     /// Whose jobs the stream's re-reads may see.
     scope: crate::store::Scope,
+    /// The caller's tenant, which decides what the job record shows.
+    viewer: String,
     id: Uuid,
     watch: Watch,
     /// The job as last read, not yet sent.
@@ -89,6 +91,7 @@ pub(super) async fn events(
     let cursor = Cursor {
         jobs,
         scope,
+        viewer: principal.tenant,
         id: job.id,
         watch: Watch::new(changes, job.id),
         pending: Some(job),
@@ -105,7 +108,7 @@ pub(super) async fn events(
                 if job.updated_at > c.last_sent {
                     c.last_sent = job.updated_at;
                     c.done = terminal;
-                    return Some((Ok(event(&job)), c));
+                    return Some((Ok(event(&job, &c.viewer)), c));
                 }
                 if terminal {
                     return None;
@@ -130,10 +133,10 @@ async fn next_change(c: &mut Cursor) -> Option<Job> {
     }
 }
 
-fn event(job: &Job) -> Event {
+fn event(job: &Job, viewer: &str) -> Event {
     Event::default()
         .event(job.state.as_str())
         .id(job.updated_at.to_string())
-        .json_data(view(job))
+        .json_data(view(job, viewer))
         .unwrap_or_else(|_| Event::default().event(job.state.as_str()))
 }

@@ -95,7 +95,7 @@ pub(super) async fn submit(
         Submitted::Replayed(job) => (job, true),
     };
     let location = format!("/v1/jobs/{}", job.id);
-    let mut response = (StatusCode::ACCEPTED, Json(view(&job))).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(view(&job, &principal.tenant))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -153,7 +153,7 @@ pub(super) async fn cancel(
     Segment(id): Segment,
 ) -> Result<Json<JobView>, ApiError> {
     let job = state.jobs.cancel(&principal.scope(), &id).await?;
-    Ok(Json(view(&job)))
+    Ok(Json(view(&job, &principal.tenant)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -208,14 +208,14 @@ pub(super) async fn status(
     let job = state.jobs.wait(&principal.scope(), &id, wait).await?;
     if job.state == JobState::Expired {
         // 410 with the job's record, so a client sees what it was and that it is gone.
-        let mut body = view(&job);
+        let mut body = view(&job, &principal.tenant);
         body.error = Some(JobErrorView {
             code: ApiCode::Expired.as_str().into(),
             message: crate::jobs::expired(job.id).to_string(),
         });
         return Ok((StatusCode::GONE, Json(body)).into_response());
     }
-    let mut body = view(&job);
+    let mut body = view(&job, &principal.tenant);
     if body.result.is_some() {
         body.links.signed_result = state
             .links

@@ -95,7 +95,10 @@ pub(super) async fn list(
         .then(|| jobs.last().map(|j| format!("{}-{}", j.created_at, j.id)))
         .flatten();
     Ok(Json(JobList {
-        jobs: jobs.iter().map(view).collect(),
+        jobs: jobs
+            .iter()
+            .map(|job| view(job, &principal.tenant))
+            .collect(),
         next_cursor,
     }))
 }

@@ -30,11 +30,13 @@ mod links;
 mod listing;
 mod ops;
 mod tenants;
+mod webhooks;
 
 pub use keys::{KeyList, KeyView, NewKeyView};
 pub use listing::MAX_PAGE;
 pub use ops::{Alive, Health, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
 pub use tenants::{LimitsView, OwnLimits, TenantList, TenantView};
+pub use webhooks::WebhookSecretView;
 
 /// The upload page: one static file, no build step.
 const PAGE: &str = include_str!("../../static/index.html");
@@ -70,6 +72,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke))
         .routes(routes!(tenants::list))
         .routes(routes!(tenants::show, tenants::set))
+        .routes(routes!(webhooks::secret))
         .routes(routes!(ops::stats))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

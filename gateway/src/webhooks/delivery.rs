@@ -1,6 +1,7 @@
 //! The delivery task: every second, claim the due callbacks, POST each job's record,
 //! and record the attempt in the job; failures back off (1 s, 2 s, 4 s … up to 10 min)
-//! until `PIXMILL_WEBHOOK_MAX_ATTEMPTS`.
+//! until `PIXMILL_WEBHOOK_MAX_ATTEMPTS`. Each delivery is signed with the secret of the
+//! job's tenant ([`tenant_secret`]).
 //!
 //! Deliveries run concurrently, at most [`MAX_IN_FLIGHT`] at once and at most
 //! [`MAX_PER_RECEIVER`] to one receiver (host and port), so a slow receiver holds a
@@ -17,7 +18,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{WebhookSettings, guard::resolve, sign::signature};
+use super::{
+    WebhookSettings,
+    guard::resolve,
+    sign::{SIGNATURE_HEADER, signature, tenant_secret},
+};
 use crate::{
     store::{Attempt, Callback, CallbackState, Job, Store, StoreError, Sweep},
     view::view,
@@ -127,7 +132,7 @@ pub fn loggable(url: &str) -> String {
 /// Delivers due callbacks every second until `shutdown`, then lets the deliveries in
 /// flight finish (each within its lease) so their attempts are recorded.
 pub async fn run(store: Store, settings: WebhookSettings, shutdown: CancellationToken) {
-    let Some(secret) = settings.secret.clone() else {
+    let Some(master) = settings.secret.clone() else {
         return shutdown.cancelled().await;
     };
     let busy = Busy::default();
@@ -138,7 +143,7 @@ pub async fn run(store: Store, settings: WebhookSettings, shutdown: Cancellation
                 warn!(error = %e, "a webhook delivery panicked; its lease will expire and it is retried");
             }
         }
-        if let Err(e) = pass(&store, &settings, &secret, &busy, &mut flights).await {
+        if let Err(e) = pass(&store, &settings, &master, &busy, &mut flights).await {
             warn!(error = %e, "webhook pass failed; trying again shortly");
         }
         tokio::select! {
@@ -149,11 +154,12 @@ pub async fn run(store: Store, settings: WebhookSettings, shutdown: Cancellation
     while flights.join_next().await.is_some() {}
 }
 
-/// Claims what fits in the free slots and starts each delivery.
+/// One pass: claims what fits in the free slots and starts each delivery; `master` is
+/// `PIXMILL_WEBHOOK_SECRET`, from which each tenant's secret is derived.
 async fn pass(
     store: &Store,
     settings: &WebhookSettings,
-    secret: &str,
+    master: &str,
     busy: &Busy,
     flights: &mut JoinSet<()>,
 ) -> Result<(), StoreError> {
@@ -188,7 +194,8 @@ async fn pass(
             continue;
         };
         started += 1;
-        let (store, settings, secret) = (store.clone(), settings.clone(), secret.to_string());
+        let secret = tenant_secret(master, &job.tenant);
+        let (store, settings) = (store.clone(), settings.clone());
         flights.spawn(async move {
             let _slot = slot;
             if let Err(e) = attempt(&store, &settings, &secret, &job, callback).await {
@@ -229,7 +236,8 @@ async fn attempt(
     store.record_callback(job.id, &callback, next_at).await
 }
 
-/// One signed POST of the job record, with the address checked and pinned.
+/// One POST of the job record signed with `secret` (the job's tenant's), with the
+/// address checked and pinned.
 async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str) -> Attempt {
     let at_ms = pixmill_shared::now_ms();
     let failed = |error: String| Attempt {
@@ -251,7 +259,7 @@ async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str)
         Ok(client) => client,
         Err(e) => return failed(e.to_string()),
     };
-    let body = match serde_json::to_vec(&view(job)) {
+    let body = match serde_json::to_vec(&view(job, &job.tenant)) {
         Ok(body) => body,
         Err(e) => return failed(e.to_string()),
     };
@@ -262,7 +270,7 @@ async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str)
         .header("user-agent", "pixmill-webhook/1")
         .header("pixmill-event", format!("job.{}", job.state.as_str()))
         .header("pixmill-delivery", format!("{}-{}", job.id, at_ms))
-        .header("pixmill-signature", signature(secret, timestamp, &body))
+        .header(SIGNATURE_HEADER, signature(secret, timestamp, &body))
         .body(body)
         .send()
         .await;

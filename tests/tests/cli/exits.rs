@@ -160,6 +160,50 @@ async fn a_busy_gateway_that_recovers_is_not_an_error() {
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
 
+/// The tenant's own limits are pacing, not an outage: more than three 429s with
+/// `tenant_quota_exceeded` or `rate_limited` are waited out, then the answer is used.
+#[tokio::test]
+async fn the_tenants_own_limits_are_waited_out() {
+    const QUOTA: &[u8] = br#"{"error":{"code":"tenant_quota_exceeded","message":"tenant \"local\" has 50 jobs queued or running"}}"#;
+    const RATE: &[u8] = br#"{"error":{"code":"rate_limited","message":"tenant \"local\" may submit 1 job per second"}}"#;
+    let (base, count) = stand_in(|n, head| {
+        if n < 5 {
+            let body = if n % 2 == 0 { QUOTA } else { RATE };
+            return http(
+                "429 Too Many Requests",
+                &[("content-type", "application/json"), ("retry-after", "0")],
+                body,
+            );
+        }
+        let id = head.split_whitespace().nth(1).unwrap_or_default();
+        let id = id
+            .trim_start_matches("/v1/jobs/")
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        let body = format!(r#"{{"id":"{id}","state":"queued","error":null,"result":null}}"#);
+        http(
+            "200 OK",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+    })
+    .await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let run = pixmill(&base, &["status", &id, "--json"]).await;
+    assert_eq!(
+        (run.code, run.json()["state"].as_str()),
+        (0, Some("queued")),
+        "{run:#?}"
+    );
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        6,
+        "five waits, then the answer"
+    );
+    assert!(run.stderr.contains("tenant limit reached"), "{run:#?}");
+}
+
 #[tokio::test]
 async fn get_follows_a_redirect_to_the_object_store() {
     let png = photos::png(&decode(&photos::photo("flower.jpg")));
