@@ -319,14 +319,23 @@ pub fn webhook_secret_from_env() -> Result<Option<String>, ConfigError> {
 
 /// `PIXMILL_WEBHOOK_*`.
 fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
+    let list: String = env_or("PIXMILL_WEBHOOK_ALLOW", String::new())?;
+    let allow: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    for entry in &allow {
+        crate::webhooks::guard::allow_entry(entry).map_err(|reason| ConfigError {
+            var: "PIXMILL_WEBHOOK_ALLOW".into(),
+            value: list.clone(),
+            reason: format!("{reason} (entries are host, host:port or [ipv6]:port)"),
+        })?;
+    }
     Ok(WebhookSettings {
         secret: webhook_secret_from_env()?,
-        allow: env_or("PIXMILL_WEBHOOK_ALLOW", String::new())?
-            .split(',')
-            .map(str::trim)
-            .filter(|h| !h.is_empty())
-            .map(str::to_string)
-            .collect(),
+        allow,
         timeout: secs("PIXMILL_WEBHOOK_TIMEOUT_SECS", 5.0)?,
         max_attempts: env_checked("PIXMILL_WEBHOOK_MAX_ATTEMPTS", 8u32, |v| {
             if (1..=50).contains(v) {

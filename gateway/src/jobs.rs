@@ -460,11 +460,13 @@ fn observe(job: &Job, unreported_start: bool) {
     }
 }
 
-/// The 503 for a blob store that failed.
-fn blob_unavailable(what: &str, e: &BlobError) -> ApiError {
+/// The 503 for a blob store that failed. The client learns what failed, not how: the
+/// error names the store's endpoint, bucket and key, which stay in the log.
+pub fn blob_unavailable(what: &str, e: &BlobError) -> ApiError {
+    warn!(error = %e, "{what}: the blob store failed");
     ApiError::new(
         ApiCode::BlobStoreUnavailable,
-        format!("{what}: {e}; retry shortly"),
+        format!("{what}: the blob store is unavailable; retry shortly"),
     )
     .retry_after(2)
 }

@@ -15,6 +15,8 @@
 //!   the due ones (a lease, so N gateways never send the same attempt twice), sends,
 //!   and records each attempt in the job; failures back off (1 s, 2 s, 4 s … up to
 //!   10 min) until `PIXMILL_WEBHOOK_MAX_ATTEMPTS`. A gateway restart loses nothing.
+//!   Deliveries run concurrently, a few per receiver, so a slow one delays only its own
+//!   callbacks; a lease outlasts the longest delivery (see [`delivery`]).
 //! - **Guarded.** The URL is someone else's choice, so: http(s) only; no redirects
 //!   followed; a short timeout; and loopback, private, link-local and other non-public
 //!   addresses are refused, at submit and again at every delivery (the address is
@@ -35,7 +37,8 @@ pub struct WebhookSettings {
     /// `PIXMILL_WEBHOOK_SECRET`: the master each tenant's signing secret is derived from.
     /// Without it, callbacks are refused.
     pub secret: Option<String>,
-    /// `PIXMILL_WEBHOOK_ALLOW`: hosts (`name` or `name:port`) callbacks may go to.
+    /// `PIXMILL_WEBHOOK_ALLOW`: hosts callbacks may go to, `name` (the scheme's default
+    /// port only) or `name:port` (see [`guard::allow_entry`]).
     pub allow: Vec<String>,
     /// `PIXMILL_WEBHOOK_TIMEOUT_SECS`: one delivery's budget, connect included.
     pub timeout: Duration,

@@ -6,8 +6,10 @@
 use std::{fmt::Display, str::FromStr};
 
 /// A setting that could not be used. Binaries exit with code 64 on it.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}={value:?} is not valid: {reason}")]
+///
+/// It prints (`Display` and `Debug`) with URL passwords and `password=` parameters
+/// masked in the value and the reason (see [`crate::redact::mask_secrets`]), so a typo in
+/// `PIXMILL_AMQP_URL` or `PIXMILL_DATABASE_URL` never puts the password in a log.
 pub struct ConfigError {
     /// The environment variable at fault.
     pub var: String,
@@ -16,6 +18,32 @@ pub struct ConfigError {
     /// What was expected instead.
     pub reason: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::mask_secrets;
+        write!(
+            f,
+            "{}={:?} is not valid: {}",
+            self.var,
+            mask_secrets(&self.value),
+            mask_secrets(&self.reason)
+        )
+    }
+}
+
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::mask_secrets;
+        f.debug_struct("ConfigError")
+            .field("var", &self.var)
+            .field("value", &mask_secrets(&self.value))
+            .field("reason", &mask_secrets(&self.reason))
+            .finish()
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Exit code for bad configuration (`EX_USAGE` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 64;
@@ -130,6 +158,26 @@ mod tests {
         .expect_err("0 is refused");
         assert!(err.to_string().contains(var), "{err}");
         assert!(err.to_string().contains("must be positive"), "{err}");
+    }
+
+    #[test]
+    fn errors_never_print_a_password() {
+        let err = ConfigError {
+            var: "PIXMILL_AMQP_URL".into(),
+            value: "amqps//pixmill:Sup3rSecret@broker:5671/%2f".into(),
+            reason: "\"amqps//pixmill:Sup3rSecret@broker:5671/%2f\" is not amqp://…".into(),
+        };
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(!shown.contains("Sup3rSecret"), "{shown}");
+            assert!(shown.contains("PIXMILL_AMQP_URL"), "{shown}");
+            assert!(shown.contains("@broker:5671"), "{shown}");
+        }
+        let err = ConfigError {
+            var: "PIXMILL_DATABASE_URL".into(),
+            value: "mysql://app:Sup3rSecret@db/p?password=Sup3rSecret".into(),
+            reason: "expected sqlite:// or postgres://".into(),
+        };
+        assert!(!err.to_string().contains("Sup3rSecret"), "{err}");
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`blobs`]: the claim-check blob store (image bytes never travel through the broker):
 //!   one interface, a folder or an S3 backend, and the keys module.
 //! - [`config`]: typed `PIXMILL_*` settings with errors that name the variable.
+//! - [`redact`]: masking URL passwords in what gets printed.
 //! - [`runtime`]: the async runtime both binaries run on, and the malloc tuning that
 //!   keeps their resident size flat.
 //! - [`telemetry`]: logging set-up.
@@ -25,6 +26,7 @@ pub mod events;
 pub mod limits;
 pub mod messages;
 pub mod metrics;
+pub mod redact;
 pub mod runtime;
 pub mod shutdown;
 pub mod state;

@@ -1,11 +1,16 @@
 //! Webhooks against a real local HTTP receiver: signed deliveries that survive a
 //! gateway restart between the job's end and the delivery, callbacks to disallowed
-//! addresses refused at submit, and each tenant's deliveries signed with its own secret,
-//! which verifies none of another tenant's.
+//! addresses refused at submit, each tenant's deliveries signed with its own secret,
+//! which verifies none of another tenant's, and a slow receiver that does not hold up
+//! another's deliveries.
 
 use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -94,7 +99,10 @@ async fn signed_deliveries_survive_a_gateway_restart() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let receiver = listener.local_addr().expect("addr");
+    let hook_url = format!("http://{receiver}/hook");
+    // A bare host would allow port 80 only: the receiver's port is listed.
+    let allow = receiver.to_string();
     let app = Router::new()
         .route("/hook", post(hook))
         .with_state(shared.clone());
@@ -106,7 +114,7 @@ async fn signed_deliveries_survive_a_gateway_restart() {
     let port = free_port().expect("port");
     let env = [
         ("PIXMILL_WEBHOOK_SECRET", SECRET),
-        ("PIXMILL_WEBHOOK_ALLOW", "127.0.0.1"),
+        ("PIXMILL_WEBHOOK_ALLOW", allow.as_str()),
         ("PIXMILL_SWEEP_INTERVAL_SECS", "1"),
     ];
     let gateway = GatewayProcess::start_with(&common, port, &env)
@@ -120,6 +128,11 @@ async fn signed_deliveries_survive_a_gateway_restart() {
         "http://10.0.0.1/hook".to_string(),
         "http://169.254.169.254/latest".to_string(),
         hook_url.replace("127.0.0.1", "localhost"),
+        // The listed host on another port.
+        format!(
+            "http://127.0.0.1:{}/hook",
+            receiver.port().wrapping_add(1).max(1)
+        ),
     ] {
         let reply = client
             .submit(&image, &[("op", "grayscale"), ("callback_url", &url)])
@@ -236,7 +249,8 @@ async fn each_tenants_deliveries_verify_only_with_its_own_secret() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let receiver = listener.local_addr().expect("addr");
+    let base = format!("http://{receiver}");
     let app = Router::new()
         .route("/alpha", post(record))
         .route("/beta", post(record))
@@ -244,9 +258,12 @@ async fn each_tenants_deliveries_verify_only_with_its_own_secret() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let common = common(&format!("hooks-{}", Uuid::new_v4().simple()), &temp_dir());
-    let mut stack = Stack::start_configured(common, |s| s.auth = AuthMode::Required)
-        .await
-        .expect("start");
+    let mut stack = Stack::start_configured(common, |s| {
+        s.auth = AuthMode::Required;
+        s.webhooks.allow = vec![receiver.to_string()];
+    })
+    .await
+    .expect("start");
     stack.add_worker("hook-worker", 2);
     let master = stack
         .jobs()
@@ -322,5 +339,140 @@ async fn each_tenants_deliveries_verify_only_with_its_own_secret() {
         verify(&secrets[0].1, &forged, alpha_body).is_err(),
         "alpha's receiver accepts a delivery signed by beta's"
     );
+    stack.stop().await.expect("stop");
+}
+
+/// A receiver that answers 200 after `delay`, noting when each job's delivery arrived
+/// and how many requests it held at once.
+struct Timed {
+    delay: Duration,
+    in_flight: AtomicUsize,
+    most_at_once: AtomicUsize,
+    delivered: Mutex<Vec<(String, Instant)>>,
+}
+
+async fn timed_hook(State(r): State<Arc<Timed>>, body: Bytes) -> StatusCode {
+    let now = r.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    r.most_at_once.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(r.delay).await;
+    r.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let record: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = record["id"].as_str().unwrap_or_default().to_string();
+    r.delivered.lock().expect("lock").push((id, Instant::now()));
+    StatusCode::OK
+}
+
+async fn timed_receiver(delay: Duration) -> (Arc<Timed>, SocketAddr) {
+    let state = Arc::new(Timed {
+        delay,
+        in_flight: AtomicUsize::new(0),
+        most_at_once: AtomicUsize::new(0),
+        delivered: Mutex::new(Vec::new()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = Router::new()
+        .route("/hook", post(timed_hook))
+        .with_state(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (state, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_does_not_hold_up_other_callbacks() {
+    const SLOW_JOBS: usize = 6;
+    let slow_delay = Duration::from_secs(3);
+    let (slow, slow_addr) = timed_receiver(slow_delay).await;
+    let (fast, fast_addr) = timed_receiver(Duration::ZERO).await;
+    let common = common(
+        &format!("hooks-slow-{}", Uuid::new_v4().simple()),
+        &temp_dir(),
+    );
+    let mut stack = Stack::start_configured(common, |s| {
+        s.webhooks.allow = vec![slow_addr.to_string(), fast_addr.to_string()];
+        // Above the slow receiver's 3 s, so its deliveries succeed, slowly.
+        s.webhooks.timeout = Duration::from_secs(10);
+    })
+    .await
+    .expect("stack");
+    stack.add_worker("hooks-slow-worker", 2);
+    let client = stack.client.clone();
+    let image = photo("flower.jpg");
+
+    let slow_url = format!("http://{slow_addr}/hook");
+    let mut slow_ids = Vec::new();
+    for _ in 0..SLOW_JOBS {
+        let id = client
+            .submit_ok(&image, &[("op", "grayscale"), ("callback_url", &slow_url)])
+            .await
+            .expect("submit");
+        slow_ids.push(id);
+    }
+    for id in &slow_ids {
+        client.wait_terminal(id).await.expect("slow job ends");
+    }
+    // The slow receiver is busy with the first deliveries.
+    wait_for("the slow receiver to be busy", || {
+        slow.in_flight.load(Ordering::SeqCst) > 0
+    })
+    .await;
+
+    let fast_url = format!("http://{fast_addr}/hook");
+    let fast_id = client
+        .submit_ok(&image, &[("op", "grayscale"), ("callback_url", &fast_url)])
+        .await
+        .expect("submit");
+    client.wait_terminal(&fast_id).await.expect("fast job ends");
+    let ended = Instant::now();
+    wait_for("the fast delivery", || {
+        !fast.delivered.lock().expect("lock").is_empty()
+    })
+    .await;
+    let waited = ended.elapsed();
+    let slow_done = slow.delivered.lock().expect("lock").len();
+    println!(
+        "webhooks: fast receiver served {waited:?} after its job ended, \
+         with {slow_done} of {SLOW_JOBS} slow deliveries done"
+    );
+    // One pass a second, plus the POST: well under one slow request, let alone all six.
+    assert!(waited < slow_delay, "the fast delivery waited {waited:?}");
+    assert!(
+        slow_done < SLOW_JOBS,
+        "the fast delivery waited for the slow ones"
+    );
+    assert_eq!(fast.delivered.lock().expect("lock")[0].0, fast_id);
+
+    // Every slow one arrives once, never more than two at a time.
+    wait_for("every slow delivery", || {
+        slow.delivered.lock().expect("lock").len() >= SLOW_JOBS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got: Vec<String> = slow
+        .delivered
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect();
+    got.sort();
+    slow_ids.sort();
+    assert_eq!(got, slow_ids, "each slow job delivered exactly once");
+    let most = slow.most_at_once.load(Ordering::SeqCst);
+    assert!(most <= 2, "{most} deliveries at once to one receiver");
+    for id in &slow_ids {
+        let record = client
+            .get(&format!("/v1/jobs/{id}"))
+            .await
+            .expect("get")
+            .json();
+        assert_eq!(record["callback"]["state"], "delivered", "{record}");
+        assert_eq!(
+            record["callback"]["attempts"].as_array().map(Vec::len),
+            Some(1)
+        );
+    }
     stack.stop().await.expect("stop");
 }

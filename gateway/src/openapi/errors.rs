@@ -96,7 +96,7 @@ pub fn example_message(code: ApiCode) -> &'static str {
             "Idempotency-Key \"order-1234-thumb\" was already used for job 4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27 with a different request"
         }
         CallbackNotAllowed => {
-            "callback_url \"http://127.0.0.1/hook\" is refused: 127.0.0.1 resolves to 127.0.0.1, a loopback, private or otherwise non-public address"
+            "callback_url \"http://hooks.internal/pixmill\" is refused: hooks.internal resolves to a loopback, private or otherwise non-public address (name the host in PIXMILL_WEBHOOK_ALLOW to allow it)"
         }
         QueueFull => "the job queue is full (PIXMILL_MAX_QUEUED jobs waiting); retry later",
         RateLimited => {
@@ -111,7 +111,7 @@ pub fn example_message(code: ApiCode) -> &'static str {
         }
         StoreUnavailable => "the task store is unavailable; try again shortly",
         BlobStoreUnavailable => {
-            "the result could not be read: the blob store did not answer; retry shortly"
+            "the result could not be read: the blob store is unavailable; retry shortly"
         }
         IdentityProviderUnavailable => {
             "the identity provider's keys (PIXMILL_JWT_JWKS) cannot be read, so the token cannot be checked; try again shortly"

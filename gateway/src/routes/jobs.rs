@@ -298,11 +298,7 @@ pub(super) async fn result(
         if e.is_not_found() {
             ApiError::new(ApiCode::ResultMissing, "the result is no longer stored")
         } else {
-            ApiError::new(
-                ApiCode::BlobStoreUnavailable,
-                format!("the result could not be read: {e}; retry shortly"),
-            )
-            .retry_after(2)
+            crate::jobs::blob_unavailable("the result could not be read", &e)
         }
     };
     // A presigned URL outlives no link it was reached through.

@@ -526,15 +526,9 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            // Both forms: `user:pass@host` and `?password=…`.
             DatabaseUrl::Postgres(url) => {
-                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-                match rest.split_once('@') {
-                    Some((creds, host)) if creds.contains(':') => {
-                        let user = creds.split(':').next().unwrap_or_default();
-                        write!(f, "{scheme}://{user}:***@{host}")
-                    }
-                    _ => write!(f, "{url}"),
-                }
+                write!(f, "{}", pixmill_shared::redact::mask_secrets(url))
             }
         }
     }
@@ -589,6 +583,18 @@ mod tests {
             .expect("postgres");
         assert_eq!(pg.to_string(), "postgres://pixmill:***@db:5432/pixmill");
         assert!(!format!("{pg:?}").contains("s3cret"));
+        let query: DatabaseUrl = "postgresql://pixmill@db/pixmill?password=s3cret&sslmode=disable"
+            .parse()
+            .expect("password as a parameter");
+        assert_eq!(
+            query.to_string(),
+            "postgresql://pixmill@db/pixmill?password=***&sslmode=disable"
+        );
+        assert!(!format!("{query:?}").contains("s3cret"));
+        let both: DatabaseUrl = "postgres://a:s3cret@db/p?password=s3cret"
+            .parse()
+            .expect("both");
+        assert_eq!(both.to_string(), "postgres://a:***@db/p?password=***");
         for bad in ["var/data/pixmill.db", "sqlite://", "mysql://x/y"] {
             assert!(bad.parse::<DatabaseUrl>().is_err(), "{bad}");
         }
