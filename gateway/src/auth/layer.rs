@@ -676,9 +676,13 @@ mod tests {
         let header_none = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = valid.split('.').nth(1).expect("payload");
         let alg_none = format!("{header_none}.{payload}.");
+        // The signature's first character changed: every character but the last carries
+        // six whole bits, so the result is still valid base64url, only the wrong MAC
+        // (changing the last one could set padding bits and make it malformed instead).
+        let signature_at = valid.rfind('.').expect("a signature") + 1;
         let mut tampered = valid.clone();
-        let last = tampered.pop().expect("a signature");
-        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        let first = tampered.remove(signature_at);
+        tampered.insert(signature_at, if first == 'A' { 'B' } else { 'A' });
         for (presented, code) in [
             (expired, "credential_expired"),
             (wrong_audience, "credential_invalid"),
