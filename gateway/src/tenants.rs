@@ -24,7 +24,7 @@ use std::{
 
 use crate::{
     error::{ApiCode, ApiError},
-    store::{Store, StoreError, TenantLimits},
+    store::{Store, TenantLimits},
 };
 
 /// How long a tenant's own limits are cached.
@@ -156,8 +156,10 @@ impl Tenants {
     }
 
     /// The limits that apply to `tenant`, its own settings read at most
-    /// [`LIMITS_CACHE`] ago.
-    pub async fn limits(&self, tenant: &str) -> Result<Effective, StoreError> {
+    /// [`LIMITS_CACHE`] ago. When the store cannot be read, the settings last read (or
+    /// the defaults) apply: the submit then meets the outage where it is stored, and is
+    /// answered 503 there, after its body is read.
+    pub async fn limits(&self, tenant: &str) -> Effective {
         let cached = lock(&self.cache)
             .get(tenant)
             .filter(|(at, _)| at.elapsed() < LIMITS_CACHE)
@@ -165,7 +167,17 @@ impl Tenants {
         let own = match cached {
             Some(own) => own,
             None => {
-                let own = self.store.get_tenant(tenant).await?;
+                let own = match self.store.get_tenant(tenant).await {
+                    Ok(own) => own,
+                    Err(e) => {
+                        tracing::warn!(tenant, error = %e, "could not read the tenant's limits; using the last known");
+                        return self.defaults.apply(
+                            lock(&self.cache)
+                                .get(tenant)
+                                .and_then(|(_, own)| own.as_ref()),
+                        );
+                    }
+                };
                 let mut cache = lock(&self.cache);
                 if cache.len() >= MAX_BUCKETS {
                     cache.retain(|_, (at, _)| at.elapsed() < LIMITS_CACHE);
@@ -174,7 +186,7 @@ impl Tenants {
                 own
             }
         };
-        Ok(self.defaults.apply(own.as_ref()))
+        self.defaults.apply(own.as_ref())
     }
 
     /// Drops the cached settings of `tenant`, after this gateway changed them.

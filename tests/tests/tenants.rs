@@ -154,7 +154,7 @@ async fn the_in_flight_quota_holds_across_two_gateways() {
 }
 
 /// The submit rate: the burst passes with falling `RateLimit`, the next is refused
-/// before its upload is read, and after `Retry-After` one more passes. A tenant's own
+/// after its upload is read, and after `Retry-After` one more passes. A tenant's own
 /// limits, set over the admin API, replace the defaults.
 #[tokio::test]
 async fn the_submit_rate_is_paced_with_ratelimit_fields() {

@@ -82,21 +82,22 @@ pub(super) async fn submit(
     request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(request.headers())?;
-    // The rate first: a refused submit costs no upload.
-    let limits = state.jobs.tenants.limits(&principal.tenant).await?;
-    let rate = state.jobs.tenants.check_rate(&principal.tenant, &limits)?;
+    let limits = state.jobs.tenants.limits(&principal.tenant).await;
     // The upload's share of PIXMILL_UPLOAD_BUDGET_BYTES, held until its blob is stored
     // (or it is refused): the end of this block.
-    let (job, replayed) = {
+    let (job, replayed, rate) = {
         let mut held = state.admission.uploads.reservation();
         let submission = upload::read(request, state.max_upload_bytes, &mut held).await?;
+        // The rate after the body is read: an HTTP/1.1 client still sending its upload
+        // may not see an answer sent before then (the connection closes under it).
+        let rate = state.jobs.tenants.check_rate(&principal.tenant, &limits)?;
         match state
             .jobs
             .submit(&principal.tenant, &limits, submission, key)
             .await?
         {
-            Submitted::Created(job) => (job, false),
-            Submitted::Replayed(job) => (job, true),
+            Submitted::Created(job) => (job, false, rate),
+            Submitted::Replayed(job) => (job, true, rate),
         }
     };
     let location = format!("/v1/jobs/{}", job.id);
