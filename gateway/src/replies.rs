@@ -208,9 +208,19 @@ pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
     // over an await leaks the span into whatever else the thread polls meanwhile.
     let span = info_span!("reply", job_id = %reply.job_id, worker = %reply.worker, attempt = reply.attempt);
     let id = reply.job_id;
+    let set_aside = matches!(
+        &reply.outcome,
+        Outcome::Failed {
+            code: ErrorCode::WorkerCrashed,
+            ..
+        }
+    );
     async move {
-        if jobs.record(id, change_for(reply)).await?.is_none() {
-            debug!("reply changed nothing (late or duplicate)");
+        match jobs.record(id, change_for(reply)).await? {
+            None => debug!("reply changed nothing (late or duplicate)"),
+            // A worker set the job aside: counted with the broker's dead letters.
+            Some(_) if set_aside => Event::DeadLettered { job_id: id }.emit(),
+            Some(_) => {}
         }
         Ok(())
     }
@@ -218,7 +228,10 @@ pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
     .await
 }
 
-/// A job exhausted its delivery limit: every worker that took it died before replying.
+/// A job exhausted the jobs queue's delivery limit: the broker handed it out that many
+/// times and no worker ever answered it. Workers set a job that kills them aside long
+/// before (`PIXMILL_CRASH_LIMIT`); this is the backstop for workers that keep no run
+/// marks, or a blob store they could not leave them in.
 async fn apply_dead(jobs: &Jobs, delivery: &Delivery) -> Result<(), StoreError> {
     let id = serde_json::from_slice::<JobRequest>(&delivery.data)
         .map(|job| job.id)
@@ -229,8 +242,8 @@ async fn apply_dead(jobs: &Jobs, delivery: &Delivery) -> Result<(), StoreError> 
         return Ok(());
     };
     Event::DeadLettered { job_id: id }.emit();
-    let message = "every worker that took this job stopped before finishing it, up to the queue's \
-                   delivery limit; it was set aside so the rest of the queue keeps moving";
+    let message = "the broker handed this job out up to the jobs queue's delivery limit and no \
+                   worker ever answered it; it was set aside so the rest of the queue keeps moving";
     jobs.record(
         id,
         Change::Failed {

@@ -89,7 +89,7 @@ pub fn register_gateway() {
         ),
         (
             JOBS_DEAD_LETTERED,
-            "Jobs set aside after every worker that took them died.",
+            "Jobs set aside as worker_crashed (workers died on them, or the delivery limit).",
         ),
         (
             JOBS_LOST,
@@ -289,7 +289,7 @@ impl Event<'_> {
                 histogram!(QUEUE_WAIT).record(queue_wait.as_secs_f64());
             }
             Event::DeadLettered { job_id } => {
-                warn!(%job_id, "job dead-lettered after repeated worker crashes");
+                warn!(%job_id, "job set aside as worker_crashed");
                 counter!(JOBS_DEAD_LETTERED).increment(1);
             }
             Event::Republished { job_id, why } => {

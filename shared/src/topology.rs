@@ -39,9 +39,13 @@ pub const RETRY: &str = "pixmill.jobs.retry";
 /// Topic exchange of change notices ([`crate::events::JobEvent`], key `job.<state>`).
 pub const EVENTS: &str = "pixmill.events";
 
-/// A job delivered this many times without being acked (each time its worker died or
-/// its channel closed) is dead-lettered instead of killing yet another worker.
-pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+/// A job delivered this many times without being acked is dead-lettered. This is the
+/// broker's backstop, not the crash count: every failover of a node hands the
+/// deliveries in flight back and the quorum queue counts each return, so the limit is
+/// high enough that failovers never reach it. Workers set a job aside after
+/// `PIXMILL_CRASH_LIMIT` real deaths, counted by the run marks dead workers leave
+/// (see `pixmill_shared::keys::run_mark`).
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 20;
 /// Jobs waiting beyond this are refused at publish (`reject-publish`), never dropped.
 pub const DEFAULT_MAX_QUEUED: u32 = 100_000;
 

@@ -225,6 +225,7 @@ impl Stack {
             retry_base: Duration::from_millis(100),
             start_report_after: Duration::from_millis(50),
             shutdown_grace: Duration::from_secs(10),
+            crash_limit: pixmill_workers::config::DEFAULT_CRASH_LIMIT,
             metrics_addr: "127.0.0.1:0".parse().expect("address"),
         };
         tweak(&mut settings);

@@ -154,6 +154,11 @@ async fn settle(client: &Client, ids: &[String]) -> (usize, usize, usize) {
             }
             if tokio::time::Instant::now() > deadline {
                 stuck += 1;
+                // What the record says, so a stuck job can be told apart: never
+                // published, held, running on a vanished worker, …
+                if let Ok(reply) = client.get(&format!("/v1/jobs/{id}")).await {
+                    println!("stuck: {}", String::from_utf8_lossy(&reply.body));
+                }
                 break;
             }
         }
@@ -167,11 +172,12 @@ async fn scenario(name: &str, fault: impl FnOnce(&str, &str) + Send + 'static) {
     let urls = urls().await;
     let mut common = common(&format!("cluster-{}", Uuid::new_v4().simple()), &temp_dir());
     common.amqp_url = urls;
-    // Every failover hands the deliveries in flight back to the queue, and the quorum
-    // queue counts each return against the delivery limit: a cluster wants a higher
-    // limit than one node (docs/scaling.md says so), or a job caught in two or three
-    // failovers is dead-lettered as if it had crashed workers.
-    common.topology.delivery_limit = 20;
+    // The defaults as shipped: every failover hands the deliveries in flight back and
+    // the quorum queue counts each return, yet no healthy job may end `worker_crashed`.
+    assert_eq!(
+        common.topology.delivery_limit,
+        pixmill_shared::topology::DEFAULT_DELIVERY_LIMIT
+    );
     let mut stack = Stack::start_configured(common, |s| {
         s.publish_timeout = Duration::from_secs(3);
         s.upkeep.interval = Duration::from_secs(1);

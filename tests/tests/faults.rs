@@ -344,8 +344,9 @@ async fn gateway_killed_with_jobs_in_flight_then_restarted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_job_ends_worker_crashed_and_the_queue_keeps_moving() {
     let broker = TestBroker::start(5704).expect("broker");
-    let mut common = stack_settings(&broker);
-    common.topology.delivery_limit = 2;
+    // The shipped defaults: the broker's delivery limit is only a backstop; the workers
+    // count deaths by the run marks dead workers leave.
+    let common = stack_settings(&broker);
     let mut stack = Stack::start_with(common).await.expect("stack");
     let env = [("PIXMILL_FAULT_ABORT_ON_SIGMA", "7.25")];
     stack
@@ -383,11 +384,29 @@ async fn a_poison_job_ends_worker_crashed_and_the_queue_keeps_moving() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!("poison: the worker was restarted {restarts} times");
-    assert!(restarts >= 1, "the poison job never crashed the worker");
     let summary = settle(&stack.client, &ledger, TIMEOUT).await;
     summary.check("poison-job");
     assert_eq!(summary.failed_as_expected, 1);
     assert_eq!(summary.succeeded, 10);
+    // Its first run leaves no mark; each later one does. The worker that finds
+    // PIXMILL_CRASH_LIMIT marks answers the job instead of running it.
+    let limit = pixmill_workers::config::DEFAULT_CRASH_LIMIT;
+    assert_eq!(
+        restarts,
+        limit + 1,
+        "the poison job takes down the crash limit plus one worker, no more"
+    );
+    let job = stack
+        .client
+        .get(&format!("/v1/jobs/{}", ledger.0[0].0))
+        .await
+        .expect("poison job")
+        .json();
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("workers died {limit} times")),
+        "set aside by the crash count, not the broker's delivery limit: {job}"
+    );
     stack.stop().await.expect("stop");
 }
 

@@ -4,6 +4,11 @@ use std::time::Duration;
 
 use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 
+/// `PIXMILL_CRASH_LIMIT`'s default. The first run of a job leaves no mark (that would
+/// cost a blob write per job), so a poisonous job takes down at most this many workers
+/// plus one.
+pub const DEFAULT_CRASH_LIMIT: u32 = 3;
+
 /// Everything a worker needs. Defaults work on one machine next to `make run`'s broker.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -28,6 +33,10 @@ pub struct Settings {
     pub start_report_after: Duration,
     /// `PIXMILL_SHUTDOWN_GRACE_SECS`: how long SIGTERM waits for jobs in hand.
     pub shutdown_grace: Duration,
+    /// `PIXMILL_CRASH_LIMIT`: a job that workers died running this many times (counted by
+    /// the run marks they left, never by broker redeliveries) fails `worker_crashed`
+    /// instead of being run again.
+    pub crash_limit: u32,
     /// `PIXMILL_METRICS_ADDR`: where `/metrics` and `/healthz` listen (default
     /// `127.0.0.1:0`: a free port, logged at start-up).
     pub metrics_addr: std::net::SocketAddr,
@@ -89,6 +98,13 @@ impl Settings {
                 },
             )?),
             shutdown_grace: Duration::from_secs(env_or("PIXMILL_SHUTDOWN_GRACE_SECS", 30u64)?),
+            crash_limit: env_checked("PIXMILL_CRASH_LIMIT", DEFAULT_CRASH_LIMIT, |v| {
+                if (1..=100).contains(v) {
+                    Ok(())
+                } else {
+                    Err("must be between 1 and 100".into())
+                }
+            })?,
             metrics_addr: env_or(
                 "PIXMILL_METRICS_ADDR",
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0)),

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::{
     JobError, Settings,
     decision::{Attempt, Decision, Facts, RetryPolicy, Settlement, decide},
+    marks::Marks,
     pipeline,
     slots::{SlotError, Slots},
 };
@@ -45,6 +46,8 @@ struct Context {
     blobs: Blobs,
     /// The threads that run jobs' CPU work; they outlive broker sessions.
     slots: Slots,
+    /// The run marks of redelivered jobs in hand; they outlive broker sessions too.
+    marks: Arc<Marks>,
     /// Confirm-mode channel on the publishing connection (kept apart from the consuming
     /// one, so a broker that blocks publishers cannot stall deliveries and acks).
     replies: Channel,
@@ -67,12 +70,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     pixmill_shared::metrics::install();
     pixmill_shared::metrics::register_worker(&settings.name);
     let slots = Slots::new(usize::from(settings.concurrency), &settings.name)?;
+    let marks = Arc::new(Marks::new(blobs.clone()));
     crate::metrics_http::serve(settings.metrics_addr, shutdown.clone())
         .await
         .map_err(|e| anyhow::anyhow!("PIXMILL_METRICS_ADDR={}: {e}", settings.metrics_addr))?;
     info!(worker = %settings.name, concurrency = settings.concurrency, blobs = %blobs.describe(), "worker starting");
     amqp::reconnect_loop("worker", &shutdown, MAX_BACKOFF, || {
-        session(&settings, &blobs, &slots, &shutdown)
+        session(&settings, &blobs, &slots, &marks, &shutdown)
     })
     .await;
     info!(worker = %settings.name, "worker stopped");
@@ -84,6 +88,7 @@ async fn session(
     settings: &Settings,
     blobs: &Blobs,
     slots: &Slots,
+    marks: &Arc<Marks>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let url = &settings.common.amqp_url;
@@ -99,6 +104,7 @@ async fn session(
         settings: settings.clone(),
         blobs: blobs.clone(),
         slots: slots.clone(),
+        marks: marks.clone(),
         replies: amqp::confirm_channel(&publish_conn).await?,
         replies_broken: CancellationToken::new(),
         settle_stuck: CancellationToken::new(),
@@ -150,7 +156,13 @@ async fn session(
         wind_down(&channel, &tag, jobs, settings.shutdown_grace).await;
         amqp::close(&consume_conn, "worker shutting down").await;
         amqp::close(&publish_conn, "worker shutting down").await;
+    } else {
+        // The jobs in hand cannot be settled on this channel any more; the broker hands
+        // them out again.
+        jobs.shutdown().await;
     }
+    // Whatever was cut off was cut off by a worker that is alive: not a death.
+    marks.remove_held().await;
     outcome
 }
 
@@ -241,12 +253,44 @@ fn decide_on(ctx: &Context, facts: Facts, attempt: Attempt) -> Decision {
     decide(facts, attempt, policy, jitter())
 }
 
-/// Runs a readable job, unless it was cancelled, and carries out what its result decides.
+/// Runs a readable job, unless it was cancelled or has killed workers too often, and
+/// carries out what its result decides.
 async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
     if ctx.blobs.is_cancelled(job.id).await.unwrap_or(false) {
         info!("skipping a cancelled job");
         carry_out(ctx, to, decide_on(ctx, Facts::Cancelled, to.attempt), None).await;
         return;
+    }
+    // Handed out again: count the workers that died on it, and leave a mark in case this
+    // one does too. Without the blob store the job cannot run anyway; its input read
+    // fails and is retried, and the broker's delivery limit stays the backstop.
+    let mut dead = Vec::new();
+    let mut mine = None;
+    if to.attempt.is_redelivery() {
+        match ctx.marks.left_behind(job.id, to.attempt).await {
+            Ok(left) => dead = left,
+            Err(e) => warn!(error = %e, "could not count the run marks"),
+        }
+        let deaths = u32::try_from(dead.len()).unwrap_or(u32::MAX);
+        if deaths >= ctx.settings.crash_limit {
+            warn!(deaths, "workers died running this job; setting it aside");
+            let facts = Facts::Crashed { id: job.id, deaths };
+            let decision = decide_on(ctx, facts, to.attempt);
+            record(
+                &ctx.settings.name,
+                op_label(&job.steps),
+                &decision,
+                Duration::ZERO,
+            );
+            if carry_out(ctx, to, decision, None).await == Settlement::Ack {
+                ctx.marks.remove(dead).await;
+            }
+            return;
+        }
+        match ctx.marks.leave(job.id, to.attempt).await {
+            Ok(key) => mine = key,
+            Err(e) => warn!(error = %e, "could not leave a run mark"),
+        }
     }
     #[cfg(feature = "fault-injection")]
     crate::fault::maybe_crash(job);
@@ -268,7 +312,13 @@ async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
         clock.elapsed(),
     );
     let started_ms = (!start.reported).then_some(start.at_ms);
-    carry_out(ctx, to, decision, started_ms).await;
+    let settled = carry_out(ctx, to, decision, started_ms).await;
+    // Alive and done with the delivery: this worker's mark goes. Once the job is
+    // answered (or waits as a new message on the retry queue), the dead ones' go too.
+    if settled != Settlement::Ack {
+        dead.clear();
+    }
+    ctx.marks.remove(mine.into_iter().chain(dead)).await;
 }
 
 /// How a job's start went: whether its `started` reply went out, and when a slot began it.
@@ -360,8 +410,13 @@ fn record(worker: &str, op: &'static str, decision: &Decision, took: Duration) {
 }
 
 /// Publishes what `decision` asks for, then settles the delivery by whether the broker
-/// confirmed it.
-async fn carry_out(ctx: &Context, to: &Answer<'_>, decision: Decision, started_ms: Option<i64>) {
+/// confirmed it. Returns how it was settled.
+async fn carry_out(
+    ctx: &Context,
+    to: &Answer<'_>,
+    decision: Decision,
+    started_ms: Option<i64>,
+) -> Settlement {
     let confirmed = match &decision {
         Decision::Ack => true,
         Decision::Reply {
@@ -384,7 +439,9 @@ async fn carry_out(ctx: &Context, to: &Answer<'_>, decision: Decision, started_m
             }
         }
     };
-    settle(ctx, to.delivery, decision.settlement(confirmed)).await;
+    let settlement = decision.settlement(confirmed);
+    settle(ctx, to.delivery, settlement).await;
+    settlement
 }
 
 /// Settles a delivery. An ack or nack that fails is counted and logged, and the broker

@@ -3,8 +3,10 @@
 //! taken that message. Nothing here does I/O; [`crate::consumer`] gathers the facts and
 //! carries the decision out.
 //!
-//! A worker never rejects a delivery: a job whose workers keep dying is dead-lettered by
-//! the broker, once the jobs queue's delivery limit is reached.
+//! A worker never rejects a delivery. A job whose workers keep dying is answered
+//! `worker_crashed` by the next worker that takes it, once the run marks the dead ones
+//! left reach the crash limit ([`Facts::Crashed`]); the broker's delivery limit is only
+//! a backstop behind that.
 
 use std::time::Duration;
 
@@ -74,6 +76,9 @@ pub enum Facts {
     Unreadable { id: Option<Uuid>, error: String },
     /// The job was cancelled before it ran.
     Cancelled,
+    /// Workers died running this job `deaths` times, which is at least the crash limit:
+    /// it is set aside, not run again.
+    Crashed { id: Uuid, deaths: u32 },
     /// The job ran to this result.
     Ran {
         id: Uuid,
@@ -138,6 +143,16 @@ pub fn decide(facts: Facts, attempt: Attempt, policy: RetryPolicy, jitter: f64) 
             },
             pause: Duration::ZERO,
         },
+        Facts::Crashed { id, deaths } => reply(
+            id,
+            Outcome::Failed {
+                code: ErrorCode::WorkerCrashed,
+                message: format!(
+                    "workers died {deaths} times while running this job; it was set aside \
+                     so the rest of the queue keeps moving"
+                ),
+            },
+        ),
         Facts::Ran { id, result } => match result {
             Ok(result) => reply(id, Outcome::Succeeded(result)),
             Err(JobError::Permanent { code, message }) => {
@@ -275,6 +290,37 @@ mod tests {
         assert_eq!(decision.settlement(true), Settlement::Ack);
         assert_eq!(decision.settlement(false), Settlement::Ack);
         assert_eq!(decision.job_labels(), None);
+    }
+
+    #[test]
+    fn a_job_that_killed_its_workers_is_answered_worker_crashed_and_not_run() {
+        let attempt = Attempt {
+            retries: 0,
+            redeliveries: 4,
+        };
+        let decision = decide(
+            Facts::Crashed {
+                id: id(),
+                deaths: 3,
+            },
+            attempt,
+            POLICY,
+            1.0,
+        );
+        let Decision::Reply {
+            job_id,
+            outcome: Outcome::Failed { code, message },
+            pause,
+        } = &decision
+        else {
+            panic!("{decision:?}");
+        };
+        assert_eq!(*job_id, id());
+        assert_eq!(*code, ErrorCode::WorkerCrashed);
+        assert!(message.contains("died 3 times"), "{message}");
+        assert_eq!(*pause, REFUSED_REPLY_PAUSE);
+        assert_eq!(decision.settlement(true), Settlement::Ack);
+        assert_eq!(decision.job_labels(), Some(("failed", "worker_crashed")));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`codec`]: decoding under limits with EXIF orientation; encoding.
 //! - [`ops`]: the steps, one file per family (geometry, filters, edges, color).
 //! - [`error`]: `JobError`, whose kind decides ack or retry.
+//! - [`marks`]: run marks, so a job is set aside for workers that died on it, never
+//!   for broker failovers.
 //! - [`slots`]: the threads that run jobs' CPU work, one per slot.
 //! - [`metrics_http`]: `/metrics` and `/healthz` on `PIXMILL_METRICS_ADDR`.
 //!
@@ -23,6 +25,7 @@ pub mod decision;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod marks;
 pub mod metrics_http;
 pub mod ops;
 pub mod pipeline;

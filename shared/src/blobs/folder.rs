@@ -1,8 +1,9 @@
 //! The folder backend (`file://PATH`): the one-machine default, shared by the gateway
 //! and every worker on the machine.
 //!
-//! A write goes to a temporary file that is synced and then renamed, so a reader never
-//! sees half a blob and a crash never leaves one behind under its real key.
+//! A write goes to a temporary file that is synced and then renamed, and the rename is
+//! synced with its directory: a reader never sees half a blob, a crash never leaves one
+//! behind under its real key, and a blob `put` returned for survives a power cut.
 
 use std::{io, path::PathBuf};
 
@@ -16,14 +17,14 @@ use super::{BlobError, BlobStore, BlobStream, keys};
 /// A folder of blobs addressed by relative keys such as `inputs/<job id>`.
 #[derive(Debug, Clone)]
 pub struct FolderStore {
-    /// Folder that holds `inputs/`, `results/`, `cancelled/` and `tmp/`.
+    /// Folder that holds `inputs/`, `results/`, `cancelled/`, `running/` and `tmp/`.
     root: PathBuf,
 }
 
 impl FolderStore {
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: PathBuf) -> Result<Self, BlobError> {
-        for dir in ["inputs", "results", "cancelled", "tmp"] {
+        for dir in ["inputs", "results", "cancelled", "running", "tmp"] {
             std::fs::create_dir_all(root.join(dir)).map_err(|e| {
                 BlobError::Unavailable(format!("cannot create {}: {e}", root.join(dir).display()))
             })?;
@@ -45,12 +46,24 @@ impl FolderStore {
             file.write_all(bytes)?;
             file.sync_data()?;
             drop(file);
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            // The rename lives in the directory: without syncing it, a power cut can
+            // leave the key missing although `put` returned.
+            sync_dir(&path)
         })();
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+/// Syncs the directory holding `path`, so an entry created or renamed in it survives
+/// a power cut.
+fn sync_dir(path: &std::path::Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

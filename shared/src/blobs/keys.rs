@@ -21,6 +21,14 @@ pub fn cancel(id: Uuid) -> String {
     format!("cancelled/{id}")
 }
 
+/// Key of the mark a worker leaves while it runs a job handed out again
+/// (`x-delivery-count` = `delivery`, after `retries` transient-failure retries). A worker
+/// that finishes the job, or hands it back alive, removes its mark; a worker that dies
+/// leaves it. The marks a later delivery finds are the workers that died on the job.
+pub fn run_mark(id: Uuid, retries: u32, delivery: u32) -> String {
+    format!("running/{id}-{retries}-{delivery}")
+}
+
 /// Refuses any key that could leave the store's folder or prefix, or that a backend
 /// would have to escape: `/`-separated parts of letters, digits, `-`, `_` and `.`.
 pub fn validate(key: &str) -> Result<(), BlobError> {
@@ -46,7 +54,12 @@ mod tests {
     #[test]
     fn made_keys_are_valid_and_distinct() {
         let id = Uuid::new_v4();
-        let made = [input(id), result(id, OutputFormat::Png), cancel(id)];
+        let made = [
+            input(id),
+            result(id, OutputFormat::Png),
+            cancel(id),
+            run_mark(id, 0, 1),
+        ];
         for key in &made {
             validate(key).expect(key);
         }
