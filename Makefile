@@ -56,6 +56,11 @@ bench-fair: deps broker photos ## Only the fair-share benchmark: a lone tenant b
 	cargo build --release --bins
 	BENCH_ONLY=fair cargo bench -p pixmill-tests --bench pixmill
 
+.PHONY: bench-durability
+bench-durability: deps broker photos ## Only what durability costs: SQLite synchronous FULL against NORMAL, and the folder store's directory sync; writes bench/results/durability.md
+	cargo build --release --bins
+	BENCH_ONLY=durability cargo bench -p pixmill-tests --bench pixmill
+
 .PHONY: run-scaled
 run-scaled: ## Scaled out on this machine: PostgreSQL, SeaweedFS (S3), RabbitMQ, 2 gateways, WORKERS workers
 	@WORKERS=$(WORKERS) deploy/run-scaled.sh

@@ -194,13 +194,13 @@ pub fn peer_available() -> bool {
         .exists()
 }
 
-async fn start_pixmill(load: &Load) -> anyhow::Result<(Running, String)> {
+async fn start_pixmill(load: &Load, env: &[(&str, &str)]) -> anyhow::Result<(Running, String)> {
     let dir = temp_dir();
     std::fs::create_dir_all(&dir)?;
     let common = common(&format!("bench-{}", Uuid::new_v4().simple()), &dir);
     let port = free_port()?;
     // Logging as shipped: a line per job at info, to a file.
-    let gateway = GatewayProcess::start_with(&common, port, &[]).await?;
+    let gateway = GatewayProcess::start_with(&common, port, env).await?;
     let mut stack = Stack::workers_only(common.clone())?;
     for i in 0..load.workers {
         stack.spawn_worker_process_with(&format!("bench-w{i}"), load.slots, &[])?;
@@ -262,9 +262,27 @@ pub async fn run(
     resize: &'static str,
 ) -> anyhow::Result<System> {
     let (system, layout) = match name {
-        "pixmill" => start_pixmill(load).await?,
+        "pixmill" => start_pixmill(load, &[]).await?,
         _ => start_peer().await?,
     };
+    let result = phases(name, layout, &system, load, photos, ops, resize).await;
+    if result.is_err() {
+        system.show_logs();
+    }
+    system.stop().await?;
+    result
+}
+
+/// [`run`] for pixmill with extra environment for its gateway process.
+pub async fn run_pixmill_with(
+    name: &'static str,
+    env: &[(&str, &str)],
+    load: &Load,
+    photos: &[(String, Vec<u8>)],
+    ops: &[&'static str],
+    resize: &'static str,
+) -> anyhow::Result<System> {
+    let (system, layout) = start_pixmill(load, env).await?;
     let result = phases(name, layout, &system, load, photos, ops, resize).await;
     if result.is_err() {
         system.show_logs();

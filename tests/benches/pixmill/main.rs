@@ -13,7 +13,11 @@
 //!    with fair share on and off, once per `make bench` (`make bench-fair` runs only
 //!    this, and writes `bench/results/fair.md`).
 //!
-//! Everything but fair share runs `BENCH_RUNS` times (default 3) and the report gives
+//! 4. Durability ([`durability`]): the whole stack with SQLite syncing at every commit
+//!    (as shipped) and at checkpoints only, and the folder store's directory sync, so
+//!    the price of surviving a power cut is on record (`BENCH_ONLY=durability`).
+//!
+//! Everything but fair share and durability runs `BENCH_RUNS` times (default 3) and the report gives
 //! medians. It goes to stdout and to `bench/results/latest.md`.
 //!
 //! Knobs (environment): `BENCH_RUNS`, `BENCH_ITERATIONS` (timed repetitions per photo
@@ -23,8 +27,10 @@
 //! `make run` starts), `BENCH_SLOTS` (job slots per worker; default the cores divided
 //! among the workers, as `make run` gives them), `BENCH_PEER` (0 skips the peer), `BENCH_PYTHON`
 //! (the interpreter with Pillow and OpenCV), `BENCH_ONLY=fair` (only fair share),
-//! `BENCH_FAIR` (0 skips fair share), `BENCH_FAIR_BACKLOG` (tenant A's jobs, 1500).
+//! `BENCH_FAIR` (0 skips fair share), `BENCH_FAIR_BACKLOG` (tenant A's jobs, 1500),
+//! `BENCH_ONLY=durability`, `BENCH_DURABILITY` (rounds of each SQLite mode, 2; 0 skips).
 
+mod durability;
 mod e2e;
 mod engine;
 mod fair;
@@ -113,6 +119,21 @@ fn run() -> anyhow::Result<bool> {
     // B's 20 s when served first come, first served.
     let fair_query = "op=blur&sigma=4";
     let fair_photo = &medium[0].1;
+    let durability_rounds = env_or("BENCH_DURABILITY", 2)?;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("durability") {
+        let outcome = runtime.block_on(durability::run(
+            &load,
+            &medium,
+            &ops,
+            resize,
+            durability_rounds.max(1),
+        ))?;
+        let text = durability::render(&outcome);
+        println!("{text}");
+        std::fs::write(out.join("durability.md"), &text)?;
+        eprintln!("bench: report written to bench/results/durability.md");
+        return Ok(true);
+    }
     let only_fair = std::env::var("BENCH_ONLY").as_deref() == Ok("fair");
     if only_fair {
         let outcomes = runtime.block_on(fair::run(&shape, fair_photo, fair_query))?;
@@ -143,6 +164,17 @@ fn run() -> anyhow::Result<bool> {
         });
     }
     let mut text = report::render(&results, cores);
+    if durability_rounds > 0 {
+        let outcome = runtime.block_on(durability::run(
+            &load,
+            &medium,
+            &ops,
+            resize,
+            durability_rounds,
+        ))?;
+        text.push('\n');
+        text.push_str(&durability::render(&outcome));
+    }
     if env_or("BENCH_FAIR", 1)? != 0 {
         let outcomes = runtime.block_on(fair::run(&shape, fair_photo, fair_query))?;
         text.push('\n');

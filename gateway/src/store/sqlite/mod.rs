@@ -68,10 +68,10 @@ impl SqliteStore {
             None
         };
         let conn = Connection::open(path)?;
-        // WAL lets readers run beside the writer; NORMAL sync is durable across process
-        // crashes, which is the failure that matters for a single-machine gateway.
+        // WAL lets readers run beside the writer. FULL syncs the log at every commit, so
+        // a job answered 202 survives a power cut, not only a process crash.
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "synchronous", synchronous()?)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
         Ok(Self {
@@ -135,6 +135,20 @@ fn row_to_tenant(row: &rusqlite::Row<'_>) -> rusqlite::Result<TenantLimits> {
         burst: row.get("burst")?,
         updated_at: row.get("updated_at")?,
     })
+}
+
+/// `PIXMILL_SQLITE_SYNC`: `full` (the default) syncs the write-ahead log at every
+/// commit, so nothing answered survives only in the page cache; `normal` syncs it at
+/// checkpoints only, which a process crash never notices but a power cut or kernel
+/// panic can: the last commits before it are rolled back.
+fn synchronous() -> Result<&'static str, StoreError> {
+    match std::env::var("PIXMILL_SQLITE_SYNC").as_deref() {
+        Err(_) | Ok("" | "full") => Ok("FULL"),
+        Ok("normal") => Ok("NORMAL"),
+        Ok(other) => Err(StoreError::Unavailable(format!(
+            "PIXMILL_SQLITE_SYNC={other:?}: must be full or normal"
+        ))),
+    }
 }
 
 /// Takes `<db>.lock` exclusively, or explains who has it and what to do instead.
