@@ -10,7 +10,10 @@
 #                    only. No configure permission: it declares nothing (it checks the
 #                    topology passively) and can delete nothing. No write on the default
 #                    exchange (amq.default) or on the jobs exchange, so it cannot queue a
-#                    job; no read on the replies queue.
+#                    job; no read on the replies queue. (A retry still reaches the jobs
+#                    queue after its delay, by design: the retry queue expires into it.
+#                    Read on `PREFIX.jobs` also matches the jobs exchange; with write on
+#                    no queue, the user cannot bind anything to it.)
 #
 # RabbitMQ matches one regex per permission against exchange and queue names alike, so
 # every name is anchored and the prefix escaped. What needs which permission (3.10):
@@ -24,6 +27,7 @@
 #        users.sh apply           create or update both users on the node (rabbitmqctl)
 #        users.sh definitions     print a definitions file (JSON) for `load_definitions`,
 #                                 with both users and an administrator
+#        users.sh remove          delete both users from the node (rabbitmqctl)
 #        users.sh url gateway|worker URLS
 #                                 URLS (a PIXMILL_AMQP_URL, one or a comma-separated
 #                                 list) with that user's credentials instead of theirs
@@ -147,10 +151,19 @@ url() {
   echo "${out[*]}"
 }
 
+remove() {
+  local user
+  for user in "$gateway_user" "$worker_user"; do
+    ctl delete_user "$user" >/dev/null </dev/null 2>&1 || true
+  done
+  say "broker users $gateway_user and $worker_user removed"
+}
+
 case "${1:-}" in
   permissions) permissions ;;
   apply) apply ;;
   definitions) definitions "${2:-}" ;;
+  remove) remove ;;
   url) url "${2:-}" "${3:?usage: $0 url gateway|worker URLS}" ;;
-  *) echo "usage: $0 permissions|apply|definitions|url" >&2; exit 64 ;;
+  *) echo "usage: $0 permissions|apply|definitions|remove|url" >&2; exit 64 ;;
 esac

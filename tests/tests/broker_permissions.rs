@@ -19,13 +19,12 @@ use pixmill_shared::{Topology, amqp, topology::is_access_refused};
 use pixmill_tests::{Stack, TIMEOUT, amqp_url, common, photos::photo, temp_dir};
 use uuid::Uuid;
 
-/// A gateway user and a worker user made by `users.sh apply` for one queue prefix.
+/// A gateway user and a worker user made by `users.sh apply` for one queue prefix, and
+/// removed by `users.sh remove` when dropped (a failed test included).
 struct Users {
-    gateway: String,
-    worker: String,
+    env: Vec<(&'static str, String)>,
     gateway_url: String,
     worker_url: String,
-    node: String,
 }
 
 /// `url` with `user:password` as its credentials.
@@ -35,52 +34,41 @@ fn with_credentials(url: &str, user: &str, password: &str) -> String {
     format!("{scheme}://{user}:{password}@{rest}")
 }
 
-fn rabbitmqctl() -> &'static str {
-    ["/usr/lib/rabbitmq/bin/rabbitmqctl", "/usr/sbin/rabbitmqctl"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("rabbitmqctl is installed (deploy/rabbitmq/ensure-broker.sh installs it)")
-}
-
 impl Users {
     fn create(prefix: &str) -> Self {
         let url = amqp_url();
         let port = amqp::node_of(&url)
             .rsplit_once(':')
             .map_or("5672".to_string(), |(_, p)| p.to_string());
-        let node = format!("pixmill-{port}@localhost");
-        let tag = &Uuid::new_v4().simple().to_string()[..8];
-        let gateway = format!("pixmill-gateway-{tag}");
-        let worker = format!("pixmill-worker-{tag}");
         let gateway_password = Uuid::new_v4().simple().to_string();
         let worker_password = Uuid::new_v4().simple().to_string();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/users.sh");
-        let status = std::process::Command::new(script)
-            .arg("apply")
-            .env("PIXMILL_QUEUE_PREFIX", prefix)
-            .env("PIXMILL_BROKER_NODE", &node)
-            .env("PIXMILL_BROKER_GATEWAY_USER", &gateway)
-            .env("PIXMILL_BROKER_GATEWAY_PASSWORD", &gateway_password)
-            .env("PIXMILL_BROKER_WORKER_USER", &worker)
-            .env("PIXMILL_BROKER_WORKER_PASSWORD", &worker_password)
-            .status()
-            .expect("run users.sh");
-        assert!(status.success(), "users.sh apply failed: {status}");
-        Self {
-            gateway_url: with_credentials(&url, &gateway, &gateway_password),
-            worker_url: with_credentials(&url, &worker, &worker_password),
-            gateway,
-            worker,
-            node,
-        }
+        let users = Self {
+            gateway_url: with_credentials(&url, &format!("{prefix}-gateway"), &gateway_password),
+            worker_url: with_credentials(&url, &format!("{prefix}-worker"), &worker_password),
+            env: vec![
+                ("PIXMILL_QUEUE_PREFIX", prefix.to_string()),
+                ("PIXMILL_BROKER_NODE", format!("pixmill-{port}@localhost")),
+                ("PIXMILL_BROKER_GATEWAY_PASSWORD", gateway_password),
+                ("PIXMILL_BROKER_WORKER_PASSWORD", worker_password),
+            ],
+        };
+        assert!(users.script("apply"), "users.sh apply failed");
+        users
     }
 
-    fn delete(&self) {
-        for user in [&self.gateway, &self.worker] {
-            let _ = std::process::Command::new(rabbitmqctl())
-                .args(["-n", &self.node, "-q", "delete_user", user])
-                .status();
-        }
+    fn script(&self, verb: &str) -> bool {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/users.sh");
+        std::process::Command::new(script)
+            .arg(verb)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Users {
+    fn drop(&mut self) {
+        self.script("remove");
     }
 }
 
@@ -320,5 +308,4 @@ async fn the_worker_user_is_confined_and_the_pair_still_completes_a_job() {
     assert_eq!(job["worker"], "confined-worker", "{job}");
 
     stack.stop().await.expect("stop");
-    users.delete();
 }
