@@ -342,6 +342,19 @@ mod tests {
         assert_eq!(Topology::with_prefix(DEFAULT_PREFIX), Topology::default());
     }
 
+    /// A broker permission regex matches exchange and queue names alike: the worker's
+    /// write on the two exchanges it publishes to must not cover any queue, or it could
+    /// bind that queue to an exchange it may read.
+    #[test]
+    fn the_worker_exchanges_share_no_name_with_a_queue() {
+        let t = Topology::default();
+        for exchange in [&t.reply_exchange, &t.retry_exchange] {
+            for queue in [&t.jobs, &t.dead_queue, &t.replies, &t.retry] {
+                assert_ne!(exchange, queue);
+            }
+        }
+    }
+
     fn get<'a>(args: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {
         args.inner().get(key)
     }
