@@ -16,6 +16,12 @@
 # the jobs in hand first (a second Ctrl-C stops them at once; their jobs go back to the
 # queue).
 #
+# Broker users: the gateway connects as PREFIX-gateway and the workers as PREFIX-worker
+# (deploy/rabbitmq/users.sh; pixmill-gateway and pixmill-worker for the default prefix),
+# which ensure-broker.sh sets up on the local node: the broker URL(s) of PIXMILL_AMQP_URL
+# with their credentials swapped in. PIXMILL_BROKER_USERS=skip keeps PIXMILL_AMQP_URL's
+# own credentials for both (a broker this machine does not administer).
+#
 # Every PIXMILL_* variable in docs/configuration.md applies to the processes started here, and:
 #   PIXMILL_BIN_DIR=target/debug     use the binaries in that folder and skip the build
 #                                    (a relative path is taken from the current folder,
@@ -174,7 +180,7 @@ start_worker() { # start_worker SLOT
   local i=$1 addr
   metrics_addr "$i"
   PIXMILL_WORKER_NAME=${PIXMILL_WORKER_NAME:-worker-$i} PIXMILL_METRICS_ADDR=$addr \
-    "$bin_dir/pixmill-worker" &
+    PIXMILL_AMQP_URL=$worker_amqp_url "$bin_dir/pixmill-worker" &
   w_pid[i]=$!
   w_state[i]=running
   w_started[i]=$now
@@ -333,6 +339,13 @@ if ((build)); then
   deploy/deps.sh
 fi
 deploy/rabbitmq/ensure-broker.sh
+amqp_url=${PIXMILL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+if [[ ${PIXMILL_BROKER_USERS:-} == skip ]]; then
+  gateway_amqp_url=$amqp_url worker_amqp_url=$amqp_url
+else
+  gateway_amqp_url=$(deploy/rabbitmq/users.sh url gateway "$amqp_url")
+  worker_amqp_url=$(deploy/rabbitmq/users.sh url worker "$amqp_url")
+fi
 if ((build)); then
   echo "run: building (release)…" >&2
   cargo build --release --bins --quiet
@@ -340,7 +353,7 @@ fi
 if ((signals > 0)); then exit 0; fi
 
 started=1
-"$bin_dir/pixmill-gateway" &
+PIXMILL_AMQP_URL=$gateway_amqp_url "$bin_dir/pixmill-gateway" &
 gateway_pid=$!
 put gateway.pid "$gateway_pid"$'\n'
 supervise 0

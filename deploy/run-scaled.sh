@@ -45,13 +45,22 @@ stop() {
 trap stop EXIT
 trap 'exit 0' INT TERM
 
+# Each component connects as its own broker user, as in deploy/run-local.sh.
+amqp_url=${PIXMILL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+if [[ ${PIXMILL_BROKER_USERS:-} == skip ]]; then
+  gateway_amqp_url=$amqp_url worker_amqp_url=$amqp_url
+else
+  gateway_amqp_url=$(deploy/rabbitmq/users.sh url gateway "$amqp_url")
+  worker_amqp_url=$(deploy/rabbitmq/users.sh url worker "$amqp_url")
+fi
 for port in "${ports[@]}"; do
-  PIXMILL_HTTP_ADDR=127.0.0.1:$port target/release/pixmill-gateway &
+  PIXMILL_AMQP_URL=$gateway_amqp_url PIXMILL_HTTP_ADDR=127.0.0.1:$port target/release/pixmill-gateway &
   pids+=("$!")
 done
 # Workers get no data folder: only the broker and S3, as on a machine of their own.
 for i in $(seq 1 "$workers"); do
-  (cd "$(mktemp -d)" && PIXMILL_WORKER_NAME=scaled-worker-$i exec "$root/target/release/pixmill-worker") &
+  (cd "$(mktemp -d)" && PIXMILL_AMQP_URL=$worker_amqp_url PIXMILL_WORKER_NAME=scaled-worker-$i \
+    exec "$root/target/release/pixmill-worker") &
   pids+=("$!")
 done
 

@@ -47,8 +47,9 @@ queues() {
   say "rabbitmq-queues is not installed"; return 1
 }
 
+# Users are cluster-wide: they are set up once, on the first node, after the join.
 node() { # VERB PORT
-  PIXMILL_AMQP_URL=$(url_of "$2") PIXMILL_BROKER_DIR=$dir/$2 \
+  PIXMILL_BROKER_USERS=skip PIXMILL_AMQP_URL=$(url_of "$2") PIXMILL_BROKER_DIR=$dir/$2 \
     PIXMILL_BROKER_PLUGINS=${PIXMILL_BROKER_PLUGINS:-none} "$here/ensure-broker.sh" "$1"
 }
 
@@ -119,6 +120,19 @@ for port in "${ports[@]:1}"; do
 done
 for _ in $(seq 1 120); do
   if [[ $(running) == "${#ports[@]}" ]]; then
+    # pixmill's two broker users (deploy/rabbitmq/users.sh), once per prefix and version
+    # of their permissions. PIXMILL_BROKER_USERS=skip leaves them alone.
+    if [[ ${PIXMILL_BROKER_USERS:-} != skip ]]; then
+      stamp=$dir/users-${PIXMILL_QUEUE_PREFIX:-pixmill}.sha256
+      want=$("$here/users.sh" definitions users | sha256sum | cut -d' ' -f1)
+      if ! [[ -f $stamp && $(cat "$stamp") == "$want" ]]; then
+        if PIXMILL_BROKER_NODE=$first "$here/users.sh" apply; then
+          echo "$want" >"$stamp"
+        else
+          say "could not set up the broker users; create them with deploy/rabbitmq/users.sh"
+        fi
+      fi
+    fi
     say "cluster of ${#ports[@]} nodes running: ${ports[*]}"
     urls
     exit 0

@@ -7,6 +7,13 @@
 #     Debian's rabbitmq-server first when it is missing and we are root.
 #  3. Otherwise say exactly what to do, and fail.
 #
+# Then, on a local node it can reach with rabbitmqctl, it creates or updates pixmill's
+# two broker users for PIXMILL_QUEUE_PREFIX (deploy/rabbitmq/users.sh: PREFIX-gateway and
+# PREFIX-worker, passwords from PIXMILL_BROKER_GATEWAY_PASSWORD and
+# PIXMILL_BROKER_WORKER_PASSWORD), once per prefix and version of their permissions
+# (a stamp file in the node's folder). PIXMILL_BROKER_USERS=skip leaves users alone (the
+# fault tests' throwaway brokers, which connect as guest).
+#
 # Usage: ensure-broker.sh            start (or reuse) the broker
 #        ensure-broker.sh stop       stop the node this script started for that port
 #        ensure-broker.sh status     say whether a broker answers
@@ -80,8 +87,26 @@ case "${1:-start}" in
   *) echo "usage: $0 [start|stop|status]" >&2; exit 64 ;;
 esac
 
+# Creates or updates the two users (users.sh) unless the stamp says they are current.
+# Never fails the script: a broker this script cannot administer is used as it is.
+ensure_users() {
+  [[ ${PIXMILL_BROKER_USERS:-} == skip ]] && return 0
+  case $host in 127.*|localhost|::1) ;; *) return 0 ;; esac
+  local prefix=${PIXMILL_QUEUE_PREFIX:-pixmill} want stamp
+  stamp=$base/users-$prefix.sha256
+  want=$("$here/users.sh" definitions users | sha256sum | cut -d' ' -f1) || return 0
+  [[ -f $stamp && $(cat "$stamp") == "$want" ]] && return 0
+  if PIXMILL_BROKER_NODE=$node "$here/users.sh" apply; then
+    mkdir -p "$base"
+    echo "$want" >"$stamp"
+  else
+    say "could not set up the broker users on $node; create them with deploy/rabbitmq/users.sh"
+  fi
+}
+
 if answers "$host" "$port"; then
   say "using the broker answering at $host:$port"
+  ensure_users
   exit 0
 fi
 
@@ -138,6 +163,7 @@ for _ in $(seq 1 120); do
     else
       say "ready at 127.0.0.1:$port (management API http://127.0.0.1:$management_port/api, RabbitMQ metrics http://127.0.0.1:$prometheus_port/metrics)"
     fi
+    ensure_users
     exit 0
   fi
   sleep 0.5

@@ -4,6 +4,8 @@
 
 use std::{future::Future, time::Duration};
 
+use anyhow::Context as _;
+
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
     message::Delivery,
@@ -56,7 +58,8 @@ where
     }
 }
 
-/// A channel on `conn` with `topology` declared and at most `prefetch` unacked
+/// A channel on `conn` with `topology` ensured ([`crate::Topology::ensure`]: declared,
+/// or checked when this user may not declare) and at most `prefetch` unacked
 /// deliveries, each step bounded by [`RPC_TIMEOUT`]: the start of every consuming
 /// session.
 pub async fn consuming_channel(
@@ -64,8 +67,13 @@ pub async fn consuming_channel(
     topology: &crate::Topology,
     prefetch: u16,
 ) -> anyhow::Result<Channel> {
+    match tokio::time::timeout(RPC_TIMEOUT, topology.ensure(conn)).await {
+        Ok(result) => result.context("declare the topology")?,
+        Err(_) => {
+            anyhow::bail!("declare the topology: no answer from the broker within {RPC_TIMEOUT:?}")
+        }
+    }
     let channel = bounded("open a channel", conn.create_channel()).await?;
-    bounded("declare the topology", topology.declare(&channel)).await?;
     bounded(
         "set the prefetch",
         channel.basic_qos(prefetch, lapin::options::BasicQosOptions::default()),

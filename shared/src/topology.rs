@@ -6,15 +6,34 @@
 //!                        │ consumed by every worker (competing consumers)
 //!                        └─ dead-lettered (delivery limit hit) ─► exchange pixmill.dead
 //!                                                                  └─► queue pixmill.jobs.dead
-//! worker ──► default exchange, routing key = reply_to ─► queue pixmill.replies (quorum)
-//! worker ──► queue pixmill.jobs.retry (per-message TTL = back-off)
-//!                 └─ expired ─► exchange pixmill.jobs ─► queue pixmill.jobs
+//! worker ──► exchange pixmill.reply (direct), routing key = reply_to
+//!                 └─► queue pixmill.replies (quorum; bound under its own name)
+//! worker ──► exchange pixmill.retry (direct), routing key pixmill.jobs.retry
+//!                 └─► queue pixmill.jobs.retry (per-message TTL = back-off)
+//!                        └─ expired ─► exchange pixmill.jobs ─► queue pixmill.jobs
 //! gateway ──► exchange pixmill.events (topic, durable), routing key job.<state>
 //!                 └─► one exclusive, auto-delete queue per gateway (and any other listener)
 //! ```
 //!
 //! Declaring with the same arguments is a no-op, so every process declares at start-up
 //! and after each reconnect; nobody has to run a setup step first.
+//!
+//! Workers publish through the two exchanges of their own (`reply`, `retry`), never
+//! through the default exchange: a broker user allowed to write to `amq.default` may
+//! put a message into *any* queue by name, the jobs queue included. With these exchanges
+//! the worker's broker user needs write permission on them alone (see
+//! `deploy/rabbitmq/users.sh`). A `reply_to` still names a queue: the queue receives
+//! replies once it is bound to the reply exchange under its own name, which the
+//! declaration below does for the replies queue. Workers of earlier releases publish
+//! to the default exchange with the same routing key and still reach the same queues.
+//!
+//! RabbitMQ 3.10 checks `configure` permission on every non-passive declare, even of an
+//! entity that exists with the same arguments (ACCESS_REFUSED, channel closed; checked
+//! against the broker by `tests/tests/broker_permissions.rs`), and `configure` would also
+//! let a user delete the queue. So the worker's user has none: [`Topology::ensure`]
+//! declares when allowed and otherwise checks passively (a passive declare needs no
+//! permission) that the names a worker uses exist, which means a gateway has declared
+//! them.
 
 use lapin::{
     Channel, ExchangeKind,
@@ -38,6 +57,10 @@ pub const REPLIES: &str = "pixmill.replies";
 pub const RETRY: &str = "pixmill.jobs.retry";
 /// Topic exchange of change notices ([`crate::events::JobEvent`], key `job.<state>`).
 pub const EVENTS: &str = "pixmill.events";
+/// Direct exchange workers publish replies to, routing key = the job's `reply_to`.
+pub const REPLY_EXCHANGE: &str = "pixmill.reply";
+/// Direct exchange workers publish retries to, routing key = the retry queue's name.
+pub const RETRY_EXCHANGE: &str = "pixmill.retry";
 
 /// A job delivered this many times without being acked is dead-lettered. This is the
 /// broker's backstop, not the crash count: every failover of a node hands the
@@ -65,6 +88,10 @@ pub struct Topology {
     pub retry: String,
     /// Topic exchange every gateway publishes state changes to.
     pub events: String,
+    /// Exchange of replies; a `reply_to` queue is bound to it under its own name.
+    pub reply_exchange: String,
+    /// Exchange of retries, bound to the retry queue under the queue's name.
+    pub retry_exchange: String,
     /// `x-delivery-limit` of the jobs queue. RabbitMQ 3.10 has no default, so it is set.
     pub delivery_limit: u32,
     /// `x-max-length` of the jobs queue, with `reject-publish` overflow.
@@ -80,6 +107,8 @@ impl Default for Topology {
             replies: REPLIES.into(),
             retry: RETRY.into(),
             events: EVENTS.into(),
+            reply_exchange: REPLY_EXCHANGE.into(),
+            retry_exchange: RETRY_EXCHANGE.into(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             max_queued: DEFAULT_MAX_QUEUED,
         }
@@ -96,6 +125,8 @@ impl Topology {
             replies: format!("{prefix}.replies"),
             retry: format!("{prefix}.jobs.retry"),
             events: format!("{prefix}.events"),
+            reply_exchange: format!("{prefix}.reply"),
+            retry_exchange: format!("{prefix}.retry"),
             ..Self::default()
         }
     }
@@ -122,13 +153,65 @@ impl Topology {
         channel
             .queue_declare(self.replies.as_str().into(), durable, quorum())
             .await?;
+        bind(channel, &self.replies, &self.reply_exchange, &self.replies).await?;
         channel
             .queue_declare(self.retry.as_str().into(), durable, self.retry_arguments())
             .await?;
+        bind(channel, &self.retry, &self.retry_exchange, &self.retry).await?;
         Ok(())
     }
 
-    /// The durable exchanges: jobs (direct), dead letters (fanout), events (topic).
+    /// Declares the topology on a channel of its own, or, when the broker refuses
+    /// (ACCESS_REFUSED: a worker's user has no `configure` permission), checks passively
+    /// on a new channel that what a worker uses exists: the jobs queue it consumes and
+    /// the two exchanges it publishes to. A missing name means no gateway has declared
+    /// the topology yet; the caller's reconnect loop tries again.
+    pub async fn ensure(&self, conn: &lapin::Connection) -> anyhow::Result<()> {
+        let channel = conn.create_channel().await?;
+        match self.declare(&channel).await {
+            Ok(()) => {
+                let _ = channel.close(200, "declared".into()).await;
+                return Ok(());
+            }
+            Err(e) if !is_access_refused(&e) => return Err(e.into()),
+            Err(_) => {}
+        }
+        let channel = conn.create_channel().await?;
+        let queue = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let exchange = ExchangeDeclareOptions {
+            passive: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let missing = |what: &str, e: lapin::Error| {
+            anyhow::anyhow!(
+                "{what} does not exist ({e}), and this broker user may not declare it: \
+                 start a gateway first, which declares the topology"
+            )
+        };
+        channel
+            .queue_declare(self.jobs.as_str().into(), queue, FieldTable::default())
+            .await
+            .map_err(|e| missing(&format!("queue {}", self.jobs), e))?;
+        for name in [&self.reply_exchange, &self.retry_exchange] {
+            channel
+                .exchange_declare(
+                    name.as_str().into(),
+                    ExchangeKind::Direct,
+                    exchange,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| missing(&format!("exchange {name}"), e))?;
+        }
+        let _ = channel.close(200, "checked".into()).await;
+        Ok(())
+    }
+
+    /// The durable exchanges: jobs (direct), dead letters (fanout), events (topic),
+    /// replies and retries (direct).
     async fn declare_exchanges(&self, channel: &Channel) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
@@ -138,6 +221,8 @@ impl Topology {
             (&self.jobs, ExchangeKind::Direct),
             (&self.dead_exchange, ExchangeKind::Fanout),
             (&self.events, ExchangeKind::Topic),
+            (&self.reply_exchange, ExchangeKind::Direct),
+            (&self.retry_exchange, ExchangeKind::Direct),
         ] {
             channel
                 .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
@@ -212,6 +297,11 @@ impl Topology {
     }
 }
 
+/// True when the broker refused an operation for want of permission (403).
+pub fn is_access_refused(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 403)
+}
+
 /// Binds `queue` to `exchange` with `key`.
 async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
     channel
@@ -251,7 +341,22 @@ mod tests {
         assert_eq!(t.dead_queue, "test-1234.jobs.dead");
         assert_eq!(t.retry, "test-1234.jobs.retry");
         assert_eq!(t.events, "test-1234.events");
+        assert_eq!(t.reply_exchange, "test-1234.reply");
+        assert_eq!(t.retry_exchange, "test-1234.retry");
         assert_eq!(Topology::with_prefix(DEFAULT_PREFIX), Topology::default());
+    }
+
+    /// A broker permission regex matches exchange and queue names alike: the worker's
+    /// write on the two exchanges it publishes to must not cover any queue, or it could
+    /// bind that queue to an exchange it may read.
+    #[test]
+    fn the_worker_exchanges_share_no_name_with_a_queue() {
+        let t = Topology::default();
+        for exchange in [&t.reply_exchange, &t.retry_exchange] {
+            for queue in [&t.jobs, &t.dead_queue, &t.replies, &t.retry] {
+                assert_ne!(exchange, queue);
+            }
+        }
     }
 
     fn get<'a>(args: &'a FieldTable, key: &str) -> Option<&'a AMQPValue> {

@@ -69,6 +69,8 @@ impl TestBroker {
             .arg(&script)
             .arg(verb)
             .env("PIXMILL_AMQP_URL", &self.url)
+            // These brokers come and go within one test, which connects as guest.
+            .env("PIXMILL_BROKER_USERS", "skip")
             .env("PIXMILL_BROKER_DIR", &self.dir)
             .env("PIXMILL_BROKER_PLUGINS", "none")
             .status()

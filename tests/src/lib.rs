@@ -491,7 +491,12 @@ async fn delete_topology(url: &str, t: &Topology) -> anyhow::Result<()> {
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await?;
     }
-    for exchange in [&t.jobs, &t.dead_exchange] {
+    for exchange in [
+        &t.jobs,
+        &t.dead_exchange,
+        &t.reply_exchange,
+        &t.retry_exchange,
+    ] {
         channel
             .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
             .await?;

@@ -18,7 +18,7 @@ async fn publish_reply(stack: &Stack, reply: &Reply) {
     let channel = amqp::confirm_channel(&conn).await.expect("channel");
     amqp::publish_json(
         &channel,
-        "",
+        &stack.common.topology.reply_exchange,
         &stack.common.topology.replies,
         reply,
         BasicProperties::default().with_correlation_id(reply.job_id.to_string().into()),

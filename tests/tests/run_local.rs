@@ -29,6 +29,8 @@ struct LocalRun {
     run_dir: PathBuf,
     data_dir: PathBuf,
     log: PathBuf,
+    /// Its queue prefix, which names its broker users (`PREFIX-gateway`, `PREFIX-worker`).
+    prefix: String,
 }
 
 impl LocalRun {
@@ -38,6 +40,7 @@ impl LocalRun {
         std::fs::create_dir_all(&data_dir).expect("data dir");
         let log = data_dir.join("run-local.log");
         let port = free_port().expect("port");
+        let prefix = format!("runlocal-{}", Uuid::new_v4().simple());
         let bins = binary("pixmill-gateway").expect("binaries");
         let child = Command::new("bash")
             .arg(root().join("deploy/run-local.sh"))
@@ -48,10 +51,7 @@ impl LocalRun {
             .env("PIXMILL_DATA_DIR", &data_dir)
             .env("PIXMILL_RUN_DIR", &run_dir)
             .env("PIXMILL_METRICS_PORT_BASE", metrics_base.to_string())
-            .env(
-                "PIXMILL_QUEUE_PREFIX",
-                format!("runlocal-{}", Uuid::new_v4().simple()),
-            )
+            .env("PIXMILL_QUEUE_PREFIX", &prefix)
             .env("PIXMILL_QUEUE_DEPTH_SECS", "0.5")
             .env("RUST_LOG", "info,lapin=warn")
             .stdin(Stdio::null())
@@ -69,6 +69,7 @@ impl LocalRun {
             run_dir,
             data_dir,
             log,
+            prefix,
         };
         run.wait_for("the gateway", |r| async move {
             r.client.get("/healthz").await.map(|r| r.status).ok() == Some(200)
@@ -147,6 +148,16 @@ impl LocalRun {
         );
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let _ = std::fs::remove_dir_all(&self.data_dir);
+        // The broker users ensure-broker.sh made for this prefix, and its stamp.
+        let _ = Command::new("bash")
+            .arg(root().join("deploy/rabbitmq/users.sh"))
+            .arg("remove")
+            .env("PIXMILL_QUEUE_PREFIX", &self.prefix)
+            .status()
+            .await;
+        let _ = std::fs::remove_file(
+            root().join(format!("var/rabbitmq-5672/users-{}.sha256", self.prefix)),
+        );
         log
     }
 }

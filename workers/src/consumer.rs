@@ -545,6 +545,8 @@ async fn run_job(
 }
 
 /// Publishes a reply with confirms; `Ok` means the broker has it on the durable queue.
+/// It goes through the reply exchange, keyed by `reply_to`: the worker's broker user may
+/// write there and not to the default exchange (see `pixmill_shared::topology`).
 async fn reply(
     ctx: &Context,
     to: &Answer<'_>,
@@ -565,7 +567,7 @@ async fn reply(
     let properties = BasicProperties::default().with_correlation_id(id.as_str().into());
     amqp::publish_json(
         &ctx.replies,
-        "",
+        &ctx.settings.common.topology.reply_exchange,
         to.reply_to,
         &reply,
         properties,
@@ -609,11 +611,11 @@ async fn schedule_retry(
     if properties.reply_to().is_none() {
         properties = properties.with_reply_to(ctx.settings.common.topology.replies.as_str().into());
     }
-    let retry = &ctx.settings.common.topology.retry;
+    let topology = &ctx.settings.common.topology;
     amqp::publish_confirmed(
         &ctx.replies,
-        "",
-        retry,
+        &topology.retry_exchange,
+        &topology.retry,
         &delivery.data,
         properties,
         REPLY_TIMEOUT,
