@@ -333,6 +333,64 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
   });
 });
 
+// A page on another site: the same loopback address by another name (`localhost` when the
+// gateway is at 127.0.0.1, and the other way round), so Chromium sends Sec-Fetch-Site:
+// cross-site and Origin as a visitor's browser would. It builds a PNG in the page and
+// posts it to the gateway in a multipart form, which needs no preflight.
+function crossSitePage(target) {
+  const png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC';
+  return `<!doctype html><meta charset="utf-8"><title>elsewhere</title>
+<form id="f" method="post" enctype="multipart/form-data" action="${target}/v1/jobs?op=swap">
+<input type="file" name="file" id="file"></form>
+<script>
+const bytes = Uint8Array.from(atob('${png}'), (c) => c.charCodeAt(0));
+const t = new DataTransfer();
+t.items.add(new File([bytes], 'x.png', { type: 'image/png' }));
+document.getElementById('file').files = t.files;
+document.getElementById('f').submit();
+</script>`;
+}
+
+describe('a page on another site posting a form to the gateway', { timeout: 60_000 }, () => {
+  let context, server, userDataDir, elsewhere;
+
+  before(async () => {
+    assert.ok(GATEWAY, 'PIXMILL_TEST_GATEWAY must name a running gateway');
+    const gateway = new URL(GATEWAY);
+    const otherHost = gateway.hostname === 'localhost' ? '127.0.0.1' : 'localhost';
+    const http = await import('node:http');
+    server = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(crossSitePage(GATEWAY));
+    });
+    await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+    elsewhere = `http://${otherHost}:${server.address().port}/`;
+    userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pixmill-browser-'));
+    context = await launch(userDataDir);
+  });
+
+  after(async () => {
+    await context?.close();
+    server?.close();
+    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  });
+
+  it('is refused with 403 cross_site_request, and no job is made', async () => {
+    const listed = async () => (await (await fetch(`${GATEWAY}/v1/jobs?limit=100`)).json()).jobs.map((j) => j.id);
+    const before = await listed();
+    const page = context.pages()[0] || (await context.newPage());
+    const answered = page.waitForResponse((r) => r.url().startsWith(`${GATEWAY}/v1/jobs`) && r.request().method() === 'POST', { timeout: WAIT });
+    await page.goto(elsewhere);
+    const res = await answered;
+    const headers = await res.request().allHeaders();
+    assert.equal(headers['sec-fetch-site'], 'cross-site', 'Chromium called the page cross-site');
+    assert.equal(res.status(), 403);
+    const body = await res.json();
+    assert.equal(body.error.code, 'cross_site_request', JSON.stringify(body));
+    assert.deepEqual(await listed(), before, 'the refused form made no job');
+  });
+});
+
 describe('upload page in Chromium, with PIXMILL_AUTH=required', {
   timeout: 180_000,
   skip: KEYED && KEY && WRONG_KEY ? false
