@@ -7,11 +7,12 @@
 # installed; otherwise the exact command is printed.
 #
 # jpegtran (libjpeg-turbo-progs) is not needed to build or run: the tests compare the
-# workers' lossless JPEG transforms with it byte for byte.
+# workers' lossless JPEG transforms with it byte for byte. openssl makes the TLS tests'
+# throwaway CA (deploy/tls/make-test-ca.sh).
 set -euo pipefail
 
 missing=()
-for tool in cmake nasm jpegtran; do
+for tool in cmake nasm jpegtran openssl; do
   if ! command -v "$tool" >/dev/null; then
     case $tool in
       jpegtran) missing+=(libjpeg-turbo-progs) ;;

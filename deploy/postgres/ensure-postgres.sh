@@ -18,6 +18,9 @@
 # PIXMILL_PG_PORT  port (default 55432)
 # PIXMILL_PG_DIR   where the server lives (default var/postgres-PORT): data/ is the data
 #                  directory, run/ the socket directory, postgres.log the server log.
+# PIXMILL_PG_TLS_DIR  a folder with server.pem and server.key (deploy/tls/make-test-ca.sh
+#                  writes one): the server starts with ssl=on and that certificate.
+#                  Clients still choose: sslmode=disable connects in plain text.
 # Messages go to stderr; stdout carries only the URL.
 set -euo pipefail
 
@@ -186,9 +189,19 @@ if [[ ! -f $data/PG_VERSION ]]; then
   mv "$data.new" "$data"
 fi
 
-say "starting the server on 127.0.0.1:$port (data in ${data#"$root"/})…"
+tls_opts=''
+if [[ -n ${PIXMILL_PG_TLS_DIR:-} ]]; then
+  # The server reads its key only when the key file is private to the server's user.
+  mkdir -p "$base/tls"
+  cp "$PIXMILL_PG_TLS_DIR/server.pem" "$PIXMILL_PG_TLS_DIR/server.key" "$base/tls/"
+  chmod 600 "$base/tls/server.key"
+  [[ $(id -u) -eq 0 ]] && chown -R postgres:postgres "$base/tls"
+  tls_opts=" -c ssl=on -c ssl_cert_file=$base/tls/server.pem -c ssl_key_file=$base/tls/server.key"
+fi
+
+say "starting the server on 127.0.0.1:$port (data in ${data#"$root"/})${tls_opts:+ with ssl=on}…"
 if ! as_owner "$bin/pg_ctl" -D "$data" \
-  -o "-p $port -k $sock -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200" \
+  -o "-p $port -k $sock -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200$tls_opts" \
   -l "$log" -s -w -t 60 start >&2 8>&-; then
   say "the server did not start; the end of $log:"
   tail -n 20 "$log" >&2 || true

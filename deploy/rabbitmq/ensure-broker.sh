@@ -48,6 +48,11 @@ if ((port == 5672)); then
 else
   management_port=$((port + 10000)) prometheus_port=$((port + 10020))
 fi
+# PIXMILL_BROKER_TLS_DIR (a folder with server.pem, server.key and ca.pem, as
+# deploy/tls/make-test-ca.sh writes) adds an amqps listener on 127.0.0.1 at
+# PIXMILL_BROKER_TLS_PORT (default: the AMQP port - 1, so 5671 beside 5672).
+tls_dir=${PIXMILL_BROKER_TLS_DIR:-}
+tls_port=${PIXMILL_BROKER_TLS_PORT:-$((port - 1))}
 say() { printf 'broker: %s\n' "$*" >&2; }
 
 answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
@@ -145,6 +150,16 @@ mkdir -p "$base/mnesia" "$base/log"
   echo "management.tcp.port = $management_port"
   echo "prometheus.tcp.ip = 127.0.0.1"
   echo "prometheus.tcp.port = $prometheus_port"
+  if [[ -n $tls_dir ]]; then
+    tls_dir=$(cd "$tls_dir" && pwd)
+    echo "listeners.ssl.default = 127.0.0.1:$tls_port"
+    echo "ssl_options.cacertfile = $tls_dir/ca.pem"
+    echo "ssl_options.certfile = $tls_dir/server.pem"
+    echo "ssl_options.keyfile = $tls_dir/server.key"
+    # Clients are not asked for certificates; they authenticate with user and password.
+    echo "ssl_options.verify = verify_none"
+    echo "ssl_options.fail_if_no_peer_cert = false"
+  fi
 } >"$base/rabbitmq.conf"
 if [[ $plugins == none ]]; then
   echo '[].' >"$base/enabled_plugins"
@@ -157,7 +172,8 @@ say "starting local node $node on 127.0.0.1:$port (data in ${base#"$root"/})…"
 "$bin/rabbitmq-server" -detached >"$base/log/startup.log" 2>&1 || true
 
 for _ in $(seq 1 120); do
-  if answers 127.0.0.1 "$port"; then
+  if answers 127.0.0.1 "$port" && { [[ -z $tls_dir ]] || answers 127.0.0.1 "$tls_port"; }; then
+    [[ -n $tls_dir ]] && say "amqps listener on 127.0.0.1:$tls_port"
     if [[ $plugins == none ]]; then
       say "ready at 127.0.0.1:$port"
     else

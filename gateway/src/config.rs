@@ -344,7 +344,26 @@ fn webhook_settings() -> Result<WebhookSettings, ConfigError> {
                 Err("must be between 1 and 50".into())
             }
         })?,
+        ca_certs: webhook_ca_certs()?,
     })
+}
+
+/// `PIXMILL_WEBHOOK_CA_FILE`: a PEM file of CA certificates trusted for https callbacks
+/// in addition to the system's store; unset trusts the system's only.
+fn webhook_ca_certs() -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let var = "PIXMILL_WEBHOOK_CA_FILE";
+    let path: String = env_or(var, String::new())?;
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let fail = |reason: String| ConfigError {
+        var: var.into(),
+        value: path.clone(),
+        reason,
+    };
+    let pem = pixmill_shared::amqp::read_ca_file(std::path::Path::new(&path)).map_err(fail)?;
+    reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+        .map_err(|e| fail(format!("not a PEM certificate bundle: {e}")))
 }
 
 /// `PIXMILL_LINK_KEYS`. Read here rather than with `env_or`, whose errors quote the

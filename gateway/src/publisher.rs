@@ -1,18 +1,49 @@
 //! Publishing jobs with confirms, over a long-lived channel.
 //!
-//! Connections come from deadpool-lapin pools, one per broker node of
-//! `PIXMILL_AMQP_URL`, whose recycle check drops a dead connection and dials a new
-//! one; on top of them the publisher keeps one confirm-mode channel and replaces it
+//! Connections come from deadpool pools, one per broker node of `PIXMILL_AMQP_URL`,
+//! whose recycle check drops a dead connection and dials a new one (with the TLS
+//! settings of [`amqp::connect_url`] for `amqps://`); on top of them the publisher keeps one confirm-mode channel and replaces it
 //! whenever it breaks, trying the node it last used first and then the others in
 //! order. No channel is opened per request.
 
 use std::time::Duration;
 
-use deadpool_lapin::{Manager, Pool, PoolConfig, Runtime, Timeouts};
-use lapin::{BasicProperties, Channel, ConnectionProperties};
+use deadpool::Runtime;
+use deadpool::managed::{self, Metrics, PoolConfig, RecycleError, RecycleResult, Timeouts};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use pixmill_shared::{JobEvent, JobRequest, Topology, amqp, amqp::PublishError};
 use tokio::sync::Mutex;
 use tracing::warn;
+
+/// Dials and recycles the publish connections of one broker node.
+#[derive(Debug)]
+struct Manager {
+    url: String,
+}
+
+impl managed::Manager for Manager {
+    type Type = Connection;
+    type Error = lapin::Error;
+
+    async fn create(&self) -> Result<Connection, lapin::Error> {
+        let props =
+            ConnectionProperties::default().with_connection_name("pixmill-gateway-publish".into());
+        amqp::connect_url(&self.url, props).await
+    }
+
+    async fn recycle(&self, conn: &mut Connection, _: &Metrics) -> RecycleResult<lapin::Error> {
+        if conn.status().connected() {
+            Ok(())
+        } else {
+            Err(RecycleError::message(format!(
+                "the connection is no longer up: {:?}",
+                conn.status()
+            )))
+        }
+    }
+}
+
+type Pool = managed::Pool<Manager>;
 
 /// Publishes jobs to the jobs exchange.
 pub struct Publisher {
@@ -42,14 +73,9 @@ impl Publisher {
     pub fn new(list: &str, topology: Topology, timeout: Duration) -> anyhow::Result<Self> {
         let mut pools = Vec::new();
         for url in amqp::urls(list) {
-            let manager = Manager::new(
-                amqp::tuned(url),
-                || {
-                    ConnectionProperties::default()
-                        .with_connection_name("pixmill-gateway-publish".into())
-                },
-                async_rs::Runtime::tokio_current(),
-            );
+            let manager = Manager {
+                url: amqp::tuned(url),
+            };
             let pool = Pool::builder(manager)
                 .config(PoolConfig {
                     max_size: 2,

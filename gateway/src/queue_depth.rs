@@ -71,11 +71,17 @@ struct ManagementQueue {
 
 /// The management API's base URL for an AMQP URL: same host and credentials, port
 /// 15672 for the default 5672, otherwise AMQP port + 10000 (the convention of this
-/// project's broker scripts).
+/// project's broker scripts; 15671 for amqps' 5671). An `amqps://` broker's API is read
+/// over https, never plain http.
 pub fn management_url_for(amqp_url: &str) -> Option<String> {
     // Of a cluster's list, the first node (set PIXMILL_MANAGEMENT_URL to choose).
     let first = pixmill_shared::amqp::urls(amqp_url).first().copied()?;
-    let rest = first.split_once("://")?.1;
+    let (scheme, rest) = first.split_once("://")?;
+    let (http, default_port) = if scheme == "amqps" {
+        ("https", 5671)
+    } else {
+        ("http", 5672)
+    };
     let (creds, hostpart) = match rest.split_once('@') {
         Some((creds, host)) => (Some(creds), host),
         None => (None, rest),
@@ -83,15 +89,15 @@ pub fn management_url_for(amqp_url: &str) -> Option<String> {
     let hostport = hostpart.split(['/', '?']).next()?;
     let (host, port) = match hostport.rsplit_once(':') {
         Some((host, port)) => (host, port.parse::<u32>().ok()?),
-        None => (hostport, 5672),
+        None => (hostport, default_port),
     };
     let mgmt = if port == 5672 { 15672 } else { port + 10_000 };
     if mgmt > 65_535 {
         return None;
     }
     Some(match creds {
-        Some(creds) => format!("http://{creds}@{host}:{mgmt}/api"),
-        None => format!("http://guest:guest@{host}:{mgmt}/api"),
+        Some(creds) => format!("{http}://{creds}@{host}:{mgmt}/api"),
+        None => format!("{http}://guest:guest@{host}:{mgmt}/api"),
     })
 }
 
@@ -122,10 +128,19 @@ pub async fn run(
     latest: Latest,
     shutdown: CancellationToken,
 ) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap_or_default();
+    // The broker's own CA (PIXMILL_AMQP_CA_FILE) is trusted for its https API too.
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(3));
+    if let Some(pem) = pixmill_shared::amqp::tls_config().cert_chain {
+        match reqwest::Certificate::from_pem_bundle(pem.as_bytes()) {
+            Ok(certs) => {
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the broker CA file does not parse for https"),
+        }
+    }
+    let http = builder.build().unwrap_or_default();
     let mut last_source = "";
     loop {
         // Ready and consumers over AMQP are current to the moment; the management API
@@ -212,6 +227,14 @@ mod tests {
             Some("http://guest:guest@rabbit:15672/api")
         );
         assert_eq!(management_url_for("amqp://h:60000/"), None);
+        assert_eq!(
+            management_url_for("amqps://u:p@broker.example/%2f").as_deref(),
+            Some("https://u:p@broker.example:15671/api")
+        );
+        assert_eq!(
+            management_url_for("amqps://u:p@h:5671/%2f,amqp://u:p@g:5672").as_deref(),
+            Some("https://u:p@h:15671/api")
+        );
         assert_eq!(vhost_of("amqp://u:p@h:5672/%2f?heartbeat=10"), "%2F");
         assert_eq!(vhost_of("amqp://h:5672"), "%2F");
         assert_eq!(vhost_of("amqp://h:5672/images?x=1"), "images");

@@ -44,6 +44,9 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// `PIXMILL_WEBHOOK_MAX_ATTEMPTS`: deliveries tried before giving up.
     pub max_attempts: u32,
+    /// `PIXMILL_WEBHOOK_CA_FILE`: CA certificates trusted for `https://` callbacks
+    /// besides the system's store.
+    pub ca_certs: Vec<reqwest::Certificate>,
 }
 
 impl std::fmt::Debug for WebhookSettings {
@@ -54,6 +57,7 @@ impl std::fmt::Debug for WebhookSettings {
             .field("allow", &self.allow)
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
+            .field("ca_certs", &self.ca_certs.len())
             .finish()
     }
 }

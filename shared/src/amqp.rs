@@ -351,6 +351,80 @@ pub fn node_of(url: &str) -> String {
     rest.split(['/', '?']).next().unwrap_or(rest).to_string()
 }
 
+/// `PIXMILL_AMQP_CA_FILE`: a PEM file of CA certificates trusted for `amqps://` brokers
+/// in addition to the system's store.
+pub const CA_FILE_VAR: &str = "PIXMILL_AMQP_CA_FILE";
+
+/// The PEM text of the CA file `path`, checked to hold at least one certificate.
+pub fn read_ca_file(path: &std::path::Path) -> Result<String, String> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !pem.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(pem)
+}
+
+/// The TLS settings every `amqps://` connection uses: the system's CA store (lapin is
+/// built with rustls and its native roots) plus the certificates of
+/// `PIXMILL_AMQP_CA_FILE`, read once. The configuration check at start-up reports an
+/// unreadable file; here it only leaves the extra CA out (and every TLS connection to a
+/// broker it was meant for then fails verification, never falling back to plain).
+pub fn tls_config() -> lapin::tcp::OwnedTLSConfig {
+    static TLS: std::sync::OnceLock<lapin::tcp::OwnedTLSConfig> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let cert_chain = std::env::var_os(CA_FILE_VAR)
+            .filter(|p| !p.is_empty())
+            .and_then(|p| match read_ca_file(std::path::Path::new(&p)) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    warn!(error = %e, "{CA_FILE_VAR} is unusable; trusting the system's CAs only");
+                    None
+                }
+            });
+        lapin::tcp::OwnedTLSConfig {
+            identity: None,
+            cert_chain,
+        }
+    })
+    .clone()
+}
+
+/// Connects to one broker URL with [`tls_config`]. For an `amqps://` URL the
+/// connection is TLS or nothing: a failed handshake or an unverified certificate is an
+/// error that says so, and there is no retry in plain text.
+pub async fn connect_url(url: &str, props: ConnectionProperties) -> lapin::Result<Connection> {
+    connect_url_with(url, props, tls_config()).await
+}
+
+/// [`connect_url`] with the TLS settings given.
+pub async fn connect_url_with(
+    url: &str,
+    props: ConnectionProperties,
+    tls: lapin::tcp::OwnedTLSConfig,
+) -> lapin::Result<Connection> {
+    let result =
+        Connection::connect_with_config(url, props, tls, async_rs::Runtime::tokio_current()).await;
+    match result {
+        Err(e) if url.starts_with("amqps://") => {
+            // A plain AMQP listener answers a TLS hello with its protocol header.
+            let hint = if e.to_string().contains("InvalidContentType") {
+                " (the server did not answer in TLS: is that port a TLS listener?)"
+            } else {
+                ""
+            };
+            Err(lapin::Error::from(std::io::Error::other(format!(
+                "TLS connection to the broker at {} failed (amqps:// never falls back to plain AMQP): {e}{hint}",
+                node_of(url)
+            ))))
+        }
+        other => other,
+    }
+}
+
 /// The URL index the last successful connection of this process used: the next
 /// connection starts there, so a process that failed over stays on the live node.
 static LAST_GOOD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -378,7 +452,7 @@ pub async fn connect_with_node(list: &str, name: &str) -> lapin::Result<(Connect
         let index = (start + offset) % all.len();
         let props = ConnectionProperties::default().with_connection_name(name.into());
         let url = tuned(all[index]);
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, props));
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect_url(&url, props));
         match attempt.await {
             Ok(Ok(conn)) => {
                 let node = node_of(all[index]);

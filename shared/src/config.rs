@@ -89,6 +89,21 @@ where
     Ok(value)
 }
 
+/// `PIXMILL_AMQP_CA_FILE`, when set: a readable PEM file with at least one certificate.
+pub fn amqp_ca_file() -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let var = crate::amqp::CA_FILE_VAR;
+    let path: String = env_or(var, String::new())?;
+    if path.is_empty() {
+        return Ok(None);
+    }
+    crate::amqp::read_ca_file(std::path::Path::new(&path)).map_err(|reason| ConfigError {
+        var: var.into(),
+        value: path.clone(),
+        reason,
+    })?;
+    Ok(Some(path.into()))
+}
+
 /// The broker URLs from `PIXMILL_AMQP_URL` (one, or a comma-separated list of a
 /// cluster's nodes), each with `heartbeat=10` added when it sets none.
 pub fn amqp_url() -> Result<String, ConfigError> {
@@ -187,6 +202,10 @@ pub struct Common {
     /// `PIXMILL_AMQP_URL`: the broker, or a comma-separated list of a cluster's nodes
     /// (every client connects to the first that answers and fails over to the next).
     pub amqp_url: String,
+    /// `PIXMILL_AMQP_CA_FILE`: CA certificates (PEM) trusted for `amqps://` brokers
+    /// besides the system's; checked to be readable here, read by
+    /// [`crate::amqp::tls_config`].
+    pub amqp_ca_file: Option<std::path::PathBuf>,
     /// `PIXMILL_DATA_DIR`: where the one-machine defaults live (the blob folder and the
     /// gateway's SQLite file), when `PIXMILL_BLOB_URL` / `PIXMILL_DATABASE_URL` are unset.
     pub data_dir: std::path::PathBuf,
@@ -240,8 +259,10 @@ impl Common {
             }
         })?;
         let data_dir = env_or("PIXMILL_DATA_DIR", std::path::PathBuf::from("var/data"))?;
+        let amqp_ca_file = amqp_ca_file()?;
         Ok(Self {
             amqp_url: amqp_url()?,
+            amqp_ca_file,
             blob_url: env_or(
                 "PIXMILL_BLOB_URL",
                 crate::BlobUrl::Folder(data_dir.join("blobs")),

@@ -18,6 +18,8 @@ pub struct TestBroker {
     pub url: String,
     /// Node data and logs.
     dir: PathBuf,
+    /// The folder of the TLS listener's certificate and key, if it has one.
+    tls_dir: Option<PathBuf>,
 }
 
 impl TestBroker {
@@ -28,10 +30,33 @@ impl TestBroker {
             port,
             url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f?heartbeat=2"),
             dir,
+            tls_dir: None,
         };
         broker.script("stop")?;
         broker.script("start")?;
         Ok(broker)
+    }
+
+    /// Like [`TestBroker::start`], with an amqps listener on 127.0.0.1 at `port - 1`
+    /// using the certificate and key in `tls_dir` (deploy/tls/make-test-ca.sh's files).
+    pub fn start_tls(port: u16, tls_dir: &Path) -> anyhow::Result<Self> {
+        let broker = Self {
+            port,
+            url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f?heartbeat=2"),
+            dir: crate::temp_dir().join("rabbitmq"),
+            tls_dir: Some(tls_dir.to_path_buf()),
+        };
+        broker.script("stop")?;
+        broker.script("start")?;
+        Ok(broker)
+    }
+
+    /// The `amqps://` URL of the TLS listener, reached as `host`.
+    pub fn tls_url(&self, host: &str) -> String {
+        format!(
+            "amqps://guest:guest@{host}:{}/%2f?heartbeat=2",
+            self.port - 1
+        )
     }
 
     /// Stops the node (a clean shutdown: clients see their connections closed).
@@ -65,7 +90,11 @@ impl TestBroker {
     fn script(&self, verb: &str) -> anyhow::Result<()> {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/rabbitmq/ensure-broker.sh");
-        let status = Command::new("bash")
+        let mut command = Command::new("bash");
+        if let Some(tls_dir) = &self.tls_dir {
+            command.env("PIXMILL_BROKER_TLS_DIR", tls_dir);
+        }
+        let status = command
             .arg(&script)
             .arg(verb)
             .env("PIXMILL_AMQP_URL", &self.url)

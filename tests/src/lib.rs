@@ -48,6 +48,7 @@ pub fn amqp_url() -> String {
 pub fn common(prefix: &str, data_dir: &Path) -> Common {
     Common {
         amqp_url: amqp_url(),
+        amqp_ca_file: None,
         data_dir: data_dir.to_path_buf(),
         blob_url: BlobUrl::Folder(data_dir.join("blobs")),
         topology: Topology::with_prefix(prefix),
@@ -114,6 +115,7 @@ impl Stack {
                 allow: Vec::new(),
                 timeout: Duration::from_secs(2),
                 max_attempts: 8,
+                ca_certs: Vec::new(),
             },
             link_keys: Default::default(),
             jwt: None,

@@ -19,6 +19,7 @@ use pixmill_shared::{
 use uuid::Uuid;
 
 mod callback;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 
@@ -544,7 +545,9 @@ impl std::str::FromStr for DatabaseUrl {
             }
             Ok(DatabaseUrl::Sqlite(path.into()))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            url.parse::<tokio_postgres::Config>()
+            let (plain, _) = pg_tls::split_sslmode(url)?;
+            plain
+                .parse::<tokio_postgres::Config>()
                 .map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
             Ok(DatabaseUrl::Postgres(url.into()))
         } else {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Timeouts};
 use pixmill_shared::JobResult;
-use tokio_postgres::{NoTls, Row, error::SqlState, types::ToSql};
+use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
 use super::{
@@ -122,28 +122,32 @@ impl From<tokio_postgres::Error> for StoreError {
             // "db error" alone hides what the server said.
             StoreError::Unavailable(format!("postgres: {}: {}", db.code().code(), db.message()))
         } else {
-            StoreError::Unavailable(format!("postgres: {e}"))
+            StoreError::Unavailable(format!("postgres: {}", super::pg_tls::error_chain(&e)))
         }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        StoreError::Unavailable(format!("postgres: no connection: {e}"))
+        let why = match &e {
+            deadpool_postgres::PoolError::Backend(e) => super::pg_tls::error_chain(e),
+            other => other.to_string(),
+        };
+        StoreError::Unavailable(format!("postgres: no connection: {why}"))
     }
 }
 
 impl PgStore {
     /// Connects and brings the schema up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e| StoreError::Unavailable(format!("postgres URL: {e}")))?;
+        let (mut config, tls) =
+            super::pg_tls::config(url, super::pg_tls::ca_file_from_env().as_deref())
+                .map_err(StoreError::Unavailable)?;
         config.connect_timeout(POOL_TIMEOUT);
         config.application_name("pixmill-gateway");
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -237,7 +241,10 @@ pub async fn create_database(admin_url: &str, name: &str) -> Result<String, Stor
             "{name:?} is not a plain database name"
         )));
     }
-    let (client, connection) = tokio_postgres::connect(admin_url, NoTls).await?;
+    let (config, tls) =
+        super::pg_tls::config(admin_url, super::pg_tls::ca_file_from_env().as_deref())
+            .map_err(StoreError::Unavailable)?;
+    let (client, connection) = config.connect(tls).await?;
     tokio::spawn(connection);
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))

@@ -249,13 +249,20 @@ async fn deliver(settings: &WebhookSettings, secret: &str, job: &Job, url: &str)
         Ok(resolved) => resolved,
         Err(why) => return failed(format!("refused: {why}")),
     };
-    let client = match reqwest::Client::builder()
+    // The connection goes to the checked address only (`resolve`), while TLS still
+    // verifies the certificate against the URL's host name (SNI and the name check use
+    // the URL, not the address). No proxy from the environment: a proxy would resolve
+    // the host itself and undo the pinning.
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
-        .resolve(&host, addr)
-        .build()
-    {
+        .no_proxy()
+        .resolve(&host, addr);
+    for cert in &settings.ca_certs {
+        builder = builder.add_root_certificate(cert.clone());
+    }
+    let client = match builder.build() {
         Ok(client) => client,
         Err(e) => return failed(e.to_string()),
     };
