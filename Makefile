@@ -19,7 +19,7 @@ scale: ## Change the number of local workers while `make run` runs: make scale W
 	@deploy/scale.sh $(WORKERS)
 
 .PHONY: test
-test: deps lint manifests broker photos browser ## Lint, validate the manifests, then unit, end-to-end, browser and API-contract tests against real RabbitMQ, PostgreSQL and S3
+test: deps lint manifests contract broker photos browser ## Lint, validate the manifests and the broker contract, then unit, end-to-end, browser and API-contract tests against real RabbitMQ, PostgreSQL and S3
 	cargo build --bins
 	deploy/with-test-services.sh cargo test --workspace
 	cargo test -p pixmill-tests --test schemathesis -- --ignored --nocapture
@@ -32,6 +32,10 @@ lint: deps ## cargo fmt --check and clippy with warnings as errors
 .PHONY: manifests
 manifests: ## Validate compose, Kubernetes and KEDA manifests, alert rules, the dashboard and the Dockerfiles
 	@deploy/validate-manifests.sh
+
+.PHONY: contract
+contract: ## Validate the broker contract (docs/contract/asyncapi.json) with the AsyncAPI parser
+	@deploy/contract/check-asyncapi.sh
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use deadpool::Runtime;
 use deadpool::managed::{self, Metrics, PoolConfig, RecycleError, RecycleResult, Timeouts};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, types::FieldTable};
 use pixmill_shared::{JobEvent, JobRequest, Topology, amqp, amqp::PublishError};
 use tokio::sync::Mutex;
 use tracing::warn;
@@ -101,6 +101,11 @@ impl Publisher {
         })
     }
 
+    /// The names this publisher publishes to.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// Publishes `job` (persistent, mandatory, `reply_to` and `correlation_id` set) and
     /// returns once the broker has confirmed it, or fails within the timeout.
     pub async fn publish(&self, job: &JobRequest) -> Result<(), PublishError> {
@@ -109,6 +114,7 @@ impl Publisher {
             .with_message_id(id.as_str().into())
             .with_correlation_id(id.as_str().into())
             .with_reply_to(self.topology.replies.as_str().into())
+            .with_headers(pixmill_shared::contract::stamp(FieldTable::default()))
             .with_timestamp(u64::try_from(pixmill_shared::now_ms() / 1000).unwrap_or(0));
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(50);
@@ -204,7 +210,7 @@ impl Publisher {
                         passive: true,
                         ..lapin::options::QueueDeclareOptions::default()
                     },
-                    lapin::types::FieldTable::default(),
+                    FieldTable::default(),
                 )
                 .await?;
             let _ = channel.close(200, "done".into()).await;

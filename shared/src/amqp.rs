@@ -269,13 +269,12 @@ pub const ORIGIN_HEADER: &str = "pixmill-origin";
 
 /// Who published a notice ([`ORIGIN_HEADER`]), if it says.
 pub fn notice_origin(delivery: &Delivery) -> Option<&str> {
-    match delivery
-        .properties
-        .headers()
-        .as_ref()?
-        .inner()
-        .get(ORIGIN_HEADER)?
-    {
+    header_str(delivery, ORIGIN_HEADER)
+}
+
+/// A text header, if the delivery has it as a string.
+pub fn header_str<'d>(delivery: &'d Delivery, name: &str) -> Option<&'d str> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
         AMQPValue::ShortString(s) => Some(s.as_str()),
         _ => None,

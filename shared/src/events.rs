@@ -7,13 +7,14 @@
 //! Notices are published after the store has the change, so a listener that re-reads
 //! the job always sees at least that state.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::state::JobState;
 
 /// The body of a change notice (JSON). Pinned by the golden test below.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobEvent {
     /// The job that changed.
     pub job_id: Uuid,
@@ -39,14 +40,14 @@ pub struct JobEvent {
 }
 
 /// A failure, as clients see it in the job record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EventError {
     pub code: String,
     pub message: String,
 }
 
 /// A result's metadata (its blob key stays private to pixmill).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct EventResult {
     pub content_type: String,
     pub width: u32,

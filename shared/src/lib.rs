@@ -3,6 +3,8 @@
 //! # Layout
 //!
 //! - [`messages`]: `JobRequest`, `Step`, `Reply` — the JSON that crosses the broker.
+//! - [`contract`]: the contract version, the messages' JSON Schemas and the AsyncAPI
+//!   document, generated from the types (published in `docs/contract/`).
 //! - [`limits`]: the limits every job is held to, and the geometry check both sides run.
 //! - [`state`]: job states and the forward-only rule every task store applies.
 //! - [`events`]: the change notices gateways publish on `pixmill.events`.
@@ -22,6 +24,7 @@
 pub mod amqp;
 pub mod blobs;
 pub mod config;
+pub mod contract;
 pub mod events;
 pub mod limits;
 pub mod messages;

@@ -3,14 +3,17 @@
 //! A wire name, once shipped, is never renamed: the golden-JSON tests at the bottom of
 //! this file pin every one of them.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// One job, as the gateway publishes it on the jobs exchange.
 ///
 /// The image itself never travels here (claim check): `input` is a blob-store key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// Readers ignore fields they do not know, so a field added to the envelope in a minor
+/// version of the contract never breaks an older worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct JobRequest {
     /// The job id. Also the AMQP `message_id` and `correlation_id`.
     pub id: Uuid,
@@ -22,14 +25,14 @@ pub struct JobRequest {
     /// so a worker never has to guess.
     pub format: OutputFormat,
     /// Encoder quality, 1–100 (JPEG; ignored by lossless encoders).
+    #[schemars(range(min = 1, max = 100))]
     pub quality: u8,
 }
 
 /// One image operation. Tagged by `op` on the wire, e.g. `{"op":"blur","sigma":3}`.
-///
-/// Adding a variant does not compile until the worker's pipeline and the validation
-/// below handle it: every match over `Step` is exhaustive on purpose.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Adding a variant does not compile until the worker's pipeline and the validation
+// below handle it: every match over `Step` is exhaustive on purpose.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Scale the image. With one side missing, the other keeps the aspect ratio.
@@ -63,9 +66,10 @@ pub enum Step {
         #[serde(default)]
         order: ChannelOrder,
     },
-    /// Convert to one luminance channel (alpha is kept). An empty struct rather than a
-    /// unit variant: serde's `deny_unknown_fields` ignores unit variants of a tagged
-    /// enum, so `{"op":"grayscale","sigma":3}` would pass silently.
+    /// Convert to one luminance channel (alpha is kept).
+    // An empty struct rather than a unit variant: serde's `deny_unknown_fields` ignores
+    // unit variants of a tagged enum, so `{"op":"grayscale","sigma":3}` would pass
+    // silently.
     Grayscale {},
     /// Rotate clockwise by 90, 180 or 270 degrees.
     Rotate { degrees: u16 },
@@ -110,7 +114,7 @@ impl Step {
 }
 
 /// How `resize` treats a box whose aspect ratio differs from the image's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Fit {
     /// Scale to fit inside the box; the result may be smaller on one side.
@@ -123,7 +127,7 @@ pub enum Fit {
 }
 
 /// The order in which `swap` emits the input's red, green and blue channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelOrder {
     Rgb,
@@ -136,7 +140,7 @@ pub enum ChannelOrder {
 }
 
 /// Mirror axis for `flip`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FlipDirection {
     /// Left becomes right.
@@ -146,7 +150,7 @@ pub enum FlipDirection {
 }
 
 /// Result encodings a job can ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     Jpeg,
@@ -197,7 +201,7 @@ impl OutputFormat {
 }
 
 /// What a worker reports on the job's `reply_to` queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Reply {
     /// The job this reply is about (also the AMQP `correlation_id`).
     pub job_id: Uuid,
@@ -216,7 +220,7 @@ pub struct Reply {
 }
 
 /// The event a reply carries. `started` is informational; the other two are terminal.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Outcome {
     /// A worker took the job and began decoding it.
@@ -228,7 +232,7 @@ pub enum Outcome {
 }
 
 /// Metadata of a finished result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct JobResult {
     /// Blob-store key of the encoded result.
     pub key: String,
@@ -243,7 +247,7 @@ pub struct JobResult {
 }
 
 /// Stable machine-readable failure codes. Clients branch on these, so they never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The bytes are not a decodable image of a supported format.
@@ -271,6 +275,9 @@ pub enum ErrorCode {
     /// The gateway refused the worker's reply: its result key is not the job's, or its
     /// content type is not one pixmill writes. Set by the gateway, never by a worker.
     InvalidReply,
+    /// The job message speaks a newer major version of the contract than the worker
+    /// that took it (its `x-pixmill-contract` header); upgrade the workers.
+    UnsupportedContract,
     /// A bug: the worker panicked or met an impossible state.
     Internal,
 }
@@ -291,6 +298,7 @@ impl ErrorCode {
             ErrorCode::RetriesExhausted => "retries_exhausted",
             ErrorCode::Lost => "lost",
             ErrorCode::InvalidReply => "invalid_reply",
+            ErrorCode::UnsupportedContract => "unsupported_contract",
             ErrorCode::Internal => "internal",
         }
     }
@@ -504,6 +512,7 @@ mod tests {
             ErrorCode::RetriesExhausted,
             ErrorCode::Lost,
             ErrorCode::InvalidReply,
+            ErrorCode::UnsupportedContract,
             ErrorCode::Internal,
         ] {
             assert_eq!(

@@ -18,6 +18,7 @@ use metrics::gauge;
 use pixmill_shared::{
     BlobError, Blobs, ErrorCode, JobRequest, JobResult, Outcome, Reply,
     amqp::{self, PublishError, Settle, SettleError, header_u32},
+    contract::{self, CONTRACT_HEADER, RETRIES_HEADER},
     keys,
     metrics::{Event, names, op_label},
 };
@@ -219,6 +220,17 @@ async fn handle(ctx: &Context, delivery: Delivery) {
         reply_to: &reply_to,
         attempt,
     };
+    // A message of a newer major version may not even parse; its reason is the version.
+    if let Err(unsupported) = contract::check(amqp::header_str(&delivery, CONTRACT_HEADER)) {
+        let id = amqp::job_id(&delivery);
+        warn!(?id, reason = %unsupported, "refusing a job of a newer contract");
+        let facts = Facts::Unsupported {
+            id,
+            reason: unsupported.0,
+        };
+        carry_out(ctx, &to, decide_on(ctx, facts, attempt), None).await;
+        return;
+    }
     match serde_json::from_slice::<JobRequest>(&delivery.data) {
         Ok(job) => {
             let span = info_span!("job", job_id = %job.id, attempt = attempt.number());
@@ -564,7 +576,9 @@ async fn reply(
         outcome,
     };
     let id = id.to_string();
-    let properties = BasicProperties::default().with_correlation_id(id.as_str().into());
+    let properties = BasicProperties::default()
+        .with_correlation_id(id.as_str().into())
+        .with_headers(contract::stamp(FieldTable::default()));
     amqp::publish_json(
         &ctx.replies,
         &ctx.settings.common.topology.reply_exchange,
@@ -575,9 +589,6 @@ async fn reply(
     )
     .await
 }
-
-/// Header carrying how many transient-failure retries a job has had.
-const RETRIES_HEADER: &str = "x-pixmill-retries";
 
 /// A random factor from 0.5 to 1.5 for a retry's back-off (±50 % jitter), from a random
 /// UUID's bits: no extra dependency for one random number.
@@ -594,7 +605,21 @@ async fn schedule_retry(
     retries: u32,
     delay: Duration,
 ) -> Result<(), PublishError> {
+    // The copy keeps the job's headers (its contract version among them), but not the
+    // broker's own delivery and dead-letter bookkeeping: it is a new message.
     let mut headers = FieldTable::default();
+    if let Some(original) = delivery.properties.headers() {
+        for (name, value) in original.inner() {
+            let name = name.as_str();
+            if !(name == "x-delivery-count"
+                || name == "x-death"
+                || name.starts_with("x-first-death")
+                || name.starts_with("x-last-death"))
+            {
+                headers.insert(name.into(), value.clone());
+            }
+        }
+    }
     headers.insert(RETRIES_HEADER.into(), AMQPValue::LongUInt(retries));
     let mut properties = delivery
         .properties

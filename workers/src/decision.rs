@@ -74,6 +74,9 @@ pub struct RetryPolicy {
 pub enum Facts {
     /// The body is not a job message. `id` is the job its properties name, if any.
     Unreadable { id: Option<Uuid>, error: String },
+    /// The message speaks a newer major version of the contract (or names no version it
+    /// can read): it is refused with `reason`, never run.
+    Unsupported { id: Option<Uuid>, reason: String },
     /// The job was cancelled before it ran.
     Cancelled,
     /// Workers died running this job `deaths` times, which is at least the crash limit:
@@ -129,7 +132,22 @@ pub fn decide(facts: Facts, attempt: Attempt, policy: RetryPolicy, jitter: f64) 
         pause: REFUSED_REPLY_PAUSE,
     };
     match facts {
-        Facts::Cancelled | Facts::Unreadable { id: None, .. } => Decision::Ack,
+        Facts::Cancelled
+        | Facts::Unreadable { id: None, .. }
+        | Facts::Unsupported { id: None, .. } => Decision::Ack,
+        // Acked once answered, so it never comes back: running it again would only be
+        // refused again.
+        Facts::Unsupported {
+            id: Some(job_id),
+            reason,
+        } => Decision::Reply {
+            job_id,
+            outcome: Outcome::Failed {
+                code: ErrorCode::UnsupportedContract,
+                message: reason,
+            },
+            pause: REFUSED_REPLY_PAUSE,
+        },
         // Without a parseable job there is nothing to run, but its id can be answered.
         // A refused answer goes back at once: the message costs nothing to read again.
         Facts::Unreadable {
@@ -290,6 +308,31 @@ mod tests {
         assert_eq!(decision.settlement(true), Settlement::Ack);
         assert_eq!(decision.settlement(false), Settlement::Ack);
         assert_eq!(decision.job_labels(), None);
+    }
+
+    #[test]
+    fn a_job_of_a_newer_contract_is_answered_once_and_acked() {
+        let reason = "the job message speaks contract 2.0".to_string();
+        let facts = Facts::Unsupported {
+            id: Some(id()),
+            reason: reason.clone(),
+        };
+        let decision = decide(facts, FIRST, POLICY, 1.0);
+        assert_eq!(
+            decision,
+            Decision::Reply {
+                job_id: id(),
+                outcome: Outcome::Failed {
+                    code: ErrorCode::UnsupportedContract,
+                    message: reason.clone(),
+                },
+                pause: REFUSED_REPLY_PAUSE,
+            }
+        );
+        assert_eq!(decision.settlement(true), Settlement::Ack);
+        // Without an id there is no one to tell: it is acked, not redelivered forever.
+        let nameless = Facts::Unsupported { id: None, reason };
+        assert_eq!(decide(nameless, FIRST, POLICY, 1.0), Decision::Ack);
     }
 
     #[test]

@@ -127,7 +127,7 @@ pub enum Need {
 pub fn required_scope(method: &Method, path: &str, query: Option<&str>) -> Need {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
-        [""] | ["healthz"] | ["openapi.json"] | ["docs"] => Need::Nothing,
+        [""] | ["healthz"] | ["openapi.json"] | ["asyncapi.json"] | ["docs"] => Need::Nothing,
         ["docs", ..] => Need::Nothing,
         ["readyz"] => Need::Optional,
         ["metrics"] | ["v1", "stats"] | ["v1", "keys", ..] | ["v1", "tenants", ..] => {
@@ -376,6 +376,7 @@ mod tests {
             "/healthz",
             "/",
             "/openapi.json",
+            "/asyncapi.json",
             "/docs",
             "/docs/",
             "/docs/x.css",

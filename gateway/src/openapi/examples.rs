@@ -122,6 +122,11 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
         "/openapi.json",
         &["curl -o openapi.json http://127.0.0.1:8080/openapi.json"],
     ),
+    (
+        "get",
+        "/asyncapi.json",
+        &["curl -o asyncapi.json http://127.0.0.1:8080/asyncapi.json"],
+    ),
 ];
 
 /// A job as it would be stored, in `state`.

@@ -1,15 +1,17 @@
-//! The contract and its viewer: `GET /openapi.json`, and Swagger UI at `/docs/`, served
-//! from files compiled into the binary (no network at build or run time).
+//! The contracts and their viewer: `GET /openapi.json`, the broker's `GET /asyncapi.json`,
+//! and Swagger UI at `/docs/`, served from files compiled into the binary (no network at
+//! build or run time).
 
 use std::sync::{Arc, LazyLock};
 
 use axum::{
+    extract::State,
     http::header,
     response::{IntoResponse, Redirect, Response},
 };
 use utoipa_swagger_ui::Config;
 
-use super::Segment;
+use super::{AppState, Segment};
 use crate::{error::ApiError, openapi::errors::FileErrors};
 
 /// Swagger UI's settings: one document, this gateway's.
@@ -27,6 +29,24 @@ pub(super) async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         crate::openapi::spec_json(),
+    )
+        .into_response()
+}
+
+/// The broker contract: an AsyncAPI 3.0 document naming every exchange, queue, routing
+/// key, header and message this deployment uses, with the JSON Schema of each message
+/// body. For writing a worker or a listener in another language (docs/contract.md).
+#[utoipa::path(
+    get,
+    path = "/asyncapi.json",
+    tag = "docs",
+    responses((status = 200, description = "The AsyncAPI 3.0 document", body = serde_json::Value))
+)]
+pub(super) async fn asyncapi_json(State(state): State<AppState>) -> Response {
+    let document = pixmill_shared::contract::asyncapi(state.jobs.publisher.topology());
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_string(),
     )
         .into_response()
 }

@@ -84,6 +84,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::metrics_text))
         .routes(routes!(page))
         .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::asyncapi_json))
         .routes(routes!(docs::redirect))
         .routes(routes!(docs::index))
         .routes(routes!(docs::file))

@@ -254,6 +254,9 @@ pub enum JobErrorCode {
     /// The gateway refused the worker's reply (a result key not the job's, or a content
     /// type pixmill does not write).
     InvalidReply,
+    /// The job message speaks a newer major version of the broker contract than the
+    /// worker that took it.
+    UnsupportedContract,
     Internal,
     /// Cancelled while queued.
     Cancelled,
@@ -277,6 +280,7 @@ impl From<shared::ErrorCode> for JobErrorCode {
             E::RetriesExhausted => JobErrorCode::RetriesExhausted,
             E::Lost => JobErrorCode::Lost,
             E::InvalidReply => JobErrorCode::InvalidReply,
+            E::UnsupportedContract => JobErrorCode::UnsupportedContract,
             E::Internal => JobErrorCode::Internal,
         }
     }
@@ -378,6 +382,7 @@ mod tests {
             shared::ErrorCode::RetriesExhausted,
             shared::ErrorCode::Lost,
             shared::ErrorCode::InvalidReply,
+            shared::ErrorCode::UnsupportedContract,
             shared::ErrorCode::Internal,
         ] {
             same(code.as_str(), JobErrorCode::from(code));
