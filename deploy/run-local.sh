@@ -340,12 +340,8 @@ if ((build)); then
 fi
 deploy/rabbitmq/ensure-broker.sh
 amqp_url=${PIXMILL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-if [[ ${PIXMILL_BROKER_USERS:-} == skip ]]; then
-  gateway_amqp_url=$amqp_url worker_amqp_url=$amqp_url
-else
-  gateway_amqp_url=$(deploy/rabbitmq/users.sh url gateway "$amqp_url")
-  worker_amqp_url=$(deploy/rabbitmq/users.sh url worker "$amqp_url")
-fi
+gateway_amqp_url=$(deploy/rabbitmq/users.sh url gateway "$amqp_url")
+worker_amqp_url=$(deploy/rabbitmq/users.sh url worker "$amqp_url")
 if ((build)); then
   echo "run: building (release)…" >&2
   cargo build --release --bins --quiet

@@ -47,12 +47,8 @@ trap 'exit 0' INT TERM
 
 # Each component connects as its own broker user, as in deploy/run-local.sh.
 amqp_url=${PIXMILL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-if [[ ${PIXMILL_BROKER_USERS:-} == skip ]]; then
-  gateway_amqp_url=$amqp_url worker_amqp_url=$amqp_url
-else
-  gateway_amqp_url=$(deploy/rabbitmq/users.sh url gateway "$amqp_url")
-  worker_amqp_url=$(deploy/rabbitmq/users.sh url worker "$amqp_url")
-fi
+gateway_amqp_url=$(deploy/rabbitmq/users.sh url gateway "$amqp_url")
+worker_amqp_url=$(deploy/rabbitmq/users.sh url worker "$amqp_url")
 for port in "${ports[@]}"; do
   PIXMILL_AMQP_URL=$gateway_amqp_url PIXMILL_HTTP_ADDR=127.0.0.1:$port target/release/pixmill-gateway &
   pids+=("$!")

@@ -30,7 +30,8 @@
 #        users.sh remove          delete both users from the node (rabbitmqctl)
 #        users.sh url gateway|worker URLS
 #                                 URLS (a PIXMILL_AMQP_URL, one or a comma-separated
-#                                 list) with that user's credentials instead of theirs
+#                                 list) with that user's credentials instead of theirs;
+#                                 unchanged under PIXMILL_BROKER_USERS=skip
 #
 # Settings (environment):
 #   PIXMILL_QUEUE_PREFIX             the prefix of every name (default pixmill)
@@ -139,6 +140,11 @@ url() {
     worker) user=$worker_user password=$worker_password ;;
     *) echo "usage: $0 url gateway|worker URLS" >&2; exit 64 ;;
   esac
+  # Users switched off: everything connects with the URL as given.
+  if [[ ${PIXMILL_BROKER_USERS:-} == skip ]]; then
+    echo "$2"
+    return
+  fi
   IFS=, read -r -a urls <<<"$2"
   for u in "${urls[@]}"; do
     u=${u// /}
