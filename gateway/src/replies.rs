@@ -169,6 +169,37 @@ pub fn check_result(
     Ok(())
 }
 
+/// The `invalid_reply` failure for a reply body that does not parse, when it is a JSON
+/// object naming its job in `job_id`.
+fn unreadable_reply(body: &[u8], error: &serde_json::Error) -> Option<Reply> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let job_id = value.get("job_id")?.as_str()?.parse().ok()?;
+    let worker = value
+        .get("worker")
+        .and_then(|w| w.as_str())
+        .unwrap_or("unknown")
+        .chars()
+        .take(200)
+        .collect();
+    let attempt = value
+        .get("attempt")
+        .and_then(|a| a.as_u64())
+        .and_then(|a| u32::try_from(a).ok())
+        .unwrap_or(1);
+    Some(Reply {
+        job_id,
+        worker,
+        attempt,
+        started_ago_ms: None,
+        outcome: Outcome::Failed {
+            code: ErrorCode::InvalidReply,
+            message: format!(
+                "the worker's reply could not be read ({error}); see docs/contract/schemas/reply.json"
+            ),
+        },
+    })
+}
+
 /// Turns a success reply whose result fails [`check_result`] into a failure with
 /// `invalid_reply`. Other replies, and replies about jobs the store does not know (which
 /// change nothing), are left as they are.
@@ -194,14 +225,23 @@ async fn refuse_forged(jobs: &Jobs, reply: Reply) -> Result<Reply, StoreError> {
     }
 }
 
-/// Applies one reply. An unreadable reply is logged and dropped: retrying cannot help.
+/// Applies one reply. A reply that cannot be read but names its job fails that job with
+/// `invalid_reply` and the reason, so a worker that speaks the contract wrongly (an
+/// unknown error code, a missing field) is told in the job's record instead of leaving
+/// it running; one that names no job is logged and dropped: retrying cannot help.
 pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
     let reply: Reply = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => {
-            warn!(error = %e, "dropping an unreadable reply");
-            return Ok(());
-        }
+        Err(e) => match unreadable_reply(body, &e) {
+            Some(refused) => {
+                warn!(job_id = %refused.job_id, error = %e, "refusing an unreadable reply");
+                refused
+            }
+            None => {
+                warn!(error = %e, "dropping an unreadable reply that names no job");
+                return Ok(());
+            }
+        },
     };
     let reply = refuse_forged(jobs, reply).await?;
     // The span is attached to the future, never entered across an await: a guard held

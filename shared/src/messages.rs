@@ -272,8 +272,9 @@ pub enum ErrorCode {
     RetriesExhausted,
     /// The job's message or upload can no longer exist (found by the gateway's sweeper).
     Lost,
-    /// The gateway refused the worker's reply: its result key is not the job's, or its
-    /// content type is not one pixmill writes. Set by the gateway, never by a worker.
+    /// The gateway refused the worker's reply: its result key is not the job's, its
+    /// content type is not one pixmill writes, or it could not be read at all. Set by
+    /// the gateway, never by a worker.
     InvalidReply,
     /// The job message speaks a newer major version of the contract than the worker
     /// that took it (its `x-pixmill-contract` header); upgrade the workers.

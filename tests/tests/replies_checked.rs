@@ -117,3 +117,45 @@ async fn forged_success_replies_fail_the_job_as_invalid_reply() {
     assert_eq!(untouched.json()["state"], "queued");
     stack.stop().await.expect("stop");
 }
+
+/// A reply that does not follow the contract (here an error code pixmill does not know)
+/// fails its job with `invalid_reply` and says why, instead of leaving it running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_reply_fails_its_job_with_the_reason() {
+    let stack = Stack::start().await.expect("start");
+    let image = photo("flower.jpg");
+    let id = stack
+        .client
+        .submit_ok(&image, &[("op", "grayscale"), ("format", "png")])
+        .await
+        .expect("submit");
+    let conn = amqp::connect(&stack.common.amqp_url, "forged-replies")
+        .await
+        .expect("connect");
+    let channel = amqp::confirm_channel(&conn).await.expect("channel");
+    let body = serde_json::json!({
+        "job_id": id, "worker": "py-1", "attempt": 1,
+        "event": "failed", "code": "model_unavailable", "message": "no GPU"
+    });
+    amqp::publish_confirmed(
+        &channel,
+        &stack.common.topology.reply_exchange,
+        &stack.common.topology.replies,
+        body.to_string().as_bytes(),
+        BasicProperties::default().with_correlation_id(id.as_str().into()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("publish");
+    amqp::close(&conn, "done").await;
+    let job = stack.client.wait_terminal(&id).await.expect("terminal");
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "invalid_reply", "{job}");
+    let message = job["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("model_unavailable") && message.contains("reply.json"),
+        "{message}"
+    );
+    assert_eq!(job["worker"], "py-1", "{job}");
+    stack.stop().await.expect("stop");
+}

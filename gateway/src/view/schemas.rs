@@ -251,8 +251,8 @@ pub enum JobErrorCode {
     RetriesExhausted,
     /// The sweeper found a job that could not run any more.
     Lost,
-    /// The gateway refused the worker's reply (a result key not the job's, or a content
-    /// type pixmill does not write).
+    /// The gateway refused the worker's reply (a result key not the job's, a content
+    /// type pixmill does not write, or a reply it could not read).
     InvalidReply,
     /// The job message speaks a newer major version of the broker contract than the
     /// worker that took it.
