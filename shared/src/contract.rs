@@ -21,7 +21,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::{JobEvent, JobRequest, JobState, Reply, Step, topology::Topology};
+use crate::{
+    JobEvent, JobRequest, JobState, Reply, Step,
+    topology::{Topology, quorum},
+};
 
 /// The AMQP header naming the contract version a message speaks.
 pub const CONTRACT_HEADER: &str = "x-pixmill-contract";
@@ -103,6 +106,30 @@ fn component_schemas() -> Map<String, Value> {
     generator.take_definitions(true)
 }
 
+/// Queue arguments as JSON: the very tables the declaration uses, so the document
+/// cannot disagree with what is declared.
+fn arguments(table: &FieldTable) -> Value {
+    fn value(v: &AMQPValue) -> Value {
+        match v {
+            AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+            AMQPValue::ShortString(s) => json!(s.as_str()),
+            AMQPValue::LongUInt(n) => json!(n),
+            AMQPValue::LongInt(n) => json!(n),
+            AMQPValue::LongLongInt(n) => json!(n),
+            AMQPValue::ShortUInt(n) => json!(n),
+            AMQPValue::Boolean(b) => json!(b),
+            other => json!(format!("{other:?}")),
+        }
+    }
+    Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(k, v)| (k.to_string(), value(v)))
+            .collect(),
+    )
+}
+
 /// The AsyncAPI 3.0 document of `topology`: what the gateway serves at
 /// `/asyncapi.json`, with the deployment's own names.
 pub fn asyncapi(topology: &Topology) -> Value {
@@ -144,7 +171,7 @@ pub fn asyncapi(topology: &Topology) -> Value {
         channel
     };
     let t = topology;
-    let mut jobs_exchange = with_messages(
+    let jobs_exchange = with_messages(
         exchange(
             &t.jobs,
             "direct",
@@ -153,21 +180,13 @@ pub fn asyncapi(topology: &Topology) -> Value {
         ),
         &["job"],
     );
-    jobs_exchange["address"] = json!(t.jobs);
     let channels = json!({
         "jobsExchange": jobs_exchange,
         "jobsQueue": with_messages(queue(&t.jobs,
             "Every worker consumes this one queue (competing consumers, manual acks, a \
              prefetch of its own choosing). A job is acked only after its reply or its retry \
              copy is confirmed by the broker.",
-            json!({
-                "x-queue-type": "quorum",
-                "x-delivery-limit": t.delivery_limit,
-                "x-max-length": t.max_queued,
-                "x-overflow": "reject-publish",
-                "x-dead-letter-exchange": t.dead_exchange,
-                "x-dead-letter-strategy": "at-least-once"
-            })), &["job"]),
+            arguments(&t.jobs_arguments())), &["job"]),
         "replyExchange": {
             "address": "{replyTo}",
             "description": "Workers publish replies here, with routing key = the job's `reply_to` property.",
@@ -182,7 +201,7 @@ pub fn asyncapi(topology: &Topology) -> Value {
         "repliesQueue": with_messages(queue(&t.replies,
             "The gateways' replies queue, bound to the reply exchange under its own name; \
              every job names it in `reply_to`.",
-            json!({"x-queue-type": "quorum"})), &["reply"]),
+            arguments(&quorum())), &["reply"]),
         "retryExchange": with_messages(exchange(&t.retry_exchange, "direct",
             "A worker puts a copy of a job that failed transiently here, routing key = the \
              retry queue's name, with `expiration` = the back-off in ms and the retries \
@@ -190,18 +209,12 @@ pub fn asyncapi(topology: &Topology) -> Value {
         "retryQueue": with_messages(queue(&t.retry,
             "Retries wait out their back-off here; nobody consumes it. An expired message \
              is dead-lettered back to the jobs exchange.",
-            json!({
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": t.jobs,
-                "x-dead-letter-routing-key": t.jobs,
-                "x-overflow": "reject-publish",
-                "x-dead-letter-strategy": "at-least-once"
-            })), &["job"]),
+            arguments(&t.retry_arguments())), &["job"]),
         "deadQueue": with_messages(queue(&t.dead_queue,
             &format!("Jobs over the jobs queue's delivery limit, dead-lettered through the \
              `{}` exchange (fanout). The gateway drains it and fails those jobs \
              `worker_crashed`.", t.dead_exchange),
-            json!({"x-queue-type": "quorum"})), &["job"]),
+            arguments(&quorum())), &["job"]),
         "events": {
             "address": "job.{state}",
             "description": "Change notices: every state change a gateway applies, published \

@@ -233,7 +233,7 @@ impl Topology {
 
     /// The jobs queue's arguments: a quorum queue with a delivery limit past which a job
     /// is dead-lettered, and a length limit past which publishes are refused.
-    fn jobs_arguments(&self) -> FieldTable {
+    pub fn jobs_arguments(&self) -> FieldTable {
         let mut args = quorum();
         insert(
             &mut args,
@@ -259,7 +259,7 @@ impl Topology {
 
     /// The retry queue's arguments: expired messages are dead-lettered back to the jobs
     /// exchange, at least once.
-    fn retry_arguments(&self) -> FieldTable {
+    pub fn retry_arguments(&self) -> FieldTable {
         let mut args = quorum();
         insert(&mut args, "x-dead-letter-exchange", string(&self.jobs));
         insert(&mut args, "x-dead-letter-routing-key", string(&self.jobs));
@@ -315,7 +315,8 @@ async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapi
         .await
 }
 
-fn quorum() -> FieldTable {
+/// The arguments of a plain quorum queue (the replies and dead-letter queues).
+pub fn quorum() -> FieldTable {
     let mut args = FieldTable::default();
     insert(&mut args, "x-queue-type", string("quorum"));
     args
