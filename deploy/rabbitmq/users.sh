@@ -6,12 +6,16 @@
 #                    the replies and the dead letters, and its own change-notice queue.
 #                    Tag `management`: it reads the jobs queue's unacked count from the
 #                    management API (PIXMILL_MANAGEMENT_URL).
-#   pixmill-worker   consumes the jobs queue; publishes to the reply and retry exchanges
-#                    only. No configure permission: it declares nothing (it checks the
-#                    topology passively) and can delete nothing. No write on the default
+#   pixmill-worker   consumes the jobs queue and the custom ops' queues (PREFIX.op.NAME);
+#                    publishes to the reply, retry and forward exchanges only. No
+#                    configure permission: it declares nothing (it checks the topology
+#                    passively) and can delete nothing. No write on the default
 #                    exchange (amq.default) or on the jobs exchange, so it cannot queue a
 #                    job; no read on the replies queue. (A retry still reaches the jobs
 #                    queue after its delay, by design: the retry queue expires into it.
+#                    A forward reaches the jobs queue or an op queue: it hands on a job
+#                    the gateway published, and a reply about a job the gateway never
+#                    recorded changes nothing.
 #                    Read on `PREFIX.jobs` also matches the jobs exchange; with write on
 #                    no queue, the user cannot bind anything to it.)
 #
@@ -61,19 +65,20 @@ if ! [[ $prefix =~ ^[A-Za-z0-9._-]+$ ]]; then
 fi
 p=${prefix//./\\.}
 
-# The names (shared/src/topology.rs): exchanges jobs, dead, events, reply, retry;
-# queues jobs, jobs.dead, replies, jobs.retry; `amq.gen-…` is a gateway's server-named,
-# exclusive change-notice queue.
-gateway_configure="^($p\\.(jobs|dead|events|reply|retry|jobs\\.dead|replies|jobs\\.retry)|amq\\.gen-.*)\$"
+# The names (shared/src/topology.rs): exchanges jobs, dead, events, reply, retry,
+# forward; queues jobs, jobs.dead, replies, jobs.retry and op.NAME, one per custom op
+# (NAME: a-z, 0-9, _); `amq.gen-…` is a gateway's server-named, exclusive change-notice
+# queue.
+gateway_configure="^($p\\.(jobs|dead|events|reply|retry|forward|jobs\\.dead|replies|jobs\\.retry|op\\.[a-z][a-z0-9_]*)|amq\\.gen-.*)\$"
 # Publish to jobs and events; bind the four queues and its notice queue; write on the
 # dead-letter targets of the queues it declares (the dead exchange, the jobs exchange).
-gateway_write="^($p\\.(jobs|dead|events|jobs\\.dead|replies|jobs\\.retry)|amq\\.gen-.*)\$"
+gateway_write="^($p\\.(jobs|dead|events|jobs\\.dead|replies|jobs\\.retry|op\\.[a-z][a-z0-9_]*)|amq\\.gen-.*)\$"
 # Consume replies, dead letters and notices; bind from its exchanges; read on the queues
 # it declares with a dead-letter exchange (jobs, jobs.retry).
-gateway_read="^($p\\.(jobs|dead|events|reply|retry|jobs\\.dead|replies|jobs\\.retry)|amq\\.gen-.*)\$"
+gateway_read="^($p\\.(jobs|dead|events|reply|retry|forward|jobs\\.dead|replies|jobs\\.retry|op\\.[a-z][a-z0-9_]*)|amq\\.gen-.*)\$"
 worker_configure='^$'
-worker_write="^$p\\.(reply|retry)\$"
-worker_read="^$p\\.jobs\$"
+worker_write="^$p\\.(reply|retry|forward)\$"
+worker_read="^$p\\.(jobs|op\\.[a-z][a-z0-9_]*)\$"
 
 permissions() {
   printf '%s %s %s %s %s\n' \

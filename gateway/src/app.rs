@@ -1,11 +1,11 @@
 //! `Application`: builds every part of the gateway and runs it until told to stop.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use pixmill_shared::Blobs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::Settings,
@@ -46,6 +46,22 @@ impl Application {
         // Names this process on its change notices, so its own listener skips them.
         let origin: Arc<str> = format!("gateway-{}", uuid::Uuid::new_v4().simple()).into();
         let jobs = jobs_service(&settings, events.clone(), origin.clone()).await?;
+        if !settings.ops.is_empty() {
+            // The custom ops' queues exist from the start, so their workers can start
+            // consuming before the first job. A broker that is down now gets them with
+            // the first publish.
+            let declared =
+                tokio::time::timeout(Duration::from_secs(5), jobs.publisher.declare()).await;
+            match declared {
+                Ok(Ok(())) => info!(ops = ?settings.ops.names(), "custom ops' queues declared"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "custom ops' queues not declared yet; the first publish will")
+                }
+                Err(_) => warn!(
+                    "custom ops' queues not declared yet (the broker is slow); the first publish will"
+                ),
+            }
+        }
         let stop_tasks = CancellationToken::new();
         let health = TaskHealth::default();
         let queue = queue_depth::Latest::default();
@@ -142,11 +158,14 @@ async fn jobs_service(
     let blobs = Blobs::open(&settings.common.blob_url)
         .map_err(|e| anyhow::anyhow!("blob store {}: {e}", settings.common.blob_url))?;
     info!(store = %settings.database_url, blobs = %blobs.describe(), "stores open");
-    let publisher = Arc::new(Publisher::new(
-        &settings.common.amqp_url,
-        settings.common.topology.clone(),
-        settings.publish_timeout,
-    )?);
+    let publisher = Arc::new(
+        Publisher::new(
+            &settings.common.amqp_url,
+            settings.common.topology.clone(),
+            settings.publish_timeout,
+        )?
+        .with_ops(settings.ops.names()),
+    );
     Ok(Jobs {
         published: PublishedMarks::start(store.clone()),
         tenants: Tenants::new(store.clone(), settings.tenants),
@@ -156,6 +175,7 @@ async fn jobs_service(
         notifier: Notifier::new(events, publisher.clone(), origin),
         publisher,
         limits: settings.common.limits,
+        ops: settings.ops.clone(),
         webhooks: settings.webhooks.clone(),
     })
 }
@@ -221,6 +241,15 @@ fn spawn_tasks(
                 queue.clone(),
                 stop.clone(),
             );
+            let op_queues: Vec<(String, String)> = settings
+                .ops
+                .names()
+                .into_iter()
+                .map(|op| {
+                    let queue = topology.op_queue(&op);
+                    (op, queue)
+                })
+                .collect();
             move || {
                 queue_depth::run(
                     every,
@@ -228,6 +257,7 @@ fn spawn_tasks(
                     vhost.clone(),
                     publisher.clone(),
                     queue_name.clone(),
+                    op_queues.clone(),
                     latest.clone(),
                     stop.clone(),
                 )

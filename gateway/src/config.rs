@@ -7,6 +7,7 @@ use pixmill_shared::config::{Common, ConfigError, env_checked, env_or};
 use crate::{
     admission::Bounds,
     auth::AuthMode,
+    custom_ops::CustomOps,
     fair_share::DEFAULT_WINDOW,
     jobs::MAX_WAIT_SECS,
     jwt::{
@@ -61,6 +62,9 @@ pub struct Settings {
     /// `PIXMILL_FAIR_SHARE` (`on`, `off`) and `PIXMILL_FAIR_SHARE_WINDOW`: each tenant's
     /// window onto the jobs queue; None when off.
     pub fair_share_window: Option<u32>,
+    /// `PIXMILL_OPS_FILE`: the custom ops (JSON: name, description, parameter schema),
+    /// each served by the workers on its queue `<prefix>.op.<name>`. Unset: none.
+    pub ops: CustomOps,
     /// `PIXMILL_MAX_UPLOAD_BYTES`: largest accepted image upload, checked while streaming.
     pub max_upload_bytes: u64,
     /// `PIXMILL_PUBLISH_TIMEOUT_MS`: how long a submit waits for the broker before a 503.
@@ -94,6 +98,7 @@ impl Settings {
             }
         })?;
         Ok(Self {
+            ops: custom_ops()?,
             bounds: bounds(max_upload_bytes)?,
             auth: auth_mode(http_addr, std::env::var("PIXMILL_AUTH").ok())?,
             http_addr,
@@ -137,6 +142,19 @@ impl Settings {
             },
             common,
         })
+    }
+}
+
+/// `PIXMILL_OPS_FILE`: the registry of custom ops, when set.
+fn custom_ops() -> Result<CustomOps, ConfigError> {
+    match std::env::var("PIXMILL_OPS_FILE") {
+        Ok(path) if !path.trim().is_empty() => CustomOps::load(std::path::Path::new(path.trim()))
+            .map_err(|reason| ConfigError {
+                var: "PIXMILL_OPS_FILE".into(),
+                value: path,
+                reason,
+            }),
+        _ => Ok(CustomOps::default()),
     }
 }
 

@@ -165,5 +165,7 @@ pub fn request_of(job: &Job) -> JobRequest {
         steps: job.steps.clone(),
         format: job.format,
         quality: job.quality,
+        cursor: 0,
+        hops: Vec::new(),
     }
 }

@@ -15,7 +15,7 @@ use pixmill_shared::{
     amqp::PublishError,
     keys,
     metrics::{Event, op_label},
-    plan,
+    plan_job,
 };
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
@@ -49,6 +49,8 @@ pub struct Jobs {
     /// Wakes waiters here and tells other gateways through the events exchange.
     pub notifier: Notifier,
     pub limits: Limits,
+    /// The custom ops a job may name.
+    pub ops: crate::custom_ops::CustomOps,
     /// Webhook rules, for checking a `callback_url` at submit.
     pub webhooks: crate::webhooks::WebhookSettings,
     /// Records confirmed publishes in the store, in batches, off the request path.
@@ -111,7 +113,7 @@ impl Jobs {
         submission: Submission,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, ApiError> {
-        let spec = job_spec(&submission.params)?;
+        let spec = job_spec(&submission.params, &self.ops)?;
         let idempotency = match idempotency_key {
             None => None,
             Some(key) => {
@@ -176,7 +178,7 @@ impl Jobs {
             None => None,
             Some(url) => Some(crate::webhooks::check_url(&self.webhooks, url).await?),
         };
-        plan(&spec.steps, image.width, image.height, &self.limits).map_err(|e| match e {
+        plan_job(&spec.steps, image.width, image.height, &self.limits).map_err(|e| match e {
             PlanError::TooManyPixels { .. } => {
                 ApiError::new(ApiCode::TooManyPixels, format!("{e} (PIXMILL_MAX_PIXELS)"))
             }
@@ -193,6 +195,8 @@ impl Jobs {
             steps: spec.steps,
             format: spec.format.unwrap_or_else(|| image.default_output()),
             quality: spec.quality,
+            cursor: 0,
+            hops: Vec::new(),
         };
         Ok((request, callback_url))
     }
@@ -367,9 +371,31 @@ impl Jobs {
             observe(job, unreported_start);
             if job.state.is_terminal() {
                 self.fair_share.ended(&job.tenant);
+                self.remove_intermediates(job);
             }
         }
         Ok(changed)
+    }
+
+    /// Removes the images a job's routing slip handed on between workers, off the
+    /// request path. Once the job has ended nobody reads them; a removal that fails is
+    /// repeated when the job expires.
+    fn remove_intermediates(&self, job: &Job) {
+        let keys: Vec<String> = pixmill_shared::messages::handoffs(&job.steps)
+            .into_iter()
+            .map(|cursor| keys::intermediate(job.id, cursor))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let blobs = self.blobs.clone();
+        tokio::spawn(async move {
+            for key in keys {
+                if let Err(e) = blobs.delete(&key).await {
+                    warn!(key, error = %e, "could not remove a handed-on image; it goes when the job expires");
+                }
+            }
+        });
     }
 }
 
@@ -413,6 +439,7 @@ fn accepted(
             state: CallbackState::Pending,
             attempts: Vec::new(),
         }),
+        hops: Vec::new(),
     }
 }
 
@@ -447,6 +474,7 @@ fn observe(job: &Job, unreported_start: bool) {
         JobState::Succeeded | JobState::Failed | JobState::Cancelled => Event::JobFinished {
             job_id: job.id,
             op: op_label(&job.steps),
+            ops: &distinct_ops(job),
             outcome: job.state.as_str(),
             code: job.error.as_ref().map_or("", |e| e.code.as_str()),
             end_to_end: since_created(job.finished_at),
@@ -458,6 +486,17 @@ fn observe(job: &Job, unreported_start: bool) {
         .emit(),
         _ => {}
     }
+}
+
+/// The ops of a job's steps, each once.
+fn distinct_ops(job: &Job) -> Vec<&str> {
+    let mut ops: Vec<&str> = Vec::with_capacity(job.steps.len());
+    for step in &job.steps {
+        if !ops.contains(&step.op()) {
+            ops.push(step.op());
+        }
+    }
+    ops
 }
 
 /// The 503 for a blob store that failed. The client learns what failed, not how: the

@@ -29,6 +29,7 @@
 //! - [`app`]: `Application::build(settings)` / `run_until_stopped(shutdown)`.
 //! - [`auth`]: API keys, the `Principal` a request acts as, and the check at the edge.
 //! - [`config`]: `Settings` from `PIXMILL_*` variables.
+//! - [`custom_ops`]: the ops registered in `PIXMILL_OPS_FILE`, served by other workers.
 //! - [`manage`]: `pixmill-gateway keys create|list|revoke`, `tenants set|list` and
 //!   `webhook-secret --tenant`.
 //! - [`routes`]: the HTTP API and the upload page; one list of routes, documented.
@@ -59,6 +60,7 @@ pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod custom_ops;
 pub mod error;
 pub mod events;
 pub mod fair_share;

@@ -90,6 +90,11 @@ pub async fn pass(jobs: &Jobs, upkeep: &Upkeep) -> Result<(), StoreError> {
     for job in claim(Sweep::Expiry, ago(upkeep.retention)).await? {
         let mut blobs = vec![job.input_key.clone(), keys::cancel(job.id)];
         blobs.extend(job.result.as_ref().map(|r| r.key.clone()));
+        blobs.extend(
+            pixmill_shared::messages::handoffs(&job.steps)
+                .into_iter()
+                .map(|cursor| keys::intermediate(job.id, cursor)),
+        );
         let mut removed = true;
         for key in &blobs {
             if let Err(e) = jobs.blobs.delete(key).await {
@@ -147,6 +152,7 @@ async fn fail_lost(jobs: &Jobs, job: &Job, why: &str) -> Result<(), StoreError> 
             code: ErrorCode::Lost.as_str().into(),
             message,
             started_at: None,
+            hops: Vec::new(),
         },
     )
     .await?;

@@ -128,6 +128,44 @@ pub fn spec() -> &'static Document {
     SPEC.get_or_init(|| build().0)
 }
 
+/// The document with the custom ops `ops` (`PIXMILL_OPS_FILE`) in it: each op's step
+/// is a `Step` like the built-in ones (its parameters' JSON Schema with the `op` field),
+/// and `x-pixmill-custom-ops` lists the ops with their descriptions (the upload page
+/// builds its forms from it).
+pub fn spec_json_with(ops: &crate::custom_ops::CustomOps) -> String {
+    use serde_json::{Value, json};
+    let mut doc: Value = serde_json::from_str(spec_json()).unwrap_or_default();
+    let mut listed = Vec::new();
+    for op in ops.iter() {
+        let mut schema = op.params.clone();
+        schema["title"] = json!(op.name);
+        schema["description"] = json!(if op.description.is_empty() {
+            format!("The custom op `{}`.", op.name)
+        } else {
+            format!("{} (custom op)", op.description)
+        });
+        if !schema["properties"].is_object() {
+            schema["properties"] = json!({});
+        }
+        schema["properties"]["op"] = json!({"type": "string", "enum": [op.name]});
+        let mut required = schema["required"].as_array().cloned().unwrap_or_default();
+        required.insert(0, json!("op"));
+        schema["required"] = Value::Array(required);
+        let name = format!("CustomStep_{}", op.name);
+        doc["components"]["schemas"][&name] = schema;
+        if let Some(variants) = doc["components"]["schemas"]["Step"]["oneOf"].as_array_mut() {
+            variants.push(json!({"$ref": format!("#/components/schemas/{name}")}));
+        }
+        listed.push(json!({
+            "name": op.name,
+            "description": op.description,
+            "params": op.params,
+        }));
+    }
+    doc["x-pixmill-custom-ops"] = Value::Array(listed);
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec_json().to_string())
+}
+
 /// The document as JSON, serialized once.
 pub fn spec_json() -> &'static str {
     static JSON: OnceLock<String> = OnceLock::new();

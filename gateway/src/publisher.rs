@@ -56,6 +56,8 @@ pub struct Publisher {
     /// Index of the node to try first.
     preferred: std::sync::atomic::AtomicUsize,
     topology: Topology,
+    /// The custom ops, whose queues are declared with the topology.
+    ops: Vec<String>,
     /// Budget for one whole publish: getting a channel, sending, and the broker's confirm.
     timeout: Duration,
 }
@@ -97,8 +99,23 @@ impl Publisher {
             node: std::sync::Mutex::new(None),
             preferred: std::sync::atomic::AtomicUsize::new(0),
             topology,
+            ops: Vec::new(),
             timeout,
         })
+    }
+
+    /// Opens the publishing channel now, which declares the topology and the custom
+    /// ops' queues.
+    pub async fn declare(&self) -> Result<(), PublishError> {
+        self.channel().await.map(|_| ())
+    }
+
+    /// Declares the queues of these custom ops along with the topology, so a job whose
+    /// first step is one of them has a queue to go to.
+    #[must_use]
+    pub fn with_ops(mut self, ops: Vec<String>) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// The names this publisher publishes to.
@@ -116,6 +133,9 @@ impl Publisher {
             .with_reply_to(self.topology.replies.as_str().into())
             .with_headers(pixmill_shared::contract::stamp(FieldTable::default()))
             .with_timestamp(u64::try_from(pixmill_shared::now_ms() / 1000).unwrap_or(0));
+        // The queue of the step at the cursor's owner: the jobs queue for a built-in op,
+        // the op's own queue for a custom one.
+        let queue = self.topology.queue_for(job.steps.get(job.cursor));
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(50);
         loop {
@@ -129,7 +149,7 @@ impl Publisher {
             let result = amqp::publish_json(
                 &channel,
                 &self.topology.jobs,
-                &self.topology.jobs,
+                &queue,
                 job,
                 properties.clone(),
                 left,
@@ -278,6 +298,7 @@ impl Publisher {
         })?;
         let channel = amqp::confirm_channel(&connection).await?;
         self.topology.declare(&channel).await?;
+        self.topology.declare_ops(&channel, &self.ops).await?;
         Ok(channel)
     }
 

@@ -37,11 +37,30 @@ pub struct QueueDepth {
     pub at_ms: i64,
 }
 
-/// The latest reading, shared with the stats route.
+/// The latest reading, shared with the stats route: the jobs queue, and the queue of
+/// each custom op.
 #[derive(Debug, Clone, Default)]
-pub struct Latest(Arc<RwLock<Option<QueueDepth>>>);
+pub struct Latest(
+    Arc<RwLock<Option<QueueDepth>>>,
+    Arc<RwLock<Vec<crate::stats::OpQueue>>>,
+);
 
 impl Latest {
+    /// The custom ops' queues as last read (each op listed, unread ones without figures).
+    pub fn ops(&self) -> Vec<crate::stats::OpQueue> {
+        self.1
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_ops(&self, ops: Vec<crate::stats::OpQueue>) {
+        *self
+            .1
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = ops;
+    }
+
     /// The last reading, if any.
     pub fn get(&self) -> Option<QueueDepth> {
         self.0
@@ -118,13 +137,16 @@ pub fn vhost_of(amqp_url: &str) -> String {
     }
 }
 
-/// Reads the queue depth every few seconds until `shutdown`.
+/// Reads the queue depth every few seconds until `shutdown`: the jobs queue's, and the
+/// ready and consumer counts of each custom op's queue (`op_queues`: op, queue).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     every: Duration,
     management: Option<String>,
     vhost: String,
     publisher: Arc<Publisher>,
     queue: String,
+    op_queues: Vec<(String, String)>,
     latest: Latest,
     shutdown: CancellationToken,
 ) {
@@ -179,6 +201,21 @@ pub async fn run(
             }
             latest.set(depth);
         }
+        let mut ops = Vec::with_capacity(op_queues.len());
+        for (op, op_queue) in &op_queues {
+            let counts = publisher.queue_counts(op_queue).await.ok();
+            if let Some((ready, consumers)) = counts {
+                gauge!(names::QUEUE_READY, "queue" => op_queue.clone()).set(ready as f64);
+                gauge!(names::QUEUE_CONSUMERS, "queue" => op_queue.clone()).set(consumers as f64);
+            }
+            ops.push(crate::stats::OpQueue {
+                op: op.clone(),
+                queue: op_queue.clone(),
+                ready: counts.map(|c| c.0),
+                consumers: counts.map(|c| c.1),
+            });
+        }
+        latest.set_ops(ops);
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}

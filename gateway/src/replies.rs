@@ -122,6 +122,7 @@ pub fn change_for(reply: Reply) -> Change {
             attempt: reply.attempt,
             result,
             started_at,
+            hops: reply.hops,
         },
         Outcome::Failed { code, message } => Change::Failed {
             worker: Some(reply.worker),
@@ -129,6 +130,7 @@ pub fn change_for(reply: Reply) -> Change {
             code: code.as_str().into(),
             message,
             started_at,
+            hops: reply.hops,
         },
     }
 }
@@ -191,6 +193,7 @@ fn unreadable_reply(body: &[u8], error: &serde_json::Error) -> Option<Reply> {
         worker,
         attempt,
         started_ago_ms: None,
+        hops: Vec::new(),
         outcome: Outcome::Failed {
             code: ErrorCode::InvalidReply,
             message: format!(
@@ -292,6 +295,7 @@ async fn apply_dead(jobs: &Jobs, delivery: &Delivery) -> Result<(), StoreError> 
             code: ErrorCode::WorkerCrashed.as_str().into(),
             message: message.into(),
             started_at: None,
+            hops: Vec::new(),
         },
     )
     .await?;

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::{
     queue_depth::QueueDepth,
-    store::{JobState, Store, StoreError},
+    store::{Finished, JobState, Store, StoreError},
 };
 
 /// Most finished jobs one stats request reads.
@@ -47,6 +47,83 @@ pub struct Stats {
     /// True when the window held more jobs than one request reads; the figures then
     /// cover the newest ones.
     pub sampled: bool,
+    /// The window's jobs by op (a job of several ops counts for each), and every
+    /// registered custom op with its queue, even one with no jobs.
+    pub ops: Vec<OpStats>,
+}
+
+/// One op's jobs over the window, and for a custom op its queue.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OpStats {
+    pub op: String,
+    /// Registered in `PIXMILL_OPS_FILE` and served on a queue of its own.
+    pub custom: bool,
+    /// Jobs using the op that succeeded or failed in the window.
+    pub finished: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// The op's queue (custom ops; built-in ops share the jobs queue).
+    pub queue: Option<String>,
+    /// Its messages waiting, and its consumers (one per worker process that serves the
+    /// op), as last read from the broker.
+    pub ready: Option<u64>,
+    pub consumers: Option<u64>,
+    /// Set when no worker consumes the queue: its jobs wait until one starts.
+    pub warning: Option<String>,
+}
+
+/// The broker's figures for one custom op's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpQueue {
+    pub op: String,
+    pub queue: String,
+    /// None until the first reading.
+    pub ready: Option<u64>,
+    pub consumers: Option<u64>,
+}
+
+/// The per-op figures: jobs by op from `rows`, and every custom op of `queues`.
+fn by_op(rows: &[Finished], queues: &[OpQueue]) -> Vec<OpStats> {
+    let mut ops: Vec<OpStats> = Vec::new();
+    let entry = |ops: &mut Vec<OpStats>, op: &str| -> usize {
+        if let Some(i) = ops.iter().position(|o| o.op == op) {
+            return i;
+        }
+        let queue = queues.iter().find(|q| q.op == op);
+        ops.push(OpStats {
+            op: op.to_string(),
+            custom: queue.is_some(),
+            finished: 0,
+            succeeded: 0,
+            failed: 0,
+            queue: queue.map(|q| q.queue.clone()),
+            ready: queue.and_then(|q| q.ready),
+            consumers: queue.and_then(|q| q.consumers),
+            warning: queue.filter(|q| q.consumers == Some(0)).map(|q| {
+                format!(
+                    "no worker consumes {}: jobs of the custom op {} wait until one starts",
+                    q.queue, q.op
+                )
+            }),
+        });
+        ops.len() - 1
+    };
+    for q in queues {
+        entry(&mut ops, &q.op);
+    }
+    for row in rows {
+        for op in &row.ops {
+            let i = entry(&mut ops, op);
+            ops[i].finished += 1;
+            if row.state == JobState::Failed {
+                ops[i].failed += 1;
+            } else {
+                ops[i].succeeded += 1;
+            }
+        }
+    }
+    ops.sort_by(|a, b| b.custom.cmp(&a.custom).then_with(|| a.op.cmp(&b.op)));
+    ops
 }
 
 /// The `q`-quantile (0..=1) of sorted values, nearest rank.
@@ -62,16 +139,17 @@ fn quantile(sorted: &[u64], q: f64) -> Option<u64> {
 pub async fn compute(
     store: &Store,
     queue: Option<QueueDepth>,
+    op_queues: &[OpQueue],
     window_secs: u64,
 ) -> Result<Stats, StoreError> {
     let since = pixmill_shared::now_ms() - i64::try_from(window_secs * 1000).unwrap_or(i64::MAX);
     let rows = store.recently_finished(since, SAMPLE).await?;
-    let failed = rows.iter().filter(|(s, _)| *s == JobState::Failed).count() as u64;
+    let failed = rows.iter().filter(|r| r.state == JobState::Failed).count() as u64;
     let finished = rows.len() as u64;
     let mut processing: Vec<u64> = rows
         .iter()
-        .filter(|(s, _)| *s == JobState::Succeeded)
-        .filter_map(|(_, ms)| *ms)
+        .filter(|r| r.state == JobState::Succeeded)
+        .filter_map(|r| r.processing_ms)
         .collect();
     processing.sort_unstable();
     Ok(Stats {
@@ -90,6 +168,7 @@ pub async fn compute(
         processing_ms_p50: quantile(&processing, 0.5),
         processing_ms_p95: quantile(&processing, 0.95),
         sampled: finished >= u64::from(SAMPLE),
+        ops: by_op(&rows, op_queues),
     })
 }
 
@@ -111,12 +190,13 @@ impl Cache {
         &self,
         store: &Store,
         queue: Option<QueueDepth>,
+        op_queues: &[OpQueue],
         window_secs: u64,
     ) -> Result<Stats, StoreError> {
         if let Some(stats) = self.fresh(window_secs) {
             return Ok(stats);
         }
-        let stats = compute(store, queue, window_secs).await?;
+        let stats = compute(store, queue, op_queues, window_secs).await?;
         self.computed.fetch_add(1, Ordering::Relaxed);
         let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
         // Expired answers go, so at most a second's worth of windows is kept.
@@ -153,16 +233,59 @@ mod tests {
             .await
             .expect("store");
         let cache = Cache::default();
-        let first = cache.get(&store, None, 300).await.expect("stats");
+        let first = cache.get(&store, None, &[], 300).await.expect("stats");
         assert_eq!((first.finished, cache.computed()), (0, 1));
-        let again = cache.get(&store, None, 300).await.expect("stats");
+        let again = cache.get(&store, None, &[], 300).await.expect("stats");
         assert_eq!((again, cache.computed()), (first.clone(), 1));
-        cache.get(&store, None, 600).await.expect("stats");
+        cache.get(&store, None, &[], 600).await.expect("stats");
         assert_eq!(cache.computed(), 2, "another window is another answer");
         tokio::time::sleep(CACHE_FOR).await;
-        cache.get(&store, None, 300).await.expect("stats");
+        cache.get(&store, None, &[], 300).await.expect("stats");
         assert_eq!(cache.computed(), 3, "an expired answer is computed again");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn jobs_are_counted_by_op_and_an_unserved_op_is_flagged() {
+        let row = |state, ops: &[&str]| Finished {
+            state,
+            processing_ms: Some(5),
+            ops: ops.iter().map(|o| o.to_string()).collect(),
+        };
+        let rows = [
+            row(JobState::Succeeded, &["grayscale", "posterize"]),
+            row(JobState::Failed, &["posterize"]),
+            row(JobState::Succeeded, &["blur"]),
+        ];
+        let queues = [
+            OpQueue {
+                op: "posterize".into(),
+                queue: "pixmill.op.posterize".into(),
+                ready: Some(3),
+                consumers: Some(2),
+            },
+            OpQueue {
+                op: "threshold".into(),
+                queue: "pixmill.op.threshold".into(),
+                ready: Some(7),
+                consumers: Some(0),
+            },
+        ];
+        let ops = by_op(&rows, &queues);
+        let names: Vec<&str> = ops.iter().map(|o| o.op.as_str()).collect();
+        assert_eq!(names, ["posterize", "threshold", "blur", "grayscale"]);
+        assert_eq!(
+            (ops[0].finished, ops[0].succeeded, ops[0].failed),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            (ops[0].consumers, ops[0].warning.as_deref()),
+            (Some(2), None)
+        );
+        assert_eq!(ops[1].finished, 0);
+        let warning = ops[1].warning.as_deref().expect("no consumer: a warning");
+        assert!(warning.contains("pixmill.op.threshold"), "{warning}");
+        assert!(!ops[2].custom && ops[2].queue.is_none());
     }
 
     #[test]

@@ -17,7 +17,12 @@ use axum::{
 };
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use pixmill_shared::{OutputFormat, Step};
+use pixmill_shared::{
+    OutputFormat, Step,
+    messages::{CustomStep, JobStep},
+};
+
+use crate::custom_ops::{CustomOps, Refused};
 use serde_json::{Map, Value};
 
 use crate::{
@@ -40,7 +45,7 @@ pub struct Submission {
 /// What the job should do, parsed from the parameters.
 #[derive(Debug, PartialEq)]
 pub struct JobSpec {
-    pub steps: Vec<Step>,
+    pub steps: Vec<JobStep>,
     /// `None`: same as the input.
     pub format: Option<OutputFormat>,
     pub quality: u8,
@@ -259,8 +264,9 @@ fn url_decode_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Turns the parameters into steps, output format and quality.
-pub fn job_spec(params: &BTreeMap<String, String>) -> Result<JobSpec, ApiError> {
+/// Turns the parameters into steps, output format and quality. A step may name a
+/// built-in op or one of `ops`.
+pub fn job_spec(params: &BTreeMap<String, String>, ops: &CustomOps) -> Result<JobSpec, ApiError> {
     let format = match params
         .get("format")
         .map(|s| s.trim())
@@ -296,12 +302,12 @@ pub fn job_spec(params: &BTreeMap<String, String>) -> Result<JobSpec, ApiError> 
                 "give either `op` with its parameters or `steps`, not both",
             ));
         }
-        (Some(json), None) => parse_steps(json)?,
-        (None, Some(op)) => vec![single_step(op, params)?],
+        (Some(json), None) => parse_steps(json, ops)?,
+        (None, Some(op)) => vec![single_step(op, params, ops)?],
         (None, None) => {
             return Err(ApiError::invalid(format!(
                 "missing `op`: give op (one of {}) with its parameters, or `steps` as a JSON array",
-                Step::OPS.join(", ")
+                ops.all_names()
             )));
         }
     };
@@ -322,7 +328,7 @@ pub fn job_spec(params: &BTreeMap<String, String>) -> Result<JobSpec, ApiError> 
     })
 }
 
-fn parse_steps(json: &str) -> Result<Vec<Step>, ApiError> {
+fn parse_steps(json: &str, ops: &CustomOps) -> Result<Vec<JobStep>, ApiError> {
     let value: Value = serde_json::from_str(json)
         .map_err(|e| ApiError::invalid(format!("steps is not valid JSON: {e}")))?;
     let Value::Array(items) = value else {
@@ -337,21 +343,51 @@ fn parse_steps(json: &str) -> Result<Vec<Step>, ApiError> {
             let op = item.get("op").and_then(Value::as_str).map(str::to_string);
             match op {
                 None => Err(ApiError::invalid(format!("steps[{i}] has no \"op\""))),
-                Some(op) if !Step::OPS.contains(&op.as_str()) => Err(unknown_op(&op)),
-                Some(op) => serde_json::from_value(item)
+                Some(op) if Step::OPS.contains(&op.as_str()) => serde_json::from_value(item)
+                    .map(JobStep::Builtin)
                     .map_err(|e| ApiError::invalid(format!("steps[{i}] ({op}): {e}"))),
+                Some(op) => {
+                    let Value::Object(mut params) = item else {
+                        unreachable!("an item with an op is an object")
+                    };
+                    params.remove("op");
+                    custom_step(op.clone(), params, ops).map_err(|refused| match refused {
+                        Refused::UnknownOp(message) => ApiError::new(ApiCode::UnknownOp, message),
+                        Refused::Invalid(message) => {
+                            ApiError::invalid(format!("steps[{i}] ({op}): {message}"))
+                        }
+                    })
+                }
             }
         })
         .collect()
 }
 
-fn single_step(op: &str, params: &BTreeMap<String, String>) -> Result<Step, ApiError> {
+/// A custom step, checked against its op's schema.
+fn custom_step(
+    op: String,
+    params: Map<String, Value>,
+    ops: &CustomOps,
+) -> Result<JobStep, Refused> {
+    let step = CustomStep { op, params };
+    ops.check(&step)?;
+    Ok(JobStep::Custom(step))
+}
+
+fn single_step(
+    op: &str,
+    params: &BTreeMap<String, String>,
+    ops: &CustomOps,
+) -> Result<JobStep, ApiError> {
     let op = op.trim();
-    if !Step::OPS.contains(&op) {
-        return Err(unknown_op(op));
+    let builtin = Step::OPS.contains(&op);
+    if !builtin && ops.get(op).is_none() {
+        return Err(unknown_op(op, ops));
     }
     let mut object = Map::new();
-    object.insert("op".into(), Value::String(op.into()));
+    if builtin {
+        object.insert("op".into(), Value::String(op.into()));
+    }
     for (name, value) in params {
         if matches!(
             name.as_str(),
@@ -362,7 +398,14 @@ fn single_step(op: &str, params: &BTreeMap<String, String>) -> Result<Step, ApiE
         }
         object.insert(name.clone(), scalar(value.trim()));
     }
+    if !builtin {
+        return custom_step(op.into(), object, ops).map_err(|refused| match refused {
+            Refused::UnknownOp(message) => ApiError::new(ApiCode::UnknownOp, message),
+            Refused::Invalid(message) => ApiError::invalid(format!("{op}: {message}")),
+        });
+    }
     serde_json::from_value(Value::Object(object))
+        .map(JobStep::Builtin)
         .map_err(|e| ApiError::invalid(format!("{op}: {e}")))
 }
 
@@ -379,13 +422,10 @@ fn scalar(value: &str) -> Value {
     Value::String(value.into())
 }
 
-fn unknown_op(op: &str) -> ApiError {
+fn unknown_op(op: &str, ops: &CustomOps) -> ApiError {
     ApiError::new(
         ApiCode::UnknownOp,
-        format!(
-            "unknown op {op:?}; expected one of {}",
-            Step::OPS.join(", ")
-        ),
+        format!("unknown op {op:?}; expected one of {}", ops.all_names()),
     )
 }
 
@@ -403,21 +443,27 @@ mod tests {
 
     #[test]
     fn plain_fields_make_one_step() {
-        let spec = job_spec(&params(&[
-            ("op", "resize"),
-            ("width", "640"),
-            ("height", "400"),
-            ("format", "png"),
-        ]))
+        let spec = job_spec(
+            &params(&[
+                ("op", "resize"),
+                ("width", "640"),
+                ("height", "400"),
+                ("format", "png"),
+            ]),
+            &CustomOps::default(),
+        )
         .expect("valid");
         assert_eq!(
             spec,
             JobSpec {
-                steps: vec![Step::Resize {
-                    width: Some(640),
-                    height: Some(400),
-                    fit: Fit::Cover
-                }],
+                steps: vec![
+                    Step::Resize {
+                        width: Some(640),
+                        height: Some(400),
+                        fit: Fit::Cover
+                    }
+                    .into()
+                ],
                 format: Some(OutputFormat::Png),
                 quality: 85,
                 interactive: false,
@@ -427,12 +473,64 @@ mod tests {
 
     #[test]
     fn steps_json_makes_a_pipeline() {
-        let spec = job_spec(&params(&[(
-            "steps",
-            r#"[{"op":"blur","sigma":2},{"op":"swap"},{"op":"rotate","degrees":90}]"#,
-        )]))
+        let spec = job_spec(
+            &params(&[(
+                "steps",
+                r#"[{"op":"blur","sigma":2},{"op":"swap"},{"op":"rotate","degrees":90}]"#,
+            )]),
+            &CustomOps::default(),
+        )
         .expect("valid");
         assert_eq!(spec.steps.len(), 3);
+    }
+
+    #[test]
+    fn custom_ops_are_checked_against_their_schema() {
+        let ops = CustomOps::parse(
+            r#"{"ops": [{"name": "posterize", "params": {"type": "object",
+                "properties": {"bits": {"type": "integer", "minimum": 1, "maximum": 8}},
+                "required": ["bits"], "additionalProperties": false}}]}"#,
+        )
+        .expect("registry");
+        let spec = job_spec(
+            &params(&[(
+                "steps",
+                r#"[{"op":"grayscale"},{"op":"posterize","bits":3}]"#,
+            )]),
+            &ops,
+        )
+        .expect("valid");
+        assert_eq!(spec.steps[1].op(), "posterize");
+        let spec = job_spec(&params(&[("op", "posterize"), ("bits", "2")]), &ops).expect("form");
+        assert_eq!(
+            serde_json::to_value(&spec.steps).expect("json"),
+            serde_json::json!([{"op": "posterize", "bits": 2}])
+        );
+        let bad = job_spec(
+            &params(&[("steps", r#"[{"op":"posterize","bits":9}]"#)]),
+            &ops,
+        )
+        .expect_err("bits 9");
+        assert!(
+            bad.message()
+                .contains("steps[0] (posterize): parameter `bits`"),
+            "{}",
+            bad.message()
+        );
+        let unknown = job_spec(&params(&[("steps", r#"[{"op":"watermark"}]"#)]), &ops)
+            .expect_err("not registered");
+        assert_eq!(unknown.code(), ApiCode::UnknownOp);
+        assert!(
+            unknown.message().contains("flip, posterize"),
+            "{}",
+            unknown.message()
+        );
+        let no_ops = job_spec(
+            &params(&[("op", "posterize"), ("bits", "2")]),
+            &CustomOps::default(),
+        )
+        .expect_err("none registered");
+        assert_eq!(no_ops.code(), ApiCode::UnknownOp);
     }
 
     #[test]
@@ -455,7 +553,7 @@ mod tests {
             (&[], "missing `op`"),
         ];
         for (pairs, want) in cases {
-            let err = job_spec(&params(pairs)).expect_err("invalid");
+            let err = job_spec(&params(pairs), &CustomOps::default()).expect_err("invalid");
             assert!(err.to_string().contains(want), "{pairs:?}: {err}");
         }
     }

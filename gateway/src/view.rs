@@ -5,7 +5,7 @@
 //! Each conversion destructures its source completely, so a field added to a job, a
 //! result or a callback does not compile until the view decides what to show of it.
 
-use pixmill_shared::{OutputFormat, Step};
+use pixmill_shared::{JobStep, OutputFormat};
 use serde::Serialize;
 use utoipa::{
     PartialSchema, ToSchema,
@@ -31,7 +31,7 @@ pub struct JobView {
     pub state: JobState,
     /// The pipeline, in order.
     #[schema(value_type = Vec<schemas::Step>)]
-    pub steps: Vec<Step>,
+    pub steps: Vec<JobStep>,
     /// The output encoding.
     #[schema(value_type = schemas::OutputFormat)]
     pub format: OutputFormat,
@@ -66,7 +66,28 @@ pub struct JobView {
     /// The webhook, for a job submitted with `callback_url`; null otherwise.
     #[schema(required = true)]
     pub callback: Option<CallbackView>,
+    /// For a job whose steps several workers ran (custom ops, docs/contract.md): each
+    /// hop of its routing slip, in order. Absent for a job one worker ran whole.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<HopView>,
     pub links: JobLinks,
+}
+
+/// One hop of a job's routing slip: a worker ran `steps[from..to]`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct HopView {
+    /// The worker's name.
+    #[schema(example = "py-host-4242")]
+    pub worker: String,
+    /// The ops it ran, in order.
+    #[schema(example = json!(["posterize"]))]
+    pub ops: Vec<String>,
+    /// Index of the first step it ran.
+    pub from: usize,
+    /// Index after the last step it ran.
+    pub to: usize,
+    /// Its time for the hop: reading, processing and writing (ms).
+    pub ms: u64,
 }
 
 /// A job's `error`.
@@ -230,6 +251,7 @@ pub fn view(job: &Job, caller_tenant: &str) -> JobView {
         republished: _,
         result_deleted_at,
         callback,
+        hops,
     } = job;
     let shown = result_deleted_at.is_none() && *state == JobState::Succeeded;
     let owner = tenant == caller_tenant;
@@ -254,6 +276,21 @@ pub fn view(job: &Job, caller_tenant: &str) -> JobView {
         result_deleted: result_deleted_at.is_some(),
         result: result.as_ref().filter(|_| shown).map(result_view),
         callback: callback.as_ref().map(|c| callback_view(c, owner)),
+        hops: hops
+            .iter()
+            .map(|hop| HopView {
+                worker: hop.worker.clone(),
+                ops: steps
+                    .get(hop.from..hop.to)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| s.op().to_string())
+                    .collect(),
+                from: hop.from,
+                to: hop.to,
+                ms: hop.ms,
+            })
+            .collect(),
         links: JobLinks {
             self_: format!("/v1/jobs/{id}"),
             result: format!("/v1/jobs/{id}/result"),
@@ -329,7 +366,7 @@ pub fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pixmill_shared::{Fit, JobResult};
+    use pixmill_shared::{Fit, JobResult, Step};
 
     fn job() -> Job {
         Job {
@@ -341,8 +378,9 @@ mod tests {
                     width: Some(640),
                     height: None,
                     fit: Fit::Cover,
-                },
-                Step::Grayscale {},
+                }
+                .into(),
+                Step::Grayscale {}.into(),
             ],
             format: OutputFormat::Jpeg,
             quality: 85,
@@ -381,6 +419,7 @@ mod tests {
                     },
                 ],
             }),
+            hops: Vec::new(),
         }
     }
 

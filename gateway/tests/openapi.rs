@@ -81,6 +81,7 @@ async fn router() -> (axum::Router, Scratch) {
         notifier: Notifier::new(JobEvents::default(), publisher.clone(), "test".into()),
         publisher,
         limits: Limits::default(),
+        ops: Default::default(),
         webhooks: Default::default(),
     };
     let auth = pixmill_gateway::auth::AuthState::new(

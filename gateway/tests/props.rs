@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, io::Cursor};
 use axum::http::StatusCode;
 use image::{DynamicImage, ImageFormat, RgbImage};
 use pixmill_gateway::{error::ApiError, inspect::inspect, upload::job_spec};
-use pixmill_shared::{Limits, plan};
+use pixmill_shared::{Limits, plan_job};
 use proptest::prelude::*;
 
 fn field_name() -> impl Strategy<Value = String> {
@@ -64,9 +64,9 @@ proptest! {
     #[test]
     fn any_fields_give_a_spec_or_a_client_error(fields in proptest::collection::btree_map(field_name(), field_value(), 0..6)) {
         let fields: BTreeMap<String, String> = fields;
-        match job_spec(&fields) {
+        match job_spec(&fields, &Default::default()) {
             Ok(spec) => {
-                let _ = plan(&spec.steps, 1600, 1000, &Limits::default());
+                let _ = plan_job(&spec.steps, 1600, 1000, &Limits::default());
             }
             Err(e) => prop_assert!(is_client_error(&e), "{e:?}"),
         }

@@ -9,8 +9,8 @@
 use std::{future::Future, path::PathBuf, sync::Arc};
 
 use pixmill_gateway::store::{
-    Admission, ApiKey, Change, DatabaseUrl, JobError, JobState, LOCAL_TENANT, NewJob, Scope, Store,
-    StoreError, Sweep, open, postgres::PgStore,
+    Admission, ApiKey, Change, DatabaseUrl, Finished, JobError, JobState, LOCAL_TENANT, NewJob,
+    Scope, Store, StoreError, Sweep, open, postgres::PgStore,
 };
 use pixmill_shared::{JobResult, OutputFormat, Step};
 use uuid::Uuid;
@@ -98,7 +98,7 @@ fn new_job(id: Uuid) -> NewJob {
     NewJob {
         id,
         tenant: LOCAL_TENANT.into(),
-        steps: vec![Step::Grayscale {}, Step::Blur { sigma: 2.5 }],
+        steps: vec![Step::Grayscale {}.into(), Step::Blur { sigma: 2.5 }.into()],
         format: OutputFormat::Png,
         quality: 85,
         input_key: format!("inputs/{id}"),
@@ -142,7 +142,7 @@ async fn a_job_moves_forward_only() {
         assert_eq!(job.state, JobState::Queued);
         assert_eq!(
             job.steps,
-            vec![Step::Grayscale {}, Step::Blur { sigma: 2.5 }]
+            vec![Step::Grayscale {}.into(), Step::Blur { sigma: 2.5 }.into()]
         );
 
         let job = store
@@ -159,6 +159,7 @@ async fn a_job_moves_forward_only() {
             attempt: 1,
             result: result(),
             started_at: Some(1),
+            hops: Vec::new(),
         };
         let job = store
             .apply(id, succeeded.clone())
@@ -177,6 +178,7 @@ async fn a_job_moves_forward_only() {
             code: "internal".into(),
             message: "x".into(),
             started_at: None,
+            hops: Vec::new(),
         };
         for late in [running("w2", 2), succeeded, failed, Change::Cancelled] {
             assert_eq!(
@@ -227,6 +229,7 @@ async fn failures_keep_the_worker_and_cancels_need_a_queued_job() {
                     code: "timeout".into(),
                     message: "too slow".into(),
                     started_at: None,
+                    hops: Vec::new(),
                 },
             )
             .await
@@ -387,6 +390,7 @@ async fn each_sweep_claims_its_jobs_once_per_lease() {
                         attempt: 1,
                         result: result(),
                         started_at: None,
+                        hops: Vec::new(),
                     },
                 )
                 .await
@@ -487,12 +491,27 @@ async fn recently_finished_jobs_feed_the_stats() {
                 .await
                 .expect("insert");
         }
+        let hops = vec![
+            pixmill_shared::Hop {
+                worker: "w1".into(),
+                from: 0,
+                to: 1,
+                ms: 3,
+            },
+            pixmill_shared::Hop {
+                worker: "py-1".into(),
+                from: 1,
+                to: 2,
+                ms: 9,
+            },
+        ];
         // Straight from queued, as a quick job goes: the worker's start time is kept.
         let succeeded = Change::Succeeded {
             worker: "w".into(),
             attempt: 1,
             result: result(),
             started_at: Some(since - 5),
+            hops: hops.clone(),
         };
         let done = store
             .apply(ok, succeeded)
@@ -500,19 +519,45 @@ async fn recently_finished_jobs_feed_the_stats() {
             .expect("succeeded")
             .expect("applied");
         assert_eq!(done.started_at, Some(since - 5));
+        assert_eq!(done.hops, hops, "the routing slip's hops are kept");
+        let read = store
+            .get(&Scope::All, ok)
+            .await
+            .expect("get")
+            .expect("found");
+        assert_eq!(read.hops, hops);
         let failed = Change::Failed {
             worker: None,
             attempt: 1,
             code: "timeout".into(),
             message: "slow".into(),
             started_at: None,
+            hops: Vec::new(),
         };
         store.apply(bad, failed).await.expect("failed");
         let mut rows = store.recently_finished(since, 10).await.expect("recent");
-        rows.sort_by_key(|(state, _)| state.as_str());
+        rows.sort_by_key(|row| row.state.as_str());
+        let ops = || {
+            new_job(ok)
+                .steps
+                .iter()
+                .map(|s| s.op().to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
             rows,
-            vec![(JobState::Failed, None), (JobState::Succeeded, Some(4))]
+            vec![
+                Finished {
+                    state: JobState::Failed,
+                    processing_ms: None,
+                    ops: ops(),
+                },
+                Finished {
+                    state: JobState::Succeeded,
+                    processing_ms: Some(4),
+                    ops: ops(),
+                }
+            ]
         );
         let future = pixmill_shared::now_ms() + 60_000;
         assert_eq!(

@@ -22,7 +22,7 @@ use schemars::{JsonSchema, SchemaGenerator, generate::SchemaSettings};
 use serde_json::{Map, Value, json};
 
 use crate::{
-    JobEvent, JobRequest, JobState, Reply, Step,
+    JobEvent, JobRequest, JobState, JobStep, Reply,
     topology::{Topology, quorum},
 };
 
@@ -31,7 +31,7 @@ pub const CONTRACT_HEADER: &str = "x-pixmill-contract";
 /// The major version this build speaks; messages of a newer one are refused.
 pub const MAJOR: u32 = 1;
 /// The contract version this build publishes.
-pub const VERSION: &str = "1.0";
+pub const VERSION: &str = "1.1";
 /// The header counting a job's transient-failure retries (set on the retry copy).
 pub const RETRIES_HEADER: &str = "x-pixmill-retries";
 
@@ -83,7 +83,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
     }
     vec![
         ("job-request", one::<JobRequest>()),
-        ("step", one::<Step>()),
+        ("step", one::<JobStep>()),
         ("reply", one::<Reply>()),
         ("job-event", one::<JobEvent>()),
     ]
@@ -130,9 +130,14 @@ fn arguments(table: &FieldTable) -> Value {
     )
 }
 
-/// The AsyncAPI 3.0 document of `topology`: what the gateway serves at
-/// `/asyncapi.json`, with the deployment's own names.
+/// The AsyncAPI 3.0 document of `topology`, as published in `docs/contract/`.
 pub fn asyncapi(topology: &Topology) -> Value {
+    asyncapi_for(topology, &[])
+}
+
+/// The AsyncAPI 3.0 document of `topology` with the custom ops `ops` registered: what
+/// the gateway serves at `/asyncapi.json`, with the deployment's own names.
+pub fn asyncapi_for(topology: &Topology, ops: &[String]) -> Value {
     let vhost = "/";
     let exchange = |name: &str, kind: &str, description: &str| {
         json!({
@@ -175,11 +180,16 @@ pub fn asyncapi(topology: &Topology) -> Value {
         exchange(
             &t.jobs,
             "direct",
-            "The gateway publishes every job here with routing key = the jobs queue's name. \
-             Retries come back through it when their back-off expires.",
+            "The gateway publishes every job here with routing key = the name of the queue \
+             of its first step's owner: the jobs queue for a built-in op, the op's own queue \
+             for a custom op. Retries come back through it when their back-off expires.",
         ),
         &["job"],
     );
+    let mut op_parameter = json!({"description": "The custom op's name."});
+    if !ops.is_empty() {
+        op_parameter["enum"] = json!(ops);
+    }
     let channels = json!({
         "jobsExchange": jobs_exchange,
         "jobsQueue": with_messages(queue(&t.jobs,
@@ -187,6 +197,39 @@ pub fn asyncapi(topology: &Topology) -> Value {
              prefetch of its own choosing). A job is acked only after its reply or its retry \
              copy is confirmed by the broker.",
             arguments(&t.jobs_arguments())), &["job"]),
+        "opQueue": {
+            "address": format!("{}.op.{{op}}", t.prefix),
+            "description": "One queue per custom op registered on the gateway \
+                (PIXMILL_OPS_FILE), declared by the gateway with the jobs queue's arguments and \
+                bound to the jobs and forward exchanges under its own name. The workers that \
+                serve the op consume it as the jobs queue is consumed; a job arrives here when \
+                the step at its `cursor` is the op. A worker that knows none of the custom ops \
+                never sees these jobs.",
+            "parameters": {"op": op_parameter},
+            "messages": {"job": {"$ref": "#/components/messages/job"}},
+            "bindings": {"amqp": {
+                "is": "queue",
+                "queue": {"name": format!("{}.op.{{op}}", t.prefix), "durable": true, "exclusive": false, "autoDelete": false, "vhost": vhost},
+                "bindingVersion": "0.3.0"
+            }},
+            "x-arguments": arguments(&t.jobs_arguments())
+        },
+        "forwardExchange": {
+            "address": "{queue}",
+            "description": "The routing slip: a worker that ran the steps it knows, up to \
+                another worker's op, writes the image as it stands at \
+                `work/<id>-<cursor>.png`, and publishes the job here with `input` = that key, \
+                `cursor` = the next step and its hop added to `hops`; routing key = the next \
+                owner's queue. It acks its delivery once the broker confirms the forward.",
+            "parameters": {"queue": {"description": "The queue of the next step's owner: the \
+                jobs queue for a built-in op, `<prefix>.op.<op>` for a custom op."}},
+            "messages": {"job": {"$ref": "#/components/messages/job"}},
+            "bindings": {"amqp": {
+                "is": "routingKey",
+                "exchange": {"name": t.forward_exchange, "type": "direct", "durable": true, "autoDelete": false, "vhost": vhost},
+                "bindingVersion": "0.3.0"
+            }}
+        },
         "replyExchange": {
             "address": "{replyTo}",
             "description": "Workers publish replies here, with routing key = the job's `reply_to` property.",
@@ -254,6 +297,10 @@ pub fn asyncapi(topology: &Topology) -> Value {
             "A worker reports `started`, then `succeeded` or `failed`.", &persistent),
         "receiveReply": operation("receive", "repliesQueue", "reply",
             "The gateway applies a reply to the job's record.", &acked),
+        "consumeOpJob": operation("receive", "opQueue", "job",
+            "A worker that serves a custom op takes a job whose step at the cursor is the op.", &acked),
+        "forwardJob": operation("send", "forwardExchange", "job",
+            "A worker hands a job on to the owner of its next step.", &persistent),
         "scheduleRetry": operation("send", "retryExchange", "job",
             "A worker hands a transiently failed job to the retry queue.", &persistent),
         "drainDeadLetters": operation("receive", "deadQueue", "job",
@@ -436,7 +483,7 @@ mod tests {
         for (broken, what) in [
             (json!({"op": "grayscale", "sigma": 3}), "steps/0"),
             (json!({"op": "blur"}), "steps/0"),
-            (json!({"op": "sharpen"}), "steps/0"),
+            (json!({"op": "Sharpen!"}), "steps/0"),
         ] {
             let mut message = golden_job.clone();
             message["steps"] = json!([broken]);
@@ -446,6 +493,12 @@ mod tests {
                 "{message} must fail at {what}: {found:?}"
             );
         }
+        // A job handed on along its routing slip, with a custom op's step, passes.
+        let mut forwarded = golden_job.clone();
+        forwarded["steps"] = json!([{"op": "grayscale"}, {"op": "posterize", "bits": 3}]);
+        forwarded["cursor"] = json!(1);
+        forwarded["hops"] = json!([{"worker": "w1", "from": 0, "to": 1, "ms": 12}]);
+        assert_eq!(errors(&job, &forwarded), Vec::<String>::new());
         let mut no_input = golden_job.clone();
         no_input.as_object_mut().expect("object").remove("input");
         assert!(!errors(&job, &no_input).is_empty(), "input is required");

@@ -38,10 +38,10 @@ pub mod topology;
 
 pub use blobs::{BlobError, BlobStore, BlobUrl, Blobs, keys};
 pub use events::JobEvent;
-pub use limits::{Limits, PlanError, plan};
+pub use limits::{Limits, PlanError, plan, plan_job};
 pub use messages::{
-    ChannelOrder, ErrorCode, Fit, FlipDirection, JobRequest, JobResult, Outcome, OutputFormat,
-    Reply, Step,
+    ChannelOrder, CustomStep, ErrorCode, Fit, FlipDirection, Hop, JobRequest, JobResult, JobStep,
+    Outcome, OutputFormat, Reply, Step,
 };
 pub use state::JobState;
 pub use topology::Topology;

@@ -4,7 +4,7 @@
 //! or queues anything; the worker calls it again before it allocates, so a message that
 //! skipped the gateway is held to the same rules.
 
-use crate::messages::{Fit, Step};
+use crate::messages::{Fit, JobStep, Step};
 
 /// Largest accepted `sigma` for `blur`. Beyond this a blur is indistinguishable from
 /// a flat fill of the mean colour and only burns CPU.
@@ -228,6 +228,27 @@ pub fn plan(
         check_pixels(size.0, size.1, limits)?;
     }
     Ok(size)
+}
+
+/// [`plan`] for a job that may name custom ops: the step count is held to the limit, and
+/// the steps up to the first custom op are planned (what a custom op makes of the size
+/// is its worker's business, and the next built-in worker plans the rest on the image it
+/// gets). Returns the final size when every step is built in.
+pub fn plan_job(
+    steps: &[JobStep],
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<Option<(u32, u32)>, PlanError> {
+    if steps.len() > limits.max_steps {
+        return Err(PlanError::TooManySteps {
+            count: steps.len(),
+            limit: limits.max_steps,
+        });
+    }
+    let builtin: Vec<Step> = steps.iter().map_while(|s| s.builtin().cloned()).collect();
+    let size = plan(&builtin, width, height, limits)?;
+    Ok((builtin.len() == steps.len()).then_some(size))
 }
 
 /// Why one step cannot apply: the field to blame, when one is, and what is wrong.

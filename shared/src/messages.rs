@@ -3,8 +3,11 @@
 //! A wire name, once shipped, is never renamed: the golden-JSON tests at the bottom of
 //! this file pin every one of them.
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// One job, as the gateway publishes it on the jobs exchange.
@@ -19,14 +22,195 @@ pub struct JobRequest {
     pub id: Uuid,
     /// Blob-store key of the uploaded image.
     pub input: String,
-    /// The steps, applied in order.
-    pub steps: Vec<Step>,
+    /// The steps, applied in order: built-in ops and the custom ops a gateway registers.
+    pub steps: Vec<JobStep>,
     /// Encoding of the result. The gateway resolves "same as input" before publishing,
     /// so a worker never has to guess.
     pub format: OutputFormat,
     /// Encoder quality, 1–100 (JPEG; ignored by lossless encoders).
     #[schemars(range(min = 1, max = 100))]
     pub quality: u8,
+    /// The routing slip's position: the index of the first step not yet run. `input` is
+    /// the image as it stands before that step. Absent (0) on a job as the gateway
+    /// publishes it; a worker that runs some steps and hands the rest to another
+    /// worker's queue sets it on the message it forwards. Since contract 1.1.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cursor: usize,
+    /// The hops the job has made so far, oldest first: which worker ran which steps,
+    /// and for how long. Since contract 1.1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<Hop>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl JobRequest {
+    /// The steps from the cursor on that one worker runs in a row: up to the next step
+    /// whose op `runs_here` refuses. Returns the end index (exclusive); equal to the
+    /// cursor when the step at the cursor is not this worker's.
+    pub fn run_end(&self, mut runs_here: impl FnMut(&JobStep) -> bool) -> usize {
+        let start = self.cursor.min(self.steps.len());
+        start
+            + self.steps[start..]
+                .iter()
+                .take_while(|s| runs_here(s))
+                .count()
+    }
+}
+
+/// One hop of a job's routing slip: a worker ran `steps[from..to]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Hop {
+    /// The worker's name.
+    pub worker: String,
+    /// Index of the first step it ran.
+    pub from: usize,
+    /// Index after the last step it ran.
+    pub to: usize,
+    /// Its wall time for the hop: reading, processing and writing (ms).
+    pub ms: u64,
+}
+
+/// A step of a job: a built-in op, or a custom op a gateway registered
+/// (`PIXMILL_OPS_FILE`) and another worker serves. Both look alike on the wire:
+/// `{"op": "<name>", …parameters}`. A name that is not a built-in op is a custom op.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStep {
+    Builtin(Step),
+    Custom(CustomStep),
+}
+
+/// A step of a custom op: its name and its parameters, as given. The gateway checked
+/// them against the op's JSON Schema; the worker that serves the op reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomStep {
+    pub op: String,
+    pub params: Map<String, Value>,
+}
+
+impl JobStep {
+    /// The op's wire name.
+    pub fn op(&self) -> &str {
+        match self {
+            JobStep::Builtin(step) => step.op(),
+            JobStep::Custom(custom) => &custom.op,
+        }
+    }
+
+    /// The built-in step, when it is one.
+    pub fn builtin(&self) -> Option<&Step> {
+        match self {
+            JobStep::Builtin(step) => Some(step),
+            JobStep::Custom(_) => None,
+        }
+    }
+}
+
+impl From<Step> for JobStep {
+    fn from(step: Step) -> Self {
+        JobStep::Builtin(step)
+    }
+}
+
+impl Serialize for JobStep {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            JobStep::Builtin(step) => step.serialize(serializer),
+            JobStep::Custom(custom) => {
+                let mut object = Map::with_capacity(custom.params.len() + 1);
+                object.insert("op".into(), Value::String(custom.op.clone()));
+                for (k, v) in &custom.params {
+                    object.insert(k.clone(), v.clone());
+                }
+                object.serialize(serializer)
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for JobStep {
+    /// A built-in op is read by [`Step`]'s own rules (and its exact error messages); any
+    /// other op name is a custom op with the rest of the object as its parameters.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut object = Map::<String, Value>::deserialize(deserializer)?;
+        let op = match object.get("op") {
+            Some(Value::String(op)) => op.clone(),
+            Some(_) => return Err(D::Error::custom("`op` must be a string")),
+            None => return Err(D::Error::missing_field("op")),
+        };
+        if Step::OPS.contains(&op.as_str()) {
+            return Step::deserialize(Value::Object(object))
+                .map(JobStep::Builtin)
+                .map_err(D::Error::custom);
+        }
+        if !valid_op_name(&op) {
+            return Err(D::Error::custom(format!(
+                "op {op:?} is not an op name: 1 to 40 lower-case letters, digits and `_`, \
+                 starting with a letter"
+            )));
+        }
+        object.remove("op");
+        Ok(JobStep::Custom(CustomStep { op, params: object }))
+    }
+}
+
+/// Where a job's routing slip changes hands: each index whose step another worker owns
+/// than the step before it (a built-in op after a custom one, or another custom op).
+/// A worker that hands the job on there writes the image at
+/// [`crate::keys::intermediate`]`(id, index)`.
+pub fn handoffs(steps: &[JobStep]) -> Vec<usize> {
+    fn owner(step: &JobStep) -> Option<&str> {
+        match step {
+            JobStep::Builtin(_) => None,
+            JobStep::Custom(custom) => Some(custom.op.as_str()),
+        }
+    }
+    (1..steps.len())
+        .filter(|&i| owner(&steps[i]) != owner(&steps[i - 1]))
+        .collect()
+}
+
+/// A custom op's name: 1 to 40 of `a-z`, `0-9` and `_`, starting with a letter. It
+/// becomes part of a queue name and a metric label, so it is kept plain.
+pub fn valid_op_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
+        && name.len() <= 40
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl JsonSchema for JobStep {
+    fn schema_name() -> Cow<'static, str> {
+        "JobStep".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let builtin = generator.subschema_for::<Step>();
+        json_schema!({
+            "description": "A step: a built-in op, or a custom op registered on the gateway \
+                (PIXMILL_OPS_FILE), whose parameters sit beside `op` as for a built-in one.",
+            "anyOf": [
+                builtin,
+                {
+                    "title": "CustomStep",
+                    "description": "A custom op's step. Its parameters follow the op's own \
+                        JSON Schema, which the gateway checks; GET /openapi.json lists it.",
+                    "type": "object",
+                    "properties": {
+                        "op": {
+                            "type": "string",
+                            "pattern": "^[a-z][a-z0-9_]{0,39}$",
+                            "not": {"enum": Step::OPS}
+                        }
+                    },
+                    "required": ["op"],
+                    "additionalProperties": true
+                }
+            ]
+        })
+    }
 }
 
 /// One image operation. Tagged by `op` on the wire, e.g. `{"op":"blur","sigma":3}`.
@@ -214,6 +398,10 @@ pub struct Reply {
     /// not a time, so the worker's clock need not agree with the gateway's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_ago_ms: Option<u64>,
+    /// On a final reply, every hop of the job's routing slip, this worker's last: the
+    /// job's `hops` plus its own. Since contract 1.1; absent, the job made one hop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<Hop>,
     /// What happened.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -320,34 +508,39 @@ mod tests {
         let job = JobRequest {
             id: id(),
             input: "inputs/7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11".into(),
-            steps: vec![
-                Step::Resize {
-                    width: Some(640),
-                    height: None,
-                    fit: Fit::Contain,
-                },
-                Step::Crop {
-                    x: 1,
-                    y: 2,
-                    width: 3,
-                    height: 4,
-                },
-                Step::Blur { sigma: 2.5 },
-                Step::Edges {
-                    low: 100.0,
-                    high: 200.0,
-                },
-                Step::Swap {
-                    order: ChannelOrder::Bgr,
-                },
-                Step::Grayscale {},
-                Step::Rotate { degrees: 270 },
-                Step::Flip {
-                    direction: FlipDirection::Vertical,
-                },
-            ],
+            steps: Vec::from(
+                [
+                    Step::Resize {
+                        width: Some(640),
+                        height: None,
+                        fit: Fit::Contain,
+                    },
+                    Step::Crop {
+                        x: 1,
+                        y: 2,
+                        width: 3,
+                        height: 4,
+                    },
+                    Step::Blur { sigma: 2.5 },
+                    Step::Edges {
+                        low: 100.0,
+                        high: 200.0,
+                    },
+                    Step::Swap {
+                        order: ChannelOrder::Bgr,
+                    },
+                    Step::Grayscale {},
+                    Step::Rotate { degrees: 270 },
+                    Step::Flip {
+                        direction: FlipDirection::Vertical,
+                    },
+                ]
+                .map(JobStep::from),
+            ),
             format: OutputFormat::Webp,
             quality: 85,
+            cursor: 0,
+            hops: Vec::new(),
         };
         let golden = json!({
             "id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
@@ -368,6 +561,71 @@ mod tests {
         assert_eq!(serde_json::to_value(&job).expect("serialize"), golden);
         let back: JobRequest = serde_json::from_value(golden).expect("deserialize");
         assert_eq!(back, job);
+    }
+
+    /// Pins a routing slip's fields: a custom op's step, the cursor and the hops.
+    #[test]
+    fn a_forwarded_job_golden_json() {
+        let mut params = Map::new();
+        params.insert("bits".into(), json!(3));
+        let job = JobRequest {
+            id: id(),
+            input: "work/7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11-1.png".into(),
+            steps: vec![
+                Step::Grayscale {}.into(),
+                JobStep::Custom(CustomStep {
+                    op: "posterize".into(),
+                    params,
+                }),
+            ],
+            format: OutputFormat::Png,
+            quality: 85,
+            cursor: 1,
+            hops: vec![Hop {
+                worker: "w1".into(),
+                from: 0,
+                to: 1,
+                ms: 12,
+            }],
+        };
+        let golden = json!({
+            "id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
+            "input": "work/7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11-1.png",
+            "steps": [{"op": "grayscale"}, {"op": "posterize", "bits": 3}],
+            "format": "png",
+            "quality": 85,
+            "cursor": 1,
+            "hops": [{"worker": "w1", "from": 0, "to": 1, "ms": 12}]
+        });
+        assert_eq!(serde_json::to_value(&job).expect("serialize"), golden);
+        let back: JobRequest = serde_json::from_value(golden).expect("deserialize");
+        assert_eq!(back, job);
+        assert_eq!(
+            back.run_end(|s| s.builtin().is_some()),
+            1,
+            "posterize is not built in"
+        );
+        assert_eq!(back.run_end(|s| s.op() == "posterize"), 2);
+        assert_eq!(handoffs(&back.steps), [1]);
+    }
+
+    #[test]
+    fn a_job_step_reads_built_in_ops_strictly() {
+        let typo = serde_json::from_value::<JobStep>(json!({"op": "blur", "sigmaa": 1}));
+        let message = typo.expect_err("blur has no sigmaa").to_string();
+        assert!(message.contains("unknown field `sigmaa`"), "{message}");
+        for bad in [
+            json!({"sigma": 1}),
+            json!({"op": 3}),
+            json!({"op": "Posterize"}),
+        ] {
+            assert!(
+                serde_json::from_value::<JobStep>(bad.clone()).is_err(),
+                "{bad} is not a step"
+            );
+        }
+        assert!(valid_op_name("watermark_v2"));
+        assert!(!valid_op_name("2x") && !valid_op_name("") && !valid_op_name("a.b"));
     }
 
     #[test]
@@ -433,6 +691,7 @@ mod tests {
             worker: "w1".into(),
             attempt: 1,
             started_ago_ms: None,
+            hops: Vec::new(),
             outcome: Outcome::Started,
         };
         assert_eq!(
@@ -444,6 +703,7 @@ mod tests {
             worker: "w1".into(),
             attempt: 2,
             started_ago_ms: None,
+            hops: Vec::new(),
             outcome: Outcome::Succeeded(JobResult {
                 key: "results/x.jpg".into(),
                 content_type: "image/jpeg".into(),
@@ -470,12 +730,14 @@ mod tests {
             serde_json::from_value::<Reply>(quick.clone()).expect("deserialize"),
             Reply {
                 started_ago_ms: Some(21),
+                hops: Vec::new(),
                 ..succeeded.clone()
             }
         );
         assert_eq!(
             serde_json::to_value(Reply {
                 started_ago_ms: Some(21),
+                hops: Vec::new(),
                 ..succeeded
             })
             .expect("serialize"),
@@ -486,6 +748,7 @@ mod tests {
             worker: "w1".into(),
             attempt: 1,
             started_ago_ms: None,
+            hops: Vec::new(),
             outcome: Outcome::Failed {
                 code: ErrorCode::UndecodableImage,
                 message: "bad".into(),

@@ -17,6 +17,7 @@ use uuid::Uuid;
 pub mod names {
     pub const JOBS_SUBMITTED: &str = "pixmill_jobs_submitted_total";
     pub const JOBS_FINISHED: &str = "pixmill_jobs_finished_total";
+    pub const OP_JOBS: &str = "pixmill_op_jobs_total";
     pub const JOBS_DEAD_LETTERED: &str = "pixmill_jobs_dead_lettered_total";
     pub const JOBS_LOST: &str = "pixmill_jobs_lost_total";
     pub const JOBS_REPUBLISHED: &str = "pixmill_jobs_republished_total";
@@ -110,6 +111,10 @@ pub fn register_gateway() {
         JOBS_FINISHED,
         "Jobs that reached a terminal state, by op, outcome and error code."
     );
+    describe_counter!(
+        OP_JOBS,
+        "Jobs that reached a terminal state, by each op they used (built-in or custom) and outcome."
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP requests by method, route and status.");
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request durations.");
     describe_histogram!(
@@ -192,8 +197,17 @@ pub fn register_worker(worker: &str) {
 }
 
 /// The `op` label of a job: its one step's op, or `pipeline` for several steps. Bounded,
-/// so a label never multiplies series.
-pub fn op_label(steps: &[crate::Step]) -> &'static str {
+/// so a label never multiplies series: a custom op's name is one the gateway's registry
+/// holds (it refuses any other at submit).
+pub fn op_label(steps: &[crate::JobStep]) -> &str {
+    match steps {
+        [one] => one.op(),
+        _ => "pipeline",
+    }
+}
+
+/// [`op_label`] of built-in steps.
+pub fn builtin_op_label(steps: &[crate::Step]) -> &'static str {
     match steps {
         [one] => one.op(),
         _ => "pipeline",
@@ -209,7 +223,9 @@ pub enum Event<'a> {
     /// whose change applied). `code` is empty for a success.
     JobFinished {
         job_id: Uuid,
-        op: &'static str,
+        op: &'a str,
+        /// Every op of its steps, each once (bounded by the gateway's registry).
+        ops: &'a [&'a str],
         outcome: &'static str,
         code: &'a str,
         /// From acceptance to the terminal state.
@@ -230,7 +246,7 @@ pub enum Event<'a> {
     /// A worker finished a job (with `outcome` `succeeded`, `failed` or `retried`).
     WorkerJob {
         worker: &'a str,
-        op: &'static str,
+        op: &'a str,
         outcome: &'static str,
         code: &'a str,
         seconds: f64,
@@ -270,14 +286,18 @@ impl Event<'_> {
             Event::JobFinished {
                 job_id,
                 op,
+                ops,
                 outcome,
                 code,
                 end_to_end,
                 processing,
             } => {
                 info!(%job_id, op, outcome, code, "job finished");
-                counter!(JOBS_FINISHED, "op" => *op, "outcome" => *outcome, "code" => code.to_string())
+                counter!(JOBS_FINISHED, "op" => op.to_string(), "outcome" => *outcome, "code" => code.to_string())
                     .increment(1);
+                for each in *ops {
+                    counter!(OP_JOBS, "op" => each.to_string(), "outcome" => *outcome).increment(1);
+                }
                 if let Some(d) = end_to_end {
                     histogram!(END_TO_END).record(d.as_secs_f64());
                 }
@@ -310,10 +330,10 @@ impl Event<'_> {
                 code,
                 seconds,
             } => {
-                counter!(WORKER_JOBS, "worker" => worker.to_string(), "op" => *op,
+                counter!(WORKER_JOBS, "worker" => worker.to_string(), "op" => op.to_string(),
                          "outcome" => *outcome, "code" => code.to_string())
                 .increment(1);
-                histogram!(WORKER_JOB_SECONDS, "worker" => worker.to_string(), "op" => *op)
+                histogram!(WORKER_JOB_SECONDS, "worker" => worker.to_string(), "op" => op.to_string())
                     .record(*seconds);
             }
             Event::Retry {
@@ -385,11 +405,12 @@ mod tests {
     #[test]
     fn op_labels_stay_bounded() {
         use crate::Step;
-        assert_eq!(op_label(&[Step::Grayscale {}]), "grayscale");
+        assert_eq!(op_label(&[Step::Grayscale {}.into()]), "grayscale");
         assert_eq!(
-            op_label(&[Step::Grayscale {}, Step::Grayscale {}]),
+            op_label(&[Step::Grayscale {}.into(), Step::Grayscale {}.into()]),
             "pipeline"
         );
         assert_eq!(op_label(&[]), "pipeline");
+        assert_eq!(builtin_op_label(&[Step::Grayscale {}]), "grayscale");
     }
 }

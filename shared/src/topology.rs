@@ -11,6 +11,12 @@
 //! worker ──► exchange pixmill.retry (direct), routing key pixmill.jobs.retry
 //!                 └─► queue pixmill.jobs.retry (per-message TTL = back-off)
 //!                        └─ expired ─► exchange pixmill.jobs ─► queue pixmill.jobs
+//! gateway ──► exchange pixmill.jobs, routing key pixmill.op.<name> (a custom op first)
+//!                 └─► queue pixmill.op.<name> (one per registered op; same arguments)
+//!                        │ consumed by the workers that serve <name>, in any language
+//! worker ──► exchange pixmill.forward (direct), routing key = the next step's queue
+//!                 ├─► queue pixmill.jobs          (key pixmill.jobs)
+//!                 └─► queue pixmill.op.<name>     (key pixmill.op.<name>)
 //! gateway ──► exchange pixmill.events (topic, durable), routing key job.<state>
 //!                 └─► one exclusive, auto-delete queue per gateway (and any other listener)
 //! ```
@@ -61,6 +67,9 @@ pub const EVENTS: &str = "pixmill.events";
 pub const REPLY_EXCHANGE: &str = "pixmill.reply";
 /// Direct exchange workers publish retries to, routing key = the retry queue's name.
 pub const RETRY_EXCHANGE: &str = "pixmill.retry";
+/// Direct exchange a worker hands a job on through, to the queue of the next step's
+/// owner; routing key = that queue's name.
+pub const FORWARD_EXCHANGE: &str = "pixmill.forward";
 
 /// A job delivered this many times without being acked is dead-lettered. This is the
 /// broker's backstop, not the crash count: every failover of a node hands the
@@ -92,6 +101,11 @@ pub struct Topology {
     pub reply_exchange: String,
     /// Exchange of retries, bound to the retry queue under the queue's name.
     pub retry_exchange: String,
+    /// Exchange of forwards (routing slips), bound to the jobs queue and every op queue
+    /// under the queue's name.
+    pub forward_exchange: String,
+    /// The prefix of every name, for the op queues' names.
+    pub prefix: String,
     /// `x-delivery-limit` of the jobs queue. RabbitMQ 3.10 has no default, so it is set.
     pub delivery_limit: u32,
     /// `x-max-length` of the jobs queue, with `reject-publish` overflow.
@@ -109,6 +123,8 @@ impl Default for Topology {
             events: EVENTS.into(),
             reply_exchange: REPLY_EXCHANGE.into(),
             retry_exchange: RETRY_EXCHANGE.into(),
+            forward_exchange: FORWARD_EXCHANGE.into(),
+            prefix: DEFAULT_PREFIX.into(),
             delivery_limit: DEFAULT_DELIVERY_LIMIT,
             max_queued: DEFAULT_MAX_QUEUED,
         }
@@ -127,6 +143,8 @@ impl Topology {
             events: format!("{prefix}.events"),
             reply_exchange: format!("{prefix}.reply"),
             retry_exchange: format!("{prefix}.retry"),
+            forward_exchange: format!("{prefix}.forward"),
+            prefix: prefix.into(),
             ..Self::default()
         }
     }
@@ -158,6 +176,44 @@ impl Topology {
             .queue_declare(self.retry.as_str().into(), durable, self.retry_arguments())
             .await?;
         bind(channel, &self.retry, &self.retry_exchange, &self.retry).await?;
+        bind(channel, &self.jobs, &self.forward_exchange, &self.jobs).await?;
+        Ok(())
+    }
+
+    /// The queue of custom op `op`: `<prefix>.op.<op>`.
+    pub fn op_queue(&self, op: &str) -> String {
+        format!("{}.op.{op}", self.prefix)
+    }
+
+    /// The queue a job whose next step is `step` goes to: the jobs queue for a built-in
+    /// op, the op's own queue for a custom one. Also the routing key on the jobs and
+    /// forward exchanges.
+    pub fn queue_for(&self, step: Option<&crate::messages::JobStep>) -> String {
+        match step {
+            Some(crate::messages::JobStep::Custom(custom)) => self.op_queue(&custom.op),
+            _ => self.jobs.clone(),
+        }
+    }
+
+    /// Declares the queue of each custom op in `ops`, with the jobs queue's arguments
+    /// (delivery limit, dead letters, length limit), bound to the jobs and forward
+    /// exchanges under its own name. Idempotent.
+    pub async fn declare_ops(&self, channel: &Channel, ops: &[String]) -> lapin::Result<()> {
+        for op in ops {
+            let queue = self.op_queue(op);
+            channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        durable: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    self.jobs_arguments(),
+                )
+                .await?;
+            bind(channel, &queue, &self.jobs, &queue).await?;
+            bind(channel, &queue, &self.forward_exchange, &queue).await?;
+        }
         Ok(())
     }
 
@@ -195,7 +251,11 @@ impl Topology {
             .queue_declare(self.jobs.as_str().into(), queue, FieldTable::default())
             .await
             .map_err(|e| missing(&format!("queue {}", self.jobs), e))?;
-        for name in [&self.reply_exchange, &self.retry_exchange] {
+        for name in [
+            &self.reply_exchange,
+            &self.retry_exchange,
+            &self.forward_exchange,
+        ] {
             channel
                 .exchange_declare(
                     name.as_str().into(),
@@ -223,6 +283,7 @@ impl Topology {
             (&self.events, ExchangeKind::Topic),
             (&self.reply_exchange, ExchangeKind::Direct),
             (&self.retry_exchange, ExchangeKind::Direct),
+            (&self.forward_exchange, ExchangeKind::Direct),
         ] {
             channel
                 .exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
@@ -344,6 +405,8 @@ mod tests {
         assert_eq!(t.events, "test-1234.events");
         assert_eq!(t.reply_exchange, "test-1234.reply");
         assert_eq!(t.retry_exchange, "test-1234.retry");
+        assert_eq!(t.forward_exchange, "test-1234.forward");
+        assert_eq!(t.op_queue("posterize"), "test-1234.op.posterize");
         assert_eq!(Topology::with_prefix(DEFAULT_PREFIX), Topology::default());
     }
 
@@ -353,8 +416,14 @@ mod tests {
     #[test]
     fn the_worker_exchanges_share_no_name_with_a_queue() {
         let t = Topology::default();
-        for exchange in [&t.reply_exchange, &t.retry_exchange] {
-            for queue in [&t.jobs, &t.dead_queue, &t.replies, &t.retry] {
+        for exchange in [&t.reply_exchange, &t.retry_exchange, &t.forward_exchange] {
+            for queue in [
+                &t.jobs,
+                &t.dead_queue,
+                &t.replies,
+                &t.retry,
+                &t.op_queue("x"),
+            ] {
                 assert_ne!(exchange, queue);
             }
         }

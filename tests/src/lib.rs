@@ -131,6 +131,7 @@ impl Stack {
                 retention: Duration::from_secs(86_400),
             },
             bounds: Default::default(),
+            ops: Default::default(),
         };
         tweak(&mut settings);
         let app = Application::build(settings.clone()).await?;
@@ -371,7 +372,12 @@ impl Stack {
         for gateway in self.more_gateways.drain(..) {
             tokio::time::timeout(TIMEOUT, gateway).await???;
         }
-        delete_topology(&self.common.amqp_url, &self.common.topology).await?;
+        let ops = self
+            .settings
+            .as_ref()
+            .map(|s| s.ops.names())
+            .unwrap_or_default();
+        delete_topology(&self.common.amqp_url, &self.common.topology, &ops).await?;
         let _ = std::fs::remove_dir_all(&self.common.data_dir);
         Ok(())
     }
@@ -484,11 +490,15 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-async fn delete_topology(url: &str, t: &Topology) -> anyhow::Result<()> {
+async fn delete_topology(url: &str, t: &Topology, ops: &[String]) -> anyhow::Result<()> {
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let conn = pixmill_shared::amqp::connect(url, "pixmill-test-cleanup").await?;
     let channel = conn.create_channel().await?;
-    for queue in [&t.jobs, &t.dead_queue, &t.replies, &t.retry] {
+    let op_queues: Vec<String> = ops.iter().map(|op| t.op_queue(op)).collect();
+    for queue in [&t.jobs, &t.dead_queue, &t.replies, &t.retry]
+        .into_iter()
+        .chain(&op_queues)
+    {
         channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await?;
@@ -498,6 +508,7 @@ async fn delete_topology(url: &str, t: &Topology) -> anyhow::Result<()> {
         &t.dead_exchange,
         &t.reply_exchange,
         &t.retry_exchange,
+        &t.forward_exchange,
     ] {
         channel
             .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())

@@ -585,9 +585,11 @@ fn the_worker_counts_scans_again() {
     let job = pixmill_shared::JobRequest {
         id: uuid::Uuid::new_v4(),
         input: "inputs/x".into(),
-        steps: vec![pixmill_shared::Step::Grayscale {}],
+        steps: vec![pixmill_shared::Step::Grayscale {}.into()],
         format: pixmill_shared::OutputFormat::Png,
         quality: 85,
+        cursor: 0,
+        hops: Vec::new(),
     };
     let bytes = pixmill_tests::hostile::progressive_jpeg_with_scans(2048, 20_000);
     let err = pixmill_workers::pipeline::process(&job, &bytes, &pixmill_shared::Limits::default())

@@ -109,7 +109,7 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
     let orphan = |id: Uuid| NewJob {
         id,
         tenant: pixmill_gateway::store::LOCAL_TENANT.into(),
-        steps: vec![Step::Grayscale {}],
+        steps: vec![Step::Grayscale {}.into()],
         format: OutputFormat::Png,
         quality: 85,
         input_key: keys::input(id),

@@ -39,9 +39,11 @@ fn process(input: &[u8], steps: &[Step]) -> Vec<u8> {
     let job = JobRequest {
         id: Uuid::new_v4(),
         input: "inputs/x".into(),
-        steps: steps.to_vec(),
+        steps: steps.iter().cloned().map(Into::into).collect(),
         format: OutputFormat::Jpeg,
         quality: 85,
+        cursor: 0,
+        hops: Vec::new(),
     };
     pipeline::process(&job, input, &Limits::default())
         .expect("process")
@@ -195,9 +197,11 @@ fn jobs_that_cannot_be_lossless_take_the_normal_path() {
     let job = JobRequest {
         id: Uuid::new_v4(),
         input: "inputs/x".into(),
-        steps: vec![crop(0, 0, 5000, 16)],
+        steps: vec![crop(0, 0, 5000, 16).into()],
         format: OutputFormat::Jpeg,
         quality: 85,
+        cursor: 0,
+        hops: Vec::new(),
     };
     let err = pipeline::process(&job, &input, &Limits::default()).expect_err("outside");
     assert!(err.to_string().contains("crop"), "{err}");

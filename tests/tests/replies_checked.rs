@@ -35,6 +35,7 @@ fn succeeded(id: Uuid, key: String, content_type: &str) -> Reply {
         worker: "forger".into(),
         attempt: 1,
         started_ago_ms: None,
+        hops: Vec::new(),
         outcome: Outcome::Succeeded(JobResult {
             key,
             content_type: content_type.into(),

@@ -32,6 +32,7 @@ async fn stats_answers_are_kept_for_a_second() {
             code: "internal".into(),
             message: "failed for the stats test".into(),
             started_at: None,
+            hops: Vec::new(),
         };
         stack
             .jobs()

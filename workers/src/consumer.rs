@@ -16,11 +16,11 @@ use lapin::{
 };
 use metrics::gauge;
 use pixmill_shared::{
-    BlobError, Blobs, ErrorCode, JobRequest, JobResult, Outcome, Reply,
+    BlobError, Blobs, ErrorCode, Hop, JobRequest, JobResult, Outcome, OutputFormat, Reply, Step,
     amqp::{self, PublishError, Settle, SettleError, header_u32},
     contract::{self, CONTRACT_HEADER, RETRIES_HEADER},
     keys,
-    metrics::{Event, names, op_label},
+    metrics::{Event, builtin_op_label, names, op_label},
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -228,7 +228,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
             id,
             reason: unsupported.0,
         };
-        carry_out(ctx, &to, decide_on(ctx, facts, attempt), None).await;
+        carry_out(ctx, &to, decide_on(ctx, facts, attempt), None, &[]).await;
         return;
     }
     match serde_json::from_slice::<JobRequest>(&delivery.data) {
@@ -243,7 +243,7 @@ async fn handle(ctx: &Context, delivery: Delivery) {
                 id,
                 error: e.to_string(),
             };
-            carry_out(ctx, &to, decide_on(ctx, facts, attempt), None).await;
+            carry_out(ctx, &to, decide_on(ctx, facts, attempt), None, &[]).await;
         }
     }
 }
@@ -270,9 +270,43 @@ fn decide_on(ctx: &Context, facts: Facts, attempt: Attempt) -> Decision {
 async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
     if ctx.blobs.is_cancelled(job.id).await.unwrap_or(false) {
         info!("skipping a cancelled job");
-        carry_out(ctx, to, decide_on(ctx, Facts::Cancelled, to.attempt), None).await;
+        carry_out(
+            ctx,
+            to,
+            decide_on(ctx, Facts::Cancelled, to.attempt),
+            None,
+            &[],
+        )
+        .await;
         return;
     }
+    // The routing slip: this worker runs the built-in steps from the cursor on. When
+    // the step at the cursor is another worker's, the job goes on to its queue as it is.
+    let end = job.run_end(|s| s.builtin().is_some());
+    if end == job.cursor {
+        if job.cursor >= job.steps.len() {
+            let facts = Facts::Unreadable {
+                id: Some(job.id),
+                error: format!(
+                    "its cursor {} is past its {} steps",
+                    job.cursor,
+                    job.steps.len()
+                ),
+            };
+            carry_out(ctx, to, decide_on(ctx, facts, to.attempt), None, &[]).await;
+        } else {
+            hand_on(ctx, to, job.clone()).await;
+        }
+        return;
+    }
+    let segment = Segment {
+        steps: job.steps[job.cursor..end]
+            .iter()
+            .filter_map(|s| s.builtin().cloned())
+            .collect(),
+        end,
+        last: end == job.steps.len(),
+    };
     // Handed out again: count the workers that died on it, and leave a mark in case this
     // one does too. Without the blob store the job cannot run anyway; its input read
     // fails and is retried, and the broker's delivery limit stays the backstop.
@@ -294,7 +328,7 @@ async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
                 &decision,
                 Duration::ZERO,
             );
-            if carry_out(ctx, to, decision, None).await == Settlement::Ack {
+            if carry_out(ctx, to, decision, None, &job.hops).await == Settlement::Ack {
                 ctx.marks.remove(dead).await;
             }
             return;
@@ -307,24 +341,46 @@ async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
     #[cfg(feature = "fault-injection")]
     crate::fault::maybe_crash(job);
     let clock = std::time::Instant::now();
-    let (result, start) = run_reporting_start(ctx, to, job).await;
+    let (result, start) = run_reporting_start(ctx, to, job, &segment).await;
+    let mut hops = job.hops.clone();
+    hops.push(Hop {
+        worker: ctx.settings.name.clone(),
+        from: job.cursor,
+        to: segment.end,
+        ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    let op = builtin_op_label(&segment.steps);
+    if !segment.last
+        && let Ok(intermediate) = &result
+    {
+        // Steps remain for another worker: hand the job on with the image as it stands.
+        let next = JobRequest {
+            input: intermediate.key.clone(),
+            cursor: segment.end,
+            hops,
+            ..job.clone()
+        };
+        let decision = Decision::Forward;
+        record(&ctx.settings.name, op, &decision, clock.elapsed());
+        let settled = hand_on(ctx, to, next).await;
+        if settled != Settlement::Ack {
+            dead.clear();
+        }
+        ctx.marks.remove(mine.into_iter().chain(dead)).await;
+        return;
+    }
     let decision = decide_on(ctx, Facts::Ran { id: job.id, result }, to.attempt);
     // A job about to be retried is reported as started, so its record shows every
     // attempt while it waits.
     if matches!(decision, Decision::Retry { .. })
         && !start.reported
-        && let Err(e) = reply(ctx, to, job.id, Outcome::Started, None).await
+        && let Err(e) = reply(ctx, to, job.id, Outcome::Started, None, &[]).await
     {
         warn!(error = %e, "could not report the start");
     }
-    record(
-        &ctx.settings.name,
-        op_label(&job.steps),
-        &decision,
-        clock.elapsed(),
-    );
+    record(&ctx.settings.name, op, &decision, clock.elapsed());
     let started_ms = (!start.reported).then_some(start.at_ms);
-    let settled = carry_out(ctx, to, decision, started_ms).await;
+    let settled = carry_out(ctx, to, decision, started_ms, &hops).await;
     // Alive and done with the delivery: this worker's mark goes. Once the job is
     // answered (or waits as a new message on the retry queue), the dead ones' go too.
     if settled != Settlement::Ack {
@@ -346,13 +402,14 @@ async fn run_reporting_start(
     ctx: &Context,
     to: &Answer<'_>,
     job: &JobRequest,
+    segment: &Segment,
 ) -> (Result<JobResult, JobError>, Start) {
     let (slot_tx, slot_rx) = tokio::sync::watch::channel(None::<i64>);
     let mut reported = false;
     let report_after = to
         .attempt
         .report_start_after(ctx.settings.start_report_after);
-    let run = run_job(ctx, job, slot_tx);
+    let run = run_job(ctx, job, segment, slot_tx);
     tokio::pin!(run);
     let mut slot_seen = slot_rx.clone();
     let report_due = async move {
@@ -363,7 +420,7 @@ async fn run_reporting_start(
         biased;
         result = &mut run => result,
         () = report_due => {
-            let started = reply(ctx, to, job.id, Outcome::Started, None);
+            let started = reply(ctx, to, job.id, Outcome::Started, None, &[]);
             let (started, result) = tokio::join!(started, &mut run);
             match started {
                 Ok(()) => reported = true,
@@ -376,8 +433,55 @@ async fn run_reporting_start(
     (result, Start { reported, at_ms })
 }
 
+/// The run of a job's steps this worker does: its built-in steps from the cursor to
+/// `end`, the job's last step or the step before another worker's op.
+struct Segment {
+    steps: Vec<Step>,
+    end: usize,
+    /// Whether the job ends with it: the result is encoded and replied, not handed on.
+    last: bool,
+}
+
+/// Hands `next` on to the queue of its step at the cursor, through the forward
+/// exchange, and acks the delivery once the broker confirms it (a forward that finds
+/// no queue is refused, not dropped). Otherwise the delivery goes back to the queue.
+async fn hand_on(ctx: &Context, to: &Answer<'_>, next: JobRequest) -> Settlement {
+    let topology = &ctx.settings.common.topology;
+    let queue = topology.queue_for(next.steps.get(next.cursor));
+    let id = next.id.to_string();
+    let properties = BasicProperties::default()
+        .with_message_id(id.as_str().into())
+        .with_correlation_id(id.as_str().into())
+        .with_reply_to(to.reply_to.into())
+        .with_headers(contract::stamp(FieldTable::default()));
+    let published = amqp::publish_json(
+        &ctx.replies,
+        &topology.forward_exchange,
+        &queue,
+        &next,
+        properties,
+        REPLY_TIMEOUT,
+    )
+    .await;
+    let settlement = match published {
+        Ok(()) => {
+            info!(%queue, cursor = next.cursor, "handed on");
+            Settlement::Ack
+        }
+        Err(e) => {
+            warn!(error = %e, %queue, "could not hand the job on; handing it back");
+            reply_failed(ctx, &e);
+            Settlement::Requeue {
+                pause: Duration::from_secs(1),
+            }
+        }
+    };
+    settle(ctx, to.delivery, settlement).await;
+    settlement
+}
+
 /// Logs and counts how a job that ran ended.
-fn record(worker: &str, op: &'static str, decision: &Decision, took: Duration) {
+fn record(worker: &str, op: &str, decision: &Decision, took: Duration) {
     match decision {
         Decision::Reply {
             outcome: Outcome::Succeeded(result),
@@ -407,7 +511,7 @@ fn record(worker: &str, op: &'static str, decision: &Decision, took: Duration) {
             delay: *delay,
         }
         .emit(),
-        Decision::Reply { .. } | Decision::Ack => {}
+        Decision::Reply { .. } | Decision::Ack | Decision::Forward => {}
     }
     if let Some((outcome, code)) = decision.job_labels() {
         Event::WorkerJob {
@@ -428,12 +532,13 @@ async fn carry_out(
     to: &Answer<'_>,
     decision: Decision,
     started_ms: Option<i64>,
+    hops: &[Hop],
 ) -> Settlement {
     let confirmed = match &decision {
-        Decision::Ack => true,
+        Decision::Ack | Decision::Forward => true,
         Decision::Reply {
             job_id, outcome, ..
-        } => match reply(ctx, to, *job_id, outcome.clone(), started_ms).await {
+        } => match reply(ctx, to, *job_id, outcome.clone(), started_ms, hops).await {
             Ok(()) => true,
             Err(e) => {
                 warn!(error = %e, "reply not confirmed; handing the job back");
@@ -480,10 +585,21 @@ async fn settle(ctx: &Context, delivery: &Delivery, settlement: Settlement) {
 async fn run_job(
     ctx: &Context,
     job: &JobRequest,
+    segment: &Segment,
     slot_started: tokio::sync::watch::Sender<Option<i64>>,
 ) -> Result<JobResult, JobError> {
     let limits = ctx.settings.common.limits;
-    let key = keys::result(job.id, job.format);
+    // The last worker writes the result; one that hands the job on writes the image as
+    // it stands, losslessly, for the next.
+    let (format, quality, key) = if segment.last {
+        (job.format, job.quality, keys::result(job.id, job.format))
+    } else {
+        (
+            OutputFormat::Png,
+            job.quality,
+            keys::intermediate(job.id, segment.end),
+        )
+    };
     let timeout = ctx.settings.job_timeout;
     let begun = tokio::time::Instant::now();
     let deadline = begun + timeout;
@@ -507,8 +623,8 @@ async fn run_job(
             other => JobError::Transient(format!("reading the input failed: {other}")),
         })?;
     let work = {
-        let job = job.clone();
-        move || pipeline::process(&job, &input, &limits)
+        let steps = segment.steps.clone();
+        move || pipeline::process_steps(&steps, format, quality, &input, &limits)
     };
     // The limit covers reading, processing and storing, not a wait for a free slot.
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -548,7 +664,7 @@ async fn run_job(
         .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
     Ok(JobResult {
         key,
-        content_type: pipeline::content_type(job.format).into(),
+        content_type: pipeline::content_type(format).into(),
         width: processed.width,
         height: processed.height,
         bytes,
@@ -565,6 +681,7 @@ async fn reply(
     id: Uuid,
     outcome: Outcome,
     started_ms: Option<i64>,
+    hops: &[Hop],
 ) -> Result<(), PublishError> {
     let started_ago_ms =
         started_ms.map(|at| u64::try_from(pixmill_shared::now_ms() - at).unwrap_or(0));
@@ -573,6 +690,12 @@ async fn reply(
         worker: ctx.settings.name.clone(),
         attempt: to.attempt.number(),
         started_ago_ms,
+        // A job of one hop says nothing: its record has the worker already.
+        hops: if hops.len() > 1 {
+            hops.to_vec()
+        } else {
+            Vec::new()
+        },
         outcome,
     };
     let id = id.to_string();

@@ -111,6 +111,9 @@ pub enum Decision {
         delay: Duration,
         message: String,
     },
+    /// The worker ran its part of a routing slip and hands the job on to the next
+    /// step's owner. Acked once the broker confirms the forward.
+    Forward,
 }
 
 /// How a delivery is settled once its decision has been carried out.
@@ -201,6 +204,9 @@ impl Decision {
         match self {
             _ if confirmed => Settlement::Ack,
             Decision::Ack => Settlement::Ack,
+            Decision::Forward => Settlement::Requeue {
+                pause: REFUSED_REPLY_PAUSE,
+            },
             Decision::Reply { pause, .. } => Settlement::Requeue { pause: *pause },
             Decision::Retry { delay, .. } => Settlement::Requeue { pause: *delay },
         }
@@ -219,6 +225,7 @@ impl Decision {
                 ..
             } => Some(("failed", code.as_str())),
             Decision::Retry { .. } => Some(("retried", "")),
+            Decision::Forward => Some(("handed_on", "")),
             Decision::Reply {
                 outcome: Outcome::Started,
                 ..

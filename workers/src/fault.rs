@@ -17,7 +17,7 @@ pub fn maybe_crash(job: &JobRequest) {
     let is_poison = job
         .steps
         .iter()
-        .any(|s| matches!(s, Step::Blur { sigma } if *sigma == poison));
+        .any(|s| matches!(s.builtin(), Some(Step::Blur { sigma }) if *sigma == poison));
     if is_poison {
         tracing::error!(job_id = %job.id, "fault injection: aborting on the poison job");
         std::process::abort();

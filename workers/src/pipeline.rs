@@ -20,11 +20,34 @@ pub struct Processed {
     pub elapsed_ms: u64,
 }
 
-/// Runs `job` on the image in `input`.
+/// Runs the whole of `job`, whose steps must all be built-in, on the image in `input`.
 pub fn process(job: &JobRequest, input: &[u8], limits: &Limits) -> Result<Processed, JobError> {
+    let steps = job
+        .steps
+        .iter()
+        .map(|s| {
+            s.builtin().cloned().ok_or_else(|| {
+                JobError::permanent(
+                    ErrorCode::InvalidStep,
+                    format!("op {:?} is not built in", s.op()),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    process_steps(&steps, job.format, job.quality, input, limits)
+}
+
+/// Runs built-in `steps` on the image in `input` and encodes the result in `format`.
+pub fn process_steps(
+    steps: &[Step],
+    format: OutputFormat,
+    quality: u8,
+    input: &[u8],
+    limits: &Limits,
+) -> Result<Processed, JobError> {
     let started = Instant::now();
-    if job.format == OutputFormat::Jpeg
-        && let Some((bytes, width, height)) = lossless(&job.steps, input, limits)?
+    if format == OutputFormat::Jpeg
+        && let Some((bytes, width, height)) = lossless(steps, input, limits)?
     {
         return Ok(Processed {
             bytes,
@@ -33,8 +56,8 @@ pub fn process(job: &JobRequest, input: &[u8], limits: &Limits) -> Result<Proces
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
     }
-    let image = render(&job.steps, input, limits)?;
-    let bytes = codec::encode(&image, job.format, job.quality)?;
+    let image = render(steps, input, limits)?;
+    let bytes = codec::encode(&image, format, quality)?;
     Ok(Processed {
         bytes,
         width: image.width(),
@@ -140,9 +163,11 @@ mod tests {
         JobRequest {
             id: Uuid::new_v4(),
             input: "inputs/x".into(),
-            steps,
+            steps: steps.into_iter().map(Into::into).collect(),
             format,
             quality: 85,
+            cursor: 0,
+            hops: Vec::new(),
         }
     }
 

@@ -36,9 +36,11 @@ fn job_with(step: Step) -> JobRequest {
     JobRequest {
         id: Uuid::new_v4(),
         input: "inputs/x".into(),
-        steps: vec![step],
+        steps: vec![step.into()],
         format: OutputFormat::Png,
         quality: 85,
+        cursor: 0,
+        hops: Vec::new(),
     }
 }
 

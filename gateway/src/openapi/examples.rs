@@ -17,7 +17,9 @@ use uuid::Uuid;
 use super::errors::{example_body, example_message};
 use crate::{
     error::ApiCode,
-    routes::{QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up, WebhookSecretView},
+    routes::{
+        OpView, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up, WebhookSecretView,
+    },
     store::{Attempt, Callback, CallbackState, Job, JobError, JobState},
     view::{JobErrorView, JobList, view},
 };
@@ -149,11 +151,14 @@ pub fn sample_job(state: JobState) -> Job {
         id: Uuid::parse_str(EXAMPLE_ID).unwrap_or_default(),
         tenant: crate::store::LOCAL_TENANT.into(),
         state,
-        steps: vec![Step::Resize {
-            width: Some(640),
-            height: Some(400),
-            fit: Fit::Cover,
-        }],
+        steps: vec![
+            Step::Resize {
+                width: Some(640),
+                height: Some(400),
+                fit: Fit::Cover,
+            }
+            .into(),
+        ],
         format: OutputFormat::Jpeg,
         quality: 85,
         input_key: String::new(),
@@ -176,6 +181,7 @@ pub fn sample_job(state: JobState) -> Job {
         republished: 0,
         result_deleted_at: None,
         callback: None,
+        hops: Vec::new(),
     }
 }
 
@@ -266,6 +272,30 @@ fn answers() -> Vec<(&'static str, &'static str, &'static str, Named)> {
         processing_ms_p50: Some(19),
         processing_ms_p95: Some(41),
         sampled: false,
+        ops: vec![
+            OpView {
+                op: "posterize".into(),
+                custom: true,
+                finished: 40,
+                succeeded: 40,
+                failed: 0,
+                queue: Some("pixmill.op.posterize".into()),
+                ready: Some(3),
+                consumers: Some(2),
+                warning: None,
+            },
+            OpView {
+                op: "resize".into(),
+                custom: false,
+                finished: 230,
+                succeeded: 226,
+                failed: 4,
+                queue: None,
+                ready: None,
+                consumers: None,
+                warning: None,
+            },
+        ],
     };
     // Real links, made with an example key.
     let sign = |exp: u64| {

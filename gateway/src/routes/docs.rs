@@ -25,12 +25,13 @@ static CONFIG: LazyLock<Arc<Config<'static>>> =
     tag = "docs",
     responses((status = 200, description = "The document", body = serde_json::Value))
 )]
-pub(super) async fn openapi_json() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::spec_json(),
-    )
-        .into_response()
+pub(super) async fn openapi_json(State(state): State<AppState>) -> Response {
+    let body = if state.jobs.ops.is_empty() {
+        crate::openapi::spec_json().to_string()
+    } else {
+        crate::openapi::spec_json_with(&state.jobs.ops)
+    };
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The broker contract: an AsyncAPI 3.0 document naming every exchange, queue, routing
@@ -43,7 +44,10 @@ pub(super) async fn openapi_json() -> Response {
     responses((status = 200, description = "The AsyncAPI 3.0 document", body = serde_json::Value))
 )]
 pub(super) async fn asyncapi_json(State(state): State<AppState>) -> Response {
-    let document = pixmill_shared::contract::asyncapi(state.jobs.publisher.topology());
+    let document = pixmill_shared::contract::asyncapi_for(
+        state.jobs.publisher.topology(),
+        &state.jobs.ops.names(),
+    );
     (
         [(header::CONTENT_TYPE, "application/json")],
         document.to_string(),

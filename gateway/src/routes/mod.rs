@@ -35,7 +35,7 @@ mod webhooks;
 
 pub use keys::{KeyList, KeyView, NewKeyView};
 pub use listing::MAX_PAGE;
-pub use ops::{Alive, Health, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
+pub use ops::{Alive, Health, OpView, QueueView, Readiness, ReadyStatus, StatsView, TaskState, Up};
 pub use tenants::{LimitsView, OwnLimits, TenantList, TenantView};
 pub use webhooks::WebhookSecretView;
 

@@ -112,7 +112,12 @@ pub(super) async fn stats(
     };
     let stats = state
         .stats
-        .get(&state.jobs.store, state.queue.get(), window)
+        .get(
+            &state.jobs.store,
+            state.queue.get(),
+            &state.queue.ops(),
+            window,
+        )
         .await?;
     Ok(Json(stats.into()))
 }
@@ -146,6 +151,35 @@ pub struct StatsView {
     /// True when the window held more jobs than one request reads; the figures then
     /// cover the newest ones.
     pub sampled: bool,
+    /// The window's jobs by op (a job of several ops counts once for each), custom ops
+    /// first; every registered custom op is listed, with its queue, even without jobs.
+    pub ops: Vec<OpView>,
+}
+
+/// One op in `GET /v1/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct OpView {
+    #[schema(example = "posterize")]
+    pub op: String,
+    /// A custom op (`PIXMILL_OPS_FILE`), served by workers on a queue of its own.
+    pub custom: bool,
+    /// Jobs using the op that succeeded or failed in the window.
+    pub finished: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// A custom op's queue; null for built-in ops, which share the jobs queue.
+    #[schema(required = true, example = "pixmill.op.posterize")]
+    pub queue: Option<String>,
+    /// Messages waiting on a custom op's queue, as last read (null before a reading).
+    #[schema(required = true)]
+    pub ready: Option<u64>,
+    /// Consumers of a custom op's queue: worker processes that serve it.
+    #[schema(required = true)]
+    pub consumers: Option<u64>,
+    /// Set when a custom op's queue has no consumer: its jobs wait until a worker
+    /// that serves it starts.
+    #[schema(required = true)]
+    pub warning: Option<String>,
 }
 
 /// The jobs queue as last read from the broker.
@@ -180,6 +214,7 @@ impl From<Stats> for StatsView {
             processing_ms_p50,
             processing_ms_p95,
             sampled,
+            ops,
         } = stats;
         StatsView {
             window_secs,
@@ -208,6 +243,20 @@ impl From<Stats> for StatsView {
             processing_ms_p50,
             processing_ms_p95,
             sampled,
+            ops: ops
+                .into_iter()
+                .map(|o| OpView {
+                    op: o.op,
+                    custom: o.custom,
+                    finished: o.finished,
+                    succeeded: o.succeeded,
+                    failed: o.failed,
+                    queue: o.queue,
+                    ready: o.ready,
+                    consumers: o.consumers,
+                    warning: o.warning,
+                })
+                .collect(),
         }
     }
 }

@@ -13,7 +13,7 @@
 use std::{fmt, path::PathBuf, sync::Arc};
 
 use pixmill_shared::{
-    JobResult, OutputFormat, Step,
+    Hop, JobResult, JobStep, OutputFormat,
     events::{EventError, EventResult, JobEvent},
 };
 use uuid::Uuid;
@@ -34,7 +34,7 @@ pub struct Job {
     /// Whose job it is: every read of it names the tenant (see [`Scope`]).
     pub tenant: String,
     pub state: JobState,
-    pub steps: Vec<Step>,
+    pub steps: Vec<JobStep>,
     pub format: OutputFormat,
     pub quality: u8,
     pub input_key: String,
@@ -57,6 +57,9 @@ pub struct Job {
     pub result_deleted_at: Option<i64>,
     /// The webhook to call when the job ends, and how its deliveries went.
     pub callback: Option<Callback>,
+    /// The workers that ran a job of custom ops, one hop each (its routing slip); empty
+    /// for a job one worker ran whole.
+    pub hops: Vec<Hop>,
 }
 
 /// Why a job failed or was cancelled (`error_code`, `error_message`).
@@ -96,13 +99,47 @@ impl Job {
     }
 }
 
+/// A finished job, as `GET /v1/stats` counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    pub state: JobState,
+    pub processing_ms: Option<u64>,
+    /// The ops of its steps, each once, in order of first use.
+    pub ops: Vec<String>,
+}
+
+impl Finished {
+    /// From the stored columns; `steps` is the stored JSON array of steps.
+    pub fn from_columns(
+        state: JobState,
+        processing_ms: Option<i64>,
+        steps: &str,
+    ) -> Result<Self, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct OpOnly {
+            op: String,
+        }
+        let mut ops: Vec<String> = Vec::new();
+        for step in serde_json::from_str::<Vec<OpOnly>>(steps)? {
+            if !ops.contains(&step.op) {
+                ops.push(step.op);
+            }
+        }
+        Ok(Self {
+            state,
+            processing_ms: processing_ms.and_then(|v| u64::try_from(v).ok()),
+            ops,
+        })
+    }
+}
+
 /// A new job, as accepted by the gateway.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: Uuid,
     /// Whose job it is.
     pub tenant: String,
-    pub steps: Vec<Step>,
+    pub steps: Vec<JobStep>,
     pub format: OutputFormat,
     pub quality: u8,
     pub input_key: String,
@@ -294,6 +331,8 @@ pub enum Change {
         attempt: u32,
         result: JobResult,
         started_at: Option<i64>,
+        /// The routing slip's hops, when the job made more than one.
+        hops: Vec<Hop>,
     },
     /// The job failed for good. `worker` is None when no worker reported it (the
     /// dead-letter queue, the sweeper).
@@ -304,6 +343,8 @@ pub enum Change {
         code: String,
         message: String,
         started_at: Option<i64>,
+        /// The hops the job made, when a worker that was not its first reported it.
+        hops: Vec<Hop>,
     },
     /// Cancelled while still queued.
     Cancelled,
@@ -466,12 +507,8 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<Job>, StoreError>;
 
     /// Jobs that succeeded or failed at or after `since` (ms), newest first, at most
-    /// `limit`: their state and processing time, for `GET /v1/stats`.
-    async fn recently_finished(
-        &self,
-        since: i64,
-        limit: u32,
-    ) -> Result<Vec<(JobState, Option<u64>)>, StoreError>;
+    /// `limit`: their state, processing time and ops, for `GET /v1/stats`.
+    async fn recently_finished(&self, since: i64, limit: u32) -> Result<Vec<Finished>, StoreError>;
 
     /// Records a webhook's progress (the pass that claimed the job is the only writer)
     /// and releases the claim; `next_at` (ms) schedules the next attempt, None ends it.

@@ -13,8 +13,8 @@ use tokio_postgres::{Row, error::SqlState, types::ToSql};
 use uuid::Uuid;
 
 use super::{
-    Admission, Admitted, ApiKey, Callback, Change, INTERACTIVE_EXTRA, InFlight, Job, JobError,
-    JobState, NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
+    Admission, Admitted, ApiKey, Callback, Change, Finished, INTERACTIVE_EXTRA, InFlight, Job,
+    JobError, JobState, NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
 };
 
 /// Connections per gateway. Each request holds one only for its queries.
@@ -106,6 +106,8 @@ const MIGRATIONS: &[&str] = &[
         burst        INTEGER,
         updated_at   BIGINT NOT NULL
     );",
+    // 6: the hops of a job's routing slip, when it made more than one.
+    "ALTER TABLE jobs ADD COLUMN hops JSONB;",
 ];
 
 /// Handle to the PostgreSQL task store. Cheap to clone.
@@ -463,15 +465,17 @@ impl TaskStore for PgStore {
                 attempt,
                 result,
                 started_at,
+                hops,
             } => {
                 let sql = format!(
                     "UPDATE jobs SET state = 'succeeded', worker = $2, attempts = GREATEST(attempts, $3),
                             started_at = COALESCE(started_at, $11, $4), finished_at = $4, updated_at = $4,
                             result_key = $5, result_content_type = $6, result_width = $7,
-                            result_height = $8, result_bytes = $9, processing_ms = $10
+                            result_height = $8, result_bytes = $9, processing_ms = $10, hops = $12
                      WHERE id = $1 AND state IN ({sources}) RETURNING *"
                 );
-                let params: [&(dyn ToSql + Sync); 11] = [
+                let hops = hops_json(&hops);
+                let params: [&(dyn ToSql + Sync); 12] = [
                     &id,
                     &worker,
                     &int(attempt),
@@ -483,6 +487,7 @@ impl TaskStore for PgStore {
                     &big(result.bytes),
                     &big(result.processing_ms),
                     &started_at,
+                    &hops,
                 ];
                 self.rows(&sql, &params).await?
             }
@@ -492,13 +497,16 @@ impl TaskStore for PgStore {
                 code,
                 message,
                 started_at,
+                hops,
             } => {
                 let sql = format!(
                     "UPDATE jobs SET state = 'failed', worker = COALESCE($2, worker),
                             attempts = GREATEST(attempts, $3), started_at = COALESCE(started_at, $7),
-                            finished_at = $4, updated_at = $4, error_code = $5, error_message = $6
+                            finished_at = $4, updated_at = $4, error_code = $5, error_message = $6,
+                            hops = COALESCE($8, hops)
                      WHERE id = $1 AND state IN ({sources}) RETURNING *"
                 );
+                let hops = hops_json(&hops);
                 self.rows(
                     &sql,
                     &[
@@ -509,6 +517,7 @@ impl TaskStore for PgStore {
                         &code,
                         &message,
                         &started_at,
+                        &hops,
                     ],
                 )
                 .await?
@@ -608,15 +617,11 @@ impl TaskStore for PgStore {
         .await
     }
 
-    async fn recently_finished(
-        &self,
-        since: i64,
-        limit: u32,
-    ) -> Result<Vec<(JobState, Option<u64>)>, StoreError> {
+    async fn recently_finished(&self, since: i64, limit: u32) -> Result<Vec<Finished>, StoreError> {
         let client = self.pool.get().await?;
         let statement = client
             .prepare_cached(
-                "SELECT state, processing_ms FROM jobs
+                "SELECT state, processing_ms, steps::text FROM jobs
                  WHERE state IN ('succeeded', 'failed') AND finished_at >= $1
                  ORDER BY finished_at DESC LIMIT $2",
             )
@@ -628,9 +633,10 @@ impl TaskStore for PgStore {
             .map(|row| {
                 let state: String = row.try_get(0)?;
                 let ms: Option<i64> = row.try_get(1)?;
+                let steps: String = row.try_get(2)?;
                 let state = JobState::parse(&state)
                     .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?;
-                Ok((state, ms.and_then(|v| u64::try_from(v).ok())))
+                Finished::from_columns(state, ms, &steps)
             })
             .collect()
     }
@@ -750,6 +756,7 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
     let webhook_state: Option<String> = row.try_get("webhook_state").map_err(corrupt)?;
     let webhook_log: Option<serde_json::Value> = row.try_get("webhook_log").map_err(corrupt)?;
     let webhook_log = webhook_log.map(|v| v.to_string());
+    let hops: Option<serde_json::Value> = row.try_get("hops").map_err(corrupt)?;
     Ok(Job {
         id: row.try_get("id").map_err(corrupt)?,
         tenant: row.try_get("tenant").map_err(corrupt)?,
@@ -778,7 +785,18 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
             webhook_state,
             webhook_log.as_deref(),
         )?,
+        hops: match hops {
+            Some(value) => serde_json::from_value(value)?,
+            None => Vec::new(),
+        },
     })
+}
+
+/// A routing slip's hops as a JSONB value, or NULL for none.
+fn hops_json(hops: &[pixmill_shared::Hop]) -> Option<serde_json::Value> {
+    (!hops.is_empty())
+        .then(|| serde_json::to_value(hops).ok())
+        .flatten()
 }
 
 /// Takes the tenant's advisory lock for the rest of the transaction, then counts its

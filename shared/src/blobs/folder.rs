@@ -17,14 +17,15 @@ use super::{BlobError, BlobStore, BlobStream, keys};
 /// A folder of blobs addressed by relative keys such as `inputs/<job id>`.
 #[derive(Debug, Clone)]
 pub struct FolderStore {
-    /// Folder that holds `inputs/`, `results/`, `cancelled/`, `running/` and `tmp/`.
+    /// Folder that holds `inputs/`, `results/`, `cancelled/`, `running/`, `work/` and
+    /// `tmp/`.
     root: PathBuf,
 }
 
 impl FolderStore {
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: PathBuf) -> Result<Self, BlobError> {
-        for dir in ["inputs", "results", "cancelled", "running", "tmp"] {
+        for dir in ["inputs", "results", "cancelled", "running", "tmp", "work"] {
             std::fs::create_dir_all(root.join(dir)).map_err(|e| {
                 BlobError::Unavailable(format!("cannot create {}: {e}", root.join(dir).display()))
             })?;

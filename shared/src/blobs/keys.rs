@@ -16,6 +16,12 @@ pub fn result(id: Uuid, format: OutputFormat) -> String {
     format!("results/{id}.{}", format.extension())
 }
 
+/// Key of the image a job's routing slip hands on: the image as it stands before step
+/// `cursor`, written by the worker that ran the steps before it (lossless PNG).
+pub fn intermediate(id: Uuid, cursor: usize) -> String {
+    format!("work/{id}-{cursor}.png")
+}
+
 /// Key of the marker that tells workers a job was cancelled.
 pub fn cancel(id: Uuid) -> String {
     format!("cancelled/{id}")
@@ -58,6 +64,7 @@ mod tests {
             input(id),
             result(id, OutputFormat::Png),
             cancel(id),
+            intermediate(id, 3),
             run_mark(id, 0, 1),
         ];
         for key in &made {

@@ -285,9 +285,11 @@ fn jpeg_job(steps: Vec<Step>) -> JobRequest {
     JobRequest {
         id: Uuid::new_v4(),
         input: "inputs/bench".into(),
-        steps,
+        steps: steps.into_iter().map(Into::into).collect(),
         format: OutputFormat::Jpeg,
         quality: 85,
+        cursor: 0,
+        hops: Vec::new(),
     }
 }
 
@@ -300,9 +302,11 @@ fn mean_of_medians(
     let job = JobRequest {
         id: Uuid::new_v4(),
         input: "inputs/bench".into(),
-        steps: steps.to_vec(),
+        steps: steps.iter().cloned().map(Into::into).collect(),
         format: OutputFormat::Jpeg,
         quality: 85,
+        cursor: 0,
+        hops: Vec::new(),
     };
     let mut sum = 0.0;
     for input in inputs {

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::{
-    Admission, Admitted, ApiKey, Callback, Change, INTERACTIVE_EXTRA, InFlight, Job, JobState,
-    NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
+    Admission, Admitted, ApiKey, Callback, Change, Finished, INTERACTIVE_EXTRA, InFlight, Job,
+    JobState, NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
 };
 
 mod schema;
@@ -177,6 +177,14 @@ fn lock_file(db: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// A routing slip's hops as a column value: JSON, or NULL for none.
+fn hops_value(hops: &[pixmill_shared::Hop]) -> rusqlite::types::Value {
+    if hops.is_empty() {
+        return rusqlite::types::Value::Null;
+    }
+    serde_json::to_string(hops).map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text)
+}
+
 /// The statement that carries out `change`, and its parameters after the id.
 fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>) {
     use rusqlite::types::Value;
@@ -194,11 +202,12 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
             attempt,
             result,
             started_at,
+            hops,
         } => (
             "state = 'succeeded', worker = ?2, attempts = MAX(attempts, ?3),
              started_at = COALESCE(started_at, ?11, ?4), finished_at = ?4, updated_at = ?4,
              result_key = ?5, result_content_type = ?6, result_width = ?7,
-             result_height = ?8, result_bytes = ?9, processing_ms = ?10",
+             result_height = ?8, result_bytes = ?9, processing_ms = ?10, hops = ?12",
             vec![
                 text(worker),
                 int(attempt.into()),
@@ -210,6 +219,7 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
                 int(i64::try_from(result.bytes).unwrap_or(i64::MAX)),
                 int(i64::try_from(result.processing_ms).unwrap_or(i64::MAX)),
                 started_at.map_or(Value::Null, int),
+                hops_value(&hops),
             ],
         ),
         Change::Failed {
@@ -218,10 +228,11 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
             code,
             message,
             started_at,
+            hops,
         } => (
             "state = 'failed', worker = COALESCE(?2, worker), attempts = MAX(attempts, ?3),
              started_at = COALESCE(started_at, ?7), finished_at = ?4, updated_at = ?4,
-             error_code = ?5, error_message = ?6",
+             error_code = ?5, error_message = ?6, hops = COALESCE(?8, hops)",
             vec![
                 worker.map_or(Value::Null, text),
                 int(attempt.into()),
@@ -229,6 +240,7 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
                 text(code),
                 text(message),
                 started_at.map_or(Value::Null, int),
+                hops_value(&hops),
             ],
         ),
         Change::Cancelled => (
@@ -529,23 +541,23 @@ impl TaskStore for SqliteStore {
         self.returning(sql, bind).await
     }
 
-    async fn recently_finished(
-        &self,
-        since: i64,
-        limit: u32,
-    ) -> Result<Vec<(JobState, Option<u64>)>, StoreError> {
+    async fn recently_finished(&self, since: i64, limit: u32) -> Result<Vec<Finished>, StoreError> {
         self.with(move |c| {
             let mut statement = c.prepare_cached(
-                "SELECT state, processing_ms FROM jobs
+                "SELECT state, processing_ms, steps FROM jobs
                  WHERE state IN ('succeeded', 'failed') AND finished_at >= ?1
                  ORDER BY finished_at DESC LIMIT ?2",
             )?;
             let rows = statement.query_map(params![since, limit], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<i64>>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
             })?;
             rows.map(|row| {
-                let (state, ms) = row?;
-                Ok((parse_state(&state)?, ms.and_then(|v| u64::try_from(v).ok())))
+                let (state, ms, steps) = row?;
+                Finished::from_columns(parse_state(&state)?, ms, &steps)
             })
             .collect()
         })

@@ -100,6 +100,9 @@ CREATE TABLE IF NOT EXISTS tenants (
     updated_at   INTEGER NOT NULL
 );";
 
+/// Version 8: the hops of a job's routing slip (JSON), when it made more than one.
+const SCHEMA_V8: &str = "ALTER TABLE jobs ADD COLUMN hops TEXT;";
+
 /// Brings the schema up to date. `user_version` records how far a file has come, so
 /// a database made by an older gateway keeps its jobs.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -130,7 +133,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 7 && !has_column("released_at")? {
         conn.execute_batch(SCHEMA_V7)?;
     }
-    conn.pragma_update(None, "user_version", 7)?;
+    if version < 8 && !has_column("hops")? {
+        conn.execute_batch(SCHEMA_V8)?;
+    }
+    conn.pragma_update(None, "user_version", 8)?;
     Ok(())
 }
 
@@ -164,6 +170,7 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
     let callback_url: Option<String> = row.get("callback_url")?;
     let webhook_state: Option<String> = row.get("webhook_state")?;
     let webhook_log: Option<String> = row.get("webhook_log")?;
+    let hops: Option<String> = row.get("hops")?;
     Ok((|| {
         Ok(Job {
             id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -188,6 +195,10 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
             republished,
             result_deleted_at,
             callback: callback::from_columns(callback_url, webhook_state, webhook_log.as_deref())?,
+            hops: match hops {
+                Some(text) => serde_json::from_str(&text)?,
+                None => Vec::new(),
+            },
         })
     })())
 }
