@@ -19,7 +19,7 @@ scale: ## Change the number of local workers while `make run` runs: make scale W
 	@deploy/scale.sh $(WORKERS)
 
 .PHONY: test
-test: deps lint manifests contract broker photos browser ## Lint, validate the manifests and the broker contract, then unit, end-to-end, browser and API-contract tests against real RabbitMQ, PostgreSQL and S3
+test: deps lint manifests contract broker photos browser examples ## Lint, validate the manifests and the broker contract, then unit, end-to-end (the example workers in Python and Node included), browser and API-contract tests against real RabbitMQ, PostgreSQL and S3
 	cargo build --bins
 	deploy/with-test-services.sh cargo test --workspace
 	cargo test -p pixmill-tests --test schemathesis -- --ignored --nocapture
@@ -36,6 +36,11 @@ manifests: ## Validate compose, Kubernetes and KEDA manifests, alert rules, the 
 .PHONY: contract
 contract: ## Validate the broker contract (docs/contract/asyncapi.json) with the AsyncAPI parser
 	@deploy/contract/check-asyncapi.sh
+
+.PHONY: examples
+examples: ## Install the example workers' dependencies: a Python venv (pika, Pillow, boto3) and npm ci (amqplib, sharp)
+	@examples/setup.sh >/dev/null
+	@examples/setup-node.sh >/dev/null
 
 .PHONY: fmt
 fmt: ## Format the code

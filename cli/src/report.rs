@@ -85,6 +85,25 @@ pub fn job(job: &Job) -> String {
         let attempts = text(job.rest.get("attempts")).unwrap_or_else(|| "?".into());
         lines.push(("worker", format!("{worker} (attempts: {attempts})")));
     }
+    // A job several workers ran (custom ops): each hop, in order.
+    if let Some(Value::Array(hops)) = job.rest.get("hops") {
+        let described: Vec<String> = hops
+            .iter()
+            .map(|hop| {
+                let ops: Vec<&str> = hop["ops"]
+                    .as_array()
+                    .map(|ops| ops.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                format!(
+                    "{} ({}, {} ms)",
+                    hop["worker"].as_str().unwrap_or("?"),
+                    ops.join(", "),
+                    hop["ms"]
+                )
+            })
+            .collect();
+        lines.push(("hops", described.join(" → ")));
+    }
     for (label, field) in [
         ("created", "created_at"),
         ("started", "started_at"),
@@ -157,5 +176,21 @@ mod tests {
         assert!(text.contains("steps     blur 2"), "{text}");
         assert!(text.contains("error     timeout: ran past 30 s"), "{text}");
         assert!(!text.contains("started"), "{text}");
+    }
+
+    #[test]
+    fn a_job_of_several_workers_lists_its_hops() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "j2", "state": "succeeded", "result": null, "error": null,
+            "steps": [{"op": "resize", "width": 320}, {"op": "posterize", "bits": 3}],
+            "hops": [{"worker": "w1", "ops": ["resize"], "from": 0, "to": 1, "ms": 12},
+                     {"worker": "py-1", "ops": ["posterize"], "from": 1, "to": 2, "ms": 30}]
+        }))
+        .expect("job");
+        let text = super::job(&job);
+        assert!(
+            text.contains("hops      w1 (resize, 12 ms) → py-1 (posterize, 30 ms)"),
+            "{text}"
+        );
     }
 }

@@ -324,6 +324,28 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
     await shot('05-swagger-ui.png');
   });
 
+  it('offers the custom ops the gateway registers, with their parameters, and warns of one no worker serves', async () => {
+    // The Rust harness registers examples/ops.json on this gateway and starts no worker for them.
+    await page.goto(`${GATEWAY}/`);
+    await page.waitForFunction(() => document.querySelector('#s1-op option[value="posterize"]'), null, { timeout: WAIT });
+    await page.locator('#add-step').click();
+    const op = page.locator('#steps select.op').last();
+    const labels = await op.locator('option').allInnerTexts();
+    assert.ok(labels.includes('posterize (custom)') && labels.includes('threshold (custom)'), labels.join(', '));
+    await op.selectOption('posterize');
+    const bits = page.locator('#steps li').last().locator('[data-param="bits"]');
+    assert.equal(await bits.getAttribute('type'), 'number');
+    assert.equal(await bits.getAttribute('max'), '8');
+    await bits.fill('3');
+    assert.match(await page.locator('#curl').textContent(), /"op":"posterize","bits":3/);
+    await page.locator('#ops-panel').scrollIntoViewIfNeeded();
+    await page.waitForFunction(() => [...document.querySelectorAll('#ops-warnings .ops-warning')]
+      .some((w) => /no worker consumes \S+\.op\.posterize/.test(w.textContent)), null, { timeout: WAIT });
+    assert.match(await page.locator('#ops-by-op').innerText(), /posterize \(custom\)/);
+    await page.screenshot({ path: path.join(SHOTS, 'custom-ops.png'), fullPage: true });
+    await page.locator('#steps li').last().locator('.remove').click();
+  });
+
   it('used no resource outside the gateway, raised no script error and broke no CSP rule', () => {
     const origin = new URL(GATEWAY).origin;
     const outside = requests.filter((r) => !/^(data|blob):/.test(r.url) && new URL(r.url).origin !== origin);

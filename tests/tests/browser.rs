@@ -41,7 +41,15 @@ async fn the_page_works_in_chromium() {
         eprintln!("skipping the browser test: run `make browser` first");
         return;
     }
-    let mut open = Stack::start().await.expect("start");
+    // The open gateway registers the example custom ops, and no worker serves them.
+    let ops = pixmill_gateway::custom_ops::CustomOps::load(&root.join("examples/ops.json"))
+        .expect("examples/ops.json");
+    let mut open = Stack::start_configured(
+        common(&format!("test-{}", Uuid::new_v4().simple()), &temp_dir()),
+        |s| s.ops = ops,
+    )
+    .await
+    .expect("start");
     open.add_worker("browser-worker", 2);
 
     let settings = common(&format!("test-{}", Uuid::new_v4().simple()), &temp_dir());
