@@ -187,7 +187,7 @@ async function handle(link, msg, blobs) {
   const job = { id: messageId ? String(messageId) : null }; // until the body is read
   const attempt = 1 + int(headers['x-pixmill-retries']) + int(headers['x-delivery-count']);
   const reply = (body) => publish(link, `${PREFIX}.reply`, replyTo || `${PREFIX}.replies`,
-    { job_id: job.id, worker: NAME, attempt, ...body }, { correlationId: job.id }, false);
+    { job_id: job.id, worker: NAME, attempt, ...body }, { correlationId: job.id }, true);
   try {
     // 1. The contract's major version must be 1 (no header: 1.0; an unreadable one is refused).
     const spoken = String(headers['x-pixmill-contract'] ?? '1.0');

@@ -23,6 +23,7 @@ import socket
 import sys
 import tempfile
 import time
+import uuid
 
 import boto3
 import botocore.config
@@ -180,9 +181,21 @@ def parse(body):
           and type(job["cursor"]) is int and isinstance(job["hops"], list))
     if not ok:
         raise Failed("invalid_request", "the body is not a job request (id, input, steps, format, quality)")
+    try:
+        uuid.UUID(job["id"])
+    except ValueError as err:
+        raise Failed("invalid_request", f"the job id {job['id']!r} is not a UUID") from err
+    if not valid_key(job["input"]):
+        raise Failed("invalid_request", f"the input key {job['input']!r} is not a blob key")
     if not 0 <= job["cursor"] < len(job["steps"]):
         raise Failed("invalid_request", f"cursor {job['cursor']} is outside steps 0..{len(job['steps']) - 1}")
     return job
+
+
+def valid_key(key):
+    """Blob keys as the contract spells them: `/`-separated parts of letters, digits, -, _ and ."""
+    return (0 < len(key) <= 200 and all(part not in ("", ".", "..") for part in key.split("/"))
+            and all(c.isascii() and (c.isalnum() or c in "-_./") for c in key))
 
 
 def owner_queue(op):

@@ -108,7 +108,11 @@ async fn settle(delivery: Delivery, outcome: Result<(), StoreError>) -> anyhow::
 }
 
 /// What a reply asks the store to do.
-pub fn change_for(reply: Reply) -> Change {
+pub fn change_for(mut reply: Reply) -> Change {
+    // One hop says nothing the record does not say already (its worker, its time).
+    if reply.hops.len() < 2 {
+        reply.hops.clear();
+    }
     let started_at = reply
         .started_ago_ms
         .map(|ago| pixmill_shared::now_ms() - i64::try_from(ago).unwrap_or(0));

@@ -50,13 +50,12 @@ impl JobRequest {
     /// The steps from the cursor on that one worker runs in a row: up to the next step
     /// whose op `runs_here` refuses. Returns the end index (exclusive); equal to the
     /// cursor when the step at the cursor is not this worker's.
+    /// A cursor past the steps runs nothing: the cursor itself.
     pub fn run_end(&self, mut runs_here: impl FnMut(&JobStep) -> bool) -> usize {
-        let start = self.cursor.min(self.steps.len());
-        start
-            + self.steps[start..]
-                .iter()
-                .take_while(|s| runs_here(s))
-                .count()
+        let Some(rest) = self.steps.get(self.cursor..) else {
+            return self.cursor;
+        };
+        self.cursor + rest.iter().take_while(|s| runs_here(s)).count()
     }
 }
 
@@ -607,6 +606,12 @@ mod tests {
         );
         assert_eq!(back.run_end(|s| s.op() == "posterize"), 2);
         assert_eq!(handoffs(&back.steps), [1]);
+        let past = JobRequest { cursor: 5, ..back };
+        assert_eq!(
+            past.run_end(|_| true),
+            5,
+            "a cursor past the steps runs nothing"
+        );
     }
 
     #[test]

@@ -251,11 +251,7 @@ impl Topology {
             .queue_declare(self.jobs.as_str().into(), queue, FieldTable::default())
             .await
             .map_err(|e| missing(&format!("queue {}", self.jobs), e))?;
-        for name in [
-            &self.reply_exchange,
-            &self.retry_exchange,
-            &self.forward_exchange,
-        ] {
+        for name in [&self.reply_exchange, &self.retry_exchange] {
             channel
                 .exchange_declare(
                     name.as_str().into(),
@@ -265,6 +261,25 @@ impl Topology {
                 )
                 .await
                 .map_err(|e| missing(&format!("exchange {name}"), e))?;
+        }
+        // The forward exchange came with contract 1.1. A worker that starts before the
+        // gateways are upgraded runs whole jobs as before; a forward would be refused
+        // and handed back until a gateway declares it.
+        if let Err(e) = channel
+            .exchange_declare(
+                self.forward_exchange.as_str().into(),
+                ExchangeKind::Direct,
+                exchange,
+                FieldTable::default(),
+            )
+            .await
+        {
+            tracing::warn!(
+                exchange = %self.forward_exchange,
+                error = %e,
+                "the forward exchange does not exist yet: jobs of custom ops cannot be handed on until a gateway of this release declares it"
+            );
+            return Ok(());
         }
         let _ = channel.close(200, "checked".into()).await;
         Ok(())

@@ -138,6 +138,65 @@ async fn a_job_of_a_newer_minor_version_with_an_unknown_field_runs() {
     stack.stop().await.expect("stop");
 }
 
+/// A worker reads only the job's own image: its upload, or what the previous hop handed
+/// on at the cursor. A message naming another key, or a cursor past its steps, fails
+/// `invalid_request` with the reason, and is not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_message_naming_another_input_or_a_cursor_past_its_steps_is_refused() {
+    let mut stack = Stack::start().await.expect("start");
+    let image = photo("flower.jpg");
+    let other = stack
+        .client
+        .submit_ok(&image, &[("op", "grayscale"), ("format", "png")])
+        .await
+        .expect("submit");
+    let foreign_input = stack
+        .client
+        .submit_ok(&image, &[("op", "grayscale"), ("format", "png")])
+        .await
+        .expect("submit");
+    let past = stack
+        .client
+        .submit_ok(&image, &[("op", "grayscale"), ("format", "png")])
+        .await
+        .expect("submit");
+    let other_input = format!("inputs/{other}");
+    // The queue holds the three in order; `other` goes back unchanged, to its end.
+    republish_as(&stack, contract::VERSION, |body| {
+        assert_eq!(body["id"], other.as_str());
+    })
+    .await;
+    republish_as(&stack, contract::VERSION, |body| {
+        assert_eq!(body["id"], foreign_input.as_str());
+        body["input"] = serde_json::json!(other_input);
+    })
+    .await;
+    republish_as(&stack, contract::VERSION, |body| {
+        assert_eq!(body["id"], past.as_str());
+        body["cursor"] = serde_json::json!(7);
+    })
+    .await;
+    stack.add_worker("w-checks", 1);
+    let job = stack
+        .client
+        .wait_terminal(&foreign_input)
+        .await
+        .expect("terminal");
+    assert_eq!(job["error"]["code"], "invalid_request", "{job}");
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("is not the job's"), "{message}");
+    let job = stack.client.wait_terminal(&past).await.expect("terminal");
+    assert_eq!(job["error"]["code"], "invalid_request", "{job}");
+    let message = job["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("cursor 7 is past its 1 steps"),
+        "{message}"
+    );
+    let job = stack.client.wait_terminal(&other).await.expect("terminal");
+    assert_eq!(job["state"], "succeeded", "{job}");
+    stack.stop().await.expect("stop");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_serves_a_valid_asyncapi_document_of_its_own_topology() {
     let stack = Stack::start().await.expect("start");

@@ -282,21 +282,47 @@ async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
     }
     // The routing slip: this worker runs the built-in steps from the cursor on. When
     // the step at the cursor is another worker's, the job goes on to its queue as it is.
-    let end = job.run_end(|s| s.builtin().is_some());
-    if end == job.cursor {
-        if job.cursor >= job.steps.len() {
-            let facts = Facts::Unreadable {
-                id: Some(job.id),
-                error: format!(
-                    "its cursor {} is past its {} steps",
-                    job.cursor,
-                    job.steps.len()
-                ),
-            };
-            carry_out(ctx, to, decide_on(ctx, facts, to.attempt), None, &[]).await;
+    // Its input is the job's upload, or the image the previous hop handed on: never
+    // another key a message names.
+    let expected_input = if job.cursor == 0 {
+        keys::input(job.id)
+    } else {
+        keys::intermediate(job.id, job.cursor)
+    };
+    let refusal =
+        if job.cursor > job.steps.len() || (job.cursor > 0 && job.cursor == job.steps.len()) {
+            Some(format!(
+                "its cursor {} is past its {} steps",
+                job.cursor,
+                job.steps.len()
+            ))
+        } else if job.input != expected_input {
+            Some(format!(
+                "its input {:?} is not the job's ({expected_input:?} at cursor {})",
+                job.input, job.cursor
+            ))
         } else {
-            hand_on(ctx, to, job.clone()).await;
-        }
+            None
+        };
+    if let Some(error) = refusal {
+        let facts = Facts::Unreadable {
+            id: Some(job.id),
+            error,
+        };
+        carry_out(ctx, to, decide_on(ctx, facts, to.attempt), None, &[]).await;
+        return;
+    }
+    let end = job.run_end(|s| s.builtin().is_some());
+    if end == job.cursor && job.cursor < job.steps.len() {
+        // Not this worker's step: a retry copy that came back through the jobs queue, or
+        // a misrouted forward. Its retry count goes with it.
+        hand_on(
+            ctx,
+            to,
+            job.clone(),
+            header_u32(to.delivery, RETRIES_HEADER),
+        )
+        .await;
         return;
     }
     let segment = Segment {
@@ -362,7 +388,7 @@ async fn process(ctx: &Context, to: &Answer<'_>, job: &JobRequest) {
         };
         let decision = Decision::Forward;
         record(&ctx.settings.name, op, &decision, clock.elapsed());
-        let settled = hand_on(ctx, to, next).await;
+        let settled = hand_on(ctx, to, next, 0).await;
         if settled != Settlement::Ack {
             dead.clear();
         }
@@ -445,15 +471,21 @@ struct Segment {
 /// Hands `next` on to the queue of its step at the cursor, through the forward
 /// exchange, and acks the delivery once the broker confirms it (a forward that finds
 /// no queue is refused, not dropped). Otherwise the delivery goes back to the queue.
-async fn hand_on(ctx: &Context, to: &Answer<'_>, next: JobRequest) -> Settlement {
+/// `retries` is the job's transient-failure retry count, kept when the same hop goes
+/// on (0 for the next hop, which starts its own count).
+async fn hand_on(ctx: &Context, to: &Answer<'_>, next: JobRequest, retries: u32) -> Settlement {
     let topology = &ctx.settings.common.topology;
     let queue = topology.queue_for(next.steps.get(next.cursor));
     let id = next.id.to_string();
+    let mut headers = contract::stamp(FieldTable::default());
+    if retries > 0 {
+        headers.insert(RETRIES_HEADER.into(), AMQPValue::LongUInt(retries));
+    }
     let properties = BasicProperties::default()
         .with_message_id(id.as_str().into())
         .with_correlation_id(id.as_str().into())
         .with_reply_to(to.reply_to.into())
-        .with_headers(contract::stamp(FieldTable::default()));
+        .with_headers(headers);
     let published = amqp::publish_json(
         &ctx.replies,
         &topology.forward_exchange,
