@@ -39,6 +39,8 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
             "curl -F image=@photo.jpg -F op=edges -F format=png http://127.0.0.1:8080/v1/jobs",
             "curl -F image=@photo.jpg -F op=swap http://127.0.0.1:8080/v1/jobs",
             "curl -F image=@photo.jpg \\\n     -F 'steps=[{\"op\":\"crop\",\"x\":0,\"y\":0,\"width\":800,\"height\":600},{\"op\":\"resize\",\"width\":400},{\"op\":\"grayscale\"}]' \\\n     http://127.0.0.1:8080/v1/jobs",
+            // With the custom ops of examples/ops.json registered (PIXMILL_OPS_FILE).
+            "curl -F image=@photo.jpg \\\n     -F 'steps=[{\"op\":\"resize\",\"width\":640},{\"op\":\"posterize\",\"bits\":3},{\"op\":\"grayscale\"}]' \\\n     http://127.0.0.1:8080/v1/jobs",
             "curl --data-binary @photo.jpg 'http://127.0.0.1:8080/v1/jobs?op=rotate&degrees=90&format=webp'",
             "curl -H 'Idempotency-Key: order-1234-thumb' -F image=@photo.jpg -F op=resize -F width=200 http://127.0.0.1:8080/v1/jobs",
             "curl -F image=@photo.jpg -F op=grayscale -F callback_url=https://hooks.example.com/pixmill http://127.0.0.1:8080/v1/jobs",
