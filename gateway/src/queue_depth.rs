@@ -37,24 +37,31 @@ pub struct QueueDepth {
     pub at_ms: i64,
 }
 
+/// The broker's figures for one custom op's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpQueue {
+    pub op: String,
+    pub queue: String,
+    /// None until the first reading.
+    pub ready: Option<u64>,
+    pub consumers: Option<u64>,
+}
+
 /// The latest reading, shared with the stats route: the jobs queue, and the queue of
 /// each custom op.
 #[derive(Debug, Clone, Default)]
-pub struct Latest(
-    Arc<RwLock<Option<QueueDepth>>>,
-    Arc<RwLock<Vec<crate::stats::OpQueue>>>,
-);
+pub struct Latest(Arc<RwLock<Option<QueueDepth>>>, Arc<RwLock<Vec<OpQueue>>>);
 
 impl Latest {
     /// The custom ops' queues as last read (each op listed, unread ones without figures).
-    pub fn ops(&self) -> Vec<crate::stats::OpQueue> {
+    pub fn ops(&self) -> Vec<OpQueue> {
         self.1
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
-    fn set_ops(&self, ops: Vec<crate::stats::OpQueue>) {
+    fn set_ops(&self, ops: Vec<OpQueue>) {
         *self
             .1
             .write()
@@ -208,7 +215,7 @@ pub async fn run(
                 gauge!(names::QUEUE_READY, "queue" => op_queue.clone()).set(ready as f64);
                 gauge!(names::QUEUE_CONSUMERS, "queue" => op_queue.clone()).set(consumers as f64);
             }
-            ops.push(crate::stats::OpQueue {
+            ops.push(OpQueue {
                 op: op.clone(),
                 queue: op_queue.clone(),
                 ready: counts.map(|c| c.0),

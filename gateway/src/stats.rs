@@ -17,7 +17,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    queue_depth::QueueDepth,
+    queue_depth::{OpQueue, QueueDepth},
     store::{Finished, JobState, Store, StoreError},
 };
 
@@ -70,16 +70,6 @@ pub struct OpStats {
     pub consumers: Option<u64>,
     /// Set when no worker consumes the queue: its jobs wait until one starts.
     pub warning: Option<String>,
-}
-
-/// The broker's figures for one custom op's queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OpQueue {
-    pub op: String,
-    pub queue: String,
-    /// None until the first reading.
-    pub ready: Option<u64>,
-    pub consumers: Option<u64>,
 }
 
 /// The per-op figures: jobs by op from `rows`, and every custom op of `queues`.
