@@ -463,6 +463,28 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// Runs one of the examples' set-up scripts (`examples/setup.sh`: the Python examples'
+/// virtualenv; `examples/setup-node.sh`: the Node worker's packages) and returns the
+/// last line of its output: what it made (an interpreter, a folder).
+pub fn examples_setup(script: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(script);
+    let out = std::process::Command::new(&path)
+        .output()
+        .unwrap_or_else(|e| panic!("run examples/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "examples/{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("examples/{script} printed nothing"))
+        .to_string()
+}
+
 /// A fresh, unique data folder.
 pub fn temp_dir() -> PathBuf {
     std::env::temp_dir().join(format!("pixmill-test-{}", Uuid::new_v4().simple()))

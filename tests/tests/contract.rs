@@ -232,23 +232,6 @@ async fn the_gateway_serves_a_valid_asyncapi_document_of_its_own_topology() {
     stack.stop().await.expect("stop");
 }
 
-/// The examples' Python, with their requirements installed (`examples/setup.sh`).
-fn examples_python(root: &std::path::Path) -> String {
-    let out = std::process::Command::new(root.join("examples/setup.sh"))
-        .output()
-        .expect("run examples/setup.sh");
-    assert!(
-        out.status.success(),
-        "examples/setup.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("the venv's python")
-        .to_string()
-}
-
 /// A listener of its own, written only against the contract, sees every change of every
 /// job without taking a notice from the gateway (whose own waits still end).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,7 +239,7 @@ async fn the_audit_log_example_records_every_change_of_every_job() {
     use std::io::BufRead;
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = examples_python(&root);
+    let python = pixmill_tests::examples_setup("setup.sh");
     let mut stack = Stack::start().await.expect("start");
     stack.add_worker("w-audit", 2);
     let t = stack.common.topology.clone();

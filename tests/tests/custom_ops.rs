@@ -18,7 +18,7 @@ use pixmill_shared::BlobUrl;
 use pixmill_tests::{
     Stack, TIMEOUT,
     backends::fresh_s3,
-    common,
+    common, examples_setup,
     photos::{decode, photo},
     temp_dir,
 };
@@ -29,23 +29,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs one of the examples' set-up scripts; its last line of output is what it made.
-fn set_up(script: &str) -> String {
-    let out = Command::new(root().join("examples").join(script))
-        .output()
-        .unwrap_or_else(|e| panic!("run examples/{script}: {e}"));
-    assert!(
-        out.status.success(),
-        "examples/{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .expect("a path on the last line")
-        .to_string()
-}
-
 /// The two example workers' interpreters, their dependencies installed.
 struct Runtimes {
     python: String,
@@ -54,8 +37,8 @@ struct Runtimes {
 
 fn runtimes() -> Runtimes {
     Runtimes {
-        python: set_up("setup.sh"),
-        node_dir: PathBuf::from(set_up("setup-node.sh")),
+        python: examples_setup("setup.sh"),
+        node_dir: PathBuf::from(examples_setup("setup-node.sh")),
     }
 }
 
