@@ -193,23 +193,11 @@ fn spawn_tasks(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let topology = settings.common.topology.clone();
     let url = settings.common.amqp_url.clone();
-    vec![
+    let mut tasks = vec![
         health.spawn("reply_consumer", stop.clone(), {
             let (url, topology, jobs, stop) =
                 (url.clone(), topology.clone(), jobs.clone(), stop.clone());
             move || replies::run(url.clone(), topology.clone(), jobs.clone(), stop.clone())
-        }),
-        health.spawn("event_listener", stop.clone(), {
-            let (topology, stop) = (topology.clone(), stop.clone());
-            move || {
-                events::listen(
-                    url.clone(),
-                    topology.clone(),
-                    events.clone(),
-                    origin.clone(),
-                    stop.clone(),
-                )
-            }
         }),
         health.spawn("fair_share", stop.clone(), {
             let (jobs, stop) = (jobs.clone(), stop.clone());
@@ -263,5 +251,24 @@ fn spawn_tasks(
                 )
             }
         }),
-    ]
+    ];
+    // Only a shared store has other gateways whose changes this one must hear of. SQLite
+    // serves one gateway per file, whose waiters hear of every change in process, so it
+    // keeps no notice queue: the broker then routes its notices only to other listeners
+    // (an audit log, say), and none come back to it.
+    if matches!(settings.database_url, store::DatabaseUrl::Postgres(_)) {
+        tasks.push(health.spawn("event_listener", stop.clone(), {
+            let (topology, stop) = (topology, stop.clone());
+            move || {
+                events::listen(
+                    url.clone(),
+                    topology.clone(),
+                    events.clone(),
+                    origin.clone(),
+                    stop.clone(),
+                )
+            }
+        }));
+    }
+    tasks
 }
