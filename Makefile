@@ -65,6 +65,11 @@ bench-fair: deps broker photos ## Only the fair-share benchmark: a lone tenant b
 	cargo build --release --bins
 	BENCH_ONLY=fair cargo bench -p pixmill-tests --bench pixmill
 
+.PHONY: bench-malloc
+bench-malloc: deps broker photos ## Only the allocator comparison: the stack with the shipped malloc setting and the other candidates, alternating; writes bench/results/malloc.md
+	cargo build --release --bins
+	BENCH_ONLY=malloc cargo bench -p pixmill-tests --bench pixmill
+
 .PHONY: bench-durability
 bench-durability: deps broker photos ## Only what durability costs: SQLite synchronous FULL against NORMAL, and the folder store's directory sync; writes bench/results/durability.md
 	cargo build --release --bins

@@ -17,12 +17,17 @@
 //!    (as shipped) and at checkpoints only, and the folder store's directory sync, so
 //!    the price of surviving a power cut is on record (`BENCH_ONLY=durability`).
 //!
-//! Everything but fair share and durability runs `BENCH_RUNS` times (default 3) and the report gives
+//! 5. The allocator ([`malloc`]): the whole stack with the shipped malloc setting and
+//!    the other candidates, alternating, so the choice is on record
+//!    (`BENCH_ONLY=malloc`, `BENCH_MALLOC` rounds, default 1; 0 skips).
+//!
+//! Everything but fair share, durability and the allocator runs `BENCH_RUNS` times (default 3) and the report gives
 //! medians. It goes to stdout and to `bench/results/latest.md`.
 //!
 //! Knobs (environment): `BENCH_RUNS`, `BENCH_ITERATIONS` (timed repetitions per photo
 //! and op, default 7), `BENCH_CLIENTS` (the loaded phases, default `8,16`),
-//! `BENCH_JOBS` (jobs per loaded phase, 600), `BENCH_LATENCY_JOBS` (200),
+//! `BENCH_JOBS` (jobs per loaded phase; default 616, 22 rounds of every photo with
+//! every op, so the mix weighs each pair as the in-process mean does), `BENCH_LATENCY_JOBS` (200),
 //! `BENCH_GUARDS` (0 skips the quality guards), `BENCH_WORKERS` (2 processes, as
 //! `make run` starts), `BENCH_SLOTS` (job slots per worker; default the cores divided
 //! among the workers, as `make run` gives them), `BENCH_PEER` (0 skips the peer), `BENCH_PYTHON`
@@ -34,6 +39,7 @@ mod durability;
 mod e2e;
 mod engine;
 mod fair;
+mod malloc;
 mod procfs;
 mod report;
 
@@ -83,7 +89,12 @@ fn run() -> anyhow::Result<bool> {
     let workers = env_or("BENCH_WORKERS", 2)?.max(1);
     let load = e2e::Load {
         clients,
-        jobs: env_or("BENCH_JOBS", 600)?.max(1),
+        // 22 rounds of every (photo, op) pair: 616 jobs with the 7 photos and 4 ops.
+        jobs: env_or(
+            "BENCH_JOBS",
+            22 * engine::MEDIUM.len() * engine::mixed().len(),
+        )?
+        .max(1),
         latency_jobs: env_or("BENCH_LATENCY_JOBS", 200)?.max(1),
         workers,
         slots: u16::try_from(env_or("BENCH_SLOTS", (cores / workers).max(1))?.max(1))?,
@@ -134,6 +145,23 @@ fn run() -> anyhow::Result<bool> {
         eprintln!("bench: report written to bench/results/durability.md");
         return Ok(true);
     }
+    let malloc_rounds = env_or("BENCH_MALLOC", 1)?;
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("malloc") {
+        eprintln!("bench: in-process, for the allocator comparison");
+        let engine = engine::run(iterations, false)?;
+        let candidates = runtime.block_on(malloc::run(
+            &load,
+            &medium,
+            &ops,
+            resize,
+            malloc_rounds.max(1),
+        ))?;
+        let text = malloc::render(&candidates, engine.mixed_ms);
+        println!("{text}");
+        std::fs::write(out.join("malloc.md"), &text)?;
+        eprintln!("bench: report written to bench/results/malloc.md");
+        return Ok(true);
+    }
     let only_fair = std::env::var("BENCH_ONLY").as_deref() == Ok("fair");
     if only_fair {
         let outcomes = runtime.block_on(fair::run(&shape, fair_photo, fair_query))?;
@@ -164,6 +192,18 @@ fn run() -> anyhow::Result<bool> {
         });
     }
     let mut text = report::render(&results, cores);
+    if malloc_rounds > 0 {
+        let candidates =
+            runtime.block_on(malloc::run(&load, &medium, &ops, resize, malloc_rounds))?;
+        let engine_ms = engine::median(
+            &mut results
+                .iter()
+                .map(|r| r.engine.mixed_ms)
+                .collect::<Vec<_>>(),
+        );
+        text.push('\n');
+        text.push_str(&malloc::render(&candidates, engine_ms));
+    }
     if durability_rounds > 0 {
         let outcome = runtime.block_on(durability::run(
             &load,
