@@ -33,13 +33,7 @@ pub async fn run(
     resize: &'static str,
     rounds: usize,
 ) -> anyhow::Result<Outcome> {
-    let load = Load {
-        clients: vec![8],
-        jobs: load.jobs,
-        latency_jobs: load.latency_jobs,
-        workers: load.workers,
-        slots: load.slots,
-    };
+    let load = load.with_clients(8);
     let (mut full, mut normal) = (Vec::new(), Vec::new());
     for round in 1..=rounds {
         for (mode, into) in [("full", &mut full), ("normal", &mut normal)] {

@@ -35,6 +35,19 @@ pub struct Load {
     pub slots: u16,
 }
 
+impl Load {
+    /// The same load, with one loaded phase of `clients` clients.
+    pub fn with_clients(&self, clients: usize) -> Load {
+        Load {
+            clients: vec![clients],
+            jobs: self.jobs,
+            latency_jobs: self.latency_jobs,
+            workers: self.workers,
+            slots: self.slots,
+        }
+    }
+}
+
 /// One job's timings, in ms.
 #[derive(Clone, Copy)]
 struct Timed {

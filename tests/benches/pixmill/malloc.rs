@@ -46,13 +46,7 @@ pub async fn run(
     resize: &'static str,
     rounds: usize,
 ) -> anyhow::Result<Vec<Candidate>> {
-    let load = Load {
-        clients: vec![8],
-        jobs: load.jobs,
-        latency_jobs: load.latency_jobs,
-        workers: load.workers,
-        slots: load.slots,
-    };
+    let load = load.with_clients(8);
     let mut out: Vec<Candidate> = candidates()
         .into_iter()
         .map(|(name, tunables)| Candidate {

@@ -500,15 +500,7 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         o,
         "| engine ceiling, jobs/s | {} | {} |",
         cell(med(runs, |r| ceiling(r, false)), "", 1),
-        cell(
-            if has_base {
-                med(runs, |r| ceiling(r, true))
-            } else {
-                f64::NAN
-            },
-            "",
-            1
-        )
+        cell(med(runs, |r| ceiling(r, true)), "", 1)
     );
     for i in 0..phase_count {
         let clients = ours.phases[i].clients;
@@ -516,29 +508,13 @@ pub fn render(runs: &[Run], cores: usize) -> String {
             o,
             "| **efficiency, {clients} clients** | **{}** | **{}** |",
             cell(efficiency(false, i), "", 2),
-            cell(
-                if has_base {
-                    efficiency(true, i)
-                } else {
-                    f64::NAN
-                },
-                "",
-                2
-            )
+            cell(efficiency(true, i), "", 2)
         );
         let _ = writeln!(
             o,
             "| worker CPU per job ÷ in-process, {clients} clients | {} | {} |",
             cell(worker_tax(false, i), "×", 2),
-            cell(
-                if has_base {
-                    worker_tax(true, i)
-                } else {
-                    f64::NAN
-                },
-                "×",
-                2
-            )
+            cell(worker_tax(true, i), "×", 2)
         );
     }
 
