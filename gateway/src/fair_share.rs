@@ -167,5 +167,6 @@ pub fn request_of(job: &Job) -> JobRequest {
         quality: job.quality,
         cursor: 0,
         hops: Vec::new(),
+        variants: job.variants.clone(),
     }
 }

@@ -11,7 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use pixmill_shared::{
-    BlobError, Blobs, JobRequest, Limits, PlanError,
+    BlobError, Blobs, JobRequest, JobStep, Limits, PlanError, Variant,
     amqp::PublishError,
     keys,
     metrics::{Event, op_label},
@@ -178,25 +178,54 @@ impl Jobs {
             None => None,
             Some(url) => Some(crate::webhooks::check_url(&self.webhooks, url).await?),
         };
-        plan_job(&spec.steps, image.width, image.height, &self.limits).map_err(|e| match e {
-            PlanError::TooManyPixels { .. } => {
-                ApiError::new(ApiCode::TooManyPixels, format!("{e} (PIXMILL_MAX_PIXELS)"))
-            }
-            PlanError::TooManySteps { .. } => {
-                ApiError::new(ApiCode::TooManySteps, format!("{e} (PIXMILL_MAX_STEPS)"))
-            }
-            PlanError::InvalidStep { .. } => ApiError::invalid(e.to_string()),
-        })?;
-
+        // `at` names the variant a refusal is about, if any.
+        let limit_error = |e: PlanError, at: &str| match e {
+            PlanError::TooManyPixels { .. } => ApiError::new(
+                ApiCode::TooManyPixels,
+                format!("{at}{e} (PIXMILL_MAX_PIXELS)"),
+            ),
+            PlanError::TooManySteps { .. } => ApiError::new(
+                ApiCode::TooManySteps,
+                format!("{at}{e} (PIXMILL_MAX_STEPS)"),
+            ),
+            PlanError::InvalidStep { .. } => ApiError::invalid(format!("{at}{e}")),
+        };
+        plan_job(&spec.steps, image.width, image.height, &self.limits)
+            .map_err(|e| limit_error(e, ""))?;
+        let format = spec.format.unwrap_or_else(|| image.default_output());
+        let mut variants = Vec::with_capacity(spec.variants.len());
+        for (i, variant) in spec.variants.into_iter().enumerate() {
+            // Each variant is checked as the job it stands for: the shared steps, then
+            // its own.
+            let whole: Vec<JobStep> = spec
+                .steps
+                .iter()
+                .cloned()
+                .chain(variant.steps.iter().cloned().map(JobStep::Builtin))
+                .collect();
+            plan_job(&whole, image.width, image.height, &self.limits)
+                .map_err(|e| limit_error(e, &format!("variants[{i}] ({}): ", variant.name)))?;
+            variants.push(Variant {
+                name: variant.name,
+                steps: variant.steps,
+                format: variant.format.unwrap_or(format),
+                quality: variant.quality,
+            });
+        }
         let id = Uuid::new_v4();
+        // With variants, the envelope's format and quality repeat the first variant's.
+        let (format, quality) = variants
+            .first()
+            .map_or((format, spec.quality), |v| (v.format, v.quality));
         let request = JobRequest {
             id,
             input: keys::input(id),
             steps: spec.steps,
-            format: spec.format.unwrap_or_else(|| image.default_output()),
-            quality: spec.quality,
+            format,
+            quality,
             cursor: 0,
             hops: Vec::new(),
+            variants,
         };
         Ok((request, callback_url))
     }
@@ -226,6 +255,7 @@ impl Jobs {
                     id,
                     tenant: tenant.to_string(),
                     steps: request.steps.clone(),
+                    variants: request.variants.clone(),
                     format: request.format,
                     quality: request.quality,
                     input_key: request.input.clone(),
@@ -338,8 +368,8 @@ impl Jobs {
             }
             JobState::Running => return Err(not_cancellable(id)),
             JobState::Succeeded | JobState::Failed => {
-                if let Some(result) = &job.result {
-                    let _ = self.blobs.delete(&result.key).await;
+                for key in job.result_keys() {
+                    let _ = self.blobs.delete(&key).await;
                 }
                 let _ = self.blobs.delete(&job.input_key).await;
                 self.store.mark_result_deleted(id).await?;
@@ -420,6 +450,7 @@ fn accepted(
         tenant: tenant.to_string(),
         state: JobState::Queued,
         steps: request.steps,
+        variants: request.variants,
         format: request.format,
         quality: request.quality,
         input_key: request.input,

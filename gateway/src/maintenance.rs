@@ -89,7 +89,7 @@ pub async fn pass(jobs: &Jobs, upkeep: &Upkeep) -> Result<(), StoreError> {
     }
     for job in claim(Sweep::Expiry, ago(upkeep.retention)).await? {
         let mut blobs = vec![job.input_key.clone(), keys::cancel(job.id)];
-        blobs.extend(job.result.as_ref().map(|r| r.key.clone()));
+        blobs.extend(job.result_keys());
         blobs.extend(
             pixmill_shared::messages::handoffs(&job.steps)
                 .into_iter()

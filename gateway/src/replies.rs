@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::{message::Delivery, options::BasicConsumeOptions, types::FieldTable};
 use pixmill_shared::{
-    ErrorCode, JobRequest, JobResult, Outcome, OutputFormat, Reply, Topology,
+    ErrorCode, JobRequest, JobResult, Outcome, OutputFormat, Reply, Topology, Variant,
     amqp::{self, Settle, SettleError},
     keys,
     metrics::Event,
@@ -146,11 +146,17 @@ const RESULT_TYPES: [&str; 3] = ["image/jpeg", "image/png", "image/webp"];
 /// the one that job's result is stored under (`keys::result` of its id and format), and
 /// the content type one pixmill writes, the job's format's. A reply that fails this could
 /// make `GET …/result` serve another job's blob, or the upload, under any type.
+/// A job with variants must get every output it asked for, in order, each under its own
+/// key ([`keys::variant`]) and type; the result itself is the first of them.
 pub fn check_result(
     id: uuid::Uuid,
     format: OutputFormat,
+    variants: &[Variant],
     result: &JobResult,
 ) -> Result<(), String> {
+    if !variants.is_empty() || !result.outputs.is_empty() {
+        return check_outputs(id, variants, result);
+    }
     let key = keys::result(id, format);
     if result.key != key {
         return Err(format!(
@@ -170,6 +176,62 @@ pub fn check_result(
             "the worker's reply gives the content type {:?}, but this job asked for {}; the reply was refused",
             result.content_type,
             format.content_type()
+        ));
+    }
+    Ok(())
+}
+
+/// [`check_result`] for a job with variants.
+fn check_outputs(id: uuid::Uuid, variants: &[Variant], result: &JobResult) -> Result<(), String> {
+    if variants.is_empty() {
+        return Err(format!(
+            "the worker's reply lists {} outputs, but this job asked for no variants; the reply was refused",
+            result.outputs.len()
+        ));
+    }
+    if result.outputs.is_empty() {
+        return Err(format!(
+            "the worker's reply has no outputs, but this job asked for {} variants: the worker \
+             speaks a contract older than 1.2, which added variants; upgrade the workers",
+            variants.len()
+        ));
+    }
+    let names = |names: Vec<&str>| names.join(", ");
+    if result.outputs.len() != variants.len()
+        || result
+            .outputs
+            .iter()
+            .zip(variants)
+            .any(|(o, v)| o.name != v.name)
+    {
+        return Err(format!(
+            "the worker's reply lists the outputs [{}], but this job asked for [{}]; the reply was refused",
+            names(result.outputs.iter().map(|o| o.name.as_str()).collect()),
+            names(variants.iter().map(|v| v.name.as_str()).collect()),
+        ));
+    }
+    for (output, variant) in result.outputs.iter().zip(variants) {
+        let key = keys::variant(id, &variant.name, variant.format);
+        if output.key != key {
+            return Err(format!(
+                "the worker's reply names the key {:?} for output {:?}, but it is stored under {key:?}; the reply was refused",
+                output.key, output.name
+            ));
+        }
+        if output.content_type != variant.format.content_type() {
+            return Err(format!(
+                "the worker's reply gives the content type {:?} for output {:?}, but it asked for {}; the reply was refused",
+                output.content_type,
+                output.name,
+                variant.format.content_type()
+            ));
+        }
+    }
+    let first = &result.outputs[0];
+    if result.key != first.key || result.content_type != first.content_type {
+        return Err(format!(
+            "the worker's reply names the result {:?} ({}), which is not its first output {:?}; the reply was refused",
+            result.key, result.content_type, first.key
         ));
     }
     Ok(())
@@ -217,7 +279,7 @@ async fn refuse_forged(jobs: &Jobs, reply: Reply) -> Result<Reply, StoreError> {
     let Some(job) = jobs.store.get(&Scope::All, reply.job_id).await? else {
         return Ok(reply);
     };
-    match check_result(job.id, job.format, result) {
+    match check_result(job.id, job.format, &job.variants, result) {
         Ok(()) => Ok(reply),
         Err(message) => {
             warn!(job_id = %job.id, worker = %reply.worker, %message, "refusing a reply");
@@ -318,7 +380,105 @@ mod tests {
             height: 1,
             bytes: 1,
             processing_ms: 1,
+            outputs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_job_with_variants_needs_every_output_under_its_own_key() {
+        use pixmill_shared::{Variant, VariantOutput};
+        let id = uuid::Uuid::new_v4();
+        let variant = |name: &str, format| Variant {
+            name: name.into(),
+            steps: Vec::new(),
+            format,
+            quality: 80,
+        };
+        let variants = [
+            variant("small", OutputFormat::Jpeg),
+            variant("web", OutputFormat::Webp),
+        ];
+        let output = |name: &str, format: OutputFormat| VariantOutput {
+            name: name.into(),
+            key: keys::variant(id, name, format),
+            content_type: format.content_type().into(),
+            width: 1,
+            height: 1,
+            bytes: 1,
+        };
+        let good = JobResult {
+            outputs: vec![
+                output("small", OutputFormat::Jpeg),
+                output("web", OutputFormat::Webp),
+            ],
+            ..result(keys::variant(id, "small", OutputFormat::Jpeg), "image/jpeg")
+        };
+        assert_eq!(
+            check_result(id, OutputFormat::Jpeg, &variants, &good),
+            Ok(())
+        );
+        let refusals = [
+            (
+                JobResult {
+                    outputs: Vec::new(),
+                    ..good.clone()
+                },
+                "older than 1.2",
+            ),
+            (
+                JobResult {
+                    outputs: vec![output("small", OutputFormat::Jpeg)],
+                    ..good.clone()
+                },
+                "asked for [small, web]",
+            ),
+            (
+                JobResult {
+                    outputs: vec![
+                        output("small", OutputFormat::Jpeg),
+                        VariantOutput {
+                            key: keys::input(id),
+                            ..output("web", OutputFormat::Webp)
+                        },
+                    ],
+                    ..good.clone()
+                },
+                "for output \"web\"",
+            ),
+            (
+                JobResult {
+                    outputs: vec![
+                        output("small", OutputFormat::Jpeg),
+                        VariantOutput {
+                            content_type: "image/png".into(),
+                            ..output("web", OutputFormat::Webp)
+                        },
+                    ],
+                    ..good.clone()
+                },
+                "asked for image/webp",
+            ),
+            (
+                JobResult {
+                    key: keys::variant(id, "web", OutputFormat::Webp),
+                    ..good.clone()
+                },
+                "not its first output",
+            ),
+        ];
+        for (reply, expected) in refusals {
+            let refused =
+                check_result(id, OutputFormat::Jpeg, &variants, &reply).expect_err(expected);
+            assert!(refused.contains(expected), "{refused}");
+        }
+        // Outputs on a job that asked for none are refused too.
+        let own = keys::result(id, OutputFormat::Jpeg);
+        let stray = JobResult {
+            outputs: good.outputs.clone(),
+            ..result(own, "image/jpeg")
+        };
+        let refused = check_result(id, OutputFormat::Jpeg, &[], &stray).expect_err("stray");
+        assert!(refused.contains("asked for no variants"), "{refused}");
     }
 
     #[test]
@@ -327,7 +487,12 @@ mod tests {
         let other = uuid::Uuid::new_v4();
         let own = keys::result(id, OutputFormat::Png);
         assert_eq!(
-            check_result(id, OutputFormat::Png, &result(own.clone(), "image/png")),
+            check_result(
+                id,
+                OutputFormat::Png,
+                &[],
+                &result(own.clone(), "image/png")
+            ),
             Ok(())
         );
         for (key, content_type, says) in [
@@ -347,8 +512,13 @@ mod tests {
             (own.clone(), "image/svg+xml", "not one pixmill writes"),
             (own.clone(), "image/webp", "this job asked for image/png"),
         ] {
-            let refused = check_result(id, OutputFormat::Png, &result(key.clone(), content_type))
-                .expect_err(&format!("{key} {content_type}"));
+            let refused = check_result(
+                id,
+                OutputFormat::Png,
+                &[],
+                &result(key.clone(), content_type),
+            )
+            .expect_err(&format!("{key} {content_type}"));
             assert!(refused.contains(says), "{refused}");
         }
     }

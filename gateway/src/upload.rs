@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use pixmill_shared::{
     OutputFormat, Step,
-    messages::{CustomStep, JobStep},
+    messages::{CustomStep, JobStep, valid_variant_name},
 };
 
 use crate::custom_ops::{CustomOps, Refused};
@@ -52,7 +52,24 @@ pub struct JobSpec {
     /// `priority=interactive`: someone waits at a screen (the upload page sends it); the
     /// job goes ahead of its tenant's held bulk work. Default `bulk`.
     pub interactive: bool,
+    /// Named outputs made from one decode (`variants`, a JSON array); empty for a job
+    /// with one result.
+    pub variants: Vec<VariantSpec>,
 }
+
+/// One requested variant, before the input's format is known.
+#[derive(Debug, PartialEq)]
+pub struct VariantSpec {
+    pub name: String,
+    pub steps: Vec<Step>,
+    /// `None`: the job's `format`, or the input's.
+    pub format: Option<OutputFormat>,
+    pub quality: u8,
+}
+
+/// Most variants one job may carry: each is a full encode on one worker's slot, within
+/// the job's time limit.
+pub const MAX_VARIANTS: usize = 8;
 
 /// Reads the request body (multipart or raw) with the upload limit, holding its buffer
 /// in `held`: the caller drops that once it is done with the upload.
@@ -296,6 +313,10 @@ pub fn job_spec(params: &BTreeMap<String, String>, ops: &CustomOps) -> Result<Jo
                 ))
             })?,
     };
+    let variants = match params.get("variants").map(|s| s.trim()) {
+        None | Some("") => Vec::new(),
+        Some(json) => parse_variants(json, format, quality)?,
+    };
     let steps = match (params.get("steps"), params.get("op")) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(
@@ -304,6 +325,8 @@ pub fn job_spec(params: &BTreeMap<String, String>, ops: &CustomOps) -> Result<Jo
         }
         (Some(json), None) => parse_steps(json, ops)?,
         (None, Some(op)) => vec![single_step(op, params, ops)?],
+        // With variants, the steps every variant shares are optional.
+        (None, None) if !variants.is_empty() => Vec::new(),
         (None, None) => {
             return Err(ApiError::invalid(format!(
                 "missing `op`: give op (one of {}) with its parameters, or `steps` as a JSON array",
@@ -320,12 +343,133 @@ pub fn job_spec(params: &BTreeMap<String, String>, ops: &CustomOps) -> Result<Jo
             )));
         }
     };
+    if !variants.is_empty()
+        && let Some((i, step)) = steps
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.builtin().is_none())
+    {
+        return Err(ApiError::invalid(format!(
+            "steps[{i}] ({}): a job with variants runs built-in ops only",
+            step.op()
+        )));
+    }
     Ok(JobSpec {
         steps,
         format,
         quality,
         interactive,
+        variants,
     })
+}
+
+/// Reads `variants`: a JSON array of `{"name", "steps", "format", "quality"}`, whose
+/// `format` and `quality` default to the job's.
+fn parse_variants(
+    json: &str,
+    format: Option<OutputFormat>,
+    quality: u8,
+) -> Result<Vec<VariantSpec>, ApiError> {
+    let value: Value = serde_json::from_str(json)
+        .map_err(|e| ApiError::invalid(format!("variants is not valid JSON: {e}")))?;
+    let Value::Array(items) = value else {
+        return Err(ApiError::invalid(
+            "variants must be a JSON array of {\"name\", \"steps\", \"format\", \"quality\"} objects",
+        ));
+    };
+    if items.len() > MAX_VARIANTS {
+        return Err(ApiError::invalid(format!(
+            "variants: at most {MAX_VARIANTS} per job (got {})",
+            items.len()
+        )));
+    }
+    let mut variants: Vec<VariantSpec> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let Value::Object(mut fields) = item else {
+            return Err(ApiError::invalid(format!("variants[{i}] is not an object")));
+        };
+        let name = match fields.remove("name") {
+            Some(Value::String(name)) if valid_variant_name(&name) => name,
+            Some(Value::String(name)) => {
+                return Err(ApiError::invalid(format!(
+                    "variants[{i}].name {name:?} is not a variant name: 1 to 40 lower-case \
+                     letters, digits, `_` and `-`, starting with a letter or digit"
+                )));
+            }
+            _ => return Err(ApiError::invalid(format!("variants[{i}] has no \"name\""))),
+        };
+        if variants.iter().any(|v| v.name == name) {
+            return Err(ApiError::invalid(format!(
+                "variants[{i}].name {name:?} is used twice; each variant needs its own name"
+            )));
+        }
+        let steps = match fields.remove("steps") {
+            None => Vec::new(),
+            Some(Value::Array(steps)) => steps
+                .into_iter()
+                .enumerate()
+                .map(|(j, step)| {
+                    let op = step.get("op").and_then(Value::as_str).unwrap_or_default();
+                    if !Step::OPS.contains(&op) {
+                        return Err(ApiError::invalid(format!(
+                            "variants[{i}].steps[{j}]: op {op:?} is not a built-in op ({}); \
+                             a variant runs built-in ops only",
+                            Step::OPS.join(", ")
+                        )));
+                    }
+                    let op = op.to_string();
+                    serde_json::from_value(step).map_err(|e| {
+                        ApiError::invalid(format!("variants[{i}].steps[{j}] ({op}): {e}"))
+                    })
+                })
+                .collect::<Result<Vec<Step>, _>>()?,
+            Some(_) => {
+                return Err(ApiError::invalid(format!(
+                    "variants[{i}].steps must be a JSON array of step objects"
+                )));
+            }
+        };
+        let format = match fields.remove("format") {
+            None | Some(Value::Null) => format,
+            Some(Value::String(f)) => Some(OutputFormat::parse(&f).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "variants[{i}].format must be one of {} (got {f:?})",
+                    OutputFormat::NAMES
+                ))
+            })?),
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "variants[{i}].format must be one of {} (got {other})",
+                    OutputFormat::NAMES
+                )));
+            }
+        };
+        let quality = match fields.remove("quality") {
+            None | Some(Value::Null) => quality,
+            Some(q) => q
+                .as_u64()
+                .filter(|q| (1..=100).contains(q))
+                .and_then(|q| u8::try_from(q).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(format!(
+                        "variants[{i}].quality must be an integer between 1 and 100 (got {q})"
+                    ))
+                })?,
+        };
+        if let Some(field) = fields.keys().next() {
+            return Err(ApiError::invalid(format!(
+                "variants[{i}] has an unknown field {field:?}; a variant has name, steps, format \
+                 and quality"
+            )));
+        }
+        variants.push(VariantSpec {
+            name,
+            steps,
+            format,
+            quality,
+        });
+    }
+    Ok(variants)
 }
 
 fn parse_steps(json: &str, ops: &CustomOps) -> Result<Vec<JobStep>, ApiError> {
@@ -391,7 +535,7 @@ fn single_step(
     for (name, value) in params {
         if matches!(
             name.as_str(),
-            "op" | "format" | "quality" | "callback_url" | "priority"
+            "op" | "format" | "quality" | "callback_url" | "priority" | "variants"
         ) || value.trim().is_empty()
         {
             continue;
@@ -467,6 +611,7 @@ mod tests {
                 format: Some(OutputFormat::Png),
                 quality: 85,
                 interactive: false,
+                variants: Vec::new(),
             }
         );
     }
@@ -531,6 +676,89 @@ mod tests {
         )
         .expect_err("none registered");
         assert_eq!(no_ops.code(), ApiCode::UnknownOp);
+    }
+
+    #[test]
+    fn variants_take_the_jobs_format_and_quality_unless_they_name_their_own() {
+        let ops = CustomOps::default();
+        let spec = job_spec(
+            &params(&[
+                ("format", "jpeg"),
+                ("quality", "70"),
+                (
+                    "variants",
+                    r#"[{"name":"w320","steps":[{"op":"resize","width":320}]},
+                        {"name":"w640-webp","steps":[{"op":"resize","width":640}],"format":"webp","quality":90}]"#,
+                ),
+            ]),
+            &ops,
+        )
+        .expect("valid");
+        assert!(spec.steps.is_empty(), "with variants, steps are optional");
+        assert_eq!(spec.variants.len(), 2);
+        assert_eq!(
+            (
+                &spec.variants[0].name[..],
+                spec.variants[0].format,
+                spec.variants[0].quality
+            ),
+            ("w320", Some(OutputFormat::Jpeg), 70)
+        );
+        assert_eq!(
+            (spec.variants[1].format, spec.variants[1].quality),
+            (Some(OutputFormat::Webp), 90)
+        );
+        // Shared steps ride along.
+        let spec = job_spec(
+            &params(&[("op", "grayscale"), ("variants", r#"[{"name":"a"}]"#)]),
+            &ops,
+        )
+        .expect("valid");
+        assert_eq!(spec.steps.len(), 1);
+        assert_eq!(spec.variants[0].format, None, "the input's format, later");
+    }
+
+    #[test]
+    fn variant_mistakes_are_named() {
+        let ops = CustomOps::default();
+        let nine: Vec<String> = (0..9).map(|i| format!(r#"{{"name":"v{i}"}}"#)).collect();
+        let nine = format!("[{}]", nine.join(","));
+        for (variants, expected) in [
+            ("{", "variants is not valid JSON"),
+            (r#"{"name":"a"}"#, "JSON array"),
+            (nine.as_str(), "at most 8 per job (got 9)"),
+            (r#"[{"steps":[]}]"#, "variants[0] has no \"name\""),
+            (
+                r#"[{"name":"Big"}]"#,
+                "variants[0].name \"Big\" is not a variant name",
+            ),
+            (
+                r#"[{"name":"a"},{"name":"a"}]"#,
+                "variants[1].name \"a\" is used twice",
+            ),
+            (
+                r#"[{"name":"a","steps":[{"op":"posterize"}]}]"#,
+                "variants[0].steps[0]: op \"posterize\" is not a built-in op",
+            ),
+            (
+                r#"[{"name":"a","steps":[{"op":"blur","sigmaa":1}]}]"#,
+                "variants[0].steps[0] (blur): unknown field `sigmaa`",
+            ),
+            (
+                r#"[{"name":"a","format":"gif"}]"#,
+                "variants[0].format must be one of",
+            ),
+            (
+                r#"[{"name":"a","quality":0}]"#,
+                "variants[0].quality must be an integer",
+            ),
+            (r#"[{"name":"a","widht":3}]"#, "unknown field \"widht\""),
+        ] {
+            let err = job_spec(&params(&[("variants", variants)]), &ops)
+                .expect_err(variants)
+                .to_string();
+            assert!(err.contains(expected), "{variants}: {err}");
+        }
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct JobView {
     /// JPEG quality, 1–100.
     #[schema(minimum = 1, maximum = 100, example = 85)]
     pub quality: u8,
+    /// The named outputs asked for, each made from the one decode of the upload after
+    /// `steps`. Absent for a job with one result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<VariantView>,
     /// RFC 3339.
     #[schema(format = DateTime, example = "2025-12-01T10:00:00.123Z")]
     pub created_at: String,
@@ -90,6 +94,40 @@ pub struct HopView {
     pub ms: u64,
 }
 
+/// One variant of a job: a named output with its own steps, format and quality.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct VariantView {
+    #[schema(example = "w640", pattern = "^[a-z0-9][a-z0-9_-]{0,39}$")]
+    pub name: String,
+    /// Built-in steps, run after the job's own.
+    #[schema(value_type = Vec<schemas::Step>)]
+    pub steps: Vec<pixmill_shared::Step>,
+    #[schema(value_type = schemas::OutputFormat)]
+    pub format: OutputFormat,
+    #[schema(minimum = 1, maximum = 100, example = 80)]
+    pub quality: u8,
+}
+
+/// One output of a succeeded job with variants.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct OutputView {
+    /// The variant's name.
+    #[schema(example = "w640")]
+    pub name: String,
+    #[schema(example = "image/jpeg")]
+    pub content_type: String,
+    #[schema(example = 640)]
+    pub width: u32,
+    #[schema(example = 400)]
+    pub height: u32,
+    /// Size of the encoded output.
+    #[schema(example = 41234)]
+    pub bytes: u64,
+    /// Where to download it.
+    #[schema(example = "/v1/jobs/4f40a890-5c1e-4d7b-9a3e-2b8f6c0d1e27/result/w640")]
+    pub url: String,
+}
+
 /// A job's `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct JobErrorView {
@@ -113,6 +151,11 @@ pub struct ResultView {
     /// Time the worker spent decoding, processing and encoding.
     #[schema(example = 7)]
     pub processing_ms: u64,
+    /// A job with variants: every output, in the order asked for. The fields above
+    /// repeat the first, which `GET /v1/jobs/{id}/result` also serves. Absent for a job
+    /// with one result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputView>,
 }
 
 /// Where a job's webhook stands.
@@ -236,6 +279,7 @@ pub fn view(job: &Job, caller_tenant: &str) -> JobView {
         tenant,
         state,
         steps,
+        variants,
         format,
         quality,
         input_key: _,
@@ -261,6 +305,15 @@ pub fn view(job: &Job, caller_tenant: &str) -> JobView {
         steps: steps.clone(),
         format: *format,
         quality: *quality,
+        variants: variants
+            .iter()
+            .map(|v| VariantView {
+                name: v.name.clone(),
+                steps: v.steps.clone(),
+                format: v.format,
+                quality: v.quality,
+            })
+            .collect(),
         created_at: rfc3339(*created_at),
         updated_at: rfc3339(*updated_at),
         started_at: started_at.map(rfc3339),
@@ -274,7 +327,10 @@ pub fn view(job: &Job, caller_tenant: &str) -> JobView {
                 message: message.clone(),
             }),
         result_deleted: result_deleted_at.is_some(),
-        result: result.as_ref().filter(|_| shown).map(result_view),
+        result: result
+            .as_ref()
+            .filter(|_| shown)
+            .map(|r| result_view(*id, r)),
         callback: callback.as_ref().map(|c| callback_view(c, owner)),
         hops: hops
             .iter()
@@ -299,7 +355,7 @@ pub fn view(job: &Job, caller_tenant: &str) -> JobView {
     }
 }
 
-fn result_view(result: &pixmill_shared::JobResult) -> ResultView {
+fn result_view(id: Uuid, result: &pixmill_shared::JobResult) -> ResultView {
     let pixmill_shared::JobResult {
         key: _,
         content_type,
@@ -307,6 +363,7 @@ fn result_view(result: &pixmill_shared::JobResult) -> ResultView {
         height,
         bytes,
         processing_ms,
+        outputs,
     } = result;
     ResultView {
         content_type: content_type.clone(),
@@ -314,6 +371,17 @@ fn result_view(result: &pixmill_shared::JobResult) -> ResultView {
         height: *height,
         bytes: *bytes,
         processing_ms: *processing_ms,
+        outputs: outputs
+            .iter()
+            .map(|o| OutputView {
+                name: o.name.clone(),
+                content_type: o.content_type.clone(),
+                width: o.width,
+                height: o.height,
+                bytes: o.bytes,
+                url: format!("/v1/jobs/{id}/result/{}", o.name),
+            })
+            .collect(),
     }
 }
 
@@ -382,6 +450,7 @@ mod tests {
                 .into(),
                 Step::Grayscale {}.into(),
             ],
+            variants: Vec::new(),
             format: OutputFormat::Jpeg,
             quality: 85,
             input_key: "inputs/secret".into(),
@@ -399,6 +468,7 @@ mod tests {
                 height: 400,
                 bytes: 51234,
                 processing_ms: 7,
+                outputs: Vec::new(),
             }),
             published_at: Some(1_764_583_200_124),
             republished: 0,

@@ -12,7 +12,7 @@ use pixmill_gateway::store::{
     Admission, ApiKey, Change, DatabaseUrl, Finished, JobError, JobState, LOCAL_TENANT, NewJob,
     Scope, Store, StoreError, Sweep, open, postgres::PgStore,
 };
-use pixmill_shared::{JobResult, OutputFormat, Step};
+use pixmill_shared::{JobResult, OutputFormat, Step, Variant, VariantOutput};
 use uuid::Uuid;
 
 /// A backend under test, and a way to open a second handle on the same data (another
@@ -104,6 +104,7 @@ fn new_job(id: Uuid) -> NewJob {
         input_key: format!("inputs/{id}"),
         idempotency: None,
         callback_url: None,
+        variants: Vec::new(),
     }
 }
 
@@ -115,6 +116,7 @@ fn result() -> JobResult {
         height: 2,
         bytes: 3,
         processing_ms: 4,
+        outputs: Vec::new(),
     }
 }
 
@@ -286,6 +288,94 @@ async fn unknown_and_deleted_jobs_are_absent() {
         assert_eq!(store.get(&Scope::All, id).await.expect("get"), None);
         store.ping().await.expect("ping");
         assert_eq!(store.backend(), b.name);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn variants_and_their_outputs_are_kept() {
+    on_every_backend("variants_and_their_outputs_are_kept", |b| async move {
+        let store = b.store;
+        let id = Uuid::new_v4();
+        let variants = vec![
+            Variant {
+                name: "w320".into(),
+                steps: vec![Step::Resize {
+                    width: Some(320),
+                    height: None,
+                    fit: pixmill_shared::Fit::Cover,
+                }],
+                format: OutputFormat::Jpeg,
+                quality: 80,
+            },
+            Variant {
+                name: "w320-webp".into(),
+                steps: Vec::new(),
+                format: OutputFormat::Webp,
+                quality: 75,
+            },
+        ];
+        store
+            .insert(
+                NewJob {
+                    variants: variants.clone(),
+                    ..new_job(id)
+                },
+                Admission::unlimited(),
+            )
+            .await
+            .expect("insert");
+        let stored = store.get(&Scope::All, id).await.expect("get").expect("job");
+        assert_eq!(stored.variants, variants);
+        let outputs: Vec<VariantOutput> = variants
+            .iter()
+            .map(|v| VariantOutput {
+                name: v.name.clone(),
+                key: pixmill_shared::keys::variant(id, &v.name, v.format),
+                content_type: v.format.content_type().into(),
+                width: 320,
+                height: 200,
+                bytes: 1000,
+            })
+            .collect();
+        let result = JobResult {
+            key: outputs[0].key.clone(),
+            outputs: outputs.clone(),
+            ..result()
+        };
+        let job = store
+            .apply(
+                id,
+                Change::Succeeded {
+                    worker: "w1".into(),
+                    attempt: 1,
+                    result: result.clone(),
+                    started_at: Some(1),
+                    hops: Vec::new(),
+                },
+            )
+            .await
+            .expect("apply")
+            .expect("applied");
+        assert_eq!(job.result.as_ref(), Some(&result));
+        let read = store.get(&Scope::All, id).await.expect("get").expect("job");
+        assert_eq!(read.result.as_ref().map(|r| &r.outputs), Some(&outputs));
+        assert_eq!(
+            read.result_keys(),
+            [outputs[0].key.clone(), outputs[1].key.clone()]
+        );
+        // A job without variants reads back without any.
+        let plain = Uuid::new_v4();
+        store
+            .insert(new_job(plain), Admission::unlimited())
+            .await
+            .expect("insert");
+        let plain = store
+            .get(&Scope::All, plain)
+            .await
+            .expect("get")
+            .expect("job");
+        assert!(plain.variants.is_empty());
     })
     .await;
 }

@@ -31,7 +31,7 @@ pub const CONTRACT_HEADER: &str = "x-pixmill-contract";
 /// The major version this build speaks; messages of a newer one are refused.
 pub const MAJOR: u32 = 1;
 /// The contract version this build publishes.
-pub const VERSION: &str = "1.1";
+pub const VERSION: &str = "1.2";
 /// The header counting a job's transient-failure retries (set on the retry copy).
 pub const RETRIES_HEADER: &str = "x-pixmill-retries";
 

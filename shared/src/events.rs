@@ -54,6 +54,20 @@ pub struct EventResult {
     pub height: u32,
     pub bytes: u64,
     pub processing_ms: u64,
+    /// A job with variants: every output, in the order asked for (blob keys left out).
+    /// Since contract 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<EventOutput>,
+}
+
+/// One output of a job with variants, in a change notice. Since contract 1.2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EventOutput {
+    pub name: String,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
 }
 
 impl JobEvent {
@@ -84,6 +98,7 @@ mod tests {
                 height: 400,
                 bytes: 51_234,
                 processing_ms: 7,
+                outputs: Vec::new(),
             }),
             tenant: Some("acme".into()),
         };

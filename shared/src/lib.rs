@@ -41,7 +41,7 @@ pub use events::JobEvent;
 pub use limits::{Limits, PlanError, plan, plan_job};
 pub use messages::{
     ChannelOrder, CustomStep, ErrorCode, Fit, FlipDirection, Hop, JobRequest, JobResult, JobStep,
-    Outcome, OutputFormat, Reply, Step,
+    Outcome, OutputFormat, Reply, Step, Variant, VariantOutput,
 };
 pub use state::JobState;
 pub use topology::Topology;

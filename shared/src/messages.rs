@@ -40,6 +40,39 @@ pub struct JobRequest {
     /// and for how long. Since contract 1.1.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hops: Vec<Hop>,
+    /// Named outputs made from one decode of the input: each runs its own steps after
+    /// the job's `steps` and is encoded in its own format. With variants, `format` and
+    /// `quality` repeat the first variant's, and the reply lists every output in
+    /// [`JobResult::outputs`]. Every step of such a job is built in. Since contract 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
+}
+
+/// One named output of a job with variants. Since contract 1.2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// Unique in the job: 1 to 40 of `a-z`, `0-9`, `_` and `-`, starting with a letter
+    /// or digit. It names the output's blob key ([`crate::keys::variant`]) and its URL.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9_-]{0,39}$"))]
+    pub name: String,
+    /// Built-in steps, run after the job's own `steps`.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Encoding of this output.
+    pub format: OutputFormat,
+    /// Encoder quality, 1–100.
+    #[schemars(range(min = 1, max = 100))]
+    pub quality: u8,
+}
+
+/// A variant's name: 1 to 40 of `a-z`, `0-9`, `_` and `-`, starting with a letter or a
+/// digit. It becomes part of a blob key and a URL path, so it is kept plain.
+pub fn valid_variant_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'0'..=b'9'))
+        && name.len() <= 40
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -431,6 +464,25 @@ pub struct JobResult {
     pub bytes: u64,
     /// Time the worker spent decoding, processing and encoding.
     pub processing_ms: u64,
+    /// A job with variants: every output, in the job's order. The fields above repeat
+    /// the first one. Since contract 1.2.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<VariantOutput>,
+}
+
+/// One output of a job with variants. Since contract 1.2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VariantOutput {
+    /// The variant's name.
+    pub name: String,
+    /// Blob-store key of the encoded output ([`crate::keys::variant`]).
+    pub key: String,
+    /// MIME type of the output.
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    /// Size of the encoded output.
+    pub bytes: u64,
 }
 
 /// Stable machine-readable failure codes. Clients branch on these, so they never change.
@@ -540,6 +592,7 @@ mod tests {
             quality: 85,
             cursor: 0,
             hops: Vec::new(),
+            variants: Vec::new(),
         };
         let golden = json!({
             "id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
@@ -586,6 +639,7 @@ mod tests {
                 to: 1,
                 ms: 12,
             }],
+            variants: Vec::new(),
         };
         let golden = json!({
             "id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
@@ -611,6 +665,108 @@ mod tests {
             past.run_end(|_| true),
             5,
             "a cursor past the steps runs nothing"
+        );
+    }
+
+    /// Pins a job with variants and the success reply that lists its outputs.
+    #[test]
+    fn variants_golden_json() {
+        let job = JobRequest {
+            id: id(),
+            input: "inputs/7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11".into(),
+            steps: Vec::new(),
+            format: OutputFormat::Jpeg,
+            quality: 80,
+            cursor: 0,
+            hops: Vec::new(),
+            variants: vec![
+                Variant {
+                    name: "w320".into(),
+                    steps: vec![Step::Resize {
+                        width: Some(320),
+                        height: None,
+                        fit: Fit::Cover,
+                    }],
+                    format: OutputFormat::Jpeg,
+                    quality: 80,
+                },
+                Variant {
+                    name: "w640-webp".into(),
+                    steps: vec![Step::Resize {
+                        width: Some(640),
+                        height: None,
+                        fit: Fit::Cover,
+                    }],
+                    format: OutputFormat::Webp,
+                    quality: 80,
+                },
+            ],
+        };
+        let golden = json!({
+            "id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
+            "input": "inputs/7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11",
+            "steps": [],
+            "format": "jpeg",
+            "quality": 80,
+            "variants": [
+                {"name": "w320", "steps": [{"op": "resize", "width": 320, "fit": "cover"}],
+                 "format": "jpeg", "quality": 80},
+                {"name": "w640-webp", "steps": [{"op": "resize", "width": 640, "fit": "cover"}],
+                 "format": "webp", "quality": 80}
+            ]
+        });
+        assert_eq!(serde_json::to_value(&job).expect("serialize"), golden);
+        let back: JobRequest = serde_json::from_value(golden).expect("deserialize");
+        assert_eq!(back, job);
+        // A variant with a field it does not know is refused, not run without it.
+        let typo = json!({"name": "a", "format": "png", "quality": 80, "widht": 3});
+        assert!(serde_json::from_value::<Variant>(typo).is_err());
+        assert!(valid_variant_name("w640-webp") && valid_variant_name("2x"));
+        assert!(!valid_variant_name("") && !valid_variant_name("-a") && !valid_variant_name("A"));
+        assert!(!valid_variant_name("a/b") && !valid_variant_name(&"a".repeat(41)));
+
+        let output = |name: &str, key: &str, content_type: &str, width| VariantOutput {
+            name: name.into(),
+            key: key.into(),
+            content_type: content_type.into(),
+            width,
+            height: width * 5 / 8,
+            bytes: 100,
+        };
+        let reply = Reply {
+            job_id: id(),
+            worker: "w1".into(),
+            attempt: 1,
+            started_ago_ms: None,
+            hops: Vec::new(),
+            outcome: Outcome::Succeeded(JobResult {
+                key: "results/x-w320.jpg".into(),
+                content_type: "image/jpeg".into(),
+                width: 320,
+                height: 200,
+                bytes: 100,
+                processing_ms: 9,
+                outputs: vec![
+                    output("w320", "results/x-w320.jpg", "image/jpeg", 320),
+                    output("w640-webp", "results/x-w640-webp.webp", "image/webp", 640),
+                ],
+            }),
+        };
+        let golden = json!({
+            "job_id": "7b0c4a8e-1f5d-4c1e-9a55-0d7e3c7a9b11", "worker": "w1", "attempt": 1,
+            "event": "succeeded", "key": "results/x-w320.jpg", "content_type": "image/jpeg",
+            "width": 320, "height": 200, "bytes": 100, "processing_ms": 9,
+            "outputs": [
+                {"name": "w320", "key": "results/x-w320.jpg", "content_type": "image/jpeg",
+                 "width": 320, "height": 200, "bytes": 100},
+                {"name": "w640-webp", "key": "results/x-w640-webp.webp",
+                 "content_type": "image/webp", "width": 640, "height": 400, "bytes": 100}
+            ]
+        });
+        assert_eq!(serde_json::to_value(&reply).expect("serialize"), golden);
+        assert_eq!(
+            serde_json::from_value::<Reply>(golden).expect("deserialize"),
+            reply
         );
     }
 
@@ -716,6 +872,7 @@ mod tests {
                 height: 400,
                 bytes: 12345,
                 processing_ms: 17,
+                outputs: Vec::new(),
             }),
         };
         let golden = json!({

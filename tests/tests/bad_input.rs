@@ -590,6 +590,7 @@ fn the_worker_counts_scans_again() {
         quality: 85,
         cursor: 0,
         hops: Vec::new(),
+        variants: Vec::new(),
     };
     let bytes = pixmill_tests::hostile::progressive_jpeg_with_scans(2048, 20_000);
     let err = pixmill_workers::pipeline::process(&job, &bytes, &pixmill_shared::Limits::default())

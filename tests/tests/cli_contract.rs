@@ -44,6 +44,7 @@ fn result() -> JobResult {
         height: 1_080,
         bytes: 5_000_000_123,
         processing_ms: 41,
+        outputs: Vec::new(),
     }
 }
 

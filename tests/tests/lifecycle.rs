@@ -115,6 +115,7 @@ async fn the_sweeper_repairs_jobs_whose_publish_was_never_confirmed() {
         input_key: keys::input(id),
         idempotency: None,
         callback_url: None,
+        variants: Vec::new(),
     };
     let (with_upload, without_upload) = (Uuid::new_v4(), Uuid::new_v4());
     blobs

@@ -44,6 +44,7 @@ fn process(input: &[u8], steps: &[Step]) -> Vec<u8> {
         quality: 85,
         cursor: 0,
         hops: Vec::new(),
+        variants: Vec::new(),
     };
     pipeline::process(&job, input, &Limits::default())
         .expect("process")
@@ -202,6 +203,7 @@ fn jobs_that_cannot_be_lossless_take_the_normal_path() {
         quality: 85,
         cursor: 0,
         hops: Vec::new(),
+        variants: Vec::new(),
     };
     let err = pipeline::process(&job, &input, &Limits::default()).expect_err("outside");
     assert!(err.to_string().contains("crop"), "{err}");

@@ -43,6 +43,7 @@ fn succeeded(id: Uuid, key: String, content_type: &str) -> Reply {
             height: 10,
             bytes: 100,
             processing_ms: 1,
+            outputs: Vec::new(),
         }),
     }
 }

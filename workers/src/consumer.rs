@@ -17,6 +17,7 @@ use lapin::{
 use metrics::gauge;
 use pixmill_shared::{
     BlobError, Blobs, ErrorCode, Hop, JobRequest, JobResult, Outcome, OutputFormat, Reply, Step,
+    VariantOutput,
     amqp::{self, PublishError, Settle, SettleError, header_u32},
     contract::{self, CONTRACT_HEADER, RETRIES_HEADER},
     keys,
@@ -654,9 +655,36 @@ async fn run_job(
             ),
             other => JobError::Transient(format!("reading the input failed: {other}")),
         })?;
+    // What each output is: its key, its format, and its variant's name (none for a
+    // job's single result).
+    let variants = if segment.last {
+        job.variants.clone()
+    } else {
+        Vec::new()
+    };
+    let outputs: Vec<(String, OutputFormat, Option<String>)> = if variants.is_empty() {
+        vec![(key, format, None)]
+    } else {
+        variants
+            .iter()
+            .map(|v| {
+                (
+                    keys::variant(job.id, &v.name, v.format),
+                    v.format,
+                    Some(v.name.clone()),
+                )
+            })
+            .collect()
+    };
     let work = {
         let steps = segment.steps.clone();
-        move || pipeline::process_steps(&steps, format, quality, &input, &limits)
+        move || {
+            if variants.is_empty() {
+                pipeline::process_steps(&steps, format, quality, &input, &limits).map(|p| vec![p])
+            } else {
+                pipeline::process_variants(&steps, &variants, &input, &limits)
+            }
+        }
     };
     // The limit covers reading, processing and storing, not a wait for a free slot.
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -689,18 +717,45 @@ async fn run_job(
             return Err(JobError::Transient("the worker is shutting down".into()));
         }
     };
-    let bytes = processed.bytes.len() as u64;
-    tokio::time::timeout_at(deadline, ctx.blobs.put(&key, Bytes::from(processed.bytes)))
+    let processing_ms = processed.first().map_or(0, |p| p.elapsed_ms);
+    let mut stored = Vec::with_capacity(outputs.len());
+    let mut puts = Vec::with_capacity(outputs.len());
+    for ((key, format, name), processed) in outputs.into_iter().zip(processed) {
+        let bytes = processed.bytes.len() as u64;
+        let (blobs, put_key) = (&ctx.blobs, key.clone());
+        puts.push(async move { blobs.put(&put_key, Bytes::from(processed.bytes)).await });
+        stored.push(VariantOutput {
+            name: name.unwrap_or_default(),
+            key,
+            content_type: pipeline::content_type(format).into(),
+            width: processed.width,
+            height: processed.height,
+            bytes,
+        });
+    }
+    // The outputs are written side by side; the reply waits for all of them.
+    tokio::time::timeout_at(deadline, futures_util::future::try_join_all(puts))
         .await
         .map_err(|_| timed_out())?
         .map_err(|e| JobError::Transient(format!("storing the result failed: {e}")))?;
+    let Some(first) = stored.first().cloned() else {
+        return Err(JobError::permanent(
+            ErrorCode::Internal,
+            "the job made no output",
+        ));
+    };
     Ok(JobResult {
-        key,
-        content_type: pipeline::content_type(format).into(),
-        width: processed.width,
-        height: processed.height,
-        bytes,
-        processing_ms: processed.elapsed_ms,
+        key: first.key,
+        content_type: first.content_type,
+        width: first.width,
+        height: first.height,
+        bytes: first.bytes,
+        processing_ms,
+        outputs: if job.variants.is_empty() || !segment.last {
+            Vec::new()
+        } else {
+            stored
+        },
     })
 }
 

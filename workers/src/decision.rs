@@ -268,6 +268,7 @@ mod tests {
             height: 48,
             bytes: 1234,
             processing_ms: 5,
+            outputs: Vec::new(),
         }
     }
 

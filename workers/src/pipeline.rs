@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use image::DynamicImage;
 
-use pixmill_shared::{ChannelOrder, ErrorCode, JobRequest, Limits, OutputFormat, Step, plan};
+use pixmill_shared::{
+    ChannelOrder, ErrorCode, JobRequest, Limits, OutputFormat, Step, Variant, plan,
+};
 
 use crate::{JobError, codec, ops};
 
@@ -64,6 +66,122 @@ pub fn process_steps(
         height: image.height(),
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
+}
+
+/// Runs a job with variants: the job's `shared` steps, then each variant's own steps,
+/// each output encoded in its variant's format. The input is decoded once, at the
+/// largest DCT scale every variant can use: shrunk on load when every variant starts
+/// with a resize (as large as the largest of them needs), at full size otherwise. A
+/// JPEG variant of lossless steps alone is transformed on the coefficients, as a job
+/// of its own would be. Outputs come back in the variants' order.
+pub fn process_variants(
+    shared: &[Step],
+    variants: &[Variant],
+    input: &[u8],
+    limits: &Limits,
+) -> Result<Vec<Processed>, JobError> {
+    let started = Instant::now();
+    let mut done: Vec<Option<Processed>> = Vec::with_capacity(variants.len());
+    for variant in variants {
+        let alone = if shared.is_empty() && variant.format == OutputFormat::Jpeg {
+            lossless(&variant.steps, input, limits)?
+        } else {
+            None
+        };
+        done.push(alone.map(|(bytes, width, height)| Processed {
+            bytes,
+            width,
+            height,
+            elapsed_ms: 0,
+        }));
+    }
+    let rest: Vec<usize> = (0..variants.len()).filter(|&i| done[i].is_none()).collect();
+    if !rest.is_empty() {
+        let images = render_variants(shared, rest.iter().map(|&i| &variants[i]), input, limits)?;
+        for (&i, image) in rest.iter().zip(images) {
+            let variant = &variants[i];
+            let bytes = codec::encode(&image, variant.format, variant.quality)?;
+            done[i] = Some(Processed {
+                bytes,
+                width: image.width(),
+                height: image.height(),
+                elapsed_ms: 0,
+            });
+        }
+    }
+    let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(done
+        .into_iter()
+        .flatten()
+        .map(|p| Processed { elapsed_ms, ..p })
+        .collect())
+}
+
+/// Decodes `input` once and renders every variant from it (see [`process_variants`]).
+fn render_variants<'a>(
+    shared: &[Step],
+    variants: impl ExactSizeIterator<Item = &'a Variant> + Clone,
+    input: &[u8],
+    limits: &Limits,
+) -> Result<Vec<DynamicImage>, JobError> {
+    let mut images = Vec::with_capacity(variants.len());
+    if !shared.is_empty() {
+        // The shared steps lead: they choose the decode, and run once.
+        let base = render(shared, input, limits)?;
+        let (w, h) = (base.width(), base.height());
+        for variant in variants {
+            plan(&variant.steps, w, h, limits).map_err(plan_error)?;
+            images.push(apply_all(base.clone(), &variant.steps));
+        }
+        return Ok(images);
+    }
+    let first_resizes: Option<Vec<codec::FirstResize>> = variants
+        .clone()
+        .map(|v| match v.steps.first() {
+            Some(&Step::Resize { width, height, fit }) => {
+                Some(codec::FirstResize { width, height, fit })
+            }
+            _ => None,
+        })
+        .collect();
+    let hint = codec::Hint {
+        first_resizes: first_resizes.unwrap_or_default(),
+        ..codec::Hint::default()
+    };
+    let decoded = codec::decode_with(input, limits, hint)?;
+    let (full_w, full_h) = decoded.full_size;
+    for variant in variants.clone() {
+        // Re-check here: the worker must not trust that the message passed the gateway.
+        plan(&variant.steps, full_w, full_h, limits).map_err(plan_error)?;
+    }
+    for variant in variants {
+        let mut steps = variant.steps.iter();
+        // A leading resize reads the decoded image in place, planned on the full size
+        // and mapped onto the pixels decoded (fewer when shrunk on load, which happens
+        // only when every variant starts with one). Any other first step gets a copy.
+        let mut image = match variant.steps.first() {
+            Some(&Step::Resize { width, height, fit }) => {
+                steps.next();
+                match ops::plan_resize(full_w, full_h, width, height, fit) {
+                    Some(resize) => ops::resize(&decoded.image, &resize, decoded.scale),
+                    None => decoded.image.clone(),
+                }
+            }
+            _ => decoded.image.clone(),
+        };
+        for step in steps {
+            image = ops::apply(image, step);
+        }
+        images.push(image);
+    }
+    Ok(images)
+}
+
+fn apply_all(mut image: DynamicImage, steps: &[Step]) -> DynamicImage {
+    for step in steps {
+        image = ops::apply(image, step);
+    }
+    image
 }
 
 /// A JPEG job of rotations, flips, grayscale and a block-aligned crop, done on the DCT
@@ -130,7 +248,7 @@ pub fn render(steps: &[Step], input: &[u8], limits: &Limits) -> Result<DynamicIm
 pub fn hint(steps: &[Step]) -> codec::Hint {
     match steps.first() {
         Some(&Step::Resize { width, height, fit }) => codec::Hint {
-            first_resize: Some(codec::FirstResize { width, height, fit }),
+            first_resizes: vec![codec::FirstResize { width, height, fit }],
             ..codec::Hint::default()
         },
         Some(Step::Edges { .. }) => codec::Hint {
@@ -168,6 +286,7 @@ mod tests {
             quality: 85,
             cursor: 0,
             hops: Vec::new(),
+            variants: Vec::new(),
         }
     }
 
@@ -275,5 +394,158 @@ mod tests {
             let out = render(&steps, &bytes, &Limits::default()).expect("render");
             assert_eq!((out.width(), out.height()), want, "{w:?} {h:?} {fit:?}");
         }
+    }
+
+    /// Peak signal-to-noise ratio of two same-sized images, over RGB.
+    fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+        let (a, b) = (a.to_rgb8(), b.to_rgb8());
+        assert_eq!(a.dimensions(), b.dimensions());
+        let squared: f64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+            .sum();
+        let mse = squared / a.as_raw().len() as f64;
+        if mse == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (255.0f64 * 255.0 / mse).log10()
+        }
+    }
+
+    fn width(w: u32) -> Step {
+        Step::Resize {
+            width: Some(w),
+            height: None,
+            fit: Fit::Cover,
+        }
+    }
+
+    fn variant(name: &str, steps: Vec<Step>, format: OutputFormat) -> Variant {
+        Variant {
+            name: name.into(),
+            steps,
+            format,
+            quality: 80,
+        }
+    }
+
+    /// A smooth, photo-like 1600×1000 JPEG: gradients and soft waves, no hard noise.
+    fn smooth_jpeg() -> Vec<u8> {
+        let img = RgbImage::from_fn(1600, 1000, |x, y| {
+            let (fx, fy) = (f64::from(x), f64::from(y));
+            Rgb([
+                (128.0 + 100.0 * (fx / 97.0).sin() * (fy / 131.0).cos()) as u8,
+                (fx * 255.0 / 1600.0) as u8,
+                (128.0 + 90.0 * ((fx + fy) / 173.0).sin()) as u8,
+            ])
+        });
+        codec::encode(&DynamicImage::ImageRgb8(img), OutputFormat::Jpeg, 92).expect("encode")
+    }
+
+    #[test]
+    fn variants_match_their_own_jobs() {
+        let input = smooth_jpeg();
+        let limits = Limits::default();
+        let variants = vec![
+            variant("w320", vec![width(320)], OutputFormat::Jpeg),
+            variant("w640", vec![width(640)], OutputFormat::Jpeg),
+            variant("w1280", vec![width(1280)], OutputFormat::Jpeg),
+            variant("w640-webp", vec![width(640)], OutputFormat::Webp),
+        ];
+        let outputs = process_variants(&[], &variants, &input, &limits).expect("variants");
+        assert_eq!(outputs.len(), 4);
+        for (variant, output) in variants.iter().zip(&outputs) {
+            let alone = process_steps(
+                &variant.steps,
+                variant.format,
+                variant.quality,
+                &input,
+                &limits,
+            )
+            .expect("alone");
+            assert_eq!(
+                (output.width, output.height),
+                (alone.width, alone.height),
+                "{}",
+                variant.name
+            );
+            let (ours, _) = codec::decode(&output.bytes, &limits).expect("decode ours");
+            let (theirs, _) = codec::decode(&alone.bytes, &limits).expect("decode alone");
+            let db = psnr(&ours, &theirs);
+            // The one decode is at the scale the largest variant (1280) needs: full size
+            // here. A job of its own decodes smaller for the small sizes, so those differ
+            // by the resampling only.
+            assert!(db >= 35.0, "{}: PSNR {db:.1} dB", variant.name);
+        }
+        // The 1280 variant needs the full decode, as its own job does: the same bytes.
+        let alone =
+            process_steps(&[width(1280)], OutputFormat::Jpeg, 80, &input, &limits).expect("alone");
+        assert_eq!(
+            outputs[2].bytes, alone.bytes,
+            "w1280 is byte for byte its own job"
+        );
+    }
+
+    #[test]
+    fn variants_of_the_same_scale_are_byte_identical_and_shared_steps_run_first() {
+        let input = smooth_jpeg();
+        let limits = Limits::default();
+        // Both shrink on load by 4 (1600 → 400 ≥ 320 and ≥ 300): one decode serves both.
+        let variants = vec![
+            variant("a", vec![width(320), Step::Grayscale {}], OutputFormat::Png),
+            variant("b", vec![width(300)], OutputFormat::Jpeg),
+        ];
+        let outputs = process_variants(&[], &variants, &input, &limits).expect("variants");
+        for (variant, output) in variants.iter().zip(&outputs) {
+            let alone =
+                process_steps(&variant.steps, variant.format, 80, &input, &limits).expect("alone");
+            assert_eq!(output.bytes, alone.bytes, "{}", variant.name);
+        }
+        // Shared steps run once, then each variant's own.
+        let shared = [Step::Crop {
+            x: 0,
+            y: 0,
+            width: 800,
+            height: 500,
+        }];
+        let variants = vec![
+            variant("half", vec![width(400)], OutputFormat::Png),
+            variant("whole", Vec::new(), OutputFormat::Png),
+        ];
+        let outputs = process_variants(&shared, &variants, &input, &limits).expect("shared");
+        let sizes: Vec<(u32, u32)> = outputs.iter().map(|o| (o.width, o.height)).collect();
+        assert_eq!(sizes, [(400, 250), (800, 500)]);
+        for (variant, output) in variants.iter().zip(&outputs) {
+            let steps: Vec<Step> = shared.iter().chain(&variant.steps).cloned().collect();
+            let alone =
+                process_steps(&steps, OutputFormat::Png, 80, &input, &limits).expect("alone");
+            assert_eq!(output.bytes, alone.bytes, "{}", variant.name);
+        }
+    }
+
+    #[test]
+    fn a_variant_that_cannot_apply_fails_the_job() {
+        let err = process_variants(
+            &[],
+            &[
+                variant("ok", vec![width(100)], OutputFormat::Png),
+                variant(
+                    "bad",
+                    vec![Step::Crop {
+                        x: 5000,
+                        y: 0,
+                        width: 10,
+                        height: 10,
+                    }],
+                    OutputFormat::Png,
+                ),
+            ],
+            &photo_like(),
+            &Limits::default(),
+        )
+        .expect_err("a crop outside the image");
+        assert_eq!(err.code(), Some(ErrorCode::InvalidStep));
     }
 }

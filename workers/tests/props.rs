@@ -41,6 +41,7 @@ fn job_with(step: Step) -> JobRequest {
         quality: 85,
         cursor: 0,
         hops: Vec::new(),
+        variants: Vec::new(),
     }
 }
 

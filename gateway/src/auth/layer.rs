@@ -134,7 +134,9 @@ pub fn required_scope(method: &Method, path: &str, query: Option<&str>) -> Need 
             Need::Scope(ApiScope::Admin)
         }
         ["v1", "webhooks", ..] => Need::Scope(ApiScope::JobsWrite),
-        ["v1", "jobs", _, "result"] if *method == Method::GET && is_signed_link(query) => {
+        ["v1", "jobs", _, "result"] | ["v1", "jobs", _, "result", _]
+            if *method == Method::GET && is_signed_link(query) =>
+        {
             Need::Optional
         }
         ["v1", "jobs", ..] if *method == Method::POST || *method == Method::DELETE => {

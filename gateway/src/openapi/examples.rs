@@ -161,6 +161,7 @@ pub fn sample_job(state: JobState) -> Job {
             }
             .into(),
         ],
+        variants: Vec::new(),
         format: OutputFormat::Jpeg,
         quality: 85,
         input_key: String::new(),
@@ -178,6 +179,7 @@ pub fn sample_job(state: JobState) -> Job {
             height: 400,
             bytes: 51234,
             processing_ms: 7,
+            outputs: Vec::new(),
         }),
         published_at: Some(created_at + 2),
         republished: 0,

@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 
 use pixmill_shared::{JobResult, metrics::Event};
 
-use super::{ApiQuery, AppState, Segment};
+use super::{ApiQuery, AppState, Segment, Segments};
 use crate::{
     auth::Principal,
     error::{ApiCode, ApiError, insert_rate_limit},
@@ -286,15 +286,111 @@ pub(super) async fn result(
     Segment(id): Segment,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    // A link that verifies names its job and opens that job's result to whoever holds
+    serve_result(&state, principal, &id, None, &uri).await
+}
+
+/// One output of a job with variants.
+///
+/// Served like the result (streamed, or a 307 to a presigned URL), and opened by the
+/// same signed links. `GET /v1/jobs/{id}/result` serves the first output.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/result/{name}",
+    tag = "jobs",
+    params(
+        ("id" = uuid::Uuid, Path, description = "The job id"),
+        ("name" = String, Path, description = "The variant's name, as the job asked for it"),
+        ("exp" = Option<u64>, Query, description = "A signed link's expiry, in Unix seconds"),
+        ("kid" = Option<String>, Query, description = "The id of the key that signed the link"),
+        ("sig" = Option<String>, Query, description = "The link's signature: unpadded base64url HMAC-SHA256"),
+    ),
+    responses(
+        (
+            status = 200, description = "The image",
+            content(
+                (ImageBytes = "image/jpeg"),
+                (ImageBytes = "image/png"),
+                (ImageBytes = "image/webp"),
+            ),
+            headers(
+                ("Content-Length" = u64, description = "The image's size in bytes"),
+                ("Content-Disposition" = String, description = "`inline; filename=\"pixmill-{id}-{name}.{ext}\"`"),
+                ("Cache-Control" = String, description = "`private, max-age=86400, immutable`; through a signed link, `max-age` is at most the seconds the link has left"),
+            )
+        ),
+        (
+            status = 307, description = "Temporary Redirect to a presigned URL (S3 with `PIXMILL_RESULT_REDIRECT_SECS`)",
+            headers(
+                ("Location" = String, description = "The presigned URL"),
+                ("Cache-Control" = String, description = "`no-store`"),
+            )
+        ),
+        ResultErrors,
+    )
+)]
+pub(super) async fn output(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+    Segments(id, name): Segments,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    serve_result(&state, principal, &id, Some(&name), &uri).await
+}
+
+/// Serves the result of job `id`, or its output `name`.
+async fn serve_result(
+    state: &AppState,
+    principal: Option<Principal>,
+    id: &str,
+    name: Option<&str>,
+    uri: &Uri,
+) -> Result<Response, ApiError> {
+    // A link that verifies names its job and opens that job's results to whoever holds
     // it; the edge lets a request with `sig` and `exp` through without a key for this.
-    let (scope, link_exp) = match (super::links::checked(&state, &id, &uri)?, principal) {
+    let (scope, link_exp) = match (super::links::checked(state, id, uri)?, principal) {
         (Some(exp), _) => (Scope::All, Some(exp)),
         (None, Some(principal)) => (principal.scope(), None),
         (None, None) => return Err(crate::auth::layer::credential_missing()),
     };
-    let job = state.jobs.get(&scope, &id).await?;
+    let job = state.jobs.get(&scope, id).await?;
     let meta = stored_result(&job)?;
+    let (key, content_type, filename) = match name {
+        None => (
+            meta.key.as_str(),
+            meta.content_type.as_str(),
+            format!("pixmill-{}.{}", job.id, job.format.extension()),
+        ),
+        Some(name) => {
+            let Some((output, variant)) = meta
+                .outputs
+                .iter()
+                .zip(&job.variants)
+                .find(|(o, _)| o.name == name)
+            else {
+                let known: Vec<&str> = job.variants.iter().map(|v| v.name.as_str()).collect();
+                return Err(ApiError::new(
+                    ApiCode::NotFound,
+                    if known.is_empty() {
+                        format!(
+                            "job {} has no variants; its result is at /v1/jobs/{}/result",
+                            job.id, job.id
+                        )
+                    } else {
+                        format!(
+                            "job {} has no output named {name:?}; it has {}",
+                            job.id,
+                            known.join(", ")
+                        )
+                    },
+                ));
+            };
+            (
+                output.key.as_str(),
+                output.content_type.as_str(),
+                format!("pixmill-{}-{name}.{}", job.id, variant.format.extension()),
+            )
+        }
+    };
     let missing = |e: pixmill_shared::BlobError| {
         if e.is_not_found() {
             ApiError::new(ApiCode::ResultMissing, "the result is no longer stored")
@@ -311,7 +407,7 @@ pub(super) async fn result(
         && let Some(url) = state
             .jobs
             .blobs
-            .presign_get(&meta.key, ttl)
+            .presign_get(key, ttl)
             .await
             .map_err(missing)?
     {
@@ -321,19 +417,18 @@ pub(super) async fn result(
         ];
         return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
     }
-    let blob = state.jobs.blobs.stream(&meta.key).await.map_err(missing)?;
+    let blob = state.jobs.blobs.stream(key).await.map_err(missing)?;
     Event::ResultServed {
         job_id: job.id,
         bytes: blob.len,
     }
     .emit();
-    let ext = job.format.extension();
     let headers = [
-        (header::CONTENT_TYPE, meta.content_type.clone()),
+        (header::CONTENT_TYPE, content_type.to_string()),
         (header::CONTENT_LENGTH, blob.len.to_string()),
         (
             header::CONTENT_DISPOSITION,
-            format!("inline; filename=\"pixmill-{}.{ext}\"", job.id),
+            format!("inline; filename=\"{filename}\""),
         ),
         (
             header::CACHE_CONTROL,

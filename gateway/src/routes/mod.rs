@@ -71,6 +71,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::submit, listing::list))
         .routes(routes!(jobs::status, jobs::cancel))
         .routes(routes!(jobs::result))
+        .routes(routes!(jobs::output))
         .routes(routes!(links::mint))
         .routes(routes!(events::events))
         .routes(routes!(keys::create, keys::list))
@@ -173,6 +174,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Segment {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<String>::from_request_parts(parts, state).await {
             Ok(Path(segment)) => Ok(Segment(segment)),
+            Err(_) => Err(ApiError::no_route(parts.uri.path())),
+        }
+    }
+}
+
+/// Two path segments, as [`Segment`] reads one: a path that does not parse is a route
+/// that does not exist.
+pub(crate) struct Segments(pub String, pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Segments {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<(String, String)>::from_request_parts(parts, state).await {
+            Ok(Path((first, second))) => Ok(Segments(first, second)),
             Err(_) => Err(ApiError::no_route(parts.uri.path())),
         }
     }

@@ -13,8 +13,8 @@
 use std::{fmt, path::PathBuf, sync::Arc};
 
 use pixmill_shared::{
-    Hop, JobResult, JobStep, OutputFormat,
-    events::{EventError, EventResult, JobEvent},
+    Hop, JobResult, JobStep, OutputFormat, Variant,
+    events::{EventError, EventOutput, EventResult, JobEvent},
 };
 use uuid::Uuid;
 
@@ -35,6 +35,8 @@ pub struct Job {
     pub tenant: String,
     pub state: JobState,
     pub steps: Vec<JobStep>,
+    /// The named outputs asked for (empty: one result).
+    pub variants: Vec<Variant>,
     pub format: OutputFormat,
     pub quality: u8,
     pub input_key: String,
@@ -71,6 +73,21 @@ pub struct JobError {
 }
 
 impl Job {
+    /// Every blob key the job's result is stored under: the result, and for a job with
+    /// variants each output (the first of which is the result).
+    pub fn result_keys(&self) -> Vec<String> {
+        let Some(result) = &self.result else {
+            return Vec::new();
+        };
+        let mut keys = vec![result.key.clone()];
+        for output in &result.outputs {
+            if !keys.contains(&output.key) {
+                keys.push(output.key.clone());
+            }
+        }
+        keys
+    }
+
     /// The change notice for this job's current state.
     pub fn event(&self) -> JobEvent {
         JobEvent {
@@ -93,6 +110,17 @@ impl Job {
                     height: r.height,
                     bytes: r.bytes,
                     processing_ms: r.processing_ms,
+                    outputs: r
+                        .outputs
+                        .iter()
+                        .map(|o| EventOutput {
+                            name: o.name.clone(),
+                            content_type: o.content_type.clone(),
+                            width: o.width,
+                            height: o.height,
+                            bytes: o.bytes,
+                        })
+                        .collect(),
                 }),
             tenant: Some(self.tenant.clone()),
         }
@@ -140,6 +168,8 @@ pub struct NewJob {
     /// Whose job it is.
     pub tenant: String,
     pub steps: Vec<JobStep>,
+    /// The named outputs asked for (empty: one result).
+    pub variants: Vec<Variant>,
     pub format: OutputFormat,
     pub quality: u8,
     pub input_key: String,

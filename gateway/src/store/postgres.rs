@@ -108,6 +108,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 6: the hops of a job's routing slip, when it made more than one.
     "ALTER TABLE jobs ADD COLUMN hops JSONB;",
+    // 7: a job's variants and, once it succeeded, their outputs.
+    "ALTER TABLE jobs ADD COLUMN variants JSONB;
+    ALTER TABLE jobs ADD COLUMN outputs JSONB;",
 ];
 
 /// Handle to the PostgreSQL task store. Cheap to clone.
@@ -292,8 +295,8 @@ impl TaskStore for PgStore {
             .prepare_cached(
                 "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
                                    idempotency_key, request_hash, callback_url, tenant,
-                                   released_at, interactive)
-                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12)",
+                                   released_at, interactive, variants)
+                 VALUES ($1, 'queued', $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .await?;
         tx.execute(
@@ -311,6 +314,7 @@ impl TaskStore for PgStore {
                 &job.tenant,
                 &released.then_some(now),
                 &admission.interactive,
+                &json_list(&job.variants),
             ],
         )
         .await?;
@@ -471,11 +475,13 @@ impl TaskStore for PgStore {
                     "UPDATE jobs SET state = 'succeeded', worker = $2, attempts = GREATEST(attempts, $3),
                             started_at = COALESCE(started_at, $11, $4), finished_at = $4, updated_at = $4,
                             result_key = $5, result_content_type = $6, result_width = $7,
-                            result_height = $8, result_bytes = $9, processing_ms = $10, hops = $12
+                            result_height = $8, result_bytes = $9, processing_ms = $10, hops = $12,
+                            outputs = $13
                      WHERE id = $1 AND state IN ({sources}) RETURNING *"
                 );
-                let hops = hops_json(&hops);
-                let params: [&(dyn ToSql + Sync); 12] = [
+                let hops = json_list(&hops);
+                let outputs = json_list(&result.outputs);
+                let params: [&(dyn ToSql + Sync); 13] = [
                     &id,
                     &worker,
                     &int(attempt),
@@ -488,6 +494,7 @@ impl TaskStore for PgStore {
                     &big(result.processing_ms),
                     &started_at,
                     &hops,
+                    &outputs,
                 ];
                 self.rows(&sql, &params).await?
             }
@@ -506,7 +513,7 @@ impl TaskStore for PgStore {
                             hops = COALESCE($8, hops)
                      WHERE id = $1 AND state IN ({sources}) RETURNING *"
                 );
-                let hops = hops_json(&hops);
+                let hops = json_list(&hops);
                 self.rows(
                     &sql,
                     &[
@@ -729,6 +736,11 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
         Ok(v.map(|v| u32::try_from(v).unwrap_or(0)))
     };
     let result_key: Option<String> = row.try_get("result_key").map_err(corrupt)?;
+    let outputs: Option<serde_json::Value> = row.try_get("outputs").map_err(corrupt)?;
+    let outputs = match outputs {
+        Some(value) => serde_json::from_value(value)?,
+        None => Vec::new(),
+    };
     let result = match result_key {
         Some(key) => Some(JobResult {
             key,
@@ -743,6 +755,7 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
                 .try_get::<_, Option<i64>>("processing_ms")
                 .map_err(corrupt)?
                 .map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+            outputs,
         }),
         None => None,
     };
@@ -757,12 +770,17 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
     let webhook_log: Option<serde_json::Value> = row.try_get("webhook_log").map_err(corrupt)?;
     let webhook_log = webhook_log.map(|v| v.to_string());
     let hops: Option<serde_json::Value> = row.try_get("hops").map_err(corrupt)?;
+    let variants: Option<serde_json::Value> = row.try_get("variants").map_err(corrupt)?;
     Ok(Job {
         id: row.try_get("id").map_err(corrupt)?,
         tenant: row.try_get("tenant").map_err(corrupt)?,
         state: JobState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown state {state:?}")))?,
         steps: serde_json::from_value(steps)?,
+        variants: match variants {
+            Some(value) => serde_json::from_value(value)?,
+            None => Vec::new(),
+        },
         format: pixmill_shared::OutputFormat::parse(&format)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown format {format:?}")))?,
         quality: u8::try_from(quality).unwrap_or(85),
@@ -792,10 +810,11 @@ fn row_to_job(row: &Row) -> Result<Job, StoreError> {
     })
 }
 
-/// A routing slip's hops as a JSONB value, or NULL for none.
-fn hops_json(hops: &[pixmill_shared::Hop]) -> Option<serde_json::Value> {
-    (!hops.is_empty())
-        .then(|| serde_json::to_value(hops).ok())
+/// A routing slip's hops, a job's variants or its outputs as a JSONB value, or NULL
+/// for none.
+fn json_list<T: serde::Serialize>(items: &[T]) -> Option<serde_json::Value> {
+    (!items.is_empty())
+        .then(|| serde_json::to_value(items).ok())
         .flatten()
 }
 

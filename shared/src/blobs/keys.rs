@@ -16,6 +16,12 @@ pub fn result(id: Uuid, format: OutputFormat) -> String {
     format!("results/{id}.{}", format.extension())
 }
 
+/// Key of one output of a job with variants; `name` is a checked variant name
+/// ([`crate::messages::valid_variant_name`]).
+pub fn variant(id: Uuid, name: &str, format: OutputFormat) -> String {
+    format!("results/{id}-{name}.{}", format.extension())
+}
+
 /// Key of the image a job's routing slip hands on: the image as it stands before step
 /// `cursor`, written by the worker that ran the steps before it (lossless PNG).
 pub fn intermediate(id: Uuid, cursor: usize) -> String {
@@ -66,11 +72,16 @@ mod tests {
             cancel(id),
             intermediate(id, 3),
             run_mark(id, 0, 1),
+            variant(id, "w_640-webp", OutputFormat::Webp),
         ];
         for key in &made {
             validate(key).expect(key);
         }
         assert_eq!(result(id, OutputFormat::Jpeg), format!("results/{id}.jpg"));
+        assert_eq!(
+            variant(id, "small", OutputFormat::Jpeg),
+            format!("results/{id}-small.jpg")
+        );
         assert_ne!(made[0], made[2]);
     }
 

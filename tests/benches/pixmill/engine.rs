@@ -290,6 +290,7 @@ fn jpeg_job(steps: Vec<Step>) -> JobRequest {
         quality: 85,
         cursor: 0,
         hops: Vec::new(),
+        variants: Vec::new(),
     }
 }
 
@@ -307,6 +308,7 @@ fn mean_of_medians(
         quality: 85,
         cursor: 0,
         hops: Vec::new(),
+        variants: Vec::new(),
     };
     let mut sum = 0.0;
     for input in inputs {

@@ -29,13 +29,14 @@ pub const INPUT_FORMATS: &[ImageFormat] = &[
 const ALLOC_HEADROOM: u64 = 64 << 20;
 
 /// How the pipeline will use the decoded image, so the decoder can do less.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hint {
-    /// The first step is this resize. A JPEG may then be decoded at 1/2, 1/4 or 1/8
-    /// scale in the DCT domain, as long as at least as many pixels as the resize
-    /// writes are left: several times faster than decoding everything and throwing most
-    /// of it away in the resize.
-    pub first_resize: Option<FirstResize>,
+    /// The first step is a resize: this one, or for a job with variants, one of these
+    /// for every variant. A JPEG may then be decoded at 1/2, 1/4 or 1/8 scale in the
+    /// DCT domain, as long as at least as many pixels as the largest resize writes are
+    /// left: several times faster than decoding everything and throwing most of it
+    /// away in the resize. Empty: no resize comes first.
+    pub first_resizes: Vec<FirstResize>,
     /// The first step only looks at luminance, so a JPEG may be decoded to its luma
     /// plane alone.
     pub gray: bool,
@@ -237,10 +238,16 @@ fn decode_turbo(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Option<Deco
     } else {
         (header.width, header.height)
     };
-    let need = hint.first_resize.and_then(|m| {
-        crate::ops::plan_resize(full_size.0, full_size.1, m.width, m.height, m.fit)
-            .map(|p| p.min_source)
+    // Every resize must find enough pixels: the largest need wins. A resize that plans
+    // to nothing (no side given) needs the full size.
+    let need = hint.first_resizes.iter().try_fold(None, |need, m| {
+        let (w, h) =
+            crate::ops::plan_resize(full_size.0, full_size.1, m.width, m.height, m.fit)?.min_source;
+        Some(Some(need.map_or((w, h), |(nw, nh): (u32, u32)| {
+            (nw.max(w), nh.max(h))
+        })))
     });
+    let need = need.flatten();
     let shrink = need.map_or(1, |(w, h)| {
         let (w, h) = if swaps_axes { (h, w) } else { (w, h) };
         jpeg::shrink_factor(header.width, header.height, w, h)
@@ -477,11 +484,11 @@ mod tests {
         let stored = encode(&quadrants(1600, 1000), OutputFormat::Jpeg, 90).expect("encode");
         let bytes = with_orientation(&stored, 6);
         let hint = Hint {
-            first_resize: Some(FirstResize {
+            first_resizes: vec![FirstResize {
                 width: Some(200),
                 height: None,
                 fit: Fit::Cover,
-            }),
+            }],
             ..Hint::default()
         };
         let decoded = decode_with(&bytes, &Limits::default(), hint).expect("decode");

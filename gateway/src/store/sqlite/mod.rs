@@ -177,12 +177,13 @@ fn lock_file(db: &Path) -> Result<File, StoreError> {
     }
 }
 
-/// A routing slip's hops as a column value: JSON, or NULL for none.
-fn hops_value(hops: &[pixmill_shared::Hop]) -> rusqlite::types::Value {
-    if hops.is_empty() {
+/// A routing slip's hops, a job's variants or its outputs as a column value: JSON, or
+/// NULL for none.
+fn json_list<T: serde::Serialize>(items: &[T]) -> rusqlite::types::Value {
+    if items.is_empty() {
         return rusqlite::types::Value::Null;
     }
-    serde_json::to_string(hops).map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text)
+    serde_json::to_string(items).map_or(rusqlite::types::Value::Null, rusqlite::types::Value::Text)
 }
 
 /// The statement that carries out `change`, and its parameters after the id.
@@ -207,7 +208,8 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
             "state = 'succeeded', worker = ?2, attempts = MAX(attempts, ?3),
              started_at = COALESCE(started_at, ?11, ?4), finished_at = ?4, updated_at = ?4,
              result_key = ?5, result_content_type = ?6, result_width = ?7,
-             result_height = ?8, result_bytes = ?9, processing_ms = ?10, hops = ?12",
+             result_height = ?8, result_bytes = ?9, processing_ms = ?10, hops = ?12,
+             outputs = ?13",
             vec![
                 text(worker),
                 int(attempt.into()),
@@ -219,7 +221,8 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
                 int(i64::try_from(result.bytes).unwrap_or(i64::MAX)),
                 int(i64::try_from(result.processing_ms).unwrap_or(i64::MAX)),
                 started_at.map_or(Value::Null, int),
-                hops_value(&hops),
+                json_list(&hops),
+                json_list(&result.outputs),
             ],
         ),
         Change::Failed {
@@ -240,7 +243,7 @@ fn change_sql(change: Change, now: i64) -> (String, Vec<rusqlite::types::Value>)
                 text(code),
                 text(message),
                 started_at.map_or(Value::Null, int),
-                hops_value(&hops),
+                json_list(&hops),
             ],
         ),
         Change::Cancelled => (
@@ -264,6 +267,7 @@ impl TaskStore for SqliteStore {
 
     async fn insert(&self, job: NewJob, admission: Admission) -> Result<Admitted, StoreError> {
         let steps = serde_json::to_string(&job.steps)?;
+        let variants = json_list(&job.variants);
         let format = job.format.as_str();
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
@@ -281,11 +285,12 @@ impl TaskStore for SqliteStore {
             let inserted = tx.execute(
                 "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
                                    idempotency_key, request_hash, callback_url, tenant,
-                                   released_at, interactive)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                   released_at, interactive, variants)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash,
-                    job.callback_url, job.tenant, released.then_some(now), admission.interactive
+                    job.callback_url, job.tenant, released.then_some(now), admission.interactive,
+                    variants
                 ],
             );
             unique(inserted)?;

@@ -103,6 +103,10 @@ CREATE TABLE IF NOT EXISTS tenants (
 /// Version 8: the hops of a job's routing slip (JSON), when it made more than one.
 const SCHEMA_V8: &str = "ALTER TABLE jobs ADD COLUMN hops TEXT;";
 
+/// Version 9: a job's variants and, once it succeeded, their outputs (JSON).
+const SCHEMA_V9: &str = "ALTER TABLE jobs ADD COLUMN variants TEXT;
+ALTER TABLE jobs ADD COLUMN outputs TEXT;";
+
 /// Brings the schema up to date. `user_version` records how far a file has come, so
 /// a database made by an older gateway keeps its jobs.
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -136,13 +140,22 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     if version < 8 && !has_column("hops")? {
         conn.execute_batch(SCHEMA_V8)?;
     }
-    conn.pragma_update(None, "user_version", 8)?;
+    if version < 9 && !has_column("variants")? {
+        conn.execute_batch(SCHEMA_V9)?;
+    }
+    conn.pragma_update(None, "user_version", 9)?;
     Ok(())
 }
 
 /// Reads one row. The outer error is SQLite's; the inner one a row we cannot parse.
 pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job, StoreError>> {
     let result_key: Option<String> = row.get("result_key")?;
+    let outputs: Option<String> = row.get("outputs")?;
+    let outputs = match outputs.as_deref().map(serde_json::from_str) {
+        None => Vec::new(),
+        Some(Ok(outputs)) => outputs,
+        Some(Err(e)) => return Ok(Err(e.into())),
+    };
     let result = match result_key {
         Some(key) => Some(JobResult {
             key,
@@ -151,6 +164,7 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
             height: row.get("result_height")?,
             bytes: u64::try_from(row.get::<_, i64>("result_bytes")?).unwrap_or(0),
             processing_ms: u64::try_from(row.get::<_, i64>("processing_ms")?).unwrap_or(0),
+            outputs,
         }),
         None => None,
     };
@@ -171,12 +185,17 @@ pub(super) fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Job
     let webhook_state: Option<String> = row.get("webhook_state")?;
     let webhook_log: Option<String> = row.get("webhook_log")?;
     let hops: Option<String> = row.get("hops")?;
+    let variants: Option<String> = row.get("variants")?;
     Ok((|| {
         Ok(Job {
             id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             tenant,
             state: parse_state(&state)?,
             steps: serde_json::from_str(&steps)?,
+            variants: match variants {
+                Some(text) => serde_json::from_str(&text)?,
+                None => Vec::new(),
+            },
             format: pixmill_shared::OutputFormat::parse(&format)
                 .ok_or_else(|| StoreError::Corrupt(format!("unknown format {format:?}")))?,
             quality,
