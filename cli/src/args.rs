@@ -11,6 +11,7 @@ use clap::{
 use crate::{
     api::State,
     steps::{self, Pipeline, RawSteps, Rect, Size},
+    variants::{self, RawVariants, VariantSpec, Variants},
 };
 
 /// Shown under `pixmill --help`; the crate doc says the same.
@@ -19,7 +20,8 @@ Exit codes:
   0  everything asked for was done (every job succeeded, when waiting)
   1  a job failed or was cancelled, or the gateway refused a request for a job
      (4xx, e.g. 422 invalid_parameter, 404 not_found, 409 not_ready, 410 expired)
-  2  usage error: a bad flag or value, a missing input file, bad --steps JSON
+  2  usage error: a bad flag or value, a missing input file, bad --steps JSON,
+     a bad --variant or --variants
   3  the gateway is unreachable (connection refused, timeout), or still answers
      503/429 after 3 tries honouring Retry-After (a 429 for the tenant's own rate
      or in-flight quota is waited out, up to 10 minutes per request)";
@@ -126,6 +128,20 @@ pub struct SubmitArgs {
           conflicts_with_all = steps::STEP_FLAGS, help_heading = STEPS)]
     pub steps: Option<RawSteps>,
 
+    /// A named output of its own (repeatable, at most 8), made from the same upload
+    /// after the steps above: NAME:SIZE[:FORMAT[:QUALITY]], a resize in the --resize
+    /// syntax (w320:320, w640-webp:640:webp:80), or NAME=STEPS_JSON, the variant's own
+    /// steps ('thumb=[{"op":"resize","width":160}]'). With variants the steps above are
+    /// optional; FORMAT and QUALITY default to --format and --quality.
+    #[arg(long, value_name = "SPEC", value_parser = variants::parse_variant,
+          help_heading = VARIANTS)]
+    pub variant: Vec<VariantSpec>,
+    /// Every variant as a JSON array, passed through as is, e.g.
+    /// '[{"name":"w320","steps":[{"op":"resize","width":320}],"format":"webp"}]'.
+    #[arg(long, value_name = "JSON", value_parser = variants::parse_raw_variants,
+          conflicts_with = "variant", help_heading = VARIANTS)]
+    pub variants: Option<RawVariants>,
+
     /// Output format (default: the input's; GIF gives PNG).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -137,7 +153,8 @@ pub struct SubmitArgs {
     pub wait: bool,
     /// Where to write results (implies --wait): a file for one input, or a directory
     /// (when it ends in '/', exists, or there are several inputs) that receives
-    /// <input stem>.<result extension>.
+    /// <input stem>.<result extension>. With variants, every output is written, as
+    /// <stem>-<variant name>.<extension> beside that file or in that directory.
     #[arg(short, long, value_name = "OUT")]
     pub output: Option<PathBuf>,
     /// Jobs in flight at once.
@@ -147,6 +164,7 @@ pub struct SubmitArgs {
 }
 
 const STEPS: &str = "Steps (applied in the order given)";
+const VARIANTS: &str = "Variants (several outputs of one upload)";
 
 /// An `http://` or `https://` base URL; a typo here is a usage error (2), not an
 /// unreachable gateway (3).
@@ -176,7 +194,7 @@ impl Fit {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Jpeg,
     Png,
@@ -209,6 +227,20 @@ pub struct GetArgs {
     /// The file to write.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Of a job with variants, the output of this name (default: the first).
+    #[arg(long, value_name = "NAME", value_parser = parse_variant_name)]
+    pub variant: Option<String>,
+}
+
+fn parse_variant_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if variants::valid_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a variant name: 1 to 40 lower-case letters, digits, '_' and '-'"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -250,11 +282,14 @@ pub struct CancelArgs {
     pub id: String,
 }
 
-/// What `submit` needs beyond its flags: the steps, in command-line order.
+/// What `submit` needs beyond its flags: the steps, in command-line order, and the
+/// variants.
 #[derive(Debug)]
 pub struct Submit {
     pub args: SubmitArgs,
+    /// The steps of the job; with variants, the steps every variant shares (maybe none).
     pub pipeline: Pipeline,
+    pub variants: Variants,
 }
 
 /// A parsed command line.
@@ -297,16 +332,28 @@ where
                     Pipeline::Flags(steps::ordered(sub, args.fit.map(Fit::as_str)))
                 }
             };
-            if pipeline.is_empty() {
+            let variants = match (&args.variants, args.variant.as_slice()) {
+                (Some(raw), _) => Variants::Json(raw.clone()),
+                (None, []) => Variants::None,
+                (None, specs) => {
+                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                    variants::check_names(&names).map_err(|e| {
+                        Cli::command().error(clap::error::ErrorKind::ValueValidation, e)
+                    })?;
+                    Variants::Specs(specs.to_vec())
+                }
+            };
+            if pipeline.is_empty() && variants.is_empty() {
                 return Err(Cli::command().error(
                     clap::error::ErrorKind::MissingRequiredArgument,
                     "give at least one step (--resize, --crop, --blur, --edges, --swap, \
-                     --grayscale, --rotate, --flip) or --steps JSON",
+                     --grayscale, --rotate, --flip), --steps JSON, or --variant",
                 ));
             }
             Command::Submit(Box::new(Submit {
                 args: *args,
                 pipeline,
+                variants,
             }))
         }
         CommandArgs::Status(a) => Command::Status(a),
@@ -434,6 +481,126 @@ mod tests {
                 .iter()
                 .all(|s| matches!(s, Step::Resize { fit: Some(f), .. } if f == "contain"))
         );
+    }
+
+    fn submit_of(argv: &[&str]) -> Submit {
+        let mut full = vec!["pixmill", "submit", "a.jpg"];
+        full.extend_from_slice(argv);
+        match parse(full).expect("parses").command {
+            Command::Submit(submit) => *submit,
+            other => panic!("not a submit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn variants_need_no_shared_steps_and_keep_their_order() {
+        let submit = submit_of(&[
+            "--variant",
+            "w640-webp:640:webp:80",
+            "--variant",
+            r#"gray=[{"op":"grayscale"}]"#,
+            "--variant",
+            "w320:320",
+        ]);
+        assert!(submit.pipeline.is_empty());
+        assert_eq!(submit.variants.names(), ["w640-webp", "gray", "w320"]);
+        let field: serde_json::Value =
+            serde_json::from_str(&submit.variants.to_field(None).expect("a field")).expect("JSON");
+        assert_eq!(
+            field,
+            serde_json::json!([
+                {"name": "w640-webp", "steps": [{"op": "resize", "width": 640}],
+                 "format": "webp", "quality": 80},
+                {"name": "gray", "steps": [{"op": "grayscale"}]},
+                {"name": "w320", "steps": [{"op": "resize", "width": 320}]}
+            ])
+        );
+        // Step flags stay the shared steps.
+        let shared = submit_of(&["--grayscale", "--variant", "w320:320"]);
+        assert_eq!(shared.pipeline, Pipeline::Flags(vec![Step::Grayscale {}]));
+        assert_eq!(shared.variants.names(), ["w320"]);
+        let raw = submit_of(&["--variants", r#"[{"name":"a"},{"name":"b"}]"#]);
+        assert_eq!(raw.variants.names(), ["a", "b"]);
+        // Without variants nothing changes.
+        assert_eq!(submit_of(&["--swap"]).variants, Variants::None);
+    }
+
+    #[test]
+    fn get_takes_a_variant_name() {
+        let parsed =
+            parse(["pixmill", "get", "id", "-o", "x.jpg", "--variant", "w320"]).expect("parses");
+        let Command::Get(get) = parsed.command else {
+            panic!("get")
+        };
+        assert_eq!(get.variant.as_deref(), Some("w320"));
+        let err = parse(["pixmill", "get", "id", "-o", "x.jpg", "--variant", "W 1"])
+            .expect_err("a bad name");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn bad_variants_exit_2() {
+        let nine: Vec<String> = (0..9).map(|i| format!("v{i}:{}", 100 + i)).collect();
+        let mut too_many = vec!["pixmill", "submit", "a.jpg"];
+        for spec in &nine {
+            too_many.extend(["--variant", spec.as_str()]);
+        }
+        let bad: &[&[&str]] = &[
+            &["pixmill", "submit", "a.jpg", "--variant", "w320"],
+            &["pixmill", "submit", "a.jpg", "--variant", "W320:320"],
+            &["pixmill", "submit", "a.jpg", "--variant", "w:320:gif"],
+            &["pixmill", "submit", "a.jpg", "--variant", "w:320:jpeg:0"],
+            &["pixmill", "submit", "a.jpg", "--variant", "w=[{"],
+            &[
+                "pixmill",
+                "submit",
+                "a.jpg",
+                "--variant",
+                "a:10",
+                "--variant",
+                "a:20",
+            ],
+            &[
+                "pixmill",
+                "submit",
+                "a.jpg",
+                "--variant",
+                "a:10",
+                "--variants",
+                r#"[{"name":"b"}]"#,
+            ],
+            &[
+                "pixmill",
+                "submit",
+                "a.jpg",
+                "--variants",
+                r#"{"name":"b"}"#,
+            ],
+            &[
+                "pixmill",
+                "submit",
+                "a.jpg",
+                "--variants",
+                r#"[{"name":"b"},{"name":"b"}]"#,
+            ],
+            &["pixmill", "submit", "a.jpg", "--variants", "[]"],
+            &too_many,
+        ];
+        for argv in bad {
+            let err = parse(*argv).expect_err("usage error");
+            assert_eq!(err.exit_code(), 2, "{argv:?}: {err}");
+        }
+        let err = parse([
+            "pixmill",
+            "submit",
+            "a.jpg",
+            "--variant",
+            "a:10",
+            "--variant",
+            "a:20",
+        ])
+        .expect_err("twice");
+        assert!(err.to_string().contains("used twice"), "{err}");
     }
 
     #[test]

@@ -63,17 +63,28 @@ async fn wait_up_to(api: &Api, id: &str, limit: Duration) -> Result<Job, ApiErro
     }
 }
 
-/// `get ID -o FILE`.
+/// `get ID -o FILE [--variant NAME]`.
 pub async fn get(api: &Api, json: bool, args: &GetArgs) -> Exit {
-    match api.download(&args.id, |_| args.output.clone()).await {
+    let done = match &args.variant {
+        None => api.download(&args.id, |_| args.output.clone()).await,
+        Some(name) => {
+            api.download_output(&args.id, name, |_| args.output.clone())
+                .await
+        }
+    };
+    match done {
         Ok(done) => {
             if json {
-                print_json(&json!({
+                let mut record = json!({
                     "id": args.id,
                     "output": done.path,
                     "bytes": done.bytes,
                     "content_type": done.content_type,
-                }));
+                });
+                if let Some(name) = &args.variant {
+                    record["variant"] = json!(name);
+                }
+                print_json(&record);
             } else {
                 println!(
                     "wrote {} ({}, {})",

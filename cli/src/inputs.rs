@@ -35,6 +35,27 @@ impl Output {
             }
         }
     }
+
+    /// The path for `input`'s output `name` (a variant) of type `content_type`:
+    /// `<stem>-<name>.<extension>`, in the directory, or beside the file `-o` named
+    /// with that file's stem.
+    pub fn path_for_variant(
+        &self,
+        input: &Path,
+        name: &str,
+        content_type: &str,
+    ) -> Option<PathBuf> {
+        let (dir, stem) = match self {
+            Output::None => return None,
+            Output::File(path) => (
+                path.parent().unwrap_or(Path::new("")),
+                path.file_stem().unwrap_or_default(),
+            ),
+            Output::Dir(dir) => (dir.as_path(), input.file_stem().unwrap_or_default()),
+        };
+        let stem = stem.to_string_lossy();
+        Some(dir.join(format!("{stem}-{name}.{}", extension(content_type))))
+    }
 }
 
 /// The file extension of a result's content type.
@@ -86,8 +107,13 @@ pub fn expand(args: &[String]) -> Result<Vec<PathBuf>, UsageError> {
 /// Decides what `-o` means. A directory is meant when there are several inputs, the
 /// path ends in a separator, or it is an existing directory; it is created if need be.
 /// In a directory, two inputs with the same stem would overwrite each other, so that is
-/// refused up front.
-pub fn plan(output: Option<&Path>, inputs: &[PathBuf]) -> Result<Output, UsageError> {
+/// refused up front; with `variants` (their names), so are two inputs whose
+/// `<stem>-<name>` outputs meet.
+pub fn plan(
+    output: Option<&Path>,
+    inputs: &[PathBuf],
+    variants: &[String],
+) -> Result<Output, UsageError> {
     let Some(path) = output else {
         return Ok(Output::None);
     };
@@ -99,13 +125,23 @@ pub fn plan(output: Option<&Path>, inputs: &[PathBuf]) -> Result<Output, UsageEr
     let mut seen: HashMap<String, &Path> = HashMap::new();
     for input in inputs {
         let stem = input.file_stem().unwrap_or_default().to_string_lossy();
-        if let Some(first) = seen.insert(stem.to_string(), input) {
-            return Err(UsageError(format!(
-                "{} and {} would both be written to {}/{stem}.*; submit them separately",
-                first.display(),
-                input.display(),
-                path.display()
-            )));
+        let written: Vec<String> = if variants.is_empty() {
+            vec![stem.to_string()]
+        } else {
+            variants
+                .iter()
+                .map(|name| format!("{stem}-{name}"))
+                .collect()
+        };
+        for name in written {
+            if let Some(first) = seen.insert(name.clone(), input) {
+                return Err(UsageError(format!(
+                    "{} and {} would both be written to {}/{name}.*; submit them separately",
+                    first.display(),
+                    input.display(),
+                    path.display()
+                )));
+            }
         }
     }
     std::fs::create_dir_all(path)
@@ -157,29 +193,64 @@ mod tests {
         let dir = scratch("plan");
         let one = [PathBuf::from("in/flower.jpg")];
         let two = [PathBuf::from("a/x.jpg"), PathBuf::from("b/y.png")];
-        assert_eq!(plan(None, &one).expect("none"), Output::None);
+        assert_eq!(plan(None, &one, &[]).expect("none"), Output::None);
         let file = dir.join("out.jpg");
         assert_eq!(
-            plan(Some(&file), &one).expect("file"),
+            plan(Some(&file), &one, &[]).expect("file"),
             Output::File(file.clone())
         );
         let slash = PathBuf::from(format!("{}/new/", dir.display()));
         assert_eq!(
-            plan(Some(&slash), &one).expect("dir"),
+            plan(Some(&slash), &one, &[]).expect("dir"),
             Output::Dir(slash.clone())
         );
         assert!(slash.is_dir(), "the directory is created");
-        assert!(matches!(plan(Some(&dir), &one), Ok(Output::Dir(_))));
+        assert!(matches!(plan(Some(&dir), &one, &[]), Ok(Output::Dir(_))));
         let many = dir.join("many");
-        assert!(matches!(plan(Some(&many), &two), Ok(Output::Dir(_))));
+        assert!(matches!(plan(Some(&many), &two, &[]), Ok(Output::Dir(_))));
         let clash = [PathBuf::from("a/x.jpg"), PathBuf::from("b/x.png")];
-        assert!(plan(Some(&many), &clash).is_err());
+        assert!(plan(Some(&many), &clash, &[]).is_err());
         let out = Output::Dir(PathBuf::from("out"));
         assert_eq!(
             out.path_for(Path::new("in/flower.jpg"), "image/webp"),
             Some(PathBuf::from("out/flower.webp"))
         );
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn variants_are_written_as_stem_dash_name() {
+        let input = Path::new("in/flower.jpg");
+        let dir = Output::Dir(PathBuf::from("out"));
+        assert_eq!(
+            dir.path_for_variant(input, "w640-webp", "image/webp"),
+            Some(PathBuf::from("out/flower-w640-webp.webp"))
+        );
+        // `-o FILE` with one input: the outputs go beside it, named after it.
+        let file = Output::File(PathBuf::from("res/photo.jpg"));
+        assert_eq!(
+            file.path_for_variant(input, "w320", "image/jpeg"),
+            Some(PathBuf::from("res/photo-w320.jpg"))
+        );
+        let bare = Output::File(PathBuf::from("photo.png"));
+        assert_eq!(
+            bare.path_for_variant(input, "w320", "image/png"),
+            Some(PathBuf::from("photo-w320.png"))
+        );
+        assert_eq!(
+            Output::None.path_for_variant(input, "w320", "image/png"),
+            None
+        );
+
+        // Two inputs whose outputs would meet are refused; apart they are fine.
+        let scratch = scratch("variants");
+        let names = ["x-w320".to_string(), "w320".to_string()];
+        let meet = [PathBuf::from("a/photo.jpg"), PathBuf::from("b/photo-x.jpg")];
+        let err = plan(Some(&scratch), &meet, &names).expect_err("the outputs meet");
+        assert!(err.0.contains("photo-x-w320"), "{err}");
+        let apart = [PathBuf::from("a/photo.jpg"), PathBuf::from("b/other.jpg")];
+        assert!(plan(Some(&scratch), &apart, &names).is_ok());
+        std::fs::remove_dir_all(scratch).ok();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! pixmill submit photos/*.jpg --resize 320x200 --grayscale --wait -o thumbs/
+//! pixmill submit photo.jpg --variant w320:320 --variant w640-webp:640:webp -o sizes/
 //! pixmill status 4f40a890-… --wait 30
 //! pixmill get 4f40a890-… -o result.jpg
 //! pixmill list --state failed --all --json
@@ -17,7 +18,7 @@
 //! |---|---|
 //! | 0 | everything asked for was done (every job succeeded, when waiting) |
 //! | 1 | a job failed or was cancelled, or the gateway refused a request for a job (a 4xx such as 422 `invalid_parameter`, 404, 409 `not_ready`, 410 `expired`) |
-//! | 2 | usage error: a bad flag or value (clap's own errors), a missing input file, bad `--steps` JSON, a bad `WxH` |
+//! | 2 | usage error: a bad flag or value (clap's own errors), a missing input file, bad `--steps` JSON, a bad `WxH`, a bad `--variant` or `--variants` |
 //! | 3 | the gateway is unreachable (connection refused, timeout), or still answers 503 or 429 after 3 tries honouring `Retry-After` (a 429 for the tenant's own limits is waited out, up to 10 minutes) |
 //!
 //! With several files the worst outcome wins, and 3 outranks 1: an unreachable gateway
@@ -27,6 +28,7 @@
 //!
 //! - [`args`]: the clap definitions, and step flags put back in command-line order.
 //! - [`steps`]: the steps as the gateway's `steps` JSON; parsers for `WxH`, `X,Y,W,H`.
+//! - [`variants`]: `--variant` and `--variants` as the gateway's `variants` JSON.
 //! - [`api`]: typed calls over the REST API and the one retry policy (503/429).
 //! - [`inputs`]: glob expansion and where each result is written.
 //! - [`submit`]: the submit command: concurrent uploads, waits, downloads, summary.
@@ -43,6 +45,7 @@ pub mod progress;
 pub mod report;
 pub mod steps;
 pub mod submit;
+pub mod variants;
 
 use crate::{args::Command, args::Invocation, exit::Exit};
 

@@ -61,8 +61,11 @@ fn text(value: Option<&Value>) -> Option<String> {
 /// A job's record as labelled lines, for `status` and `cancel`.
 pub fn job(job: &Job) -> String {
     let mut lines = vec![("id", job.id.clone()), ("state", job.state.to_string())];
-    if let Some(steps) = job.rest.get("steps") {
-        lines.push(("steps", steps::describe(steps)));
+    // A job with variants may have no steps of its own.
+    if let Some(steps) = job.rest.get("steps").map(steps::describe)
+        && !steps.is_empty()
+    {
+        lines.push(("steps", steps));
     }
     if let Some(r) = &job.result {
         let ms =
@@ -75,6 +78,41 @@ pub fn job(job: &Job) -> String {
                 r.width,
                 r.height,
                 HumanBytes(r.bytes)
+            ),
+        ));
+    }
+    if let Some(Value::Array(variants)) = job.rest.get("variants") {
+        for v in variants {
+            let format = text(v.get("format")).unwrap_or_else(|| "?".into());
+            let quality = text(v.get("quality"))
+                .filter(|_| format == "jpeg")
+                .map_or_else(String::new, |q| format!(" q{q}"));
+            let steps = v.get("steps").map(steps::describe).unwrap_or_default();
+            let steps = if steps.is_empty() {
+                String::new()
+            } else {
+                format!("{steps}, ")
+            };
+            lines.push((
+                "variant",
+                format!(
+                    "{}: {steps}{format}{quality}",
+                    v["name"].as_str().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    for o in job.result.iter().flat_map(|r| &r.outputs) {
+        lines.push((
+            "output",
+            format!(
+                "{}: {} {}x{}, {} ({})",
+                o.name,
+                o.content_type,
+                o.width,
+                o.height,
+                HumanBytes(o.bytes),
+                o.url
             ),
         ));
     }
@@ -176,6 +214,40 @@ mod tests {
         assert!(text.contains("steps     blur 2"), "{text}");
         assert!(text.contains("error     timeout: ran past 30 s"), "{text}");
         assert!(!text.contains("started"), "{text}");
+    }
+
+    #[test]
+    fn a_job_with_variants_lists_them_and_its_outputs() {
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "id": "j3", "state": "succeeded", "error": null, "steps": [],
+            "variants": [
+                {"name": "w320", "steps": [{"op": "resize", "width": 320}], "format": "jpeg", "quality": 80},
+                {"name": "w640-webp", "steps": [{"op": "resize", "width": 640}], "format": "webp", "quality": 80}
+            ],
+            "result": {"content_type": "image/jpeg", "width": 320, "height": 213, "bytes": 2048,
+                       "processing_ms": 9, "outputs": [
+                {"name": "w320", "content_type": "image/jpeg", "width": 320, "height": 213,
+                 "bytes": 2048, "url": "/v1/jobs/j3/result/w320"},
+                {"name": "w640-webp", "content_type": "image/webp", "width": 640, "height": 427,
+                 "bytes": 4096, "url": "/v1/jobs/j3/result/w640-webp"}
+            ]}
+        }))
+        .expect("job");
+        let text = super::job(&job);
+        assert!(
+            text.contains("variant   w320: resize 320, jpeg q80"),
+            "{text}"
+        );
+        assert!(
+            text.contains("variant   w640-webp: resize 640, webp\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "output    w640-webp: image/webp 640x427, 4.00 KiB (/v1/jobs/j3/result/w640-webp)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `pixmill submit`: upload each file, optionally follow its job to the end and download
-//! the result, at most `--concurrency` files at a time, then print one summary.
+//! the result (or, with variants, every output), at most `--concurrency` files at a
+//! time, then print one summary.
 
 use std::{
     path::{Path, PathBuf},
@@ -30,14 +31,31 @@ pub struct FileReport {
     pub state: String,
     /// The job's record as the gateway last gave it.
     pub job: Option<Job>,
-    /// Where the result was written.
+    /// Where the result was written; with variants, the first output.
     pub output: Option<PathBuf>,
+    /// A job with variants, once it succeeded: every output, in the order asked for,
+    /// and where each was written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputFile>,
     /// Why the file did not get as far as asked.
     pub error: Option<Problem>,
     /// Wall time for this file: upload, processing and download.
     pub elapsed_ms: u64,
     #[serde(skip)]
     pub exit: Exit,
+}
+
+/// One output of a job with variants.
+#[derive(Debug, Serialize)]
+pub struct OutputFile {
+    /// The variant's name.
+    pub name: String,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    /// Where it was written; None when nothing was downloaded (no `-o`).
+    pub path: Option<PathBuf>,
 }
 
 /// An error in a report: the gateway's code and message, or one of the client's own
@@ -84,6 +102,8 @@ impl From<ApiError> for Stop {
 struct Plan {
     api: Api,
     fields: Vec<(String, String)>,
+    /// The names of the variants asked for; empty for one result.
+    variants: Vec<String>,
     wait: bool,
     output: Output,
     bars: Bars,
@@ -99,14 +119,25 @@ pub async fn run(api: &Api, json: bool, submit: Submit) -> Exit {
             return Exit::Usage;
         }
     };
-    let output = match inputs::plan(args.output.as_deref(), &files) {
+    let variants = submit.variants.names();
+    let output = match inputs::plan(args.output.as_deref(), &files, &variants) {
         Ok(output) => output,
         Err(e) => {
             eprintln!("error: {e}");
             return Exit::Usage;
         }
     };
-    let mut fields = vec![("steps".to_string(), submit.pipeline.to_field())];
+    let mut fields = Vec::new();
+    // With variants the shared steps may be none; then no `steps` is sent at all.
+    if !submit.pipeline.is_empty() {
+        fields.push(("steps".to_string(), submit.pipeline.to_field()));
+    }
+    if let Some(field) = submit
+        .variants
+        .to_field(args.fit.map(crate::args::Fit::as_str))
+    {
+        fields.push(("variants".to_string(), field));
+    }
     if let Some(format) = args.format {
         fields.push(("format".into(), format.as_str().into()));
     }
@@ -117,6 +148,7 @@ pub async fn run(api: &Api, json: bool, submit: Submit) -> Exit {
     let plan = Arc::new(Plan {
         api: api.clone(),
         fields,
+        variants,
         // A result can only be downloaded once the job has finished.
         wait: args.wait || output != Output::None,
         output,
@@ -155,6 +187,7 @@ async fn one(plan: &Plan, file: PathBuf, bar: FileBar) -> FileReport {
         state: "not_submitted".into(),
         job: None,
         output: None,
+        outputs: Vec::new(),
         error: None,
         elapsed_ms: 0,
         exit: Exit::Ok,
@@ -164,9 +197,13 @@ async fn one(plan: &Plan, file: PathBuf, bar: FileBar) -> FileReport {
     let name = report.file.display().to_string();
     match outcome {
         Ok(()) => {
+            let more = match report.outputs.len() {
+                0 | 1 => String::new(),
+                n => format!(" (+{} more)", n - 1),
+            };
             let done = match (&report.output, &report.job) {
                 (Some(path), _) => format!(
-                    "{} {} → {}",
+                    "{} {} → {}{more}",
                     report.state,
                     report::size(report.job.as_ref()),
                     path.display()
@@ -244,6 +281,9 @@ async fn follow(plan: &Plan, report: &mut FileReport, bar: &FileBar) -> Result<(
             exit: Exit::JobFailed,
         });
     }
+    if !plan.variants.is_empty() {
+        return outputs(plan, &api, report, &job, bar).await;
+    }
     if plan.output == Output::None {
         return Ok(());
     }
@@ -260,6 +300,66 @@ async fn follow(plan: &Plan, report: &mut FileReport, bar: &FileBar) -> Result<(
     Ok(())
 }
 
+/// The outputs of a succeeded job with variants: listed in the report, and each
+/// downloaded to `<stem>-<name>.<ext>` when there is somewhere to write them.
+async fn outputs(
+    plan: &Plan,
+    api: &Api,
+    report: &mut FileReport,
+    job: &Job,
+    bar: &FileBar,
+) -> Result<(), Stop> {
+    let listed = job
+        .result
+        .as_ref()
+        .map_or(&[][..], |r| r.outputs.as_slice());
+    if listed.is_empty() {
+        return Err(ApiError::Protocol {
+            url: format!("/v1/jobs/{}", job.id),
+            detail: format!(
+                "the job succeeded without the outputs asked for ({}); the gateway may \
+                 predate variants",
+                plan.variants.join(", ")
+            ),
+        }
+        .into());
+    }
+    for (i, meta) in listed.iter().enumerate() {
+        let mut file = OutputFile {
+            name: meta.name.clone(),
+            content_type: meta.content_type.clone(),
+            width: meta.width,
+            height: meta.height,
+            bytes: meta.bytes,
+            path: None,
+        };
+        if plan.output != Output::None {
+            bar.message(&format!(
+                "downloading {} ({}/{})",
+                meta.name,
+                i + 1,
+                listed.len()
+            ));
+            let input: &Path = &report.file;
+            let downloaded = api
+                .download_output(&job.id, &meta.name, |content_type| {
+                    plan.output
+                        .path_for_variant(input, &meta.name, content_type)
+                        .unwrap_or_default()
+                })
+                .await?;
+            if report.output.is_none() {
+                report.output = Some(downloaded.path.clone());
+            }
+            file.bytes = downloaded.bytes;
+            file.content_type = downloaded.content_type;
+            file.path = Some(downloaded.path);
+        }
+        report.outputs.push(file);
+    }
+    Ok(())
+}
+
 fn record(report: &mut FileReport, job: &Job) {
     report.id = Some(job.id.clone());
     report.state = job.state.to_string();
@@ -268,23 +368,48 @@ fn record(report: &mut FileReport, job: &Job) {
 
 /// The table and a count of outcomes.
 fn summary(reports: &[FileReport]) -> String {
-    let rows: Vec<Vec<String>> = reports
-        .iter()
-        .map(|r| {
-            vec![
-                r.file.display().to_string(),
-                r.id.clone().unwrap_or_else(|| "-".into()),
-                r.state.clone(),
-                report::size(r.job.as_ref()),
-                report::seconds(Duration::from_millis(r.elapsed_ms)),
-                match (&r.output, &r.error) {
-                    (_, Some(p)) => p.code.clone(),
-                    (Some(path), None) => path.display().to_string(),
-                    (None, None) => "-".into(),
-                },
-            ]
-        })
-        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for r in reports {
+        let mut row = vec![
+            r.file.display().to_string(),
+            r.id.clone().unwrap_or_else(|| "-".into()),
+            r.state.clone(),
+            report::size(r.job.as_ref()),
+            report::seconds(Duration::from_millis(r.elapsed_ms)),
+            match (&r.output, &r.error) {
+                (_, Some(p)) => p.code.clone(),
+                (Some(path), None) => path.display().to_string(),
+                (None, None) => "-".into(),
+            },
+        ];
+        // A job with variants: a line per output, the first on the file's own line.
+        for (i, o) in r.outputs.iter().enumerate() {
+            let place = o
+                .path
+                .as_ref()
+                .map_or_else(|| o.name.clone(), |p| p.display().to_string());
+            if i == 0 {
+                row[3] = format!("{}x{}", o.width, o.height);
+                if r.error.is_none() {
+                    row[5] = place;
+                }
+                rows.push(std::mem::take(&mut row));
+            } else {
+                let size = format!("{}x{}", o.width, o.height);
+                rows.push(vec![
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    size,
+                    String::new(),
+                    place,
+                ]);
+            }
+        }
+        if !row.is_empty() {
+            rows.push(row);
+        }
+    }
     let mut counts: Vec<(String, usize)> = Vec::new();
     for r in reports {
         match counts.iter_mut().find(|(state, _)| *state == r.state) {
@@ -303,4 +428,63 @@ fn summary(reports: &[FileReport]) -> String {
         if reports.len() == 1 { "" } else { "s" },
         counts.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(file: &str, outputs: Vec<OutputFile>) -> FileReport {
+        FileReport {
+            file: PathBuf::from(file),
+            id: Some("j1".into()),
+            state: "succeeded".into(),
+            job: None,
+            output: outputs.first().and_then(|o| o.path.clone()),
+            outputs,
+            error: None,
+            elapsed_ms: 1200,
+            exit: Exit::Ok,
+        }
+    }
+
+    fn output(name: &str, width: u32, path: Option<&str>) -> OutputFile {
+        OutputFile {
+            name: name.into(),
+            content_type: "image/jpeg".into(),
+            width,
+            height: width / 2,
+            bytes: 10,
+            path: path.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn the_summary_has_a_line_per_output() {
+        let text = summary(&[
+            report(
+                "a.jpg",
+                vec![
+                    output("w320", 320, Some("out/a-w320.jpg")),
+                    output("w640", 640, Some("out/a-w640.jpg")),
+                ],
+            ),
+            report("b.jpg", vec![output("w320", 320, None)]),
+        ]);
+        let lines = [
+            "FILE   JOB  STATE      SIZE     TIME  OUTPUT / ERROR".to_string(),
+            "a.jpg  j1   succeeded  320x160  1.2s  out/a-w320.jpg".into(),
+            format!("{}640x320        out/a-w640.jpg", " ".repeat(23)),
+            "b.jpg  j1   succeeded  320x160  1.2s  w320".into(),
+            "2 files: 2 succeeded".into(),
+        ];
+        assert_eq!(text, lines.join("\n"));
+        // Reported in JSON only for a job with variants.
+        let json = serde_json::to_value(report("c.jpg", Vec::new())).expect("JSON");
+        assert!(json.get("outputs").is_none(), "{json}");
+        let json =
+            serde_json::to_value(report("a.jpg", vec![output("w1", 1, Some("x"))])).expect("JSON");
+        assert_eq!(json["outputs"][0]["path"], "x");
+        assert_eq!(json["output"], "x");
+    }
 }

@@ -314,6 +314,109 @@ describe('upload page in Chromium', { timeout: 180_000 }, () => {
     await page.unroute('**/v1/jobs/*/events');
   });
 
+  it('makes several sizes of one photo, with WebP copies, and lists each for download', async () => {
+    await page.locator('#file').setInputFiles([photoA]);
+    await page.locator('#picked > li img.thumb').waitFor();
+    const input = await page.locator('#picked > li img.thumb').evaluate((i) => ({ w: i.naturalWidth, h: i.naturalHeight }));
+    await page.getByLabel('Also make several sizes').check();
+    const widths = page.locator('#sizes-widths');
+    assert.ok(await widths.isVisible());
+    assert.equal(await widths.inputValue(), '320, 640, 1280');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'sizes-widths', 'the widths field has the focus');
+
+    // Bad widths are refused in the page, saying why, and nothing is sent.
+    const jobs = await page.locator('li.row').count();
+    const refused = async (text, why, field = widths) => {
+      await widths.fill(text);
+      await page.locator('#submit').click();
+      assert.match(await field.evaluate((i) => i.validationMessage), why);
+      assert.match(await page.locator('#sizes-names').innerText(), why);
+      assert.equal(await page.locator('li.row').count(), jobs, `${text}: no job was submitted`);
+    };
+    await refused('320, big', /“big” is not a width/);
+    await refused('320, 0', /from 1 to 10000 pixels/);
+    await refused('320, -5', /“-5” is not a width/);
+    await refused('320, 320', /320 is listed twice/);
+    await page.getByLabel('Also a WebP copy').check();
+    await refused('100, 200, 300, 400, 500', /10 outputs .*at most 8/);
+    await page.locator('#format').selectOption('webp');
+    await refused('320', /already WebP/, page.locator('#sizes-webp'));
+    await page.locator('#format').selectOption('');
+
+    await widths.fill('320, 640, 1280');
+    assert.equal(await page.locator('#sizes-names').innerText(),
+      'Makes 6 outputs: w320, w640, w1280, w320-webp, w640-webp, w1280-webp.');
+    // The pipeline runs on every size first; emptied, each size is made from the photo as it is.
+    while (await page.locator('#steps > li').count()) await page.locator('#steps > li .remove').first().click();
+    assert.ok(await page.locator('#steps-empty').isVisible());
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'add-step');
+    const curl = await page.locator('#curl').textContent();
+    assert.match(curl, /-F 'variants=\[\{"name":"w320","steps":\[\{"op":"resize","width":320\}\]\},/);
+    assert.match(curl, /\{"name":"w1280-webp","steps":\[\{"op":"resize","width":1280\}\],"format":"webp"\}\]'/);
+    assert.doesNotMatch(curl, /-F 'op=|-F 'steps=/, 'no shared steps are sent');
+    assert.match(curl, /\/result\/w640-webp/);
+
+    await page.locator('#submit').click();
+    const newest = page.locator('li.row').first();
+    await page.waitForFunction(() => document.querySelector('li.row')?.dataset.state === 'succeeded', null, { timeout: WAIT });
+    assert.equal(await newest.getAttribute('data-file'), nameA);
+    assert.match(await newest.locator('.row-status').innerText(), /^Result 320×\d+ px · .* · 6 sizes$/);
+    assert.ok(await newest.evaluate((li) => li.classList.contains('selected')), 'the new job is the one shown');
+    const id = await newest.getAttribute('data-job-id');
+
+    const items = page.locator('#outputs > li');
+    await items.nth(5).waitFor({ timeout: WAIT });
+    assert.equal(await items.count(), 6);
+    const listed = await items.evaluateAll((lis) => lis.map((li) => ({
+      name: li.dataset.output, info: li.querySelector('.finfo').textContent,
+      href: li.querySelector('a.dl').getAttribute('href'), file: li.querySelector('a.dl').getAttribute('download'),
+    })));
+    const stem = nameA.replace(/\.[^.]*$/, '');
+    const expected = [[320, 'JPEG'], [640, 'JPEG'], [1280, 'JPEG'], [320, 'WebP'], [640, 'WebP'], [1280, 'WebP']];
+    assert.deepEqual(listed.map((o) => o.name), ['w320', 'w640', 'w1280', 'w320-webp', 'w640-webp', 'w1280-webp']);
+    for (const [i, o] of listed.entries()) {
+      const [width, type] = expected[i];
+      const m = /^(\d+)×(\d+) px · [\d.]+ (B|KB|MB) · (\w+)$/.exec(o.info);
+      assert.ok(m, `${o.name}: ${o.info}`);
+      assert.equal(Number(m[1]), width, `${o.name} is ${width} wide: ${o.info}`);
+      // The height keeps the photo's aspect ratio.
+      assert.ok(Math.abs(Number(m[2]) - (width * input.h) / input.w) <= 1, `${o.name}: ${o.info} from ${input.w}×${input.h}`);
+      assert.equal(m[4], type, o.info);
+      assert.equal(o.href, `/v1/jobs/${id}/result/${o.name}`);
+      assert.equal(o.file, `${stem}-${o.name}.${type === 'WebP' ? 'webp' : 'jpg'}`);
+      // Each link answers with the image, in its own type.
+      const res = await fetch(`${GATEWAY}${o.href}`);
+      assert.equal(res.status, 200, `${o.href}`);
+      assert.equal(res.headers.get('content-type'), type === 'WebP' ? 'image/webp' : 'image/jpeg', o.href);
+      const head = new Uint8Array(await res.arrayBuffer()).subarray(0, 12);
+      if (type === 'WebP') assert.equal(Buffer.from(head).toString('latin1', 8, 12), 'WEBP', o.href);
+      else assert.deepEqual([...head.subarray(0, 3)], [0xFF, 0xD8, 0xFF], o.href);
+    }
+    // The thumbnails show, and the After side shows the first size.
+    await page.waitForFunction(() => {
+      const imgs = [...document.querySelectorAll('#outputs img.thumb')];
+      return imgs.length === 6 && imgs.every((i) => i.complete && i.naturalWidth > 0);
+    }, null, { timeout: WAIT });
+    assert.match(await page.locator('#cmp-after figcaption').textContent(), /^After\s*w320 · 320×\d+ px/);
+    assert.ok(await page.locator('#detail-download').isHidden(), 'each size has its own link instead');
+    assert.match(await page.locator('#job-meta').innerText(), /Sizes\s+w320, w640, w1280, w320-webp, w640-webp, w1280-webp/);
+    const [download] = await Promise.all([page.waitForEvent('download'), items.nth(4).locator('a.dl').click()]);
+    assert.match(download.suggestedFilename(), /\.webp$/);
+    const saved = path.join(SHOTS, `download-${download.suggestedFilename()}`);
+    await download.saveAs(saved);
+    assert.equal(fs.readFileSync(saved).subarray(8, 12).toString('latin1'), 'WEBP', 'the download is a WebP');
+    await page.mouse.move(0, 0);
+    await page.locator('#detail-panel').scrollIntoViewIfNeeded();
+    await shot('06-sizes.png');
+
+    // Without sizes, a job needs a step again: the pipeline gets one back.
+    await page.getByLabel('Also make several sizes').uncheck();
+    assert.ok(await widths.isHidden());
+    assert.equal(await page.locator('#steps > li').count(), 1);
+    assert.equal(await page.locator('#steps select.op').inputValue(), 'resize');
+    assert.ok(await page.locator('#steps-empty').isHidden());
+  });
+
   it('serves Swagger UI at /docs/ under its own policy, and it renders', async () => {
     const res = await page.goto(`${GATEWAY}/docs/`);
     assert.equal(res.status(), 200);
@@ -562,6 +665,37 @@ describe('upload page in Chromium, with PIXMILL_AUTH=required', {
     await shot('14-keyed-job-record.png');
     await page.locator('#api-view-close').click();
     assert.ok(await page.locator('#api-view').isHidden());
+  });
+
+  it('makes several sizes, their thumbnails and downloads fetched with the key', async () => {
+    await page.locator('#file').setInputFiles([photo]);
+    await page.locator('#picked > li img.thumb').waitFor();
+    await page.getByLabel('Also make several sizes').check();
+    await page.locator('#sizes-widths').fill('160, 240');
+    // The 320×200 resize stays in the pipeline: both sizes are made from its result.
+    await page.locator('#submit').click();
+    const newest = page.locator('li.row').first();
+    await page.waitForFunction(() => document.querySelector('li.row')?.dataset.state === 'succeeded', null, { timeout: WAIT });
+    const sizesJob = await newest.getAttribute('data-job-id');
+    assert.notEqual(sizesJob, jobId);
+    await page.waitForFunction(() => {
+      const imgs = [...document.querySelectorAll('#outputs img.thumb')];
+      return imgs.length === 2 && imgs.every((i) => i.complete && i.naturalWidth > 0 && i.src.startsWith('blob:'));
+    }, null, { timeout: WAIT });
+    const shown = await page.locator('#outputs img.thumb').evaluateAll((imgs) => imgs.map((i) => [i.naturalWidth, i.naturalHeight]));
+    assert.deepEqual(shown, [[160, 100], [240, 150]]);
+    for (const output of ['w160', 'w240']) {
+      const fetched = requests.filter((r) => new URL(r.url).pathname === `/v1/jobs/${sizesJob}/result/${output}`);
+      assert.ok(fetched.length >= 1, `${output} was fetched`);
+      for (const r of fetched) {
+        assert.equal(r.type, 'fetch');
+        assert.equal(await authorization(r), `Bearer ${KEY}`);
+      }
+    }
+    const [download] = await Promise.all([page.waitForEvent('download'),
+      page.locator('#outputs li[data-output="w240"] a.dl').click()]);
+    assert.equal(download.suggestedFilename(), `${name.replace(/\.[^.]*$/, '')}-w240.jpg`);
+    await page.getByLabel('Also make several sizes').uncheck();
   });
 
   it('signs out: the key is forgotten and results fetched with it are let go', async () => {

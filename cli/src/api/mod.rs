@@ -11,7 +11,7 @@ mod error;
 mod model;
 
 pub use error::ApiError;
-pub use model::{Downloaded, ErrorBody, Job, Page, ResultMeta, State, error_body};
+pub use model::{Downloaded, ErrorBody, Job, OutputMeta, Page, ResultMeta, State, error_body};
 
 use std::{path::Path, sync::Arc, time::Duration};
 
@@ -247,6 +247,26 @@ impl Api {
         dest: impl FnOnce(&str) -> std::path::PathBuf,
     ) -> Result<Downloaded, ApiError> {
         let url = self.url(&format!("/v1/jobs/{}/result", escape(id)));
+        self.download_from(url, dest).await
+    }
+
+    /// `GET /v1/jobs/{id}/result/{name}`: one output of a job with variants, written as
+    /// [`Api::download`] writes the result.
+    pub async fn download_output(
+        &self,
+        id: &str,
+        name: &str,
+        dest: impl FnOnce(&str) -> std::path::PathBuf,
+    ) -> Result<Downloaded, ApiError> {
+        let url = self.url(&format!("/v1/jobs/{}/result/{}", escape(id), escape(name)));
+        self.download_from(url, dest).await
+    }
+
+    async fn download_from(
+        &self,
+        url: String,
+        dest: impl FnOnce(&str) -> std::path::PathBuf,
+    ) -> Result<Downloaded, ApiError> {
         let mut response = self
             .send(&url, &[], async || Ok(self.http.get(&url)))
             .await?;

@@ -127,6 +127,25 @@ pub struct ResultMeta {
     pub width: u32,
     pub height: u32,
     pub bytes: u64,
+    /// A job with variants: every output, in the order asked for (the fields above
+    /// repeat the first). Absent for a job with one result.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<OutputMeta>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// One output of a succeeded job with variants.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputMeta {
+    /// The variant's name.
+    pub name: String,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub bytes: u64,
+    /// Where to download it: `/v1/jobs/{id}/result/{name}`.
+    pub url: String,
     #[serde(flatten)]
     pub rest: Map<String, Value>,
 }
@@ -180,6 +199,38 @@ mod tests {
             Some((3, 2))
         );
         assert_eq!(serde_json::to_value(&job).expect("serializes"), record);
+    }
+
+    #[test]
+    fn the_outputs_of_a_job_with_variants_are_read() {
+        let record = serde_json::json!({
+            "id": "j", "state": "succeeded", "error": null,
+            "variants": [{"name": "w320", "steps": [{"op": "resize", "width": 320}],
+                          "format": "jpeg", "quality": 85}],
+            "result": {"content_type": "image/jpeg", "width": 320, "height": 213, "bytes": 9,
+                       "processing_ms": 4,
+                       "outputs": [{"name": "w320", "content_type": "image/jpeg", "width": 320,
+                                    "height": 213, "bytes": 9, "url": "/v1/jobs/j/result/w320"}]}
+        });
+        let job: Job = serde_json::from_value(record.clone()).expect("parses");
+        let outputs = &job.result.as_ref().expect("a result").outputs;
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(
+            (
+                outputs[0].name.as_str(),
+                outputs[0].url.as_str(),
+                outputs[0].width
+            ),
+            ("w320", "/v1/jobs/j/result/w320", 320)
+        );
+        assert_eq!(serde_json::to_value(&job).expect("serializes"), record);
+        // An output without its url is a bad answer.
+        let mut broken = record;
+        broken["result"]["outputs"][0]
+            .as_object_mut()
+            .expect("object")
+            .remove("url");
+        assert!(serde_json::from_value::<Job>(broken).is_err());
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //!
-//! - `submit.rs`: submit with steps, folders, patterns, `--json`, a refused job.
+//! - `submit.rs`: submit with steps, folders, patterns, `--json`, a refused job,
+//!   variants.
 //! - `commands.rs`: status, get, cancel and list on real jobs.
 //! - `keys.rs`: the API key from `--key` or `PIXMILL_API_KEY`.
 //! - `exits.rs`: exit codes 2 and 3, and a stand-in gateway (a bare TCP listener on

@@ -1,5 +1,5 @@
-//! `pixmill submit`: steps in order, results in a folder, patterns, `--json`, and a job
-//! the gateway refuses.
+//! `pixmill submit`: steps in order, results in a folder, patterns, `--json`, a job
+//! the gateway refuses, and variants, each output downloaded.
 
 use pixmill_tests::{Stack, photos, temp_dir};
 
@@ -139,5 +139,95 @@ async fn a_refused_job_exits_1_and_the_others_still_run() {
         run.stderr.contains("640×427"),
         "the message names the image size: {run:#?}"
     );
+    stack.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn variants_are_each_downloaded_and_reported() {
+    let stack = stack_with_worker().await;
+    let flower = photo("flower.jpg"); // 640×427
+    let out = temp_dir().join("sizes");
+    let out_arg = format!("{}/", out.display());
+    let run = pixmill(
+        &stack.base,
+        &[
+            "submit",
+            &flower,
+            "--grayscale",
+            "--variant",
+            "w160:160",
+            "--variant",
+            "w320-webp:320:webp",
+            "--variant",
+            r#"crop=[{"op":"crop","x":0,"y":0,"width":100,"height":50}]"#,
+            "--json",
+            "-o",
+            &out_arg,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let reports = run.json();
+    let report = &reports[0];
+    assert_eq!(report["state"], "succeeded", "{run:#?}");
+    let outputs = report["outputs"].as_array().expect("outputs");
+    let expected = [
+        ("w160", "flower-w160.jpg", "image/jpeg", (160, 107)),
+        (
+            "w320-webp",
+            "flower-w320-webp.webp",
+            "image/webp",
+            (320, 214),
+        ),
+        ("crop", "flower-crop.jpg", "image/jpeg", (100, 50)),
+    ];
+    assert_eq!(outputs.len(), expected.len(), "{run:#?}");
+    for (output, (name, file, content_type, (w, h))) in outputs.iter().zip(expected) {
+        let path = out.join(file);
+        assert_eq!(output["name"], name, "{run:#?}");
+        assert_eq!(output["content_type"], content_type, "{run:#?}");
+        assert_eq!(output["path"], path.display().to_string(), "{run:#?}");
+        // The rounding of a kept aspect ratio is the worker's: a pixel either way.
+        let (width, height) = size_of(&path);
+        assert_eq!(width, w, "{}", path.display());
+        assert!(
+            height.abs_diff(h) <= 1,
+            "{}: {width}x{height}",
+            path.display()
+        );
+        assert_eq!(
+            output["bytes"].as_u64(),
+            std::fs::metadata(&path).ok().map(|m| m.len()),
+            "{run:#?}"
+        );
+    }
+    assert_eq!(
+        report["output"],
+        out.join("flower-w160.jpg").display().to_string(),
+        "the first output is the job's result"
+    );
+
+    // One output again, by name; an unknown name is the gateway's 404.
+    let id = report["id"].as_str().expect("id");
+    let again = out.join("again.webp").display().to_string();
+    let run = pixmill(
+        &stack.base,
+        &["get", id, "--variant", "w320-webp", "-o", &again],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert_eq!(size_of(std::path::Path::new(&again)).0, 320);
+    let run = pixmill(&stack.base, &["get", id, "--variant", "w999", "-o", &again]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("not_found"), "{run:#?}");
+
+    // The text report has a line per output.
+    let run = pixmill(&stack.base, &["status", id]).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        run.stdout.contains("output    w320-webp: image/webp 320x"),
+        "{run:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
     stack.stop().await.expect("stop");
 }
