@@ -70,6 +70,11 @@ bench-malloc: deps broker photos ## Only the allocator comparison: the stack wit
 	cargo build --release --bins
 	BENCH_ONLY=malloc cargo bench -p pixmill-tests --bench pixmill
 
+.PHONY: bench-variants
+bench-variants: deps broker photos ## Only the variants comparison: one job with four outputs against four jobs, CPU and wall time per upload; writes bench/results/variants.md
+	cargo build --release --bins
+	BENCH_ONLY=variants cargo bench -p pixmill-tests --bench pixmill
+
 .PHONY: bench-durability
 bench-durability: deps broker photos ## Only what durability costs: SQLite synchronous FULL against NORMAL, and the folder store's directory sync; writes bench/results/durability.md
 	cargo build --release --bins

@@ -99,7 +99,7 @@ pub struct System {
 }
 
 /// A running system: its client, and who its processes are.
-enum Running {
+pub(crate) enum Running {
     Pixmill {
         gateway: GatewayProcess,
         stack: Box<Stack>,
@@ -111,7 +111,7 @@ enum Running {
 }
 
 impl Running {
-    fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         match self {
             Running::Pixmill { gateway, .. } => gateway.client.clone(),
             Running::Peer { client, .. } => client.clone(),
@@ -120,7 +120,7 @@ impl Running {
 
     /// (group, pids) for the CPU and memory figures. The broker group is RabbitMQ for
     /// both, and the peer's Redis.
-    fn groups(&self) -> Vec<(&'static str, Vec<u32>)> {
+    pub(crate) fn groups(&self) -> Vec<(&'static str, Vec<u32>)> {
         let broker = procfs::pids_named("beam.smp");
         match self {
             Running::Pixmill { gateway, stack } => vec![
@@ -146,7 +146,7 @@ impl Running {
     }
 
     /// Prints the end of each process's log, to explain a failed run.
-    fn show_logs(&self) {
+    pub(crate) fn show_logs(&self) {
         let dir = match self {
             Running::Pixmill { stack, .. } => stack.data_dir(),
             Running::Peer { dir, .. } => dir.clone(),
@@ -167,7 +167,7 @@ impl Running {
         }
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         match self {
             Running::Pixmill { gateway, stack } => {
                 stack.stop().await?;
@@ -206,7 +206,10 @@ pub fn peer_available() -> bool {
         .exists()
 }
 
-async fn start_pixmill(load: &Load, env: &[(&str, &str)]) -> anyhow::Result<(Running, String)> {
+pub(crate) async fn start_pixmill(
+    load: &Load,
+    env: &[(&str, &str)],
+) -> anyhow::Result<(Running, String)> {
     let dir = temp_dir();
     std::fs::create_dir_all(&dir)?;
     let common = common(&format!("bench-{}", Uuid::new_v4().simple()), &dir);
@@ -481,7 +484,10 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Ti
 
 /// A GET, sent once more if the connection fails under it, as HTTP clients do for
 /// idempotent requests on a reused connection; each retry is counted and reported.
-async fn get_once_more(client: &Client, path: &str) -> anyhow::Result<pixmill_tests::Reply> {
+pub(crate) async fn get_once_more(
+    client: &Client,
+    path: &str,
+) -> anyhow::Result<pixmill_tests::Reply> {
     match client.get(path).await {
         Ok(reply) => Ok(reply),
         Err(e) => {

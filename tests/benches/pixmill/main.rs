@@ -21,7 +21,12 @@
 //!    the other candidates, alternating, so the choice is on record
 //!    (`BENCH_ONLY=malloc`, `BENCH_MALLOC` rounds, default 1; 0 skips).
 //!
-//! Everything but fair share, durability and the allocator runs `BENCH_RUNS` times (default 3) and the report gives
+//! 6. Variants ([`variants`]): the srcset case (three JPEG widths and a WebP copy) as
+//!    one job with four variants against four jobs of their own, CPU and wall time per
+//!    upload, alternating (`BENCH_ONLY=variants`, `BENCH_VARIANTS` rounds, default 3;
+//!    0 skips).
+//!
+//! Everything but fair share, durability, the allocator and variants runs `BENCH_RUNS` times (default 3) and the report gives
 //! medians. It goes to stdout and to `bench/results/latest.md`.
 //!
 //! Knobs (environment): `BENCH_RUNS`, `BENCH_ITERATIONS` (timed repetitions per photo
@@ -42,6 +47,7 @@ mod fair;
 mod malloc;
 mod procfs;
 mod report;
+mod variants;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -162,6 +168,17 @@ fn run() -> anyhow::Result<bool> {
         eprintln!("bench: report written to bench/results/malloc.md");
         return Ok(true);
     }
+    let variant_rounds = env_or("BENCH_VARIANTS", 3)?;
+    let variant_clients = load.clients.first().copied().unwrap_or(8);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("variants") {
+        let (separate, together) =
+            runtime.block_on(variants::run(&load, &medium, variant_rounds.max(1)))?;
+        let text = variants::render(&separate, &together, variant_clients);
+        println!("{text}");
+        std::fs::write(out.join("variants.md"), &text)?;
+        eprintln!("bench: report written to bench/results/variants.md");
+        return Ok(true);
+    }
     let only_fair = std::env::var("BENCH_ONLY").as_deref() == Ok("fair");
     if only_fair {
         let outcomes = runtime.block_on(fair::run(&shape, fair_photo, fair_query))?;
@@ -192,6 +209,12 @@ fn run() -> anyhow::Result<bool> {
         });
     }
     let mut text = report::render(&results, cores);
+    if variant_rounds > 0 {
+        let (separate, together) =
+            runtime.block_on(variants::run(&load, &medium, variant_rounds))?;
+        text.push('\n');
+        text.push_str(&variants::render(&separate, &together, variant_clients));
+    }
     if malloc_rounds > 0 {
         let candidates =
             runtime.block_on(malloc::run(&load, &medium, &ops, resize, malloc_rounds))?;
