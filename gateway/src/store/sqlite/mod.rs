@@ -1,14 +1,19 @@
 //! The SQLite backend: an embedded file, for one gateway on one machine.
 //!
-//! SQLite serialises writers anyway, so one connection behind a mutex, used from
-//! blocking threads, is both the simplest and the fastest arrangement. A lock file next
-//! to the database keeps a second gateway off the same file: replies and sweeps from
-//! two processes would be safe, but long-polls on one would never hear the other.
+//! SQLite serialises writers anyway, so one connection, owned by one thread, does every
+//! call. That thread commits in groups: the calls that arrive while it is busy run in
+//! one transaction, each in a savepoint of its own (a call that fails rolls back only
+//! itself), and one commit, one sync of the log, makes all of them durable. No caller
+//! hears back before the commit that holds its change, so an answer still means the
+//! change is on disk; under load, many changes share a sync. A lock file next to the
+//! database keeps a second gateway off the same file: replies and sweeps from two
+//! processes would be safe, but long-polls on one would never hear the other.
 
 use std::{
     fs::File,
+    panic::AssertUnwindSafe,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, mpsc},
 };
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -26,7 +31,8 @@ use schema::{migrate, row_to_api_key, row_to_job};
 /// Handle to the SQLite task store. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// The queue of the thread that owns the connection (see the module docs).
+    calls: mpsc::Sender<Call>,
     /// Held (locked) for as long as the store is open; see the module docs. None for a
     /// handle that only manages keys beside a running gateway.
     _lock: Option<Arc<File>>,
@@ -74,25 +80,34 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", synchronous()?)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&conn)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            _lock: lock,
-        })
+        let (calls, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite".into())
+            .spawn(move || group_commit(conn, &queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the sqlite thread: {e}")))?;
+        Ok(Self { calls, _lock: lock })
     }
 
+    /// Runs `f` on the connection's thread, in the next group commit, and answers once
+    /// that commit is durable.
     async fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("sqlite thread: {e}")))?
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let call: Call = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |committed| {
+                let _ = answer.send(committed.and(result));
+            });
+            (ok, reply)
+        });
+        let gone = || StoreError::Unavailable("the sqlite thread has stopped".into());
+        self.calls.send(call).map_err(|_| gone())?;
+        answered.await.map_err(|_| {
+            StoreError::Unavailable("the sqlite call failed (it panicked; see the log)".into())
+        })?
     }
 
     /// Runs an `UPDATE … RETURNING *` and reads back the rows it changed.
@@ -107,6 +122,72 @@ impl SqliteStore {
             rows.map(|row| row?).collect()
         })
         .await
+    }
+}
+
+/// One call on the connection: runs, and says whether it succeeded and how to answer
+/// once the commit that holds it is known.
+type Call = Box<dyn FnOnce(&mut Connection) -> (bool, Reply) + Send>;
+/// Answers a call with the outcome of its commit.
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Most calls one commit takes: a bound on how long the first of them waits.
+const MAX_GROUP: usize = 64;
+
+/// The connection's thread: takes the calls waiting, runs them in one transaction, one
+/// savepoint each, commits once, then answers each. Ends when every handle is gone.
+fn group_commit(mut conn: Connection, queue: &mpsc::Receiver<Call>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(call) => group.push(call),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = format!("sqlite: cannot begin a transaction: {e}");
+            // Each call still runs, on its own, so it can say what it needed.
+            for call in group {
+                let (_, reply) = call(&mut conn);
+                reply(Err(StoreError::Unavailable(message.clone())));
+            }
+            continue;
+        }
+        let mut replies = Vec::with_capacity(group.len());
+        for call in group {
+            if conn.execute_batch("SAVEPOINT call").is_err() {
+                let (_, reply) = call(&mut conn);
+                replies.push((false, reply));
+                continue;
+            }
+            // A call that panics rolls back alone; its caller hears that it failed.
+            match std::panic::catch_unwind(AssertUnwindSafe(|| call(&mut conn))) {
+                Ok((true, reply)) => {
+                    let _ = conn.execute_batch("RELEASE call");
+                    replies.push((true, reply));
+                }
+                Ok((false, reply)) => {
+                    let _ = conn.execute_batch("ROLLBACK TO call; RELEASE call");
+                    replies.push((false, reply));
+                }
+                Err(_) => {
+                    tracing::error!("a task-store call panicked; its change was rolled back");
+                    let _ = conn.execute_batch("ROLLBACK TO call; RELEASE call");
+                }
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for (_, reply) in replies {
+            reply(
+                committed
+                    .clone()
+                    .map_err(|e| StoreError::Unavailable(format!("sqlite: commit: {e}"))),
+            );
+        }
     }
 }
 
@@ -272,7 +353,7 @@ impl TaskStore for SqliteStore {
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
             // One connection, so the count and the insert are one step for every writer.
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let flight = in_flight(&tx, &job.tenant)?;
             if flight.open >= u64::from(admission.max_inflight) {
                 return Err(StoreError::OverQuota {
@@ -304,7 +385,7 @@ impl TaskStore for SqliteStore {
         let tenant = tenant.to_string();
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
-            let tx = c.transaction()?;
+            let tx = c.savepoint()?;
             let mut released = Vec::new();
             // Interactive jobs first, with their extra slots; then bulk work.
             for (interactive, limit) in [
@@ -695,6 +776,50 @@ fn unique(inserted: rusqlite::Result<usize>) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Calls that arrive together share a commit; one that fails rolls back alone, and
+    /// every one that succeeded is in the file once its caller hears back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_group_commit_keeps_each_call_whole() {
+        let path = std::env::temp_dir().join(format!("pixmill-group-{}.db", Uuid::new_v4()));
+        let store = SqliteStore::open(&path).expect("open");
+        let new_job = |id: Uuid, key: Option<&str>| NewJob {
+            id,
+            tenant: "t".into(),
+            steps: Vec::new(),
+            variants: Vec::new(),
+            format: pixmill_shared::OutputFormat::Png,
+            quality: 85,
+            input_key: format!("inputs/{id}"),
+            idempotency: key.map(|k| (k.to_string(), "h".to_string())),
+            callback_url: None,
+        };
+        // 60 inserts at once: 40 of their own, 20 racing for one idempotency key.
+        let mut calls = tokio::task::JoinSet::new();
+        for n in 0..60 {
+            let store = store.clone();
+            let job = new_job(Uuid::new_v4(), (n % 3 == 0).then_some("same"));
+            calls.spawn(async move { store.insert(job, Admission::unlimited()).await });
+        }
+        let (mut stored, mut duplicates) = (0, 0);
+        while let Some(outcome) = calls.join_next().await {
+            match outcome.expect("join") {
+                Ok(_) => stored += 1,
+                Err(StoreError::DuplicateKey) => duplicates += 1,
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!((stored, duplicates), (41, 19));
+        drop(store);
+        // Another connection reads what the answers promised.
+        let conn = Connection::open(&path).expect("reopen");
+        let rows: i64 = conn
+            .query_row("SELECT COUNT(*) FROM jobs WHERE tenant = 't'", [], |r| {
+                r.get(0)
+            })
+            .expect("count");
+        assert_eq!(rows, 41);
+    }
 
     #[tokio::test]
     async fn jobs_from_before_tenants_belong_to_local() {
