@@ -77,6 +77,10 @@ node_env() {
   export RABBITMQ_PID_FILE=$base/node.pid
   export RABBITMQ_CONFIG_FILE=$base/rabbitmq
   export RABBITMQ_ENABLED_PLUGINS_FILE=$base/enabled_plugins
+  # Erlang schedulers that run out of work sleep at once instead of spinning first: on a
+  # machine the broker shares with the workers, the spinning is CPU the workers lose
+  # (docs/performance.md has the figures). An operator's own setting wins.
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:-+sbwt none +sbwtdcpu none +sbwtdio none}
 }
 
 case "${1:-start}" in

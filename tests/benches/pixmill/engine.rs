@@ -94,6 +94,9 @@ pub struct Engine {
     pub ops: Vec<OpTiming>,
     /// Mean over the mixed workload on the medium photos, ms per job.
     pub mixed_ms: f64,
+    /// The same workload with every core running it at once: ms per job per thread
+    /// ([`parallel_mixed_ms`]).
+    pub parallel_ms: f64,
     /// Blur cost by sigma on one medium photo (ms for the blur alone).
     pub blur_by_sigma: Vec<(f32, f64)>,
     /// Canny alone on one medium photo's luma: pixmill's and imageproc's, ms.
@@ -127,6 +130,9 @@ pub fn run(iterations: usize, guards: bool) -> anyhow::Result<Engine> {
         });
     }
     let mixed_ms = timings.iter().map(|t| t.medium_ms).sum::<f64>() / timings.len() as f64;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let parallel_ms = parallel_mixed_ms(cores, iterations.div_ceil(3))?;
+    eprintln!("bench: mixed, {cores} threads at once {parallel_ms:7.2} ms per job per thread");
 
     let (sample, _) = codec::decode(&medium[0], &limits)?;
     let blur_by_sigma = [1.0f32, 3.0, 10.0, 25.0, 50.0]
@@ -162,6 +168,7 @@ pub fn run(iterations: usize, guards: bool) -> anyhow::Result<Engine> {
     Ok(Engine {
         ops: timings,
         mixed_ms,
+        parallel_ms,
         blur_by_sigma,
         canny_ms,
         lossless,
@@ -292,6 +299,68 @@ fn jpeg_job(steps: Vec<Step>) -> JobRequest {
         hops: Vec::new(),
         variants: Vec::new(),
     }
+}
+
+/// The mixed workload with every core busy: `threads` threads at once, each running
+/// every (medium photo, op) pair `rounds` times. Returns ms per job on one thread: the
+/// in-process mean measures one thread on an idle machine, and cores that share caches,
+/// memory bandwidth and a hypervisor's time run slower when all are busy. Its inverse ×
+/// `threads` is what the machine can finish doing nothing but the work.
+pub fn parallel_mixed_ms(threads: usize, rounds: usize) -> anyhow::Result<f64> {
+    let medium: Vec<Vec<u8>> = MEDIUM.iter().map(|n| photos::photo(n)).collect();
+    let limits = Limits::default();
+    let jobs: Vec<JobRequest> = mixed()
+        .into_iter()
+        .map(|(_, _, steps)| JobRequest {
+            id: Uuid::new_v4(),
+            input: "inputs/bench".into(),
+            steps: steps.into_iter().map(Into::into).collect(),
+            format: OutputFormat::Jpeg,
+            quality: 85,
+            cursor: 0,
+            hops: Vec::new(),
+            variants: Vec::new(),
+        })
+        .collect();
+    let run = |rounds: usize| -> anyhow::Result<()> {
+        for _ in 0..rounds {
+            for input in &medium {
+                for job in &jobs {
+                    std::hint::black_box(pipeline::process(job, input, &limits)?);
+                }
+            }
+        }
+        Ok(())
+    };
+    // Warm every thread's codec handles first, then time all of them together.
+    let barrier = std::sync::Barrier::new(threads);
+    let started = std::sync::Mutex::new(None::<Instant>);
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    run(1)?;
+                    if barrier.wait().is_leader() {
+                        *started.lock().expect("lock") = Some(Instant::now());
+                    }
+                    barrier.wait();
+                    run(rounds)
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("a bench thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let begun = started
+        .into_inner()
+        .expect("lock")
+        .expect("the threads started");
+    let per_thread_jobs = (rounds * medium.len() * jobs.len()) as f64;
+    Ok(ms(begun) / per_thread_jobs)
 }
 
 fn mean_of_medians(

@@ -493,7 +493,10 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         "The engine's ceiling is what the cores could finish if they did nothing but the \
          in-process work: {cores} ÷ the in-process mixed mean (pixmill's engine for pixmill, \
          Pillow/OpenCV for the peer), on the same photos and op mix the loaded phases run. \
-         Efficiency is end-to-end jobs/s ÷ that ceiling.\n"
+         Efficiency is end-to-end jobs/s ÷ that ceiling. The same work with every core \
+         running it at once (no broker, no HTTP, nothing else) shows how much of the gap \
+         is the machine itself: cores that share caches, memory bandwidth and a \
+         hypervisor's time do not each run as fast as one alone.\n"
     );
     let _ = writeln!(o, "| measure | pixmill | peer |\n|---|---:|---:|");
     let _ = writeln!(
@@ -502,8 +505,38 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         cell(med(runs, |r| ceiling(r, false)), "", 1),
         cell(med(runs, |r| ceiling(r, true)), "", 1)
     );
+    let busy_ceiling = |r: &Run| cores as f64 * 1000.0 / r.engine.parallel_ms;
+    let _ = writeln!(
+        o,
+        "| in-process ms per job, one thread on an idle machine / with all {cores} cores \
+         running it | {} / {} | {} / — |",
+        cell(mixed, "", 2),
+        cell(med(runs, |r| r.engine.parallel_ms), "", 2),
+        cell(
+            med(runs, |r| r
+                .baseline
+                .as_ref()
+                .map_or(f64::NAN, |b| b.mixed_ms)),
+            "",
+            2
+        )
+    );
+    let _ = writeln!(
+        o,
+        "| ceiling with every core busy, jobs/s | {} | — |",
+        cell(med(runs, busy_ceiling), "", 1)
+    );
     for i in 0..phase_count {
         let clients = ours.phases[i].clients;
+        let _ = writeln!(
+            o,
+            "| efficiency against the all-cores-busy ceiling, {clients} clients | {} | — |",
+            cell(
+                med(runs, |r| r.pixmill.phases[i].jobs_per_sec / busy_ceiling(r)),
+                "",
+                2
+            )
+        );
         let _ = writeln!(
             o,
             "| **efficiency, {clients} clients** | **{}** | **{}** |",
