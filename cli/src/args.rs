@@ -10,7 +10,7 @@ use clap::{
 
 use crate::{
     api::State,
-    steps::{self, Pipeline, RawSteps, Rect, Size},
+    steps::{self, Format, Pipeline, RawSteps, Rect, Size},
     variants::{self, RawVariants, VariantSpec, Variants},
 };
 
@@ -190,23 +190,6 @@ impl Fit {
             Fit::Cover => "cover",
             Fit::Contain => "contain",
             Fit::Fill => "fill",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Jpeg,
-    Png,
-    Webp,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Jpeg => "jpeg",
-            Format::Png => "png",
-            Format::Webp => "webp",
         }
     }
 }

@@ -296,6 +296,24 @@ fn describe_one(step: &Value) -> String {
     text
 }
 
+/// An output format, as the gateway names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Webp,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpeg",
+            Format::Png => "png",
+            Format::Webp => "webp",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

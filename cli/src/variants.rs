@@ -15,10 +15,7 @@
 use clap::ValueEnum;
 use serde_json::{Map, Value, json};
 
-use crate::{
-    args::Format,
-    steps::{self, Size, Step},
-};
+use crate::steps::{self, Format, Size, Step};
 
 /// Most variants one job may carry (the gateway's limit).
 pub const MAX_VARIANTS: usize = 8;

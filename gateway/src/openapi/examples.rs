@@ -44,6 +44,7 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
             "curl --data-binary @photo.jpg 'http://127.0.0.1:8080/v1/jobs?op=rotate&degrees=90&format=webp'",
             "curl -H 'Idempotency-Key: order-1234-thumb' -F image=@photo.jpg -F op=resize -F width=200 http://127.0.0.1:8080/v1/jobs",
             "curl -F image=@photo.jpg -F op=grayscale -F callback_url=https://hooks.example.com/pixmill http://127.0.0.1:8080/v1/jobs",
+            "curl -F image=@photo.jpg -F format=jpeg -F quality=80 \\\n     -F 'variants=[{\"name\":\"w320\",\"steps\":[{\"op\":\"resize\",\"width\":320}]},{\"name\":\"w640\",\"steps\":[{\"op\":\"resize\",\"width\":640}]},{\"name\":\"w1280\",\"steps\":[{\"op\":\"resize\",\"width\":1280}]},{\"name\":\"w640-webp\",\"steps\":[{\"op\":\"resize\",\"width\":640}],\"format\":\"webp\"}]' \\\n     http://127.0.0.1:8080/v1/jobs",
         ],
     ),
     (
@@ -63,6 +64,11 @@ pub const CODE_SAMPLES: &[(&str, &str, &[&str])] = &[
             "curl -L -o result.jpg http://127.0.0.1:8080/v1/jobs/4f40a890-…/result",
             "curl -o result.jpg 'http://127.0.0.1:8080/v1/jobs/4f40a890-…/result?exp=1764583800&kid=k1&sig=…'",
         ],
+    ),
+    (
+        "get",
+        "/v1/jobs/{id}/result/{name}",
+        &["curl -L -o photo-640.webp http://127.0.0.1:8080/v1/jobs/4f40a890-…/result/w640-webp"],
     ),
     (
         "post",
@@ -441,6 +447,11 @@ fn submit_examples() -> Named {
             "swap",
             "Swap red and blue",
             json!({"image": image, "op": "swap"}),
+        ),
+        (
+            "variants",
+            "Three JPEG widths and a WebP copy, from one decode",
+            json!({"image": image, "format": "jpeg", "quality": 80, "variants": r#"[{"name":"w320","steps":[{"op":"resize","width":320}]},{"name":"w640","steps":[{"op":"resize","width":640}]},{"name":"w1280","steps":[{"op":"resize","width":1280}]},{"name":"w640-webp","steps":[{"op":"resize","width":640}],"format":"webp"}]"#}),
         ),
         (
             "pipeline",

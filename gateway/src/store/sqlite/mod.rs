@@ -137,6 +137,10 @@ const MAX_GROUP: usize = 64;
 /// The connection's thread: takes the calls waiting, runs them in one transaction, one
 /// savepoint each, commits once, then answers each. Ends when every handle is gone.
 fn group_commit(mut conn: Connection, queue: &mpsc::Receiver<Call>) {
+    // The same few statements around every call: parsed once, kept prepared.
+    let run = |conn: &Connection, sql: &str| -> rusqlite::Result<()> {
+        conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    };
     while let Ok(first) = queue.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -145,7 +149,7 @@ fn group_commit(mut conn: Connection, queue: &mpsc::Receiver<Call>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(&conn, "BEGIN IMMEDIATE") {
             let message = format!("sqlite: cannot begin a transaction: {e}");
             // Each call still runs, on its own, so it can say what it needed.
             for call in group {
@@ -156,7 +160,7 @@ fn group_commit(mut conn: Connection, queue: &mpsc::Receiver<Call>) {
         }
         let mut replies = Vec::with_capacity(group.len());
         for call in group {
-            if conn.execute_batch("SAVEPOINT call").is_err() {
+            if run(&conn, "SAVEPOINT call").is_err() {
                 let (_, reply) = call(&mut conn);
                 replies.push((false, reply));
                 continue;
@@ -164,22 +168,24 @@ fn group_commit(mut conn: Connection, queue: &mpsc::Receiver<Call>) {
             // A call that panics rolls back alone; its caller hears that it failed.
             match std::panic::catch_unwind(AssertUnwindSafe(|| call(&mut conn))) {
                 Ok((true, reply)) => {
-                    let _ = conn.execute_batch("RELEASE call");
+                    let _ = run(&conn, "RELEASE call");
                     replies.push((true, reply));
                 }
                 Ok((false, reply)) => {
-                    let _ = conn.execute_batch("ROLLBACK TO call; RELEASE call");
+                    let _ =
+                        run(&conn, "ROLLBACK TO call").and_then(|()| run(&conn, "RELEASE call"));
                     replies.push((false, reply));
                 }
                 Err(_) => {
                     tracing::error!("a task-store call panicked; its change was rolled back");
-                    let _ = conn.execute_batch("ROLLBACK TO call; RELEASE call");
+                    let _ =
+                        run(&conn, "ROLLBACK TO call").and_then(|()| run(&conn, "RELEASE call"));
                 }
             }
         }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let committed = run(&conn, "COMMIT").map_err(|e| e.to_string());
         if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run(&conn, "ROLLBACK");
         }
         for (_, reply) in replies {
             reply(
