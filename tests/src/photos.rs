@@ -53,3 +53,22 @@ pub fn laplacian_variance(image: &GrayImage) -> f64 {
     let mean = values.iter().sum::<f64>() / n;
     values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n
 }
+
+/// Peak signal-to-noise ratio of two same-sized images over RGB, in dB (infinite when
+/// they are equal).
+pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    assert_eq!(a.dimensions(), b.dimensions(), "sizes differ");
+    let squared: f64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let mse = squared / a.as_raw().len() as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}

@@ -1,30 +1,12 @@
 //! One upload, many outputs: a job with variants, end to end on real photographs,
 //! against the same steps run as jobs of their own.
 
-use image::{DynamicImage, GenericImageView};
+use image::GenericImageView;
 use pixmill_tests::{
     Stack,
-    photos::{decode, photo},
+    photos::{decode, photo, psnr},
 };
 use serde_json::{Value, json};
-
-/// Peak signal-to-noise ratio of two same-sized images, over RGB, in dB.
-fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
-    let (a, b) = (a.to_rgb8(), b.to_rgb8());
-    assert_eq!(a.dimensions(), b.dimensions(), "sizes differ");
-    let squared: f64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum();
-    let mse = squared / a.as_raw().len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
-}
 
 /// The bound every output keeps against the same steps run as a job of its own. The
 /// one decode is at the scale the largest variant needs; a job of its own may decode

@@ -434,6 +434,38 @@ async fn closed_loop(
 
 async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Timed> {
     let started = Instant::now();
+    let (id, job) = submit_and_wait(client, body, query).await?;
+    let result = get_once_more(client, &format!("/v1/jobs/{id}/result")).await?;
+    let total = ms(started);
+    ensure!(result.status == 200, "result of {id}: {}", result.status);
+    let (w, h) = (
+        job["result"]["width"].as_u64(),
+        job["result"]["height"].as_u64(),
+    );
+    // The header's size, not a full decode: the load generator shares the machine, and
+    // its CPU is not the system's.
+    let decoded = image::ImageReader::new(std::io::Cursor::new(&result.body))
+        .with_guessed_format()?
+        .into_dimensions()
+        .map(|(w, h)| (u64::from(w), u64::from(h)))
+        .with_context(|| format!("result of {id} is not an image"))?;
+    ensure!(
+        (Some(decoded.0), Some(decoded.1)) == (w, h),
+        "job {id}: result is {decoded:?}, the record says {w:?}×{h:?}"
+    );
+    Ok(Timed {
+        total,
+        processing: job["result"]["processing_ms"].as_f64().unwrap_or(f64::NAN),
+    })
+}
+
+/// Submits one raw upload and long-polls it until it succeeds: its id and record. A job
+/// that fails, or is not done within two minutes, is an error.
+pub(crate) async fn submit_and_wait(
+    client: &Client,
+    body: &[u8],
+    query: &str,
+) -> anyhow::Result<(String, serde_json::Value)> {
     let reply = client.submit_raw(body.to_vec(), query).await?;
     if reply.status != 202 {
         bail!(
@@ -458,28 +490,7 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Ti
         ensure!(Instant::now() < deadline, "job {id} still {state}");
     };
     ensure!(job["state"] == "succeeded", "job {id} ended {job}");
-    let result = get_once_more(client, &format!("/v1/jobs/{id}/result")).await?;
-    let total = ms(started);
-    ensure!(result.status == 200, "result of {id}: {}", result.status);
-    let (w, h) = (
-        job["result"]["width"].as_u64(),
-        job["result"]["height"].as_u64(),
-    );
-    // The header's size, not a full decode: the load generator shares the machine, and
-    // its CPU is not the system's.
-    let decoded = image::ImageReader::new(std::io::Cursor::new(&result.body))
-        .with_guessed_format()?
-        .into_dimensions()
-        .map(|(w, h)| (u64::from(w), u64::from(h)))
-        .with_context(|| format!("result of {id} is not an image"))?;
-    ensure!(
-        (Some(decoded.0), Some(decoded.1)) == (w, h),
-        "job {id}: result is {decoded:?}, the record says {w:?}×{h:?}"
-    );
-    Ok(Timed {
-        total,
-        processing: job["result"]["processing_ms"].as_f64().unwrap_or(f64::NAN),
-    })
+    Ok((id, job))
 }
 
 /// A GET, sent once more if the connection fails under it, as HTTP clients do for

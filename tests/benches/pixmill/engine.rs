@@ -311,16 +311,7 @@ pub fn parallel_mixed_ms(threads: usize, rounds: usize) -> anyhow::Result<f64> {
     let limits = Limits::default();
     let jobs: Vec<JobRequest> = mixed()
         .into_iter()
-        .map(|(_, _, steps)| JobRequest {
-            id: Uuid::new_v4(),
-            input: "inputs/bench".into(),
-            steps: steps.into_iter().map(Into::into).collect(),
-            format: OutputFormat::Jpeg,
-            quality: 85,
-            cursor: 0,
-            hops: Vec::new(),
-            variants: Vec::new(),
-        })
+        .map(|(_, _, steps)| jpeg_job(steps))
         .collect();
     let run = |rounds: usize| -> anyhow::Result<()> {
         for _ in 0..rounds {

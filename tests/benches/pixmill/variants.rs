@@ -10,10 +10,10 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
-use anyhow::{Context, bail, ensure};
+use anyhow::ensure;
 use pixmill_tests::Client;
 
 use crate::{
@@ -191,30 +191,7 @@ async fn closed_loop(
 
 /// Submits one job, waits for it, and downloads its result or every output.
 async fn one_upload(client: &Client, body: &[u8], query: &str) -> anyhow::Result<()> {
-    let reply = client.submit_raw(body.to_vec(), query).await?;
-    if reply.status != 202 {
-        bail!(
-            "submit answered {}: {}",
-            reply.status,
-            String::from_utf8_lossy(&reply.body)
-        );
-    }
-    let id = reply.json()["id"]
-        .as_str()
-        .context("202 without an id")?
-        .to_string();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let job = loop {
-        let job = e2e::get_once_more(client, &format!("/v1/jobs/{id}?wait=10"))
-            .await?
-            .json();
-        let state = job["state"].as_str().unwrap_or_default();
-        if matches!(state, "succeeded" | "failed" | "cancelled") {
-            break job;
-        }
-        ensure!(Instant::now() < deadline, "job {id} still {state}");
-    };
-    ensure!(job["state"] == "succeeded", "job {id} ended {job}");
+    let (id, job) = e2e::submit_and_wait(client, body, query).await?;
     let urls: Vec<String> = match job["result"]["outputs"].as_array() {
         Some(outputs) => outputs
             .iter()
