@@ -167,8 +167,9 @@ pub fn gif_first_descriptor(bytes: &[u8]) -> Option<usize> {
     }
 }
 
-/// Refuses a JPEG with more scans than `limits.max_scans`, naming the limit.
-pub fn check_scans(bytes: &[u8], limits: &Limits) -> Result<(), String> {
+/// Refuses a JPEG with more scans than `limits.max_scans`, naming the limit; returns
+/// the count (more than one: a progressive file).
+pub fn check_scans(bytes: &[u8], limits: &Limits) -> Result<u32, String> {
     let scans = jpeg_scans(bytes);
     if scans > limits.max_scans {
         return Err(format!(
@@ -177,7 +178,7 @@ pub fn check_scans(bytes: &[u8], limits: &Limits) -> Result<(), String> {
             limits.max_scans
         ));
     }
-    Ok(())
+    Ok(scans)
 }
 
 /// Why a pipeline was refused. The message names the step, the field and the limit.

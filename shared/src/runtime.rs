@@ -12,11 +12,12 @@
 //! from those arenas too. [`tune_malloc`] caps the arenas at 2 and keeps buffers of
 //! 512 KiB and more in their own mappings, which go back to the system when freed: a
 //! worker's resident size then follows the job in hand, not the largest jobs it has
-//! seen. The price is CPU: each such buffer is mapped fresh and page-faulted in for
-//! every job. One arena with glibc's adaptive threshold (`GLIBC_TUNABLES=
-//! glibc.malloc.arena_max=1`) reuses them from the heap instead, for about 15 % less
-//! worker CPU per job and 10 MiB more per worker; docs/performance.md (Memory) has
-//! the side-by-side figures.
+//! seen. The price would be CPU, each such buffer mapped fresh and page-faulted in for
+//! every job; a worker's job slots avoid most of it by handing their image buffers on
+//! from one job to the next, within a bound (`pixmill_workers::buffers`). One arena
+//! with glibc's adaptive threshold (`GLIBC_TUNABLES=glibc.malloc.arena_max=1`) has
+//! malloc itself reuse every buffer from its heap instead, keeping whatever the heap
+//! grew to; docs/performance.md (Memory) has the side-by-side figures.
 
 /// glibc malloc tunables (see the module comment).
 pub const MALLOC_TUNABLES: &str = "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=524288";

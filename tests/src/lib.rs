@@ -230,6 +230,7 @@ impl Stack {
             shutdown_grace: Duration::from_secs(10),
             crash_limit: pixmill_workers::config::DEFAULT_CRASH_LIMIT,
             metrics_addr: "127.0.0.1:0".parse().expect("address"),
+            slot_buffers: pixmill_workers::config::DEFAULT_SLOT_BUFFERS_MB * 1024 * 1024,
         };
         tweak(&mut settings);
         let stop = CancellationToken::new();

@@ -40,7 +40,14 @@ pub struct Settings {
     /// `PIXMILL_METRICS_ADDR`: where `/metrics` and `/healthz` listen (default
     /// `127.0.0.1:0`: a free port, logged at start-up).
     pub metrics_addr: std::net::SocketAddr,
+    /// `PIXMILL_SLOT_BUFFERS_MB`: MiB of freed image buffers each slot keeps for its
+    /// next job (see [`crate::buffers`]); 0 frees every buffer at once.
+    pub slot_buffers: usize,
 }
+
+/// `PIXMILL_SLOT_BUFFERS_MB`'s default: a 1600 px photo's decode, intermediate and
+/// output buffers, with room to spare; a 12 MP photo's do not fit and are freed.
+pub const DEFAULT_SLOT_BUFFERS_MB: usize = 32;
 
 impl Settings {
     /// Reads and validates the settings.
@@ -109,6 +116,14 @@ impl Settings {
                 "PIXMILL_METRICS_ADDR",
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             )?,
+            slot_buffers: env_checked("PIXMILL_SLOT_BUFFERS_MB", DEFAULT_SLOT_BUFFERS_MB, |v| {
+                if *v <= 4096 {
+                    Ok(())
+                } else {
+                    Err("must be at most 4096 MiB".into())
+                }
+            })? * 1024
+                * 1024,
         })
     }
 }

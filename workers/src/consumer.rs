@@ -71,7 +71,11 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
     // The recorder first: everything below may already set a gauge.
     pixmill_shared::metrics::install();
     pixmill_shared::metrics::register_worker(&settings.name);
-    let slots = Slots::new(usize::from(settings.concurrency), &settings.name)?;
+    let slots = Slots::new(
+        usize::from(settings.concurrency),
+        &settings.name,
+        settings.slot_buffers,
+    )?;
     let marks = Arc::new(Marks::new(blobs.clone()));
     crate::metrics_http::serve(settings.metrics_addr, shutdown.clone())
         .await

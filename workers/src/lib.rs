@@ -13,11 +13,13 @@
 //! - [`marks`]: run marks, so a job is set aside for workers that died on it, never
 //!   for broker failovers.
 //! - [`slots`]: the threads that run jobs' CPU work, one per slot.
+//! - [`buffers`]: the pool that hands a slot's image buffers from one job to the next.
 //! - [`metrics_http`]: `/metrics` and `/healthz` on `PIXMILL_METRICS_ADDR`.
 //!
 //! A worker needs only the broker and the blob store, so operators can start one
 //! anywhere those two are reachable; the task store belongs to the gateway alone.
 
+pub mod buffers;
 pub mod codec;
 pub mod config;
 pub mod consumer;
@@ -29,6 +31,7 @@ pub mod marks;
 pub mod metrics_http;
 pub mod ops;
 pub mod pipeline;
+
 pub mod slots;
 
 pub use config::Settings;

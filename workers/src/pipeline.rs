@@ -9,7 +9,7 @@ use pixmill_shared::{
     ChannelOrder, ErrorCode, JobRequest, Limits, OutputFormat, Step, Variant, plan,
 };
 
-use crate::{JobError, codec, ops};
+use crate::{JobError, buffers, codec, ops};
 
 /// An encoded result, ready for the blob store.
 #[derive(Debug)]
@@ -60,10 +60,12 @@ pub fn process_steps(
     }
     let image = render(steps, input, limits)?;
     let bytes = codec::encode(&image, format, quality)?;
+    let (width, height) = (image.width(), image.height());
+    buffers::recycle(image);
     Ok(Processed {
         bytes,
-        width: image.width(),
-        height: image.height(),
+        width,
+        height,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     })
 }
@@ -107,6 +109,7 @@ pub fn process_variants(
                 height: image.height(),
                 elapsed_ms: 0,
             });
+            buffers::recycle(image);
         }
     }
     let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -133,6 +136,7 @@ fn render_variants<'a>(
             plan(&variant.steps, w, h, limits).map_err(plan_error)?;
             images.push(apply_all(base.clone(), &variant.steps));
         }
+        buffers::recycle(base);
         return Ok(images);
     }
     let first_resizes: Option<Vec<codec::FirstResize>> = variants
@@ -174,6 +178,7 @@ fn render_variants<'a>(
         }
         images.push(image);
     }
+    buffers::recycle(decoded.image);
     Ok(images)
 }
 
@@ -233,7 +238,8 @@ pub fn render(steps: &[Step], input: &[u8], limits: &Limits) -> Result<DynamicIm
         if let Some(&Step::Resize { width, height, fit }) = steps.next()
             && let Some(resize) = ops::plan_resize(full_w, full_h, width, height, fit)
         {
-            image = ops::resize(&image, &resize, decoded.scale);
+            let resized = ops::resize(&image, &resize, decoded.scale);
+            buffers::recycle(std::mem::replace(&mut image, resized));
         }
     }
     for step in steps {

@@ -5,16 +5,24 @@
 //! the allocator keeps one arena per slot instead of one per pool thread a job happened
 //! to land on, and the worker's memory stays flat. And a job's time limit starts when
 //! a slot starts it, not while it waits for one.
+//!
+//! Each slot also hands its jobs' image buffers on from one job to the next
+//! ([`crate::buffers`]), and gives them back after [`buffers::IDLE`] without a job.
 
 use std::{
     panic::{AssertUnwindSafe, catch_unwind},
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, RecvTimeoutError},
+    },
     time::Duration,
 };
 
 use metrics::gauge;
 use pixmill_shared::metrics::names;
 use tokio::sync::oneshot;
+
+use crate::buffers;
 
 type Task = Box<dyn FnOnce() + Send>;
 
@@ -37,8 +45,9 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Starts `count` threads; `worker` labels their busy-slot gauge.
-    pub fn new(count: usize, worker: &str) -> std::io::Result<Self> {
+    /// Starts `count` threads; `worker` labels their busy-slot gauge. Each keeps up to
+    /// `keep` bytes of its jobs' image buffers for its next job.
+    pub fn new(count: usize, worker: &str, keep: usize) -> std::io::Result<Self> {
         let (queue, tasks) = mpsc::channel::<Task>();
         let tasks = Arc::new(Mutex::new(tasks));
         let count = count.max(1);
@@ -49,21 +58,27 @@ impl Slots {
             std::thread::Builder::new()
                 .name(format!("pixmill-slot-{i}"))
                 .spawn(move || {
+                    buffers::enable(keep);
                     loop {
-                        // The lock is held only while waiting for the next task.
+                        // The lock is held only while waiting for the next task. The
+                        // wait is bounded so that every idle slot, not only the one
+                        // holding the lock, soon gets its turn to give its buffers back.
                         let next = match tasks.lock() {
-                            Ok(receiver) => receiver.recv(),
-                            Err(_) => return,
+                            Ok(receiver) => receiver.recv_timeout(buffers::IDLE),
+                            Err(_) => break,
                         };
                         match next {
                             Ok(task) => {
                                 busy.increment(1);
                                 task();
+                                buffers::job_done();
                                 busy.decrement(1);
                             }
-                            Err(_) => return,
+                            Err(RecvTimeoutError::Timeout) => buffers::release(),
+                            Err(RecvTimeoutError::Disconnected) => break,
                         }
                     }
+                    buffers::release();
                 })?;
         }
         Ok(Self { queue })
@@ -128,7 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn work_runs_on_the_slot_threads_and_returns() {
-        let slots = Slots::new(2, "test").expect("slots");
+        let slots = Slots::new(2, "test", 0).expect("slots");
         let name = slots
             .run(Duration::from_secs(5), || {
                 std::thread::current().name().map(str::to_owned)
@@ -140,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_is_reported_and_the_slot_lives_on() {
-        let slots = Slots::new(1, "test").expect("slots");
+        let slots = Slots::new(1, "test", 0).expect("slots");
         let err = slots
             .run(Duration::from_secs(5), || -> u8 { panic!("decoder bug") })
             .await
@@ -158,7 +173,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_time_limit_starts_when_a_slot_starts_the_work() {
-        let slots = Slots::new(1, "test").expect("slots");
+        let slots = Slots::new(1, "test", 0).expect("slots");
         let ran = Arc::new(AtomicUsize::new(0));
         // The first job holds the only slot for 300 ms; the second, limited to 200 ms,
         // waits for the slot and then finishes in time.

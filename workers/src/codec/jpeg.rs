@@ -71,8 +71,14 @@ pub enum Layout {
 }
 
 /// Decodes at 1/`shrink` of the full size (1, 2, 4 or 8) to `layout`. A gray JPEG
-/// always decodes to one channel.
-pub fn decode(bytes: &[u8], shrink: u32, layout: Layout) -> Result<DynamicImage, String> {
+/// always decodes to one channel. `progressive`: the file has more than one scan
+/// (`pixmill_shared::limits::check_scans` counted them).
+pub fn decode(
+    bytes: &[u8],
+    shrink: u32,
+    layout: Layout,
+    progressive: bool,
+) -> Result<DynamicImage, String> {
     let factor = match shrink {
         8 => ScalingFactor::ONE_EIGHTH,
         4 => ScalingFactor::ONE_QUARTER,
@@ -91,7 +97,13 @@ pub fn decode(bytes: &[u8], shrink: u32, layout: Layout) -> Result<DynamicImage,
             _ => PixelFormat::RGB,
         };
         let pitch = w * format.size();
-        let mut pixels = vec![0u8; pitch * h];
+        let mut pixels = crate::buffers::zeroed(pitch * h);
+        if progressive {
+            // A progressive file: libjpeg is about to allocate its own buffer of the
+            // whole image's coefficients. Free the slot's other kept buffers first, so
+            // the two are never resident together.
+            crate::buffers::release();
+        }
         let result = d.decompress(
             bytes,
             Image {
@@ -191,7 +203,9 @@ mod tests {
         let bytes = encode(&gradient(320, 200), 90).expect("encode");
         let h = header(&bytes).expect("header");
         assert_eq!((h.width, h.height, h.supported), (320, 200, true));
-        let back = decode(&bytes, 1, Layout::Rgb).expect("decode").to_rgb8();
+        let back = decode(&bytes, 1, Layout::Rgb, false)
+            .expect("decode")
+            .to_rgb8();
         let px = back.get_pixel(160, 100).0;
         assert!(
             px[0].abs_diff(127) <= 4 && px[1].abs_diff(127) <= 4 && px[2].abs_diff(90) <= 4,
@@ -202,9 +216,11 @@ mod tests {
     #[test]
     fn dct_scaling_decodes_smaller_and_gray() {
         let bytes = encode(&gradient(321, 200), 90).expect("encode");
-        let half = decode(&bytes, 2, Layout::Rgb).expect("decode");
+        let half = decode(&bytes, 2, Layout::Rgb, false).expect("decode");
         assert_eq!((half.width(), half.height()), (161, 100));
-        let swapped = decode(&bytes, 2, Layout::Bgr).expect("decode").to_rgb8();
+        let swapped = decode(&bytes, 2, Layout::Bgr, false)
+            .expect("decode")
+            .to_rgb8();
         let (a, b) = (half.to_rgb8(), swapped);
         assert_eq!(
             a.get_pixel(7, 9).0,
@@ -214,9 +230,58 @@ mod tests {
                 b.get_pixel(7, 9).0[0]
             ]
         );
-        let eighth = decode(&bytes, 8, Layout::Gray).expect("decode");
+        let eighth = decode(&bytes, 8, Layout::Gray, false).expect("decode");
         assert_eq!((eighth.width(), eighth.height()), (41, 25));
         assert_eq!(eighth.color(), image::ColorType::L8);
+    }
+
+    #[test]
+    fn decoding_takes_a_kept_buffer_and_a_progressive_file_frees_the_others() {
+        use crate::buffers;
+        const MIB: usize = 1024 * 1024;
+        let image = gradient(512, 512);
+        let baseline = encode(&image, 90).expect("encode");
+        let mut compressor = Compressor::new().expect("compressor");
+        compressor.set_progressive(true).expect("progressive");
+        compressor.set_quality(90).expect("quality");
+        compressor
+            .set_subsamp(Subsamp::Sub2x2)
+            .expect("subsampling");
+        let rgb = image.to_rgb8();
+        let progressive = compressor
+            .compress_to_vec(Image {
+                pixels: rgb.as_raw().as_slice(),
+                width: 512,
+                pitch: 512 * 3,
+                height: 512,
+                format: PixelFormat::RGB,
+            })
+            .expect("encode progressive");
+        assert!(pixmill_shared::limits::jpeg_scans(&progressive) > 1);
+
+        // This test's thread stands for a slot.
+        buffers::enable(64 * MIB);
+        buffers::give(vec![0; 2 * MIB]);
+        buffers::give(vec![0; 2 * MIB]);
+        let decoded = decode(&baseline, 1, Layout::Rgb, false).expect("decode");
+        // One buffer became the decoded pixels; the other stays for the next step.
+        assert_eq!(buffers::held(), 2 * MIB);
+        let expected = decoded.to_rgb8();
+        buffers::recycle(decoded);
+        assert_eq!(buffers::held(), 4 * MIB);
+        // libjpeg keeps a progressive file's coefficients in a buffer of its own as
+        // large as the image: the slot frees what it kept before that is allocated.
+        let decoded = decode(&progressive, 1, Layout::Rgb, true).expect("decode");
+        assert_eq!(buffers::held(), 0);
+        let worst = decoded
+            .to_rgb8()
+            .as_raw()
+            .iter()
+            .zip(expected.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max();
+        assert!(worst.is_some_and(|d| d <= 2), "{worst:?}");
+        buffers::enable(0);
     }
 
     #[test]

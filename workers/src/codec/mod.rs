@@ -121,9 +121,9 @@ pub fn decode_with(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Decoded,
             ));
         }
         // Checked again here: the message may not have come through a gateway.
-        pixmill_shared::limits::check_scans(bytes, limits)
+        let scans = pixmill_shared::limits::check_scans(bytes, limits)
             .map_err(|message| JobError::permanent(ErrorCode::TooManyScans, message))?;
-        if let Some(decoded) = decode_turbo(bytes, limits, hint)? {
+        if let Some(decoded) = decode_turbo(bytes, limits, hint, scans > 1)? {
             return Ok(decoded);
         }
     }
@@ -216,7 +216,12 @@ fn png_without_compressed_metadata(png: &[u8]) -> Option<Vec<u8>> {
 /// The libjpeg-turbo path. `None` sends the file to the general decoder: CMYK and
 /// lossless JPEGs, and files libjpeg-turbo reports problems with (the general decoder
 /// is more forgiving of some damaged files, and has the last word).
-fn decode_turbo(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Option<Decoded>, JobError> {
+fn decode_turbo(
+    bytes: &[u8],
+    limits: &Limits,
+    hint: Hint,
+    progressive: bool,
+) -> Result<Option<Decoded>, JobError> {
     let Ok(header) = jpeg::header(bytes) else {
         return Ok(None);
     };
@@ -259,7 +264,7 @@ fn decode_turbo(bytes: &[u8], limits: &Limits, hint: Hint) -> Result<Option<Deco
     } else {
         jpeg::Layout::Rgb
     };
-    let Ok(mut image) = jpeg::decode(bytes, shrink, layout) else {
+    let Ok(mut image) = jpeg::decode(bytes, shrink, layout, progressive) else {
         return Ok(None);
     };
     image.apply_orientation(orientation);

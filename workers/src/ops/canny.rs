@@ -36,7 +36,7 @@ pub fn canny(gray: &GrayImage, low: f32, high: f32) -> GrayImage {
         (t * t).ceil().min(f64::from(i32::MAX)) as i32
     };
     let classes = suppress(blurred.as_raw(), wu, hu, square(low), square(high));
-    drop(blurred);
+    crate::buffers::give(blurred.into_raw());
     GrayImage::from_raw(w, h, hysteresis(classes, wu, hu))
         .expect("the edge map has one byte per pixel")
 }
@@ -102,7 +102,8 @@ fn gradient_row(px: &[u8], w: usize, h: usize, y: usize, mag: &mut [i32], dir: &
 /// are never edges. Gradients are computed a row ahead into a ring of three rows, so
 /// no full-size gradient image is ever allocated.
 fn suppress(px: &[u8], w: usize, h: usize, low2: i32, high2: i32) -> Vec<u8> {
-    let mut classes = vec![NONE; w * h];
+    const _: () = assert!(NONE == 0, "a zeroed buffer is all NONE");
+    let mut classes = crate::buffers::zeroed(w * h);
     let mut mag = [vec![0i32; w], vec![0i32; w], vec![0i32; w]];
     let mut dir = [vec![0u8; w], vec![0u8; w], vec![0u8; w]];
     for r in 0..h {

@@ -1,37 +1,46 @@
 //! Canny edges of an image's luminance.
 
+use std::borrow::Cow;
+
 use image::{DynamicImage, GrayImage};
 
 use super::canny::canny;
 
 /// Canny on the luminance; the result has one channel holding 0 or 255.
 pub fn edges(image: &DynamicImage, low: f32, high: f32) -> DynamicImage {
-    DynamicImage::ImageLuma8(canny(&luma601(image), low, high))
+    let luma = luma601(image);
+    let edges = canny(&luma, low, high);
+    if let Cow::Owned(luma) = luma {
+        crate::buffers::give(luma.into_raw());
+    }
+    DynamicImage::ImageLuma8(edges)
 }
 
 /// Luma with the BT.601 weights, the Y' that JPEG stores, so a JPEG decoded straight
 /// to its luma plane and any other image give the same edges.
-fn luma601(image: &DynamicImage) -> GrayImage {
+fn luma601(image: &DynamicImage) -> Cow<'_, GrayImage> {
     match image {
-        DynamicImage::ImageLuma8(img) => img.clone(),
-        DynamicImage::ImageRgb8(img) => weigh(img.as_raw(), 3, img.width(), img.height()),
-        DynamicImage::ImageRgba8(img) => weigh(img.as_raw(), 4, img.width(), img.height()),
-        other if !other.color().has_color() => other.to_luma8(),
+        DynamicImage::ImageLuma8(img) => Cow::Borrowed(img),
+        DynamicImage::ImageRgb8(img) => {
+            Cow::Owned(weigh(img.as_raw(), 3, img.width(), img.height()))
+        }
+        DynamicImage::ImageRgba8(img) => {
+            Cow::Owned(weigh(img.as_raw(), 4, img.width(), img.height()))
+        }
+        other if !other.color().has_color() => Cow::Owned(other.to_luma8()),
         other => {
             let rgb = other.to_rgb8();
-            weigh(rgb.as_raw(), 3, rgb.width(), rgb.height())
+            Cow::Owned(weigh(rgb.as_raw(), 3, rgb.width(), rgb.height()))
         }
     }
 }
 
 fn weigh(raw: &[u8], step: usize, w: u32, h: u32) -> GrayImage {
-    let luma = raw
-        .chunks_exact(step)
-        .map(|p| {
-            let y = 19_595 * u32::from(p[0]) + 38_470 * u32::from(p[1]) + 7_471 * u32::from(p[2]);
-            ((y + 32_768) >> 16) as u8
-        })
-        .collect();
+    let mut luma = crate::buffers::zeroed(raw.len() / step);
+    for (y, p) in luma.iter_mut().zip(raw.chunks_exact(step)) {
+        let v = 19_595 * u32::from(p[0]) + 38_470 * u32::from(p[1]) + 7_471 * u32::from(p[2]);
+        *y = ((v + 32_768) >> 16) as u8;
+    }
     GrayImage::from_raw(w, h, luma).expect("one luma byte per pixel")
 }
 

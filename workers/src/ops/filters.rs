@@ -44,7 +44,7 @@ where
     let (w, h) = img.dimensions();
     let radius = (KERNEL_REACH * sigma).ceil().max(1.0) as u32;
     let src = BlurImage::borrow(img.as_raw(), w, h, channels);
-    let mut out = vec![0u8; img.as_raw().len()];
+    let mut out = crate::buffers::zeroed(img.as_raw().len());
     let mut dst = BlurImageMut::borrow(&mut out, w, h, channels);
     let blurred = libblur::gaussian_blur(
         &src,

@@ -82,7 +82,7 @@ pub fn resize(image: &DynamicImage, plan: &ResizePlan, scale: f64) -> DynamicIma
     let (iw, ih) = (f64::from(source.width()), f64::from(source.height()));
     let (left, top) = ((left * scale).min(iw - 1.0), (top * scale).min(ih - 1.0));
     let (w, h) = ((w * scale).min(iw - left), (h * scale).min(ih - top));
-    let mut out = DynamicImage::new(tw, th, source.color());
+    let mut out = crate::buffers::image(tw, th, source.color());
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
         .crop(left, top, w, h);

@@ -15,13 +15,14 @@ use image::DynamicImage;
 use pixmill_shared::Step;
 
 /// Applies one step. The step was checked by `pixmill_shared::plan` against this image's
-/// size, so the geometry here is known to be valid.
+/// size, so the geometry here is known to be valid. A step that makes a new image hands
+/// the old one's buffer back to the slot ([`crate::buffers`]).
 pub fn apply(image: DynamicImage, step: &Step) -> DynamicImage {
-    match *step {
+    let made = match *step {
         Step::Resize { width, height, fit } => {
             match plan_resize(image.width(), image.height(), width, height, fit) {
                 Some(plan) => resize(&image, &plan, 1.0),
-                None => image,
+                None => return image,
             }
         }
         Step::Crop {
@@ -32,11 +33,14 @@ pub fn apply(image: DynamicImage, step: &Step) -> DynamicImage {
         } => image.crop_imm(x, y, width, height),
         Step::Blur { sigma } => filters::blur(&image, sigma),
         Step::Edges { low, high } => edges::edges(&image, low, high),
-        Step::Swap { order } => color::swap(image, order),
+        // These two work in place.
+        Step::Swap { order } => return color::swap(image, order),
+        Step::Flip { direction } => return geometry::flip(image, direction),
         Step::Grayscale {} => color::grayscale(&image),
         Step::Rotate { degrees } => geometry::rotate(&image, degrees),
-        Step::Flip { direction } => geometry::flip(image, direction),
-    }
+    };
+    crate::buffers::recycle(image);
+    made
 }
 
 /// Images the ops' unit tests share.
