@@ -1,23 +1,24 @@
-//! What the allocator setting costs the workers, and what it saves in memory.
+//! What the memory settings cost the workers, and what they save in memory.
 //!
 //! The binaries start glibc's malloc memory-first ([`MALLOC_TUNABLES`]): two arenas, and
 //! every buffer of 512 KiB or more in a mapping of its own, unmapped when freed, so a
-//! worker's resident size follows the job in hand. Each such buffer is then page-faulted
-//! in afresh for every job. The candidates here run the same stack, alternating, each
-//! with its own `GLIBC_TUNABLES` for the gateway and the workers (an operator's own
-//! setting is left alone by the binaries, so this is also how one would choose another):
+//! worker's resident size follows the job in hand. Left at that, every image buffer
+//! would be page-faulted in afresh for every job; the workers' slots therefore hand
+//! their image buffers on from one job to the next, within `PIXMILL_SLOT_BUFFERS_MB`
+//! each (`pixmill_workers::buffers`). The candidates here run the same stack,
+//! alternating, each with its own environment for the gateway and the workers (an
+//! operator's own `GLIBC_TUNABLES` is left alone by the binaries, so this is also how
+//! one would choose another):
 //!
 //! - as shipped;
-//! - reuse within a bound: buffers up to 32 MiB come from the arenas and stay there
-//!   while the free memory at an arena's top is under 24 MiB, so a photo's decode,
-//!   intermediate and encode buffers are reused job after job without page faults,
-//!   while anything larger (a 10 MP+ image) is mapped on its own and returned when
-//!   freed, and an arena holding more than 24 MiB free gives the excess back;
-//! - CPU-first: one arena and glibc's adaptive mmap threshold, so buffers are reused
-//!   from the heap.
+//! - the same malloc setting without the slots' buffers (`PIXMILL_SLOT_BUFFERS_MB=0`):
+//!   every buffer mapped and faulted in afresh;
+//! - CPU-first: one arena and glibc's adaptive mmap threshold, so malloc itself reuses
+//!   the buffers from its heap, keeping whatever it grew to.
 //!
-//! (Transparent huge pages for malloc, `glibc.malloc.hugetlb=1`, were measured here
-//! before and saved nothing on this kernel's `madvise` setting.)
+//! (Transparent huge pages for malloc, `glibc.malloc.hugetlb=1`, and a 32 MiB mmap
+//! threshold with a 24 MiB trim threshold were measured here before: the first saved
+//! nothing on this kernel's `madvise` setting, the second kept 15–25 MB more resident.)
 
 use pixmill_shared::runtime::MALLOC_TUNABLES;
 
@@ -26,24 +27,38 @@ use crate::e2e::{self, Load, System, percentile};
 /// One candidate's systems, round by round.
 pub struct Candidate {
     pub name: String,
-    pub tunables: String,
+    pub env: Vec<(&'static str, String)>,
     pub systems: Vec<System>,
 }
 
-pub fn candidates() -> Vec<(String, String)> {
+pub fn candidates() -> Vec<(String, Vec<(&'static str, String)>)> {
     vec![
-        ("as shipped".into(), MALLOC_TUNABLES.into()),
         (
-            "reuse within a bound".into(),
-            "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=33554432:\
-             glibc.malloc.trim_threshold=25165824"
-                .into(),
+            "as shipped".into(),
+            vec![("GLIBC_TUNABLES", MALLOC_TUNABLES.into())],
+        ),
+        (
+            "no slot buffers".into(),
+            vec![
+                ("GLIBC_TUNABLES", MALLOC_TUNABLES.into()),
+                ("PIXMILL_SLOT_BUFFERS_MB", "0".into()),
+            ],
         ),
         (
             "CPU-first: one arena, adaptive threshold".into(),
-            "glibc.malloc.arena_max=1".into(),
+            vec![
+                ("GLIBC_TUNABLES", "glibc.malloc.arena_max=1".into()),
+                ("PIXMILL_SLOT_BUFFERS_MB", "0".into()),
+            ],
         ),
     ]
+}
+
+fn shown(env: &[(&str, String)]) -> String {
+    env.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub async fn run(
@@ -56,19 +71,23 @@ pub async fn run(
     let load = load.with_clients(8);
     let mut out: Vec<Candidate> = candidates()
         .into_iter()
-        .map(|(name, tunables)| Candidate {
+        .map(|(name, env)| Candidate {
             name,
-            tunables,
+            env,
             systems: Vec::new(),
         })
         .collect();
     for round in 1..=rounds {
         for candidate in &mut out {
             eprintln!(
-                "bench: malloc round {round} of {rounds}: GLIBC_TUNABLES={}",
-                candidate.tunables
+                "bench: malloc round {round} of {rounds}: {}",
+                shown(&candidate.env)
             );
-            let env = [("GLIBC_TUNABLES", candidate.tunables.as_str())];
+            let env: Vec<(&str, &str)> = candidate
+                .env
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect();
             candidate
                 .systems
                 .push(e2e::run_pixmill_with("pixmill", &env, &load, photos, ops, resize).await?);
@@ -100,16 +119,16 @@ pub fn render(candidates: &[Candidate], engine_ms: f64) -> String {
             * 1.048_576
     };
     let rounds = candidates.first().map_or(0, |c| c.systems.len());
-    let mut text = String::from("## What the allocator setting costs\n\n");
+    let mut text = String::from("## What the memory settings cost\n\n");
     text.push_str(&format!(
-        "The whole stack at 8 clients with each `GLIBC_TUNABLES` for the gateway and the \
+        "The whole stack at 8 clients with each environment for the gateway and the \
          workers, alternating, {rounds} round(s) each; medians. In-process mixed mean of this \
          run: {engine_ms:.2} ms. Transparent huge pages here: {}.\n\n",
         std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string())
     ));
     text.push_str(
-        "| setting | GLIBC_TUNABLES | jobs/s | worker CPU ms per job | ÷ in-process | peak RSS, gateway + workers |\n\
+        "| setting | environment | jobs/s | worker CPU ms per job | ÷ in-process | peak RSS, gateway + workers |\n\
          |---|---|---:|---:|---:|---:|\n",
     );
     for c in candidates {
@@ -117,7 +136,7 @@ pub fn render(candidates: &[Candidate], engine_ms: f64) -> String {
         text.push_str(&format!(
             "| {} | `{}` | {:.1} | {cpu:.2} | {:.2}× | {:.1} MB |\n",
             c.name,
-            c.tunables,
+            shown(&c.env),
             median(&c.systems, &rate),
             cpu / engine_ms,
             median(&c.systems, &memory),
