@@ -94,6 +94,9 @@ pub struct System {
     pub phases: Vec<Phase>,
     /// Peak resident memory (VmHWM) summed over each group's processes, KiB.
     pub peak_kib: Vec<(&'static str, u64)>,
+    /// Of that, file pages mapped from executables and libraries (RssFile, read at the
+    /// end), summed the same way, KiB.
+    pub file_kib: Vec<(&'static str, u64)>,
     /// GETs the client had to send twice because a pooled connection failed.
     pub retried_gets: usize,
 }
@@ -380,12 +383,18 @@ async fn phases(
             cpu_ms_per_job: procfs::ms_per(&before, &after, load.jobs),
         });
     }
-    let peak_kib = system
+    let measured: Vec<_> = system
         .groups()
         .into_iter()
         .filter(|(g, _)| *g != "load generator")
-        .map(|(g, pids)| (g, pids.into_iter().map(procfs::peak_rss_kib).sum()))
         .collect();
+    let sum = |read: fn(u32) -> u64| -> Vec<(&'static str, u64)> {
+        measured
+            .iter()
+            .map(|(g, pids)| (*g, pids.iter().map(|&p| read(p)).sum()))
+            .collect()
+    };
+    let (peak_kib, file_kib) = (sum(procfs::peak_rss_kib), sum(procfs::file_rss_kib));
     Ok(System {
         name,
         layout,
@@ -393,6 +402,7 @@ async fn phases(
         lone_jobs: load.latency_jobs,
         phases,
         peak_kib,
+        file_kib,
         retried_gets: RETRIED_GETS.load(Ordering::Relaxed) - retried_before,
     })
 }

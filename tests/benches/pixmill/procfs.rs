@@ -4,11 +4,23 @@ use std::collections::HashMap;
 
 /// Peak resident set size (VmHWM) of a process, KiB; 0 when unknown.
 pub fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
+}
+
+/// The part of a process's resident set that is file pages mapped in (RssFile): its
+/// executable's and libraries' code and read-only data, which sit in the page cache,
+/// are shared with every other process mapping the same file, and can be dropped and
+/// read again. KiB; 0 when unknown.
+pub fn file_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "RssFile:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)

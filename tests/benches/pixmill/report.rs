@@ -401,12 +401,33 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         cell(ours_mem, " MiB", 1),
         cell(theirs_mem, " MiB", 1)
     );
+    let mapped = |peer: bool| {
+        m(peer, &|s: &System| {
+            s.file_kib
+                .iter()
+                .filter(|(g, _)| matches!(*g, "gateway" | "workers"))
+                .map(|(_, k)| *k as f64)
+                .sum::<f64>()
+                / 1024.0
+        })
+    };
+    let _ = writeln!(
+        o,
+        "| of which code and data mapped from the programs' files, gateway + workers | {} | {} | |",
+        cell(mapped(false), " MiB", 1),
+        cell(mapped(true), " MiB", 1)
+    );
     let _ = writeln!(
         o,
         "\nPeak RSS is each process's VmHWM, summed over the group's processes (for the \
          peer, gunicorn's and Celery's forked children count each, as `ps` shows them). The \
          broker row is RabbitMQ's (shared by both, so it covers both systems' runs) and, \
-         for the peer, Redis."
+         for the peer, Redis. The mapped row is the part of RSS that is file pages (RssFile, \
+         read after the loaded phases): each executable's and library's code and read-only \
+         data the process has touched. Those pages are the page cache's, shared by every \
+         process that maps the same file (the two workers map one binary, counted twice \
+         here) and dropped and read again under memory pressure; the rest is each \
+         process's own memory."
     );
 
     // CPU, per phase.
