@@ -79,6 +79,9 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", synchronous()?)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Every statement of the hot path stays prepared: parsing one costs more than
+        // running it (see `prepare_cached` below).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&conn)?;
         let (calls, queue) = mpsc::channel();
         std::thread::Builder::new()
@@ -130,6 +133,10 @@ impl SqliteStore {
 type Call = Box<dyn FnOnce(&mut Connection) -> (bool, Reply) + Send>;
 /// Answers a call with the outcome of its commit.
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Prepared statements the connection keeps: more than the store's distinct fixed
+/// statements, so none is parsed again while the gateway runs.
+const STATEMENT_CACHE: usize = 96;
 
 /// Most calls one commit takes: a bound on how long the first of them waits.
 const MAX_GROUP: usize = 64;
@@ -199,12 +206,12 @@ fn group_commit(mut conn: Connection, queue: &mpsc::Receiver<Call>) {
 
 /// The tenant's jobs queued or running, and how many of them are held.
 fn in_flight(c: &Connection, tenant: &str) -> Result<InFlight, StoreError> {
-    let (open, released): (i64, i64) = c.query_row(
-        "SELECT COUNT(*), COUNT(released_at) FROM jobs
-         WHERE tenant = ?1 AND state IN ('queued', 'running')",
-        [tenant],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )?;
+    let (open, released): (i64, i64) = c
+        .prepare_cached(
+            "SELECT COUNT(*), COUNT(released_at) FROM jobs
+             WHERE tenant = ?1 AND state IN ('queued', 'running')",
+        )?
+        .query_row([tenant], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let open = u64::try_from(open).unwrap_or(0);
     let released = u64::try_from(released).unwrap_or(0);
     Ok(InFlight {
@@ -358,9 +365,9 @@ impl TaskStore for SqliteStore {
         let format = job.format.as_str();
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
-            // One connection, so the count and the insert are one step for every writer.
-            let tx = c.savepoint()?;
-            let flight = in_flight(&tx, &job.tenant)?;
+            // One connection, so the count and the insert are one step for every writer;
+            // the call's own savepoint undoes the count's effects if the insert fails.
+            let flight = in_flight(c, &job.tenant)?;
             if flight.open >= u64::from(admission.max_inflight) {
                 return Err(StoreError::OverQuota {
                     open: flight.open,
@@ -369,20 +376,34 @@ impl TaskStore for SqliteStore {
             }
             let released = admission.releases(flight.open - flight.held, flight.held);
             let (key, hash) = job.idempotency.unzip();
-            let inserted = tx.execute(
-                "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at, updated_at,
-                                   idempotency_key, request_hash, callback_url, tenant,
-                                   released_at, interactive, variants)
-                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    job.id.to_string(), steps, format, job.quality, job.input_key, now, key, hash,
-                    job.callback_url, job.tenant, released.then_some(now), admission.interactive,
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO jobs (id, state, steps, format, quality, input_key, created_at,
+                                       updated_at, idempotency_key, request_hash, callback_url,
+                                       tenant, released_at, interactive, variants)
+                     VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )?
+                .execute(params![
+                    job.id.to_string(),
+                    steps,
+                    format,
+                    job.quality,
+                    job.input_key,
+                    now,
+                    key,
+                    hash,
+                    job.callback_url,
+                    job.tenant,
+                    released.then_some(now),
+                    admission.interactive,
                     variants
-                ],
-            );
+                ]);
             unique(inserted)?;
-            tx.commit()?;
-            Ok(if released { Admitted::Released } else { Admitted::Held })
+            Ok(if released {
+                Admitted::Released
+            } else {
+                Admitted::Held
+            })
         })
         .await
     }
@@ -465,12 +486,9 @@ impl TaskStore for SqliteStore {
     async fn get_tenant(&self, name: &str) -> Result<Option<TenantLimits>, StoreError> {
         let name = name.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT * FROM tenants WHERE name = ?1",
-                [name],
-                row_to_tenant,
-            )
-            .optional()?)
+            Ok(c.prepare_cached("SELECT * FROM tenants WHERE name = ?1")?
+                .query_row([name], row_to_tenant)
+                .optional()?)
         })
         .await
     }
@@ -486,7 +504,8 @@ impl TaskStore for SqliteStore {
 
     async fn delete(&self, id: Uuid) -> Result<(), StoreError> {
         self.with(move |c| {
-            c.execute("DELETE FROM jobs WHERE id = ?1", params![id.to_string()])?;
+            c.prepare_cached("DELETE FROM jobs WHERE id = ?1")?
+                .execute(params![id.to_string()])?;
             Ok(())
         })
         .await
@@ -495,13 +514,10 @@ impl TaskStore for SqliteStore {
     async fn get(&self, scope: &Scope, id: Uuid) -> Result<Option<Job>, StoreError> {
         let tenant = scope.only().map(str::to_string);
         self.with(move |c| {
-            c.query_row(
-                "SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)",
-                params![id.to_string(), tenant],
-                row_to_job,
-            )
-            .optional()?
-            .transpose()
+            c.prepare_cached("SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)")?
+                .query_row(params![id.to_string(), tenant], row_to_job)
+                .optional()?
+                .transpose()
         })
         .await
     }
@@ -514,16 +530,13 @@ impl TaskStore for SqliteStore {
         let (tenant, key) = (tenant.to_string(), key.to_string());
         self.with(move |c| {
             let row = c
-                .query_row(
-                    "SELECT * FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2",
-                    params![tenant, key],
-                    |row| {
-                        Ok((
-                            row_to_job(row)?,
-                            row.get::<_, Option<String>>("request_hash")?,
-                        ))
-                    },
-                )
+                .prepare_cached("SELECT * FROM jobs WHERE tenant = ?1 AND idempotency_key = ?2")?
+                .query_row(params![tenant, key], |row| {
+                    Ok((
+                        row_to_job(row)?,
+                        row.get::<_, Option<String>>("request_hash")?,
+                    ))
+                })
                 .optional()?;
             row.map(|(job, hash)| Ok((job?, hash.unwrap_or_default())))
                 .transpose()
@@ -542,13 +555,14 @@ impl TaskStore for SqliteStore {
             return Ok(());
         }
         let now = pixmill_shared::now_ms();
-        let marks = vec!["?"; ids.len()].join(", ");
-        let sql = format!("UPDATE jobs SET published_at = ? WHERE id IN ({marks})");
-        let values: Vec<rusqlite::types::Value> = std::iter::once(now.into())
-            .chain(ids.iter().map(|id| id.to_string().into()))
-            .collect();
+        // The ids as one JSON array, so the statement is the same for every batch and
+        // stays prepared.
+        let ids = serde_json::to_string(&ids.iter().map(Uuid::to_string).collect::<Vec<_>>())?;
         self.with(move |c| {
-            c.execute(&sql, rusqlite::params_from_iter(values))?;
+            c.prepare_cached(
+                "UPDATE jobs SET published_at = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![now, ids])?;
             Ok(())
         })
         .await
@@ -557,11 +571,11 @@ impl TaskStore for SqliteStore {
     async fn mark_republished(&self, id: Uuid) -> Result<(), StoreError> {
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE jobs SET published_at = ?2, updated_at = ?2, republished = republished + 1
                  WHERE id = ?1",
-                params![id.to_string(), now],
-            )?;
+            )?
+            .execute(params![id.to_string(), now])?;
             Ok(())
         })
         .await
@@ -570,11 +584,11 @@ impl TaskStore for SqliteStore {
     async fn mark_result_deleted(&self, id: Uuid) -> Result<(), StoreError> {
         let now = pixmill_shared::now_ms();
         self.with(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "UPDATE jobs SET result_deleted_at = COALESCE(result_deleted_at, ?2), updated_at = ?2
                  WHERE id = ?1",
-                params![id.to_string(), now],
-            )?;
+            )?
+            .execute(params![id.to_string(), now])?;
             Ok(())
         })
         .await
@@ -680,10 +694,8 @@ impl TaskStore for SqliteStore {
 
     async fn release(&self, id: Uuid) -> Result<(), StoreError> {
         self.with(move |c| {
-            c.execute(
-                "UPDATE jobs SET lease_until = NULL WHERE id = ?1",
-                params![id.to_string()],
-            )?;
+            c.prepare_cached("UPDATE jobs SET lease_until = NULL WHERE id = ?1")?
+                .execute(params![id.to_string()])?;
             Ok(())
         })
         .await
@@ -715,12 +727,9 @@ impl TaskStore for SqliteStore {
     async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
         let id = id.to_string();
         self.with(move |c| {
-            Ok(c.query_row(
-                "SELECT * FROM api_keys WHERE id = ?1",
-                params![id],
-                row_to_api_key,
-            )
-            .optional()?)
+            Ok(c.prepare_cached("SELECT * FROM api_keys WHERE id = ?1")?
+                .query_row(params![id], row_to_api_key)
+                .optional()?)
         })
         .await
     }
@@ -754,7 +763,7 @@ impl TaskStore for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| {
-            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            c.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
             Ok(())
         })
         .await
@@ -827,6 +836,92 @@ mod tests {
         assert_eq!(rows, 41);
     }
 
+    fn job_of(tenant: &str) -> NewJob {
+        let id = Uuid::new_v4();
+        NewJob {
+            id,
+            tenant: tenant.into(),
+            steps: Vec::new(),
+            variants: Vec::new(),
+            format: pixmill_shared::OutputFormat::Png,
+            quality: 85,
+            input_key: format!("inputs/{id}"),
+            idempotency: None,
+            callback_url: None,
+        }
+    }
+
+    fn remove(path: &Path) {
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(name));
+        }
+    }
+
+    /// A batch of confirmations marks exactly its jobs, whatever its size; the sweeper
+    /// then finds only the others unconfirmed.
+    #[tokio::test]
+    async fn confirmed_jobs_are_marked_and_only_the_rest_are_swept() {
+        let path = std::env::temp_dir().join(format!("pixmill-marks-{}.db", Uuid::new_v4()));
+        let store = SqliteStore::open(&path).expect("open");
+        let mut ids = Vec::new();
+        for _ in 0..70 {
+            let job = job_of("t");
+            ids.push(job.id);
+            store
+                .insert(job, Admission::unlimited())
+                .await
+                .expect("insert");
+        }
+        store.mark_published(&ids[..1]).await.expect("one");
+        store.mark_published(&ids[1..65]).await.expect("a batch");
+        store.mark_published(&[]).await.expect("none");
+        let later = pixmill_shared::now_ms() + 1_000;
+        let mut swept: Vec<Uuid> = store
+            .claim(Sweep::Unpublished, later, 100, later + 60_000)
+            .await
+            .expect("claim")
+            .into_iter()
+            .map(|job| job.id)
+            .collect();
+        swept.sort();
+        let mut unmarked = ids[65..].to_vec();
+        unmarked.sort();
+        assert_eq!(swept, unmarked);
+        drop(store);
+        remove(&path);
+    }
+
+    /// A tenant at its limit is refused, and the refused insert leaves nothing behind;
+    /// another tenant is not held back by it.
+    #[tokio::test]
+    async fn an_insert_over_the_limit_is_refused_and_undone() {
+        let path = std::env::temp_dir().join(format!("pixmill-quota-{}.db", Uuid::new_v4()));
+        let store = SqliteStore::open(&path).expect("open");
+        let limit = Admission {
+            max_inflight: 2,
+            ..Admission::unlimited()
+        };
+        for _ in 0..2 {
+            store.insert(job_of("a"), limit).await.expect("within");
+        }
+        let refused = job_of("a");
+        let id = refused.id;
+        match store.insert(refused, limit).await {
+            Err(StoreError::OverQuota { open: 2, max: 2 }) => {}
+            other => panic!("expected over_quota, got {other:?}"),
+        }
+        assert_eq!(store.get(&Scope::All, id).await.expect("get"), None);
+        assert_eq!(store.in_flight("a").await.expect("count").open, 2);
+        store
+            .insert(job_of("b"), limit)
+            .await
+            .expect("another tenant");
+        drop(store);
+        remove(&path);
+    }
+
     #[tokio::test]
     async fn jobs_from_before_tenants_belong_to_local() {
         let path = std::env::temp_dir().join(format!("pixmill-v5-{}.db", Uuid::new_v4()));
@@ -866,11 +961,7 @@ mod tests {
         assert_eq!(store.find_by_key("other", "k").await.expect("find"), None);
         assert!(store.list_api_keys(None).await.expect("keys").is_empty());
         drop(store);
-        for suffix in ["", "-wal", "-shm", ".lock"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(name));
-        }
+        remove(&path);
     }
 
     #[test]
@@ -887,10 +978,6 @@ mod tests {
         drop(first);
         let again = SqliteStore::open(&path).expect("free again once the first has closed");
         drop(again);
-        for suffix in ["", "-wal", "-shm", ".lock"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            let _ = std::fs::remove_file(PathBuf::from(name));
-        }
+        remove(&path);
     }
 }
