@@ -55,6 +55,10 @@ struct Timed {
     total: f64,
     /// The worker's own decode + steps + encode time, from the job record.
     processing: f64,
+    /// Upload started → the submit's answer (202).
+    submit: f64,
+    /// The result's download.
+    download: f64,
 }
 
 /// A loaded phase.
@@ -80,6 +84,10 @@ pub struct Lone {
     pub work: f64,
     /// What the system adds around the work (total − work): p50, p99, worst.
     pub added: (f64, f64, f64),
+    /// Of what is added, p50 of each part: the upload until its 202; from the 202 until
+    /// the long poll answers done, less the work (queue, the worker's read and write of
+    /// the images, the reply, its record); the result's download.
+    pub parts: (f64, f64, f64),
     /// Jobs whose added time was 40 ms or more: a stall, not work.
     pub stalls: usize,
 }
@@ -173,8 +181,11 @@ impl Running {
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
         match self {
             Running::Pixmill { gateway, stack } => {
+                // The gateway goes first: one left running declares again the queues
+                // the stack deletes, and they would stay on the broker.
+                let killed = gateway.kill().await;
                 stack.stop().await?;
-                gateway.kill().await
+                killed
             }
             Running::Peer { dir, .. } => {
                 let status = tokio::process::Command::new(peer_script())
@@ -345,6 +356,12 @@ async fn phases(
     let mut totals: Vec<f64> = lone.iter().map(|t| t.total).collect();
     let mut work: Vec<f64> = lone.iter().map(|t| t.processing).collect();
     let mut added: Vec<f64> = lone.iter().map(|t| t.total - t.processing).collect();
+    let mut submits: Vec<f64> = lone.iter().map(|t| t.submit).collect();
+    let mut between: Vec<f64> = lone
+        .iter()
+        .map(|t| t.total - t.submit - t.download - t.processing)
+        .collect();
+    let mut downloads: Vec<f64> = lone.iter().map(|t| t.download).collect();
     let lone = Lone {
         total: (
             percentile(&mut totals, 0.50),
@@ -357,6 +374,11 @@ async fn phases(
             percentile(&mut added, 0.50),
             percentile(&mut added, 0.99),
             percentile(&mut added, 1.0),
+        ),
+        parts: (
+            percentile(&mut submits, 0.50),
+            percentile(&mut between, 0.50),
+            percentile(&mut downloads, 0.50),
         ),
     };
 
@@ -444,9 +466,12 @@ async fn closed_loop(
 
 async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Timed> {
     let started = Instant::now();
-    let (id, job) = submit_and_wait(client, body, query).await?;
+    let id = submit(client, body, query).await?;
+    let submit = ms(started);
+    let job = wait_done(client, &id).await?;
+    let done = Instant::now();
     let result = get_once_more(client, &format!("/v1/jobs/{id}/result")).await?;
-    let total = ms(started);
+    let (total, download) = (ms(started), ms(done));
     ensure!(result.status == 200, "result of {id}: {}", result.status);
     let (w, h) = (
         job["result"]["width"].as_u64(),
@@ -466,6 +491,8 @@ async fn one_job(client: &Client, body: &[u8], query: &str) -> anyhow::Result<Ti
     Ok(Timed {
         total,
         processing: job["result"]["processing_ms"].as_f64().unwrap_or(f64::NAN),
+        submit,
+        download,
     })
 }
 
@@ -476,6 +503,13 @@ pub(crate) async fn submit_and_wait(
     body: &[u8],
     query: &str,
 ) -> anyhow::Result<(String, serde_json::Value)> {
+    let id = submit(client, body, query).await?;
+    let job = wait_done(client, &id).await?;
+    Ok((id, job))
+}
+
+/// Submits one raw upload: the new job's id.
+async fn submit(client: &Client, body: &[u8], query: &str) -> anyhow::Result<String> {
     let reply = client.submit_raw(body.to_vec(), query).await?;
     if reply.status != 202 {
         bail!(
@@ -488,6 +522,12 @@ pub(crate) async fn submit_and_wait(
         .as_str()
         .context("202 without an id")?
         .to_string();
+    Ok(id)
+}
+
+/// Long-polls job `id` until it succeeds: its record. A job that fails, or is not done
+/// within two minutes, is an error.
+async fn wait_done(client: &Client, id: &str) -> anyhow::Result<serde_json::Value> {
     let deadline = Instant::now() + Duration::from_secs(120);
     let job = loop {
         let job = get_once_more(client, &format!("/v1/jobs/{id}?wait=10"))
@@ -500,7 +540,7 @@ pub(crate) async fn submit_and_wait(
         ensure!(Instant::now() < deadline, "job {id} still {state}");
     };
     ensure!(job["state"] == "succeeded", "job {id} ended {job}");
-    Ok((id, job))
+    Ok(job)
 }
 
 /// A GET, sent once more if the connection fails under it, as HTTP clients do for

@@ -141,8 +141,9 @@ async fn one(shape: &Shape, fair: bool, photo: &[u8], query: &str) -> anyhow::Re
         wait(&a, id).await?;
     }
     let backlog_s = started.elapsed().as_secs_f64();
-    stack.stop().await?;
+    // The gateway first, so it does not declare the queues the stack deletes again.
     gateway.kill().await?;
+    stack.stop().await?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome {
         mode: if fair {

@@ -327,6 +327,7 @@ pub fn render(runs: &[Run], cores: usize) -> String {
             let l = s.lone;
             [
                 l.total.0, l.total.1, l.total.2, l.work, l.added.0, l.added.1, l.added.2,
+                l.parts.0, l.parts.1, l.parts.2,
             ][pick]
         }
     };
@@ -338,6 +339,9 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         ("added around the work, p50", 4),
         ("added around the work, p99", 5),
         ("added around the work, worst", 6),
+        ("of that, the upload until its 202, p50", 7),
+        ("of that, 202 → done less the work, p50", 8),
+        ("of that, the result's download, p50", 9),
     ] {
         let _ = writeln!(
             o,
@@ -577,6 +581,8 @@ pub fn render(runs: &[Run], cores: usize) -> String {
     let lone_p99 = m(false, &lone(1));
     let lone_work = m(false, &lone(3));
     let added_p50 = m(false, &lone(4));
+    let (submit_p50, between_p50, download_p50) =
+        (m(false, &lone(7)), m(false, &lone(8)), m(false, &lone(9)));
     let overhead = |peer: bool, i: usize| {
         m(peer, &move |s: &System| {
             s.phases[i]
@@ -624,7 +630,9 @@ pub fn render(runs: &[Run], cores: usize) -> String {
         lone_p50 <= 15.0 && lone_p99 <= 25.0,
         format!(
             "p50 {lone_p50:.1} ms, p99 {lone_p99:.1} ms; the work alone is {lone_work:.1} ms \
-             (p50) on these photos, and the system adds {added_p50:.1} ms"
+             (p50) on these photos, and the system adds {added_p50:.1} ms (the upload until \
+             its 202 {submit_p50:.1}, the way to the worker and back {between_p50:.1}, the \
+             download {download_p50:.1})"
         ),
     );
     let stall_count = stalls(false);
