@@ -28,8 +28,8 @@ use crate::{
     inspect::inspect,
     publisher::Publisher,
     store::{
-        Admission, Admitted, Callback, CallbackState, Change, Job, JobState, NewJob, Scope, Store,
-        StoreError,
+        Admission, Admitted, Callback, CallbackState, Change, CheckChange, Job, JobState, NewJob,
+        Scope, Store, StoreError,
     },
     tenants::{Effective, Tenants, over_quota},
     upload::{JobSpec, Submission, job_spec},
@@ -384,6 +384,17 @@ impl Jobs {
     /// Applies `change` to job `id` and, when it applied, tells every listener.
     /// Returns the job as it is now, or None when the change did not apply.
     pub async fn record(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError> {
+        self.record_checked(id, change, None).await
+    }
+
+    /// [`record`](Self::record), with the change first passed through `check` with the
+    /// job as stored ([`crate::store::TaskStore::apply_checked`]).
+    pub async fn record_checked(
+        &self,
+        id: Uuid,
+        change: Change,
+        check: Option<CheckChange>,
+    ) -> Result<Option<Job>, StoreError> {
         // A quick job's final reply also says when it started: no `started` came.
         let unreported_start = matches!(
             &change,
@@ -395,7 +406,10 @@ impl Jobs {
                 ..
             }
         );
-        let changed = self.store.apply(id, change).await?;
+        let changed = match check {
+            Some(check) => self.store.apply_checked(id, change, check).await?,
+            None => self.store.apply(id, change).await?,
+        };
         if let Some(job) = &changed {
             self.notifier.changed(job);
             observe(job, unreported_start);

@@ -20,7 +20,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::{
     jobs::Jobs,
-    store::{Change, Scope, StoreError},
+    store::{Change, Job, StoreError},
 };
 
 /// Pause before a reply the store could not take goes back to the queue, so a store
@@ -269,27 +269,38 @@ fn unreadable_reply(body: &[u8], error: &serde_json::Error) -> Option<Reply> {
     })
 }
 
-/// Turns a success reply whose result fails [`check_result`] into a failure with
-/// `invalid_reply`. Other replies, and replies about jobs the store does not know (which
-/// change nothing), are left as they are.
-async fn refuse_forged(jobs: &Jobs, reply: Reply) -> Result<Reply, StoreError> {
-    let Outcome::Succeeded(result) = &reply.outcome else {
-        return Ok(reply);
+/// Turns a success whose result fails [`check_result`] against `job`, the job as stored,
+/// into a failure with `invalid_reply`. Other changes are left as they are. The store
+/// runs it as it records the reply ([`crate::store::TaskStore::apply_checked`]).
+fn refuse_forged(job: &Job, change: Change) -> Change {
+    let Change::Succeeded {
+        worker,
+        attempt,
+        result,
+        started_at,
+        hops,
+    } = change
+    else {
+        return change;
     };
-    let Some(job) = jobs.store.get(&Scope::All, reply.job_id).await? else {
-        return Ok(reply);
-    };
-    match check_result(job.id, job.format, &job.variants, result) {
-        Ok(()) => Ok(reply),
+    match check_result(job.id, job.format, &job.variants, &result) {
+        Ok(()) => Change::Succeeded {
+            worker,
+            attempt,
+            result,
+            started_at,
+            hops,
+        },
         Err(message) => {
-            warn!(job_id = %job.id, worker = %reply.worker, %message, "refusing a reply");
-            Ok(Reply {
-                outcome: Outcome::Failed {
-                    code: ErrorCode::InvalidReply,
-                    message,
-                },
-                ..reply
-            })
+            warn!(job_id = %job.id, %worker, %message, "refusing a reply");
+            Change::Failed {
+                worker: Some(worker),
+                attempt,
+                code: ErrorCode::InvalidReply.as_str().into(),
+                message,
+                started_at,
+                hops,
+            }
         }
     }
 }
@@ -312,7 +323,6 @@ pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
             }
         },
     };
-    let reply = refuse_forged(jobs, reply).await?;
     // The span is attached to the future, never entered across an await: a guard held
     // over an await leaks the span into whatever else the thread polls meanwhile.
     let span = info_span!("reply", job_id = %reply.job_id, worker = %reply.worker, attempt = reply.attempt);
@@ -325,7 +335,10 @@ pub async fn apply_reply(jobs: &Jobs, body: &[u8]) -> Result<(), StoreError> {
         }
     );
     async move {
-        match jobs.record(id, change_for(reply)).await? {
+        let checked = jobs
+            .record_checked(id, change_for(reply), Some(Box::new(refuse_forged)))
+            .await?;
+        match checked {
             None => debug!("reply changed nothing (late or duplicate)"),
             // A worker set the job aside: counted with the broker's dead letters.
             Some(_) if set_aside => Event::DeadLettered { job_id: id }.emit(),

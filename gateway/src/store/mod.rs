@@ -457,6 +457,10 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
+/// Turns a change into the one to apply, given the job as stored
+/// ([`TaskStore::apply_checked`]).
+pub type CheckChange = Box<dyn FnOnce(&Job, Change) -> Change + Send>;
+
 /// What every task-store backend offers.
 #[async_trait::async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
@@ -504,6 +508,22 @@ pub trait TaskStore: Send + Sync + fmt::Debug + 'static {
     /// Applies `change` if the job's state allows it; returns the job as it is now when
     /// it changed, None when the change did not apply (late, duplicate, unknown id).
     async fn apply(&self, id: Uuid, change: Change) -> Result<Option<Job>, StoreError>;
+
+    /// [`apply`](Self::apply) of the change `check` makes of `change`, given the job as
+    /// stored: a worker's reply is checked against the job it claims to finish before it
+    /// is recorded. A backend that can read and change the row in one call overrides
+    /// this; the default reads it first. An unknown id changes nothing (None).
+    async fn apply_checked(
+        &self,
+        id: Uuid,
+        change: Change,
+        check: CheckChange,
+    ) -> Result<Option<Job>, StoreError> {
+        match self.get(&Scope::All, id).await? {
+            Some(job) => self.apply(id, check(&job, change)).await,
+            None => Ok(None),
+        }
+    }
 
     /// The broker confirmed these jobs' messages (one statement for all of them).
     async fn mark_published(&self, ids: &[Uuid]) -> Result<(), StoreError>;

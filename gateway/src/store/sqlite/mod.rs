@@ -20,8 +20,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::{
-    Admission, Admitted, ApiKey, Callback, Change, Finished, INTERACTIVE_EXTRA, InFlight, Job,
-    JobState, NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
+    Admission, Admitted, ApiKey, Callback, Change, CheckChange, Finished, INTERACTIVE_EXTRA,
+    InFlight, Job, JobState, NewJob, Scope, StoreError, Sweep, TaskStore, TenantLimits,
 };
 
 mod schema;
@@ -202,6 +202,14 @@ fn group_commit(mut conn: Connection, queue: &mpsc::Receiver<Call>) {
             );
         }
     }
+}
+
+/// Job `id`, if it is `tenant`'s (any tenant's for None).
+fn get_job(c: &Connection, id: Uuid, tenant: Option<&str>) -> Result<Option<Job>, StoreError> {
+    c.prepare_cached("SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)")?
+        .query_row(params![id.to_string(), tenant], row_to_job)
+        .optional()?
+        .transpose()
 }
 
 /// The tenant's jobs queued or running, and how many of them are held.
@@ -513,13 +521,7 @@ impl TaskStore for SqliteStore {
 
     async fn get(&self, scope: &Scope, id: Uuid) -> Result<Option<Job>, StoreError> {
         let tenant = scope.only().map(str::to_string);
-        self.with(move |c| {
-            c.prepare_cached("SELECT * FROM jobs WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)")?
-                .query_row(params![id.to_string(), tenant], row_to_job)
-                .optional()?
-                .transpose()
-        })
-        .await
+        self.with(move |c| get_job(c, id, tenant.as_deref())).await
     }
 
     async fn find_by_key(
@@ -548,6 +550,27 @@ impl TaskStore for SqliteStore {
         let (sql, mut values) = change_sql(change, pixmill_shared::now_ms());
         values.insert(0, rusqlite::types::Value::Text(id.to_string()));
         Ok(self.returning(sql, values).await?.pop())
+    }
+
+    /// The read, the check and the change in one call on the connection's thread.
+    async fn apply_checked(
+        &self,
+        id: Uuid,
+        change: Change,
+        check: CheckChange,
+    ) -> Result<Option<Job>, StoreError> {
+        let now = pixmill_shared::now_ms();
+        self.with(move |c| {
+            let Some(job) = get_job(c, id, None)? else {
+                return Ok(None);
+            };
+            let (sql, mut values) = change_sql(check(&job, change), now);
+            values.insert(0, rusqlite::types::Value::Text(id.to_string()));
+            let mut statement = c.prepare_cached(&sql)?;
+            let mut rows = statement.query_map(rusqlite::params_from_iter(values), row_to_job)?;
+            rows.next().transpose()?.transpose()
+        })
+        .await
     }
 
     async fn mark_published(&self, ids: &[Uuid]) -> Result<(), StoreError> {
