@@ -10,6 +10,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
+
 use pixmill_shared::{
     BlobError, Blobs, JobRequest, JobStep, Limits, PlanError, Variant,
     amqp::PublishError,
@@ -22,6 +24,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
+    admission::Reservation,
     error::{ApiCode, ApiError},
     events::{Notifier, Seen, Watch},
     fair_share::FairShare,
@@ -102,6 +105,13 @@ pub enum Submitted {
     Replayed(Job),
 }
 
+/// An upload on its way to the blob store: its bytes, and the share of the upload
+/// budget they hold.
+struct Upload {
+    image: Bytes,
+    held: Reservation,
+}
+
 impl Jobs {
     /// Validates and queues a submission as a job of `tenant`, within its `limits`;
     /// returns the job once the broker has it (or, held for its fair share, once it is
@@ -111,6 +121,7 @@ impl Jobs {
         tenant: &str,
         limits: &Effective,
         submission: Submission,
+        held: Reservation,
         idempotency_key: Option<String>,
     ) -> Result<Submitted, ApiError> {
         let spec = job_spec(&submission.params, &self.ops)?;
@@ -130,10 +141,15 @@ impl Jobs {
             interactive: spec.interactive,
         };
         let (request, callback_url) = self.check(&submission, spec).await?;
+        let upload_bytes = submission.image.len() as u64;
+        let upload = Upload {
+            image: submission.image,
+            held,
+        };
         let admitted = match self
             .enqueue(
                 tenant,
-                &submission,
+                upload,
                 &request,
                 idempotency,
                 callback_url.clone(),
@@ -153,7 +169,7 @@ impl Jobs {
         }
         Event::JobSubmitted {
             job_id: request.id,
-            upload_bytes: submission.image.len() as u64,
+            upload_bytes,
         }
         .emit();
         let job = accepted(tenant, request, callback_url, admitted);
@@ -232,22 +248,26 @@ impl Jobs {
 
     /// Stores the upload and the `queued` record, then publishes with a confirm (unless
     /// the job is held for its fair share); a step that fails undoes the ones before it.
+    /// The upload's bytes and its share of the upload budget are given back once the
+    /// blob store holds them, not kept through the record and the publish.
     /// Returns the job that an identical request with the same idempotency key created
     /// first, when that request won a race.
     async fn enqueue(
         &self,
         tenant: &str,
-        submission: &Submission,
+        upload: Upload,
         request: &JobRequest,
         idempotency: Option<(String, String)>,
         callback_url: Option<String>,
         admission: Admission,
     ) -> Result<Enqueued, ApiError> {
         let id = request.id;
+        let Upload { image, held } = upload;
         self.blobs
-            .put(&request.input, submission.image.clone())
+            .put(&request.input, image)
             .await
             .map_err(|e| blob_unavailable("the upload could not be stored", &e))?;
+        drop(held);
         let stored = self
             .store
             .insert(

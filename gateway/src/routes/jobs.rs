@@ -84,21 +84,19 @@ pub(super) async fn submit(
     let key = idempotency_key(request.headers())?;
     let limits = state.jobs.tenants.limits(&principal.tenant).await;
     // The upload's share of PIXMILL_UPLOAD_BUDGET_BYTES, held until its blob is stored
-    // (or it is refused): the end of this block.
-    let (job, replayed, rate) = {
-        let mut held = state.admission.uploads.reservation();
-        let submission = upload::read(request, state.max_upload_bytes, &mut held).await?;
-        // The rate after the body is read: an HTTP/1.1 client still sending its upload
-        // may not see an answer sent before then (the connection closes under it).
-        let rate = state.jobs.tenants.check_rate(&principal.tenant, &limits)?;
-        match state
-            .jobs
-            .submit(&principal.tenant, &limits, submission, key)
-            .await?
-        {
-            Submitted::Created(job) => (job, false, rate),
-            Submitted::Replayed(job) => (job, true, rate),
-        }
+    // (or it is refused).
+    let mut held = state.admission.uploads.reservation();
+    let submission = upload::read(request, state.max_upload_bytes, &mut held).await?;
+    // The rate after the body is read: an HTTP/1.1 client still sending its upload
+    // may not see an answer sent before then (the connection closes under it).
+    let rate = state.jobs.tenants.check_rate(&principal.tenant, &limits)?;
+    let (job, replayed) = match state
+        .jobs
+        .submit(&principal.tenant, &limits, submission, held, key)
+        .await?
+    {
+        Submitted::Created(job) => (job, false),
+        Submitted::Replayed(job) => (job, true),
     };
     let location = format!("/v1/jobs/{}", job.id);
     let mut response = (StatusCode::ACCEPTED, Json(view(&job, &principal.tenant))).into_response();
