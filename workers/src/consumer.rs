@@ -684,9 +684,9 @@ async fn run_job(
         let steps = segment.steps.clone();
         move || {
             if variants.is_empty() {
-                pipeline::process_steps(&steps, format, quality, &input, &limits).map(|p| vec![p])
+                pipeline::process_steps(&steps, format, quality, input, &limits).map(|p| vec![p])
             } else {
-                pipeline::process_variants(&steps, &variants, &input, &limits)
+                pipeline::process_variants(&steps, &variants, input, &limits)
             }
         }
     };

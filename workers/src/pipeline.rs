@@ -40,16 +40,17 @@ pub fn process(job: &JobRequest, input: &[u8], limits: &Limits) -> Result<Proces
 }
 
 /// Runs built-in `steps` on the image in `input` and encodes the result in `format`.
+/// An owned `input` is freed once decoded (see [`render`]).
 pub fn process_steps(
     steps: &[Step],
     format: OutputFormat,
     quality: u8,
-    input: &[u8],
+    input: impl AsRef<[u8]>,
     limits: &Limits,
 ) -> Result<Processed, JobError> {
     let started = Instant::now();
     if format == OutputFormat::Jpeg
-        && let Some((bytes, width, height)) = lossless(steps, input, limits)?
+        && let Some((bytes, width, height)) = lossless(steps, input.as_ref(), limits)?
     {
         return Ok(Processed {
             bytes,
@@ -75,18 +76,19 @@ pub fn process_steps(
 /// largest DCT scale every variant can use: shrunk on load when every variant starts
 /// with a resize (as large as the largest of them needs), at full size otherwise. A
 /// JPEG variant of lossless steps alone is transformed on the coefficients, as a job
-/// of its own would be. Outputs come back in the variants' order.
+/// of its own would be. Outputs come back in the variants' order. An owned `input` is
+/// freed once decoded.
 pub fn process_variants(
     shared: &[Step],
     variants: &[Variant],
-    input: &[u8],
+    input: impl AsRef<[u8]>,
     limits: &Limits,
 ) -> Result<Vec<Processed>, JobError> {
     let started = Instant::now();
     let mut done: Vec<Option<Processed>> = Vec::with_capacity(variants.len());
     for variant in variants {
         let alone = if shared.is_empty() && variant.format == OutputFormat::Jpeg {
-            lossless(&variant.steps, input, limits)?
+            lossless(&variant.steps, input.as_ref(), limits)?
         } else {
             None
         };
@@ -124,7 +126,7 @@ pub fn process_variants(
 fn render_variants<'a>(
     shared: &[Step],
     variants: impl ExactSizeIterator<Item = &'a Variant> + Clone,
-    input: &[u8],
+    input: impl AsRef<[u8]>,
     limits: &Limits,
 ) -> Result<Vec<DynamicImage>, JobError> {
     let mut images = Vec::with_capacity(variants.len());
@@ -152,7 +154,8 @@ fn render_variants<'a>(
         first_resizes: first_resizes.unwrap_or_default(),
         ..codec::Hint::default()
     };
-    let decoded = codec::decode_with(input, limits, hint)?;
+    let decoded = codec::decode_with(input.as_ref(), limits, hint)?;
+    drop(input);
     let (full_w, full_h) = decoded.full_size;
     for variant in variants.clone() {
         // Re-check here: the worker must not trust that the message passed the gateway.
@@ -220,9 +223,16 @@ fn plan_error(e: pixmill_shared::PlanError) -> JobError {
     }
 }
 
-/// Decodes `input` and runs `steps` on it: everything but the encoding.
-pub fn render(steps: &[Step], input: &[u8], limits: &Limits) -> Result<DynamicImage, JobError> {
-    let decoded = codec::decode_with(input, limits, hint(steps))?;
+/// Decodes `input` and runs `steps` on it: everything but the encoding. An owned
+/// `input` (the worker's) is freed as soon as it is decoded, before the steps make the
+/// job's largest buffers: a worker's peak memory holds no encoded copy of the image.
+pub fn render(
+    steps: &[Step],
+    input: impl AsRef<[u8]>,
+    limits: &Limits,
+) -> Result<DynamicImage, JobError> {
+    let decoded = codec::decode_with(input.as_ref(), limits, hint(steps))?;
+    drop(input);
     let (full_w, full_h) = decoded.full_size;
     // Re-check here: the worker must not trust that the message passed the gateway.
     plan(steps, full_w, full_h, limits).map_err(plan_error)?;
@@ -362,7 +372,7 @@ mod tests {
             order: ChannelOrder::Bgr,
         }];
         assert!(hint(&steps).swap_red_blue);
-        let out = render(&steps, &jpeg_of([250, 10, 10]), &Limits::default()).expect("render");
+        let out = render(&steps, jpeg_of([250, 10, 10]), &Limits::default()).expect("render");
         let px = out.to_rgb8().get_pixel(10, 10).0;
         assert!(near(px, [10, 10, 250]), "{px:?}");
         // Followed by more steps, the rest still run, once.
@@ -374,7 +384,7 @@ mod tests {
                 order: ChannelOrder::Rbg,
             },
         ];
-        let out = render(&steps, &jpeg_of([250, 10, 120]), &Limits::default()).expect("render");
+        let out = render(&steps, jpeg_of([250, 10, 120]), &Limits::default()).expect("render");
         let px = out.to_rgb8().get_pixel(10, 10).0;
         assert!(near(px, [120, 250, 10]), "{px:?}");
     }
@@ -548,7 +558,7 @@ mod tests {
                     OutputFormat::Png,
                 ),
             ],
-            &photo_like(),
+            photo_like(),
             &Limits::default(),
         )
         .expect_err("a crop outside the image");
