@@ -31,10 +31,10 @@ use tracing::{debug, warn};
 
 use crate::admission::Bounds;
 
-/// Largest read buffer a connection grows to (hyper's default is about 400 KiB). Each
-/// connection keeps the buffer it grew while it stays open, so an upload of 1 MB would
-/// leave that much behind on every keep-alive connection; 64 KiB still reads a body in
-/// few system calls.
+/// Largest read buffer a connection grows to. hyper's default is about 400 KiB, which
+/// a 1 MB upload reaches, and a connection keeps the buffer it grew while it stays
+/// open: that much on every keep-alive connection. 64 KiB still reads a body in few
+/// system calls.
 const READ_BUFFER_MAX: usize = 64 * 1024;
 
 /// After a failed `accept` (most often: out of file descriptors), wait this long.
