@@ -224,8 +224,8 @@ fn plan_error(e: pixmill_shared::PlanError) -> JobError {
 }
 
 /// Decodes `input` and runs `steps` on it: everything but the encoding. An owned
-/// `input` (the worker's) is freed as soon as it is decoded, before the steps make the
-/// job's largest buffers: a worker's peak memory holds no encoded copy of the image.
+/// `input` (the worker's) is freed as soon as it is decoded, before the steps make
+/// their buffers; the decode itself still needs it.
 pub fn render(
     steps: &[Step],
     input: impl AsRef<[u8]>,
