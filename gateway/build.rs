@@ -1,0 +1,8 @@
+//! See `shared/build/relr.rs`.
+
+#[path = "../shared/build/relr.rs"]
+mod relr;
+
+fn main() {
+    relr::link_packed_relocations();
+}
